@@ -1,0 +1,695 @@
+//! The agent's actions: what start, stop, monitor and validate-all decide,
+//! written against the [`Hypervisor`] trait and bounded by the action's
+//! [`Deadline`].
+
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+
+use crate::hypervisor::{DomainState, Hypervisor};
+use crate::libvirt::{self, Libvirt};
+use crate::ocf::{Deadline, Env, OcfRc, Outcome, ParamError, Params, METADATA};
+
+/// The OCF actions this agent knows (Pacemaker's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Start,
+    Stop,
+    Monitor,
+    /// An alias of monitor kept for old tools (OCF 1.0 `status`).
+    Status,
+    MigrateTo,
+    MigrateFrom,
+    MetaData,
+    ValidateAll,
+}
+
+impl Action {
+    pub const ALL: [Action; 8] = [
+        Action::Start,
+        Action::Stop,
+        Action::Monitor,
+        Action::Status,
+        Action::MigrateTo,
+        Action::MigrateFrom,
+        Action::MetaData,
+        Action::ValidateAll,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Start => "start",
+            Action::Stop => "stop",
+            Action::Monitor => "monitor",
+            Action::Status => "status",
+            Action::MigrateTo => "migrate_to",
+            Action::MigrateFrom => "migrate_from",
+            Action::MetaData => "meta-data",
+            Action::ValidateAll => "validate-all",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.name() == name)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Param(#[from] ParamError),
+    #[error("domain {name} is not defined on this node and no config is set")]
+    NotDefined { name: String },
+    #[error("config defines domain {found:?}, not {name:?}")]
+    ConfigNames { name: String, found: String },
+    #[error("cannot {what} domain {name}")]
+    Libvirt {
+        what: &'static str,
+        name: String,
+        #[source]
+        source: libvirt::Error,
+    },
+    #[error("domain {name} is {state}, not running, {waited:.1?} after start")]
+    NotStarted {
+        name: String,
+        state: DomainState,
+        waited: Duration,
+    },
+    #[error("domain {name} is still {state} after destroy")]
+    StillActive { name: String, state: DomainState },
+    #[error("libvirtd does not answer and QEMU pid {pid} of domain {name} still runs")]
+    QemuAlive {
+        name: String,
+        pid: u32,
+        #[source]
+        source: libvirt::Error,
+    },
+    #[error("{action} is not implemented yet")]
+    Unimplemented { action: &'static str },
+}
+
+impl Error {
+    pub fn rc(&self) -> OcfRc {
+        match self {
+            Error::Param(e) => e.rc(),
+            // Unknown here but maybe defined on the peer: a node-local
+            // problem (5 bans only this node; 6 would stop it everywhere).
+            Error::NotDefined { .. } => OcfRc::ErrInstalled,
+            Error::ConfigNames { .. } => OcfRc::ErrConfigured,
+            Error::Unimplemented { .. } => OcfRc::ErrUnimplemented,
+            Error::Libvirt { .. }
+            | Error::NotStarted { .. }
+            | Error::StillActive { .. }
+            | Error::QemuAlive { .. } => OcfRc::ErrGeneric,
+        }
+    }
+}
+
+/// The error and its sources on one line, each cause once (the messages
+/// do not repeat their source; see cloud-hypervisor's error-chain rule).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let part = match c.downcast_ref::<virt::error::Error>() {
+            // virt's Display adds codes and domains; the message is enough.
+            Some(v) => v.message().to_owned(),
+            None => c.to_string(),
+        };
+        text.push_str(": ");
+        text.push_str(part.trim());
+        cause = c.source();
+    }
+    text
+}
+
+impl From<Error> for Outcome {
+    fn from(e: Error) -> Self {
+        Outcome::new(e.rc(), chain(&e))
+    }
+}
+
+/// How often a state is polled while waiting for it to change.
+const POLL: Duration = Duration::from_millis(200);
+
+/// How often stop presses the ACPI power button again: a guest that is
+/// still booting (no ACPI handler loaded yet) misses the first press.
+const ACPI_REPEAT: Duration = Duration::from_secs(3);
+
+/// The time stop keeps for destroy after the graceful phase: libvirt's
+/// destroy sends SIGTERM, waits up to 10 s, then SIGKILLs (virDomainDestroy),
+/// so a quarter of the timeout, between 2 s and 15 s.
+fn destroy_reserve(timeout: Duration) -> Duration {
+    (timeout / 4).clamp(Duration::from_secs(2), Duration::from_secs(15))
+}
+
+/// Runs one action with the parameters in `env`.
+pub fn run(action: Action, env: &Env) -> Outcome {
+    let deadline = Deadline::new(env.timeout());
+    let result = match action {
+        Action::MetaData => print_metadata(),
+        Action::ValidateAll => validate_all(env),
+        Action::Start => Params::from_env(env).map_err(Error::from).and_then(|p| {
+            let hv = Libvirt::new(&p.hypervisor, deadline.at());
+            start(&hv, &p, &deadline)
+        }),
+        Action::Stop => lenient(env).and_then(|p| {
+            let hv = Libvirt::new(&p.hypervisor, deadline.at());
+            stop(&hv, &p, &deadline)
+        }),
+        Action::Monitor | Action::Status => lenient(env).and_then(|p| {
+            let hv = Libvirt::new(&p.hypervisor, deadline.at());
+            monitor(&hv, &p)
+        }),
+        Action::MigrateTo | Action::MigrateFrom => Err(Error::Unimplemented {
+            action: action.name(),
+        }),
+    };
+    result.unwrap_or_else(Outcome::from)
+}
+
+/// meta-data: the embedded document, byte for byte, and nothing else on
+/// stdout. It reads no parameter and touches no libvirt (ocf-tester runs
+/// it as `nobody`). A closed stdout is not an error worth a non-zero code.
+fn print_metadata() -> Result<Outcome, Error> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out
+        .write_all(METADATA.as_bytes())
+        .and_then(|()| out.flush());
+    Ok(Outcome::new(OcfRc::Success, "meta-data printed"))
+}
+
+/// Parameters for stop and monitor: invalid optional parameters are logged
+/// and replaced by their defaults. A stop that fails over a typo in, say,
+/// `migration_speed` would get the node fenced for nothing.
+fn lenient(env: &Env) -> Result<Params, Error> {
+    let (params, problems) = Params::from_env_lenient(env)?;
+    for p in problems {
+        warn!("ignoring an invalid parameter for this action: {p}");
+    }
+    Ok(params)
+}
+
+/// validate-all: syntax of every parameter (6), then what this node must
+/// have (5: `config` readable). It does not contact libvirt: validation
+/// must answer even where libvirtd is down, as `crm_resource --validate`
+/// is used to debug exactly that.
+pub fn validate_all(env: &Env) -> Result<Outcome, Error> {
+    let p = Params::from_env(env)?;
+    if let Some(xml) = p.read_config() {
+        check_config_name(&p.name, &xml?)?;
+    }
+    Ok(Outcome::new(OcfRc::Success, "parameters are valid"))
+}
+
+/// The first `<name>` of a domain XML, unescaped: libvirt puts the
+/// domain's name there, before any device.
+fn config_domain_name(xml: &str) -> Option<String> {
+    let start = xml.find("<name>")? + "<name>".len();
+    let len = xml[start..].find("</name>")?;
+    let raw = xml[start..start + len].trim();
+    Some(
+        raw.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&"),
+    )
+}
+
+fn check_config_name(name: &str, xml: &str) -> Result<(), Error> {
+    match config_domain_name(xml) {
+        Some(found) if found != name => Err(Error::ConfigNames {
+            name: name.into(),
+            found,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn hv_err(what: &'static str, name: &str) -> impl FnOnce(libvirt::Error) -> Error {
+    let name = name.to_owned();
+    move |source| Error::Libvirt { what, name, source }
+}
+
+/// Polls the domain's state until `done` holds or `until` passes; returns
+/// the last state seen.
+fn wait_state<H: Hypervisor>(
+    hv: &H,
+    name: &str,
+    until: Instant,
+    done: impl Fn(DomainState) -> bool,
+) -> Result<DomainState, Error> {
+    loop {
+        let state = hv.state(name).map_err(hv_err("get the state of", name))?;
+        if done(state) || Instant::now() + POLL > until {
+            return Ok(state);
+        }
+        sleep(POLL);
+    }
+}
+
+/// A cluster-managed server must never be started by libvirtd itself when
+/// it (re)starts: it would then run twice.
+fn ensure_no_autostart<H: Hypervisor>(hv: &H, name: &str) -> Result<(), Error> {
+    if hv
+        .autostart(name)
+        .map_err(hv_err("read autostart of", name))?
+    {
+        hv.disable_autostart(name)
+            .map_err(hv_err("disable autostart of", name))?;
+        info!("domain {name}: turned libvirt autostart off (Pacemaker starts this server)");
+    }
+    Ok(())
+}
+
+/// start: 0 once the domain runs (at once if it already does).
+pub fn start<H: Hypervisor>(hv: &H, p: &Params, deadline: &Deadline) -> Result<Outcome, Error> {
+    let name = p.name.as_str();
+    let mut state = hv.state(name).map_err(hv_err("get the state of", name))?;
+    if state == DomainState::Undefined {
+        let xml = match p.read_config() {
+            None => return Err(Error::NotDefined { name: name.into() }),
+            Some(xml) => xml?,
+        };
+        check_config_name(name, &xml)?;
+        hv.define(&xml).map_err(hv_err("define", name))?;
+        info!(
+            "domain {name}: defined from {}",
+            p.config.as_deref().unwrap_or_else(|| "".as_ref()).display()
+        );
+        state = hv.state(name).map_err(hv_err("get the state of", name))?;
+    }
+    ensure_no_autostart(hv, name)?;
+    if state.is_active() {
+        return Ok(Outcome::new(
+            OcfRc::Success,
+            format!("domain {name} is already active ({state})"),
+        ));
+    }
+    if state == DomainState::Crashed {
+        // A crashed domain kept by on_crash=preserve still holds its QEMU;
+        // libvirt refuses to boot it until it is destroyed.
+        info!("domain {name} is crashed: destroying it before the start");
+        hv.destroy(name).map_err(hv_err("destroy", name))?;
+    }
+    let t0 = Instant::now();
+    if let Err(e) = hv.start(name) {
+        // Started by someone else in between: libvirt says it is active.
+        if !e.is_operation_invalid() {
+            return Err(hv_err("start", name)(e));
+        }
+        debug!("domain {name}: start refused ({e}); checking its state");
+    }
+    let state = wait_state(hv, name, deadline.at(), |s| s == DomainState::Running)?;
+    if state != DomainState::Running {
+        return Err(Error::NotStarted {
+            name: name.into(),
+            state,
+            waited: t0.elapsed(),
+        });
+    }
+    Ok(Outcome::new(
+        OcfRc::Success,
+        format!("domain {name} started in {:.1?}", t0.elapsed()),
+    ))
+}
+
+/// stop: 0 once the domain does not run; graceful ACPI shutdown first
+/// (unless `force_stop`), destroy early enough to return before the
+/// deadline (VirtualDomain's model: graceful until timeout − reserve).
+pub fn stop<H: Hypervisor>(hv: &H, p: &Params, deadline: &Deadline) -> Result<Outcome, Error> {
+    let name = p.name.as_str();
+    let state = match hv.state(name) {
+        Ok(s) => s,
+        Err(e) if e.is_unreachable() => return stop_without_libvirt(hv, name, e),
+        Err(e) => return Err(hv_err("get the state of", name)(e)),
+    };
+    if !state.is_active() && state != DomainState::Crashed && state != DomainState::NoState {
+        return Ok(Outcome::new(
+            OcfRc::Success,
+            format!("domain {name} is already stopped ({state})"),
+        ));
+    }
+    let t0 = Instant::now();
+    let mut how = "destroyed";
+    // ACPI only reaches a guest that runs; a crashed or stateless one is
+    // destroyed at once.
+    let graceful = !p.force_stop && state.is_active();
+    if graceful {
+        let graceful_end = deadline.earlier_by(destroy_reserve(deadline.timeout()));
+        let mut state = state;
+        let mut next_press = Instant::now();
+        while state.is_active() && Instant::now() < graceful_end {
+            if Instant::now() >= next_press {
+                match hv.shutdown(name) {
+                    Ok(()) => debug!("domain {name}: ACPI shutdown requested"),
+                    Err(e) if e.is_operation_invalid() => {}
+                    Err(e) => return Err(hv_err("shut down", name)(e)),
+                }
+                next_press = Instant::now() + ACPI_REPEAT;
+            }
+            state = wait_state(hv, name, graceful_end.min(next_press), |s| !s.is_active())?;
+        }
+        if !state.is_active() {
+            return Ok(Outcome::new(
+                OcfRc::Success,
+                format!("domain {name} shut down gracefully in {:.1?}", t0.elapsed()),
+            ));
+        }
+        warn!(
+            "domain {name} did not shut down within {:.1?}; destroying it to stop before the deadline",
+            t0.elapsed()
+        );
+        how = "destroyed after the guest ignored ACPI shutdown";
+    }
+    match hv.destroy(name) {
+        Ok(()) => {}
+        // Already gone by itself between the check and the destroy.
+        Err(e) if e.is_operation_invalid() => {}
+        Err(e) => return Err(hv_err("destroy", name)(e)),
+    }
+    let state = wait_state(hv, name, deadline.at(), |s| {
+        !s.is_active() && s != DomainState::Crashed
+    })?;
+    if state.is_active() || state == DomainState::Crashed {
+        return Err(Error::StillActive {
+            name: name.into(),
+            state,
+        });
+    }
+    Ok(Outcome::new(
+        OcfRc::Success,
+        format!("domain {name} {how} in {:.1?}", t0.elapsed()),
+    ))
+}
+
+/// stop while libvirtd cannot be asked: success only when no QEMU process
+/// of the domain lives on this node (then nothing of the server is left
+/// here, which is what a stop must guarantee).
+fn stop_without_libvirt<H: Hypervisor>(
+    hv: &H,
+    name: &str,
+    e: libvirt::Error,
+) -> Result<Outcome, Error> {
+    match hv.qemu_pid(name) {
+        Some(pid) => Err(Error::QemuAlive {
+            name: name.into(),
+            pid,
+            source: e,
+        }),
+        None if hv.knows_qemu_pids() => Ok(Outcome::new(
+            OcfRc::Success,
+            format!("libvirtd does not answer ({e}), but no QEMU process of domain {name} lives on this node"),
+        )),
+        None => Err(hv_err("get the state of", name)(e)),
+    }
+}
+
+/// monitor (and probes, which follow the same rule): 0 while the domain is
+/// active, 7 when it is shut off or not defined, 1 when it crashed or its
+/// state cannot be known. Never 7 while a QEMU process of the domain lives
+/// on this node: Pacemaker would start it elsewhere, and it would run twice.
+pub fn monitor<H: Hypervisor>(hv: &H, p: &Params) -> Result<Outcome, Error> {
+    let name = p.name.as_str();
+    match hv.state(name) {
+        Ok(state) if state.is_active() => Ok(Outcome::new(
+            OcfRc::Success,
+            format!("domain {name} is active ({state})"),
+        )),
+        Ok(state @ (DomainState::Shutoff | DomainState::Undefined)) => match hv.qemu_pid(name) {
+            Some(pid) => Ok(Outcome::new(
+                OcfRc::ErrGeneric,
+                format!("libvirt reports domain {name} {state}, but its QEMU pid {pid} still runs"),
+            )),
+            None => Ok(Outcome::new(
+                OcfRc::NotRunning,
+                format!("domain {name} is {state}"),
+            )),
+        },
+        Ok(state) => Ok(Outcome::new(
+            OcfRc::ErrGeneric,
+            format!("domain {name} is {state}"),
+        )),
+        Err(e) => {
+            let e = hv_err("get the state of", name)(e);
+            match hv.qemu_pid(name) {
+                // libvirtd restarting or hung says nothing about the guest:
+                // its QEMU process is the server, and it is alive.
+                Some(pid) => {
+                    warn!("{}; QEMU pid {pid} of domain {name} is alive", chain(&e));
+                    Ok(Outcome::new(
+                        OcfRc::Success,
+                        format!(
+                            "domain {name} is running (QEMU pid {pid}; libvirtd not answering)"
+                        ),
+                    ))
+                }
+                None => Err(e),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::{Cell, RefCell};
+
+    /// A scripted hypervisor: `states` are returned in order (the last one
+    /// repeats); calls are recorded.
+    struct Fake {
+        states: RefCell<Vec<Result<DomainState, ()>>>,
+        calls: RefCell<Vec<&'static str>>,
+        autostart: Cell<bool>,
+        pid: Option<u32>,
+        pid_dir: bool,
+        /// The state after a shutdown request (None: the guest ignores it).
+        after_shutdown: Option<DomainState>,
+    }
+
+    impl Fake {
+        fn new(states: &[DomainState]) -> Self {
+            Fake {
+                states: RefCell::new(states.iter().copied().map(Ok).collect()),
+                calls: RefCell::default(),
+                autostart: Cell::new(false),
+                pid: None,
+                pid_dir: true,
+                after_shutdown: Some(DomainState::Shutoff),
+            }
+        }
+        fn unreachable() -> Self {
+            let f = Fake::new(&[]);
+            *f.states.borrow_mut() = vec![Err(())];
+            f
+        }
+        fn set(&self, s: DomainState) {
+            *self.states.borrow_mut() = vec![Ok(s)];
+        }
+        fn calls(&self) -> Vec<&'static str> {
+            self.calls.borrow().clone()
+        }
+    }
+
+    impl Hypervisor for Fake {
+        fn state(&self, _: &str) -> Result<DomainState, libvirt::Error> {
+            let mut s = self.states.borrow_mut();
+            let next = if s.len() > 1 { s.remove(0) } else { s[0] };
+            next.map_err(|()| libvirt::Error::Timeout { what: "get state" })
+        }
+        fn define(&self, _: &str) -> Result<String, libvirt::Error> {
+            self.calls.borrow_mut().push("define");
+            self.set(DomainState::Shutoff);
+            Ok("vm1".into())
+        }
+        fn start(&self, _: &str) -> Result<(), libvirt::Error> {
+            self.calls.borrow_mut().push("start");
+            self.set(DomainState::Running);
+            Ok(())
+        }
+        fn shutdown(&self, _: &str) -> Result<(), libvirt::Error> {
+            self.calls.borrow_mut().push("shutdown");
+            if let Some(s) = self.after_shutdown {
+                self.set(s);
+            }
+            Ok(())
+        }
+        fn destroy(&self, _: &str) -> Result<(), libvirt::Error> {
+            self.calls.borrow_mut().push("destroy");
+            self.set(DomainState::Shutoff);
+            Ok(())
+        }
+        fn autostart(&self, _: &str) -> Result<bool, libvirt::Error> {
+            Ok(self.autostart.get())
+        }
+        fn disable_autostart(&self, _: &str) -> Result<(), libvirt::Error> {
+            self.calls.borrow_mut().push("autostart off");
+            self.autostart.set(false);
+            Ok(())
+        }
+        fn qemu_pid(&self, _: &str) -> Option<u32> {
+            self.pid
+        }
+        fn knows_qemu_pids(&self) -> bool {
+            self.pid_dir
+        }
+    }
+
+    fn params(extra: &[(&str, &str)]) -> Params {
+        let env: Env = [("OCF_RESKEY_name", "vm1")]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        Params::from_env(&env).unwrap()
+    }
+
+    fn deadline(secs: u64) -> Deadline {
+        Deadline::new(Duration::from_secs(secs))
+    }
+
+    #[test]
+    fn monitor_maps_states() {
+        let p = params(&[]);
+        for (s, rc) in [
+            (DomainState::Running, OcfRc::Success),
+            (DomainState::Paused, OcfRc::Success),
+            (DomainState::Blocked, OcfRc::Success),
+            (DomainState::ShuttingDown, OcfRc::Success),
+            (DomainState::PmSuspended, OcfRc::Success),
+            (DomainState::Shutoff, OcfRc::NotRunning),
+            (DomainState::Undefined, OcfRc::NotRunning),
+            (DomainState::Crashed, OcfRc::ErrGeneric),
+            (DomainState::NoState, OcfRc::ErrGeneric),
+        ] {
+            assert_eq!(monitor(&Fake::new(&[s]), &p).unwrap().rc, rc, "{s}");
+        }
+    }
+
+    #[test]
+    fn monitor_never_says_stopped_while_qemu_lives() {
+        let p = params(&[]);
+        let mut f = Fake::new(&[DomainState::Undefined]);
+        f.pid = Some(42);
+        assert_eq!(monitor(&f, &p).unwrap().rc, OcfRc::ErrGeneric);
+        let mut f = Fake::unreachable();
+        f.pid = Some(42);
+        assert_eq!(monitor(&f, &p).unwrap().rc, OcfRc::Success);
+        let e = monitor(&Fake::unreachable(), &p).unwrap_err();
+        assert_eq!(e.rc(), OcfRc::ErrGeneric);
+    }
+
+    #[test]
+    fn start_defines_from_config_and_turns_autostart_off() {
+        let dir = std::env::temp_dir().join(format!("vmshift-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("vm1.xml");
+        std::fs::write(&cfg, "<domain type='qemu'><name>vm1</name></domain>").unwrap();
+        let p = params(&[("OCF_RESKEY_config", cfg.to_str().unwrap())]);
+        let f = Fake::new(&[DomainState::Undefined]);
+        f.autostart.set(true);
+        let out = start(&f, &p, &deadline(20)).unwrap();
+        assert_eq!(out.rc, OcfRc::Success);
+        assert_eq!(f.calls(), ["define", "autostart off", "start"]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn start_unknown_domain_without_config_is_not_installed() {
+        let e = start(
+            &Fake::new(&[DomainState::Undefined]),
+            &params(&[]),
+            &deadline(20),
+        );
+        assert_eq!(e.unwrap_err().rc(), OcfRc::ErrInstalled);
+    }
+
+    #[test]
+    fn start_running_domain_is_success_at_once() {
+        let f = Fake::new(&[DomainState::Running]);
+        assert_eq!(
+            start(&f, &params(&[]), &deadline(20)).unwrap().rc,
+            OcfRc::Success
+        );
+        assert!(f.calls().is_empty());
+    }
+
+    #[test]
+    fn config_naming_another_domain_is_refused() {
+        assert_eq!(
+            config_domain_name("<domain><name>a&amp;b</name><x><name>y</name></x></domain>"),
+            Some("a&b".into())
+        );
+        let e = check_config_name("vm1", "<domain><name>vm2</name></domain>").unwrap_err();
+        assert_eq!(e.rc(), OcfRc::ErrConfigured);
+    }
+
+    #[test]
+    fn stop_graceful() {
+        let f = Fake::new(&[DomainState::Running]);
+        let out = stop(&f, &params(&[]), &deadline(20)).unwrap();
+        assert_eq!(out.rc, OcfRc::Success);
+        assert_eq!(f.calls(), ["shutdown"]);
+    }
+
+    #[test]
+    fn stop_force_destroys_at_once() {
+        let f = Fake::new(&[DomainState::Running]);
+        let p = params(&[("OCF_RESKEY_force_stop", "true")]);
+        assert_eq!(stop(&f, &p, &deadline(20)).unwrap().rc, OcfRc::Success);
+        assert_eq!(f.calls(), ["destroy"]);
+    }
+
+    #[test]
+    fn stop_destroys_a_guest_ignoring_acpi_before_the_deadline() {
+        let mut f = Fake::new(&[DomainState::Running]);
+        f.after_shutdown = None;
+        // 4 s timeout: deadline at 3 s, destroy reserve 2 s -> 1 s graceful.
+        let t = Instant::now();
+        let out = stop(&f, &params(&[]), &Deadline::new(Duration::from_secs(4))).unwrap();
+        assert_eq!(out.rc, OcfRc::Success);
+        assert!(out.reason.contains("ignored ACPI"), "{}", out.reason);
+        assert_eq!(f.calls().last(), Some(&"destroy"));
+        assert!(t.elapsed() < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn stop_stopped_is_success() {
+        for s in [DomainState::Shutoff, DomainState::Undefined] {
+            let f = Fake::new(&[s]);
+            assert_eq!(
+                stop(&f, &params(&[]), &deadline(20)).unwrap().rc,
+                OcfRc::Success
+            );
+            assert!(f.calls().is_empty());
+        }
+    }
+
+    #[test]
+    fn stop_without_libvirt() {
+        let p = params(&[]);
+        let mut f = Fake::unreachable();
+        assert_eq!(stop(&f, &p, &deadline(20)).unwrap().rc, OcfRc::Success);
+        f.pid = Some(7);
+        assert_eq!(
+            stop(&f, &p, &deadline(20)).unwrap_err().rc(),
+            OcfRc::ErrGeneric
+        );
+        f.pid = None;
+        f.pid_dir = false;
+        assert_eq!(
+            stop(&f, &p, &deadline(20)).unwrap_err().rc(),
+            OcfRc::ErrGeneric
+        );
+    }
+
+    #[test]
+    fn actions_round_trip_names() {
+        for a in Action::ALL {
+            assert_eq!(Action::from_name(a.name()), Some(a));
+        }
+        assert_eq!(Action::from_name("promote"), None);
+    }
+}

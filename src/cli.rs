@@ -1,0 +1,258 @@
+//! The command line: `vmshift <action> [--param value ...]`.
+//!
+//! Pacemaker calls `server <action>` with parameters in `OCF_RESKEY_*`; an
+//! admin may pass the same parameters as flags, which then take precedence.
+//! The OCF rule is that an agent "shall ignore all other arguments", so a
+//! known action always runs: arguments clap cannot parse are logged and
+//! dropped, never turned into clap's exit 2. Only a missing action (2) and
+//! an unknown one (3, OCF_ERR_UNIMPLEMENTED) end the call here.
+
+use std::ffi::OsString;
+
+use clap::{Arg, ArgAction, ArgMatches, Command};
+
+use crate::agent::Action;
+use crate::ocf::{param_docs, Env, OcfRc, Outcome};
+
+const EXIT_CODES: &str = "\
+Exit codes (OCF):
+  0  success; monitor: the server is active here
+  1  generic error (e.g. libvirtd does not answer and no QEMU of the server lives,
+     start did not finish before the deadline, stop could not stop it)
+  2  usage: no action given
+  3  unknown or not yet implemented action
+  5  not installed here: the domain is unknown and no config is set, or config
+     is unreadable
+  6  not configured: a parameter is missing or invalid
+  7  monitor: the server is cleanly stopped (shut off or not defined) here
+
+Every non-zero exit prints one line 'ocf-exit-reason:<why>' on stderr.
+
+Examples:
+  vmshift monitor --name vm1
+  vmshift start --name vm1 --config /etc/vmshift/vm1.xml
+  OCF_RESKEY_name=vm1 OCF_RESKEY_CRM_meta_timeout=90000 vmshift stop
+  crm_resource --force-check --class ocf --provider vmshift --agent server --option name=vm1";
+
+fn about(action: Action) -> &'static str {
+    match action {
+        Action::Start => "Boot the server on this node (define it from --config if unknown here)",
+        Action::Stop => "Shut the server down (ACPI, then destroy before the deadline)",
+        Action::Monitor => "Report whether the server is active on this node (0) or stopped (7)",
+        Action::Status => "Same as monitor",
+        Action::MigrateTo => {
+            "Live-migrate the server to the migration target (not implemented yet)"
+        }
+        Action::MigrateFrom => "Confirm the server arrived on this node (not implemented yet)",
+        Action::MetaData => "Print the OCF meta-data XML",
+        Action::ValidateAll => "Check the parameters without touching the server",
+    }
+}
+
+/// The flag that mirrors an OCF parameter: `migration_speed` is
+/// `--migration-speed`, and `--migration_speed` is accepted too.
+fn param_args() -> Vec<Arg> {
+    let mut args: Vec<Arg> = param_docs()
+        .into_iter()
+        .map(|d| {
+            let long = d.name.replace('_', "-");
+            let help = match d.default {
+                Some(def) => format!("{} [default: {def}]", d.shortdesc),
+                None => d.shortdesc.to_owned(),
+            };
+            let arg = Arg::new(d.name)
+                .long(long.clone())
+                .value_name("VALUE")
+                .action(ArgAction::Set)
+                .help(help);
+            if long == d.name {
+                arg
+            } else {
+                arg.alias(d.name)
+            }
+        })
+        .collect();
+    args.push(
+        Arg::new("timeout")
+            .long("timeout")
+            .value_name("MS")
+            .action(ArgAction::Set)
+            .help("The action's deadline in ms, as OCF_RESKEY_CRM_meta_timeout [default: 20000]"),
+    );
+    args
+}
+
+pub fn command() -> Command {
+    let mut cmd = Command::new("vmshift")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("OCF resource agent ocf:vmshift:server: runs and live-migrates a libvirt/QEMU server")
+        .long_about(
+            "OCF resource agent ocf:vmshift:server: runs and live-migrates a libvirt/QEMU server.\n\n\
+             Pacemaker runs it as /usr/lib/ocf/resource.d/vmshift/server <action> with the \
+             parameters in OCF_RESKEY_<name>. The same actions work by hand, with the \
+             parameters as flags (flags win over the environment).",
+        )
+        .after_help(EXIT_CODES)
+        .subcommand_required(false)
+        .disable_help_subcommand(false);
+    for action in Action::ALL {
+        let sub = Command::new(action.name()).about(about(action));
+        let sub = match action {
+            Action::MetaData => sub,
+            _ => sub.args(param_args()).after_help(EXIT_CODES),
+        };
+        cmd = cmd.subcommand(sub);
+    }
+    cmd.subcommand(Command::new("usage").about("Print this help"))
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Request {
+    Run(Action, Env),
+    /// Print this text on stdout and exit 0 (help, version).
+    Print(String),
+    /// End with this outcome without running anything.
+    Exit(Outcome),
+}
+
+/// Copies the parameter flags into the environment, where the action reads
+/// them exactly as it reads Pacemaker's.
+fn apply_flags(m: &ArgMatches, env: &mut Env) {
+    // meta-data has no flags: `try_get_one` answers Err for it where
+    // `get_one` would panic.
+    let flag = |id: &str| m.try_get_one::<String>(id).ok().flatten();
+    for d in param_docs() {
+        if let Some(v) = flag(d.name) {
+            env.set(format!("OCF_RESKEY_{}", d.name), v);
+        }
+    }
+    if let Some(v) = flag("timeout") {
+        env.set("OCF_RESKEY_CRM_meta_timeout", v);
+    }
+}
+
+pub fn parse(args: Vec<OsString>, mut env: Env) -> Request {
+    let first = args.get(1).map(|a| a.to_string_lossy().into_owned());
+    let Some(first) = first else {
+        return Request::Exit(Outcome::new(
+            OcfRc::ErrArgs,
+            format!(
+                "no action given; usage: vmshift <{}> [--name NAME ...]",
+                Action::ALL.map(Action::name).join("|")
+            ),
+        ));
+    };
+    if first == "usage" {
+        return Request::Print(command().render_long_help().to_string());
+    }
+    let action = Action::from_name(&first);
+    if action.is_none() && !first.starts_with('-') && first != "help" {
+        return Request::Exit(Outcome::new(
+            OcfRc::ErrUnimplemented,
+            format!("unknown action {first:?}"),
+        ));
+    }
+    match command().try_get_matches_from(&args) {
+        Ok(m) => match (action, m.subcommand()) {
+            (Some(action), Some((_, sub))) => {
+                apply_flags(sub, &mut env);
+                Request::Run(action, env)
+            }
+            _ => Request::Print(command().render_long_help().to_string()),
+        },
+        Err(e) => match (e.kind(), action) {
+            (clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion, _) => {
+                Request::Print(e.render().to_string())
+            }
+            (_, Some(action)) => {
+                log::warn!(
+                    "ignoring the command-line arguments of {}: {}",
+                    action.name(),
+                    e.kind()
+                );
+                Request::Run(action, env)
+            }
+            (_, None) => Request::Exit(Outcome::new(
+                OcfRc::ErrArgs,
+                format!("bad arguments ({}); see vmshift --help", e.kind()),
+            )),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<OsString> {
+        std::iter::once("vmshift")
+            .chain(a.iter().copied())
+            .map(OsString::from)
+            .collect()
+    }
+
+    fn run_env(a: &[&str]) -> (Action, Env) {
+        match parse(args(a), Env::default()) {
+            Request::Run(action, env) => (action, env),
+            other => panic!("{a:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn clap_command_is_consistent() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn flags_become_parameters() {
+        let (action, env) = run_env(&[
+            "start",
+            "--name",
+            "vm1",
+            "--migration-speed",
+            "5",
+            "--force_stop",
+            "true",
+            "--timeout",
+            "9000",
+        ]);
+        assert_eq!(action, Action::Start);
+        assert_eq!(env.reskey("name").unwrap(), Some("vm1"));
+        assert_eq!(env.reskey("migration_speed").unwrap(), Some("5"));
+        assert_eq!(env.reskey("force_stop").unwrap(), Some("true"));
+        assert_eq!(env.timeout(), std::time::Duration::from_secs(9));
+    }
+
+    #[test]
+    fn extra_arguments_are_ignored() {
+        let (action, env) = run_env(&["monitor", "--bogus", "x", "extra"]);
+        assert_eq!(action, Action::Monitor);
+        assert_eq!(env.reskey("name").unwrap(), None);
+        let (action, _) = run_env(&["migrate_to", "node-b"]);
+        assert_eq!(action, Action::MigrateTo);
+        let (action, _) = run_env(&["meta-data", "--name", "x"]);
+        assert_eq!(action, Action::MetaData);
+        let (action, env) = run_env(&["meta-data"]);
+        assert_eq!(action, Action::MetaData);
+        assert_eq!(env.reskey("name").unwrap(), None);
+    }
+
+    #[test]
+    fn exits() {
+        let rc = |a: &[&str]| match parse(args(a), Env::default()) {
+            Request::Exit(o) => Some(o.rc),
+            Request::Print(_) => Some(OcfRc::Success),
+            Request::Run(..) => None,
+        };
+        assert_eq!(rc(&[]), Some(OcfRc::ErrArgs));
+        assert_eq!(rc(&["promote"]), Some(OcfRc::ErrUnimplemented));
+        assert_eq!(rc(&["reload"]), Some(OcfRc::ErrUnimplemented));
+        assert_eq!(rc(&["usage"]), Some(OcfRc::Success));
+        assert_eq!(rc(&["help"]), Some(OcfRc::Success));
+        assert_eq!(rc(&["--help"]), Some(OcfRc::Success));
+        assert_eq!(rc(&["start", "--help"]), Some(OcfRc::Success));
+        assert_eq!(rc(&["--version"]), Some(OcfRc::Success));
+        assert_eq!(rc(&["--frobnicate"]), Some(OcfRc::ErrArgs));
+    }
+}

@@ -1,0 +1,82 @@
+//! The boundary between the agent's decisions and the hypervisor: a small
+//! trait the actions are written against, implemented for real by
+//! [`crate::libvirt`] and by a fake in unit tests of decision logic.
+
+use std::fmt;
+
+use crate::libvirt::Error;
+
+/// A domain's state as the agent needs it, mapped from libvirt's
+/// `virDomainState`. `Undefined` is libvirt's VIR_ERR_NO_DOMAIN: the domain
+/// is not known to this node's libvirtd at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomainState {
+    NoState,
+    Running,
+    Blocked,
+    Paused,
+    ShuttingDown,
+    Shutoff,
+    Crashed,
+    PmSuspended,
+    Undefined,
+}
+
+impl DomainState {
+    /// Active in the OCF sense: a QEMU process holds the guest, so the
+    /// server must not be started anywhere else. A paused or suspended
+    /// guest is still active, and so is one in the middle of shutting down.
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            DomainState::Running
+                | DomainState::Blocked
+                | DomainState::Paused
+                | DomainState::ShuttingDown
+                | DomainState::PmSuspended
+        )
+    }
+}
+
+impl fmt::Display for DomainState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The words virsh uses, so log lines read like `virsh domstate`.
+        f.write_str(match self {
+            DomainState::NoState => "no state",
+            DomainState::Running => "running",
+            DomainState::Blocked => "blocked",
+            DomainState::Paused => "paused",
+            DomainState::ShuttingDown => "in shutdown",
+            DomainState::Shutoff => "shut off",
+            DomainState::Crashed => "crashed",
+            DomainState::PmSuspended => "pmsuspended",
+            DomainState::Undefined => "not defined",
+        })
+    }
+}
+
+/// What the actions need from a hypervisor. Every call is bounded by the
+/// action's deadline: an implementation returns [`Error::Timeout`] rather
+/// than block past it.
+pub trait Hypervisor {
+    /// The domain's state on this node.
+    fn state(&self, name: &str) -> Result<DomainState, Error>;
+    /// Defines the domain persistently from XML; returns the name libvirt
+    /// gave it.
+    fn define(&self, xml: &str) -> Result<String, Error>;
+    /// Boots a defined, inactive domain.
+    fn start(&self, name: &str) -> Result<(), Error>;
+    /// Asks the guest to shut down (ACPI power button).
+    fn shutdown(&self, name: &str) -> Result<(), Error>;
+    /// Kills the domain's QEMU process (libvirt: SIGTERM, then SIGKILL).
+    fn destroy(&self, name: &str) -> Result<(), Error>;
+    /// Whether libvirtd starts the domain by itself when it starts.
+    fn autostart(&self, name: &str) -> Result<bool, Error>;
+    fn disable_autostart(&self, name: &str) -> Result<(), Error>;
+    /// The pid of a live QEMU process of this domain on this node, found
+    /// without asking libvirtd (for when it is down or hung).
+    fn qemu_pid(&self, name: &str) -> Option<u32>;
+    /// Whether [`Hypervisor::qemu_pid`] can see this hypervisor's QEMU
+    /// processes at all, so that its `None` means "none lives here".
+    fn knows_qemu_pids(&self) -> bool;
+}

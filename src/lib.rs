@@ -1,0 +1,72 @@
+//! vmshift: the OCF resource agent `ocf:vmshift:server` for libvirt/QEMU
+//! servers on a two-node Pacemaker cluster.
+//!
+//! Modules: [`ocf`] (the contract with Pacemaker), [`cli`] (argv to an
+//! action), [`agent`] (what each action decides), [`hypervisor`] (the
+//! backend trait), [`libvirt`] (the real backend), [`logging`].
+
+pub mod agent;
+pub mod cli;
+pub mod hypervisor;
+pub mod libvirt;
+pub mod logging;
+pub mod ocf;
+
+use std::ffi::OsString;
+use std::io::Write;
+
+use crate::agent::Action;
+use crate::cli::Request;
+use crate::ocf::{Env, OcfRc, Outcome};
+
+/// Runs the agent for `args` and `env` and returns the exit code. Every
+/// non-zero code goes out with one `ocf-exit-reason:` line on stderr, which
+/// Pacemaker shows in `crm_mon`.
+pub fn main_with(args: Vec<OsString>, env: Env) -> u8 {
+    logging::init(&env);
+    let prefix = env
+        .text("OCF_EXIT_REASON_PREFIX")
+        .unwrap_or("ocf-exit-reason:")
+        .to_owned();
+    let (name, outcome) = match cli::parse(args, env) {
+        Request::Print(text) => {
+            let _ = std::io::stdout().lock().write_all(text.as_bytes());
+            return OcfRc::Success as u8;
+        }
+        Request::Exit(outcome) => ("vmshift", outcome),
+        Request::Run(action, env) => (action.name(), agent::run(action, &env)),
+    };
+    let Outcome { rc, reason } = outcome;
+    // One line per action saying what it decided and why; meta-data decides
+    // nothing, and Pacemaker asks for it often.
+    if name == Action::MetaData.name() {
+        log::debug!("{name}: {reason} -> {rc}");
+    } else if rc == OcfRc::Success || rc == OcfRc::NotRunning {
+        log::info!("{name}: {reason} -> {rc}");
+    } else {
+        log::error!("{name}: {reason} -> {rc}");
+    }
+    if rc != OcfRc::Success {
+        let one_line = reason.replace(['\n', '\r'], " ");
+        let _ = writeln!(std::io::stderr().lock(), "{prefix}{one_line}");
+    }
+    rc as u8
+}
+
+/// Makes a panic end the process with OCF_ERR_GENERIC and a reason instead
+/// of Rust's exit code 101, which Pacemaker would read as an unknown error.
+/// Only the main thread's panic ends the action: a libvirt worker thread
+/// that panics has already been given up on or returns an error.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let main = std::thread::current().name() == Some("main");
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{}internal error: {info}",
+            if main { "ocf-exit-reason:" } else { "" }
+        );
+        if main {
+            std::process::exit(OcfRc::ErrGeneric as i32);
+        }
+    }));
+}

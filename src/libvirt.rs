@@ -1,0 +1,303 @@
+//! The libvirt wrapper: the only module that touches the `virt` crate, and
+//! the place where its sharp edges are handled.
+//!
+//! * Every libvirt call runs on a worker thread and is waited for only until
+//!   the action's deadline. A libvirtd that is SIGSTOPped or stuck accepts
+//!   the socket connection and then never answers; the RPC client would
+//!   block forever, and Pacemaker would kill the agent and fence the node
+//!   (resource-agents#546, #385). After one call times out, later calls fail
+//!   at once instead of waiting again.
+//! * `Domain::state()` in virt 0.5 swallows libvirt's error and reports
+//!   `Unknown` for a vanished domain, so states come from `Domain::info()`,
+//!   which does return the error.
+//! * `Connect`'s `Drop` closes the connection with an RPC (it can hang) and
+//!   panics if that fails; the connection is left to the process exit.
+
+use std::cell::{Cell, OnceCell};
+use std::path::PathBuf;
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+use virt::connect::Connect;
+use virt::domain::DomainState as VirtState;
+use virt::error::ErrorNumber;
+
+use crate::hypervisor::{DomainState, Hypervisor};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot connect to libvirt at {uri}")]
+    Connect {
+        uri: String,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("libvirtd did not answer {what} in time")]
+    Timeout { what: &'static str },
+    #[error("libvirt {what} failed")]
+    Call {
+        what: &'static str,
+        #[source]
+        source: virt::error::Error,
+    },
+    #[error("cannot start a thread for a libvirt call")]
+    Thread(#[source] std::io::Error),
+}
+
+impl Error {
+    /// libvirt answered that the operation does not apply to the domain's
+    /// current state (e.g. shutdown of a domain that is already off).
+    pub fn is_operation_invalid(&self) -> bool {
+        matches!(self, Error::Call { source, .. } if source.code().is(ErrorNumber::OperationInvalid))
+    }
+
+    /// libvirt was not reachable or did not answer: the domain's state is
+    /// unknown, not "stopped".
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Error::Connect { .. } | Error::Timeout { .. })
+    }
+}
+
+/// A libvirt connection whose every call ends by `deadline`.
+pub struct Libvirt {
+    uri: String,
+    deadline: Instant,
+    conn: OnceCell<Arc<Connect>>,
+    /// Set once a call has timed out: libvirtd is not answering.
+    hung: Cell<bool>,
+}
+
+impl Libvirt {
+    /// Nothing is opened yet: the connection is made by the first call, so
+    /// actions that never need libvirt never wait for it.
+    pub fn new(uri: &str, deadline: Instant) -> Self {
+        // Without this, libvirt prints every error to stderr by itself, in
+        // addition to returning it (virt 0.5 docs, `clear_error_callback`).
+        virt::error::clear_error_callback();
+        Libvirt {
+            uri: uri.to_owned(),
+            deadline,
+            conn: OnceCell::new(),
+            hung: Cell::new(false),
+        }
+    }
+
+    /// Runs `f` on a worker thread and waits for it until the deadline.
+    fn bounded<T, F>(&self, what: &'static str, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T, Error> + Send + 'static,
+    {
+        if self.hung.get() {
+            return Err(Error::Timeout { what });
+        }
+        let (tx, rx) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name(what.into())
+            .spawn(move || {
+                // The receiver is gone once the deadline has passed.
+                let _ = tx.send(f());
+            })
+            .map_err(Error::Thread)?;
+        let wait = self.deadline.saturating_duration_since(Instant::now());
+        rx.recv_timeout(wait).unwrap_or_else(|_| {
+            self.hung.set(true);
+            Err(Error::Timeout { what })
+        })
+    }
+
+    fn connection(&self) -> Result<Arc<Connect>, Error> {
+        if let Some(c) = self.conn.get() {
+            return Ok(Arc::clone(c));
+        }
+        let uri = self.uri.clone();
+        let conn = self.bounded("connect", move || {
+            Connect::open(Some(&uri))
+                .map(Arc::new)
+                .map_err(|source| Error::Connect { uri, source })
+        })?;
+        Ok(Arc::clone(self.conn.get_or_init(|| conn)))
+    }
+
+    /// One bounded call with the connection and the named domain.
+    fn with_domain<T, F>(&self, what: &'static str, name: &str, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&virt::domain::Domain) -> Result<T, virt::error::Error> + Send + 'static,
+    {
+        let conn = self.connection()?;
+        let name = name.to_owned();
+        self.bounded(what, move || {
+            conn.lookup_domain_by_name(&name)
+                .and_then(|dom| f(&dom))
+                .map_err(|source| Error::Call { what, source })
+        })
+    }
+
+    /// Where libvirt's QEMU driver keeps `<name>.pid` for this URI. Only
+    /// the privileged driver has a fixed place (`/run/libvirt/qemu`).
+    fn pid_dir(&self) -> Option<PathBuf> {
+        let system = matches!(self.uri.as_str(), "qemu:///system" | "qemu+unix:///system");
+        system.then(|| PathBuf::from("/run/libvirt/qemu"))
+    }
+}
+
+impl Drop for Libvirt {
+    fn drop(&mut self) {
+        // The agent is a one-shot process: the kernel closes the socket at
+        // exit and libvirtd drops a vanished client. An explicit close is
+        // an RPC that hangs on a stuck libvirtd, and virt's `Drop` panics
+        // when it fails, so the connection is deliberately leaked.
+        if let Some(conn) = self.conn.take() {
+            std::mem::forget(conn);
+        }
+    }
+}
+
+fn map_state(s: virt::domain::DomainStateEnum) -> DomainState {
+    match s {
+        virt::enumutil::Enum::Known(k) => match k {
+            VirtState::NoState => DomainState::NoState,
+            VirtState::Running => DomainState::Running,
+            VirtState::Blocked => DomainState::Blocked,
+            VirtState::Paused => DomainState::Paused,
+            VirtState::Shutdown => DomainState::ShuttingDown,
+            VirtState::Shutoff => DomainState::Shutoff,
+            VirtState::Crashed => DomainState::Crashed,
+            VirtState::PMSuspended => DomainState::PmSuspended,
+        },
+        virt::enumutil::Enum::Unknown(_) => DomainState::NoState,
+    }
+}
+
+impl Hypervisor for Libvirt {
+    fn state(&self, name: &str) -> Result<DomainState, Error> {
+        match self.with_domain("get state", name, |d| d.info()) {
+            Ok(info) => Ok(map_state(info.state)),
+            Err(Error::Call { source, .. }) if source.code().is(ErrorNumber::NoDomain) => {
+                Ok(DomainState::Undefined)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn define(&self, xml: &str) -> Result<String, Error> {
+        let conn = self.connection()?;
+        let xml = xml.to_owned();
+        self.bounded("define", move || {
+            conn.define_domain_xml(&xml)
+                .and_then(|d| d.name())
+                .map_err(|source| Error::Call {
+                    what: "define",
+                    source,
+                })
+        })
+    }
+
+    fn start(&self, name: &str) -> Result<(), Error> {
+        self.with_domain("start", name, |d| d.create())
+    }
+
+    fn shutdown(&self, name: &str) -> Result<(), Error> {
+        self.with_domain("shutdown", name, |d| d.shutdown())
+    }
+
+    fn destroy(&self, name: &str) -> Result<(), Error> {
+        self.with_domain("destroy", name, |d| d.destroy())
+    }
+
+    fn autostart(&self, name: &str) -> Result<bool, Error> {
+        self.with_domain("get autostart", name, |d| d.autostart())
+    }
+
+    fn disable_autostart(&self, name: &str) -> Result<(), Error> {
+        self.with_domain("disable autostart", name, |d| d.set_autostart(false))
+    }
+
+    fn qemu_pid(&self, name: &str) -> Option<u32> {
+        let file = self.pid_dir()?.join(format!("{name}.pid"));
+        let pid = std::fs::read_to_string(file).ok()?.trim().parse().ok()?;
+        qemu_process_alive(pid, name).then_some(pid)
+    }
+
+    fn knows_qemu_pids(&self) -> bool {
+        // libvirt writes a pid file for every QEMU it starts, and /run is
+        // emptied at boot: no file means no QEMU of this domain.
+        self.pid_dir().is_some()
+    }
+}
+
+/// Whether `pid` is a live (not zombie) QEMU process started by libvirt for
+/// domain `name`. libvirt passes `-name guest=<name>,...` with commas in the
+/// name doubled (QEMU's option escaping); checking it guards against a pid
+/// reused by another process after a stale pid file.
+fn qemu_process_alive(pid: u32, name: &str) -> bool {
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    let Ok(stat) = std::fs::read_to_string(proc.join("stat")) else {
+        return false;
+    };
+    // Field 3 follows the command name in parentheses, which may itself
+    // contain spaces or parentheses (proc(5)).
+    let zombie = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_none_or(|state| state == "Z" || state == "X");
+    if zombie {
+        return false;
+    }
+    let Ok(cmdline) = std::fs::read(proc.join("cmdline")) else {
+        return false;
+    };
+    let want = format!("guest={},", name.replace(',', ",,"));
+    cmdline
+        .split(|&b| b == 0)
+        .any(|arg| arg.starts_with(want.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn own_process_is_not_a_qemu_guest() {
+        assert!(!qemu_process_alive(std::process::id(), "vm1"));
+        assert!(!qemu_process_alive(u32::MAX, "vm1"));
+    }
+
+    #[test]
+    fn unreachable_libvirt_is_an_error_not_a_state() {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let lv = Libvirt::new("qemu+unix:///system?socket=/nonexistent/sock", deadline);
+        let e = lv.state("vm1").unwrap_err();
+        assert!(e.is_unreachable(), "{e:?}");
+    }
+
+    #[test]
+    fn test_driver_states() {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let lv = Libvirt::new("test:///default", deadline);
+        assert_eq!(lv.state("test").unwrap(), DomainState::Running);
+        assert_eq!(lv.state("nope").unwrap(), DomainState::Undefined);
+        lv.destroy("test").unwrap();
+        assert_eq!(lv.state("test").unwrap(), DomainState::Shutoff);
+        assert_eq!(lv.qemu_pid("test"), None);
+    }
+
+    #[test]
+    fn a_call_that_hangs_returns_at_the_deadline() {
+        let lv = Libvirt::new(
+            "test:///default",
+            Instant::now() + Duration::from_millis(200),
+        );
+        let t = Instant::now();
+        let r: Result<(), Error> = lv.bounded("sleep", || {
+            std::thread::sleep(Duration::from_secs(5));
+            Ok(())
+        });
+        assert!(matches!(r, Err(Error::Timeout { what: "sleep" })));
+        assert!(t.elapsed() < Duration::from_secs(1));
+        // Later calls fail at once instead of waiting again.
+        assert!(lv.state("test").unwrap_err().is_unreachable());
+    }
+}

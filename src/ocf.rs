@@ -1,0 +1,714 @@
+//! The OCF contract: exit codes, the environment Pacemaker hands an agent,
+//! the resource parameters, the action deadline and the meta-data document.
+//!
+//! Everything Pacemaker relies on lives here so that one file can be read
+//! against the OCF spec (`ClusterLabs/OCF-spec` ra/1.1) and Pacemaker's
+//! `lib/pengine/unpack.c`, which decides what each exit code means.
+
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The meta-data document, embedded at build time so that `meta-data`
+/// prints exactly the bytes of `ocf-metadata.xml` and needs nothing at run
+/// time (ocf-tester runs it as `nobody`, with no libvirt anywhere).
+pub const METADATA: &str = include_str!("../ocf-metadata.xml");
+
+/// OCF exit codes, with the meaning Pacemaker gives them (unpack.c):
+/// 1 is a soft error (recover in place or move), 2..=5 are hard for this
+/// node (ban it), 6 is fatal (never start anywhere), 7 is "cleanly stopped".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum OcfRc {
+    Success = 0,
+    ErrGeneric = 1,
+    ErrArgs = 2,
+    ErrUnimplemented = 3,
+    ErrPerm = 4,
+    ErrInstalled = 5,
+    ErrConfigured = 6,
+    NotRunning = 7,
+}
+
+impl OcfRc {
+    /// The name ocf-returncodes uses, for log lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            OcfRc::Success => "OCF_SUCCESS",
+            OcfRc::ErrGeneric => "OCF_ERR_GENERIC",
+            OcfRc::ErrArgs => "OCF_ERR_ARGS",
+            OcfRc::ErrUnimplemented => "OCF_ERR_UNIMPLEMENTED",
+            OcfRc::ErrPerm => "OCF_ERR_PERM",
+            OcfRc::ErrInstalled => "OCF_ERR_INSTALLED",
+            OcfRc::ErrConfigured => "OCF_ERR_CONFIGURED",
+            OcfRc::NotRunning => "OCF_NOT_RUNNING",
+        }
+    }
+}
+
+impl fmt::Display for OcfRc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", *self as u8, self.name())
+    }
+}
+
+/// What an action ends with: the exit code and, for every non-zero code,
+/// the one-line reason Pacemaker shows in `crm_mon` (`ocf-exit-reason:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub rc: OcfRc,
+    pub reason: String,
+}
+
+impl Outcome {
+    pub fn new(rc: OcfRc, reason: impl Into<String>) -> Self {
+        Outcome {
+            rc,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// `OCF_RESKEY_CRM_meta_timeout` when unset: crm_resource uses 20 s.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(20_000);
+
+/// The environment variables an OCF agent reads, captured once. Values stay
+/// `OsString` so that non-UTF-8 bytes are refused as a parameter error
+/// instead of a panic.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    vars: BTreeMap<String, OsString>,
+}
+
+impl Env {
+    /// The process environment; only names that are valid UTF-8 can be OCF
+    /// variables, so others are skipped.
+    pub fn from_process() -> Self {
+        std::env::vars_os()
+            .filter_map(|(k, v)| k.into_string().ok().map(|k| (k, v)))
+            .collect()
+    }
+
+    pub fn get(&self, key: &str) -> Option<&OsStr> {
+        self.vars.get(key).map(OsString::as_os_str)
+    }
+
+    /// A variable as text; unset, empty and non-UTF-8 all read as `None`
+    /// here. Use [`Env::reskey`] for parameters, which tells them apart.
+    pub fn text(&self, key: &str) -> Option<&str> {
+        self.get(key)
+            .and_then(OsStr::to_str)
+            .filter(|s| !s.is_empty())
+    }
+
+    pub fn set(&mut self, key: impl Into<String>, value: impl Into<OsString>) {
+        self.vars.insert(key.into(), value.into());
+    }
+
+    /// `OCF_RESKEY_<name>`: `Ok(None)` when unset or empty (ocf-shellfuncs
+    /// treats empty as unset), an error when the bytes are not UTF-8.
+    pub fn reskey(&self, name: &str) -> Result<Option<&str>, ParamError> {
+        match self.get(&format!("OCF_RESKEY_{name}")) {
+            None => Ok(None),
+            Some(v) => match v.to_str() {
+                Some("") => Ok(None),
+                Some(s) => Ok(Some(s)),
+                None => Err(ParamError::NotUtf8 { name: name.into() }),
+            },
+        }
+    }
+
+    /// `OCF_RESOURCE_INSTANCE`, used in log tags.
+    pub fn instance(&self) -> Option<&str> {
+        self.text("OCF_RESOURCE_INSTANCE")
+    }
+
+    /// The action's timeout (`OCF_RESKEY_CRM_meta_timeout`, in ms).
+    /// Garbage falls back to the default rather than failing: the timeout is
+    /// Pacemaker's, not the admin's, and a deadline is always needed.
+    pub fn timeout(&self) -> Duration {
+        self.text("OCF_RESKEY_CRM_meta_timeout")
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .filter(|&ms| ms > 0)
+            .map_or(DEFAULT_TIMEOUT, Duration::from_millis)
+    }
+
+    /// A probe is a monitor with `CRM_meta_interval` 0 or unset
+    /// (ocf-shellfuncs `ocf_is_probe`).
+    pub fn is_probe(&self) -> bool {
+        self.text("OCF_RESKEY_CRM_meta_interval")
+            .is_none_or(|s| s.trim() == "0")
+    }
+}
+
+impl<K: Into<String>, V: Into<OsString>> FromIterator<(K, V)> for Env {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        Env {
+            vars: iter
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+}
+
+/// When an action must be done by. Pacemaker SIGKILLs the agent's process
+/// group when `CRM_meta_timeout` runs out, and a killed action is worse
+/// than a failed one (a killed migrate_to makes Pacemaker assume the server
+/// runs on both nodes), so every wait ends at `deadline`, a margin before
+/// the timeout.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    start: Instant,
+    at: Instant,
+    timeout: Duration,
+}
+
+impl Deadline {
+    /// The margin kept before Pacemaker's timeout: a tenth of it, at least
+    /// 1 s and at most 5 s (time to log, print the reason and exit).
+    pub fn new(timeout: Duration) -> Self {
+        let margin = (timeout / 10).clamp(Duration::from_secs(1), Duration::from_secs(5));
+        let start = Instant::now();
+        let budget = timeout.saturating_sub(margin).max(timeout / 2);
+        Deadline {
+            start,
+            at: start + budget,
+            timeout,
+        }
+    }
+
+    pub fn at(&self) -> Instant {
+        self.at
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    pub fn remaining(&self) -> Duration {
+        self.at.saturating_duration_since(Instant::now())
+    }
+
+    pub fn expired(&self) -> bool {
+        Instant::now() >= self.at
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// The same deadline, `reserve` earlier: stop ends its graceful phase
+    /// here so that destroy still fits before the real deadline.
+    pub fn earlier_by(&self, reserve: Duration) -> Instant {
+        self.at
+            .checked_sub(reserve)
+            .map_or(self.start, |t| t.max(self.start))
+    }
+}
+
+/// How this node's libvirtd reaches the peer's (`qemu+<transport>://`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Ssh,
+    Tcp,
+    Tls,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Ssh => "ssh",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
+}
+
+/// A parameter that cannot be used. All map to exit 6 (OCF_ERR_CONFIGURED:
+/// the configuration itself is wrong, wherever it runs) except an
+/// unreadable `config`, which is this node's problem (5).
+#[derive(Debug, thiserror::Error)]
+pub enum ParamError {
+    #[error("parameter 'name' is required (the libvirt domain name)")]
+    MissingName,
+    #[error("parameter '{name}' is not valid UTF-8")]
+    NotUtf8 { name: String },
+    #[error("name {value:?} cannot be a libvirt domain name: {why}")]
+    BadName { value: String, why: &'static str },
+    #[error("{name}={value:?} is not valid: expected {expected}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("config {path:?} is not readable: {source}")]
+    ConfigUnreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ParamError {
+    pub fn rc(&self) -> OcfRc {
+        match self {
+            ParamError::ConfigUnreadable { .. } => OcfRc::ErrInstalled,
+            _ => OcfRc::ErrConfigured,
+        }
+    }
+}
+
+/// The resource parameters (the names are a contract with every CIB that
+/// uses this agent; `ocf-metadata.xml` documents each one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Params {
+    pub name: String,
+    pub hypervisor: String,
+    pub config: Option<PathBuf>,
+    pub migration_network_suffix: String,
+    pub migration_transport: Transport,
+    pub migration_user: Option<String>,
+    /// MiB/s; 0 means unlimited.
+    pub migration_speed: u64,
+    /// Milliseconds.
+    pub migration_downtime: u64,
+    pub force_stop: bool,
+}
+
+pub const DEFAULT_HYPERVISOR: &str = "qemu:///system";
+pub const DEFAULT_SUFFIX: &str = ".mn";
+pub const DEFAULT_DOWNTIME_MS: u64 = 300;
+
+/// Parameter names in meta-data order; the CLI mirrors them as flags.
+pub const PARAM_NAMES: [&str; 9] = [
+    "name",
+    "hypervisor",
+    "config",
+    "migration_network_suffix",
+    "migration_transport",
+    "migration_user",
+    "migration_speed",
+    "migration_downtime",
+    "force_stop",
+];
+
+/// libvirt keeps a persistent domain as `<name>.xml` in a directory, so a
+/// name must fit a file name (NAME_MAX 255 minus ".xml" and libvirt's own
+/// temporary suffixes) and libvirt refuses '/' and control characters.
+const MAX_NAME_LEN: usize = 200;
+
+fn check_name(value: &str) -> Result<(), ParamError> {
+    let bad = |why| {
+        Err(ParamError::BadName {
+            value: value.into(),
+            why,
+        })
+    };
+    if value.len() > MAX_NAME_LEN {
+        bad("longer than 200 bytes")
+    } else if value.contains('/') {
+        bad("contains '/'")
+    } else if value.chars().any(char::is_control) {
+        bad("contains a control character")
+    } else {
+        Ok(())
+    }
+}
+
+/// `ocf_is_true` in ocf-shellfuncs accepts these spellings.
+fn parse_bool(name: &'static str, value: &str) -> Result<bool, ParamError> {
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "yes" | "true" | "on" => Ok(true),
+        "0" | "no" | "false" | "off" => Ok(false),
+        _ => Err(ParamError::Invalid {
+            name,
+            value: value.into(),
+            expected: "a boolean (true/false, yes/no, 1/0, on/off)",
+        }),
+    }
+}
+
+fn parse_u64(name: &'static str, value: &str, expected: &'static str) -> Result<u64, ParamError> {
+    value
+        .trim()
+        .parse::<u64>()
+        .map_err(|_| ParamError::Invalid {
+            name,
+            value: value.into(),
+            expected,
+        })
+}
+
+/// A host-name fragment: what DNS labels and /etc/hosts allow.
+fn is_hostname_chars(s: &str) -> bool {
+    s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+}
+
+impl Params {
+    /// Reads and checks every parameter. The first problem found is
+    /// returned; `validate-all`, `start` and the migrations refuse to run
+    /// with it.
+    pub fn from_env(env: &Env) -> Result<Params, ParamError> {
+        let (params, problems) = Self::from_env_lenient(env)?;
+        match problems.into_iter().next() {
+            Some(problem) => Err(problem),
+            None => Ok(params),
+        }
+    }
+
+    /// Reads the parameters, substituting the default for each invalid
+    /// optional one and returning the problems beside them. `stop` and
+    /// `monitor` use this: a typo in, say, `migration_speed` must not make
+    /// a stop fail, since a failed stop gets the node fenced. Only a
+    /// missing or impossible `name` is an error here.
+    pub fn from_env_lenient(env: &Env) -> Result<(Params, Vec<ParamError>), ParamError> {
+        let name = env.reskey("name")?.ok_or(ParamError::MissingName)?;
+        check_name(name)?;
+        let mut problems = Vec::new();
+        let mut get = |key: &'static str| match env.reskey(key) {
+            Ok(v) => v,
+            Err(e) => {
+                problems.push(e);
+                None
+            }
+        };
+        let hypervisor = get("hypervisor");
+        let config = get("config");
+        let suffix = get("migration_network_suffix");
+        let transport = get("migration_transport");
+        let user = get("migration_user");
+        let speed = get("migration_speed");
+        let downtime = get("migration_downtime");
+        let force_stop = get("force_stop");
+
+        let mut params = Params {
+            name: name.to_owned(),
+            hypervisor: DEFAULT_HYPERVISOR.to_owned(),
+            config: config.map(PathBuf::from),
+            migration_network_suffix: DEFAULT_SUFFIX.to_owned(),
+            migration_transport: Transport::Ssh,
+            migration_user: None,
+            migration_speed: 0,
+            migration_downtime: DEFAULT_DOWNTIME_MS,
+            force_stop: false,
+        };
+        let mut check = |r: Result<(), ParamError>| {
+            if let Err(e) = r {
+                problems.push(e);
+            }
+        };
+        if let Some(uri) = hypervisor {
+            check(
+                if uri.contains(':') && !uri.chars().any(char::is_whitespace) {
+                    params.hypervisor = uri.to_owned();
+                    Ok(())
+                } else {
+                    Err(ParamError::Invalid {
+                        name: "hypervisor",
+                        value: uri.into(),
+                        expected: "a libvirt URI such as qemu:///system",
+                    })
+                },
+            );
+        }
+        if let Some(s) = suffix {
+            check(if is_hostname_chars(s) {
+                params.migration_network_suffix = s.to_owned();
+                Ok(())
+            } else {
+                Err(ParamError::Invalid {
+                    name: "migration_network_suffix",
+                    value: s.into(),
+                    expected: "a host-name suffix such as .mn (letters, digits, '.', '-')",
+                })
+            });
+        }
+        if let Some(t) = transport {
+            check(
+                match t {
+                    "ssh" => Ok(Transport::Ssh),
+                    "tcp" => Ok(Transport::Tcp),
+                    "tls" => Ok(Transport::Tls),
+                    _ => Err(ParamError::Invalid {
+                        name: "migration_transport",
+                        value: t.into(),
+                        expected: "ssh, tcp or tls",
+                    }),
+                }
+                .map(|t| params.migration_transport = t),
+            );
+        }
+        if let Some(u) = user {
+            // The same rule VirtualDomain applies: the user goes into a URI.
+            let ok = u.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+                && u.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+            check(if ok {
+                params.migration_user = Some(u.to_owned());
+                Ok(())
+            } else {
+                Err(ParamError::Invalid {
+                    name: "migration_user",
+                    value: u.into(),
+                    expected: "a user name ([a-z_][a-z0-9_-]*)",
+                })
+            });
+        }
+        if let Some(s) = speed {
+            check(
+                parse_u64(
+                    "migration_speed",
+                    s,
+                    "a whole number of MiB/s (0 = unlimited)",
+                )
+                .map(|v| params.migration_speed = v),
+            );
+        }
+        if let Some(d) = downtime {
+            check(
+                parse_u64(
+                    "migration_downtime",
+                    d,
+                    "a whole number of milliseconds > 0",
+                )
+                .and_then(|v| {
+                    if v == 0 {
+                        Err(ParamError::Invalid {
+                            name: "migration_downtime",
+                            value: d.into(),
+                            expected: "a whole number of milliseconds > 0",
+                        })
+                    } else {
+                        Ok(v)
+                    }
+                })
+                .map(|v| params.migration_downtime = v),
+            );
+        }
+        if let Some(f) = force_stop {
+            check(parse_bool("force_stop", f).map(|v| params.force_stop = v));
+        }
+        Ok((params, problems))
+    }
+
+    /// The domain XML from `config`, read now. Unreadable is a node-local
+    /// problem (5: ban this node), as ANCHORS' Pacemaker rules ask.
+    pub fn read_config(&self) -> Option<Result<String, ParamError>> {
+        self.config.as_ref().map(|path| {
+            std::fs::read_to_string(path).map_err(|e| ParamError::ConfigUnreadable {
+                path: path.clone(),
+                source: e,
+            })
+        })
+    }
+}
+
+/// One parameter as `ocf-metadata.xml` documents it. The CLI's flags and
+/// their help come from here, so `--help` and meta-data cannot disagree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamDoc {
+    pub name: &'static str,
+    pub shortdesc: &'static str,
+    pub default: Option<&'static str>,
+}
+
+/// The text of the first `<tag ...>TEXT</tag>` in `s`.
+fn element<'a>(s: &'a str, tag: &str) -> Option<&'a str> {
+    let open = s.find(&format!("<{tag}"))?;
+    let body = open + s[open..].find('>')? + 1;
+    let end = body + s[body..].find(&format!("</{tag}>"))?;
+    Some(s[body..end].trim())
+}
+
+/// The value of `attr="..."` in `s`.
+fn attribute<'a>(s: &'a str, attr: &str) -> Option<&'a str> {
+    let key = format!(" {attr}=\"");
+    let start = s.find(&key)? + key.len();
+    Some(&s[start..start + s[start..].find('"')?])
+}
+
+/// The parameters documented in [`METADATA`], in order. The document is
+/// ours and fixed at build time (a unit test parses all of it), so a plain
+/// scan is enough; no XML parser is linked for it.
+pub fn param_docs() -> Vec<ParamDoc> {
+    METADATA
+        .split("<parameter ")
+        .skip(1)
+        .filter_map(|p| {
+            let p = &p[..p.find("</parameter>")?];
+            Some(ParamDoc {
+                name: attribute(&format!(" {p}"), "name")
+                    .and_then(|n| PARAM_NAMES.into_iter().find(|&k| k == n))?,
+                shortdesc: element(p, "shortdesc")?,
+                default: p
+                    .find("<content")
+                    .and_then(|i| attribute(&p[i..], "default"))
+                    .filter(|d| !d.is_empty()),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStringExt;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        pairs
+            .iter()
+            .map(|(k, v)| (format!("OCF_RESKEY_{k}"), *v))
+            .collect()
+    }
+
+    #[test]
+    fn defaults() {
+        let p = Params::from_env(&env(&[("name", "vm1")])).unwrap();
+        assert_eq!(p.name, "vm1");
+        assert_eq!(p.hypervisor, "qemu:///system");
+        assert_eq!(p.migration_network_suffix, ".mn");
+        assert_eq!(p.migration_transport, Transport::Ssh);
+        assert_eq!(p.migration_speed, 0);
+        assert_eq!(p.migration_downtime, 300);
+        assert!(!p.force_stop);
+        assert_eq!(p.config, None);
+    }
+
+    #[test]
+    fn all_parameters() {
+        let p = Params::from_env(&env(&[
+            ("name", "srv 01"),
+            ("hypervisor", "qemu+tcp://localhost/system"),
+            ("config", "/etc/vm.xml"),
+            ("migration_network_suffix", ".mig"),
+            ("migration_transport", "tls"),
+            ("migration_user", "root"),
+            ("migration_speed", "100"),
+            ("migration_downtime", "50"),
+            ("force_stop", "yes"),
+        ]))
+        .unwrap();
+        assert_eq!(p.migration_transport, Transport::Tls);
+        assert_eq!(p.migration_user.as_deref(), Some("root"));
+        assert_eq!((p.migration_speed, p.migration_downtime), (100, 50));
+        assert!(p.force_stop);
+    }
+
+    #[test]
+    fn missing_and_bad_names() {
+        assert!(matches!(
+            Params::from_env(&env(&[])),
+            Err(ParamError::MissingName)
+        ));
+        assert!(matches!(
+            Params::from_env(&env(&[("name", "")])),
+            Err(ParamError::MissingName)
+        ));
+        for bad in ["a/b", "a\nb", &"x".repeat(201)] {
+            let e = Params::from_env(&env(&[("name", bad)])).unwrap_err();
+            assert!(matches!(e, ParamError::BadName { .. }), "{bad:?}: {e}");
+            assert_eq!(e.rc(), OcfRc::ErrConfigured);
+        }
+    }
+
+    #[test]
+    fn invalid_values_are_configuration_errors() {
+        for (k, v) in [
+            ("migration_speed", "fast"),
+            ("migration_speed", "-1"),
+            ("migration_downtime", "0"),
+            ("migration_transport", "rsh"),
+            ("migration_user", "Root;rm"),
+            ("migration_network_suffix", ".mn;x"),
+            ("force_stop", "maybe"),
+            ("hypervisor", "no uri"),
+        ] {
+            let e = Params::from_env(&env(&[("name", "vm1"), (k, v)])).unwrap_err();
+            assert_eq!(e.rc(), OcfRc::ErrConfigured, "{k}={v}");
+            assert!(e.to_string().contains(k), "{e}");
+        }
+    }
+
+    #[test]
+    fn lenient_keeps_defaults_and_reports() {
+        let (p, problems) =
+            Params::from_env_lenient(&env(&[("name", "vm1"), ("migration_speed", "x")])).unwrap();
+        assert_eq!(p.migration_speed, 0);
+        assert_eq!(problems.len(), 1);
+    }
+
+    #[test]
+    fn non_utf8_is_refused() {
+        let mut e = env(&[("name", "vm1")]);
+        e.set(
+            "OCF_RESKEY_migration_user",
+            OsString::from_vec(vec![0xff, 0xfe]),
+        );
+        assert!(matches!(
+            Params::from_env(&e),
+            Err(ParamError::NotUtf8 { name }) if name == "migration_user"
+        ));
+    }
+
+    #[test]
+    fn unreadable_config_is_not_installed() {
+        let p =
+            Params::from_env(&env(&[("name", "vm1"), ("config", "/nonexistent/x.xml")])).unwrap();
+        let e = p.read_config().unwrap().unwrap_err();
+        assert_eq!(e.rc(), OcfRc::ErrInstalled);
+    }
+
+    #[test]
+    fn timeout_and_probe() {
+        let mut e = Env::default();
+        assert_eq!(e.timeout(), DEFAULT_TIMEOUT);
+        assert!(e.is_probe());
+        e.set("OCF_RESKEY_CRM_meta_timeout", "7000");
+        e.set("OCF_RESKEY_CRM_meta_interval", "10000");
+        assert_eq!(e.timeout(), Duration::from_secs(7));
+        assert!(!e.is_probe());
+        e.set("OCF_RESKEY_CRM_meta_timeout", "garbage");
+        assert_eq!(e.timeout(), DEFAULT_TIMEOUT);
+    }
+
+    #[test]
+    fn deadline_keeps_a_margin() {
+        let d = Deadline::new(Duration::from_secs(20));
+        let r = d.remaining();
+        assert!(r <= Duration::from_secs(18) && r > Duration::from_secs(17));
+        let d = Deadline::new(Duration::from_secs(600));
+        assert!(d.remaining() > Duration::from_secs(594));
+        // Never less than half the timeout, even for tiny timeouts.
+        let d = Deadline::new(Duration::from_millis(1000));
+        assert!(d.remaining() > Duration::from_millis(400));
+        assert!(d.earlier_by(Duration::from_secs(100)) <= Instant::now());
+    }
+
+    #[test]
+    fn metadata_documents_every_parameter_with_our_defaults() {
+        let docs = param_docs();
+        let names: Vec<_> = docs.iter().map(|d| d.name).collect();
+        assert_eq!(names, PARAM_NAMES);
+        let default = |n: &str| docs.iter().find(|d| d.name == n).unwrap().default;
+        assert_eq!(default("hypervisor"), Some(DEFAULT_HYPERVISOR));
+        assert_eq!(default("migration_network_suffix"), Some(DEFAULT_SUFFIX));
+        assert_eq!(default("migration_transport"), Some("ssh"));
+        assert_eq!(default("migration_speed"), Some("0"));
+        assert_eq!(
+            default("migration_downtime"),
+            Some(DEFAULT_DOWNTIME_MS.to_string().as_str())
+        );
+        assert_eq!(default("force_stop"), Some("false"));
+        assert_eq!(default("name"), None);
+        assert!(docs.iter().all(|d| !d.shortdesc.is_empty()));
+    }
+
+    #[test]
+    fn rc_display() {
+        assert_eq!(OcfRc::NotRunning.to_string(), "7 (OCF_NOT_RUNNING)");
+    }
+}

@@ -1,0 +1,226 @@
+//! Black-box tests of the `vmshift` binary that need no libvirtd: the OCF
+//! contract (exit codes, exit reasons, meta-data) as Pacemaker and
+//! ocf-tester see it. Backend states come from libvirt's in-process
+//! `test:///default` driver, which starts every connection with one running
+//! domain called "test".
+
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vmshift");
+
+/// Runs the binary with a clean environment plus `env`.
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("HA_LOGFACILITY", "none")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run vmshift")
+}
+
+fn rc(o: &Output) -> i32 {
+    o.status.code().expect("exited, not killed")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Every non-zero exit carries exactly one `ocf-exit-reason:` line; a zero
+/// exit carries none.
+fn assert_reason(o: &Output) {
+    let n = stderr(o)
+        .lines()
+        .filter(|l| l.starts_with("ocf-exit-reason:"))
+        .count();
+    let want = usize::from(rc(o) != 0);
+    assert_eq!(n, want, "rc {} stderr:\n{}", rc(o), stderr(o));
+}
+
+fn check(args: &[&str], env: &[(&str, &str)], want: i32) -> Output {
+    let o = run(args, env);
+    assert_eq!(rc(&o), want, "{args:?} {env:?}\nstderr:\n{}", stderr(&o));
+    assert_reason(&o);
+    o
+}
+
+const TEST: &[(&str, &str)] = &[
+    ("OCF_RESKEY_hypervisor", "test:///default"),
+    ("OCF_RESKEY_CRM_meta_timeout", "5000"),
+];
+
+#[test]
+fn meta_data_is_the_committed_document() {
+    let o = check(&["meta-data"], &[], 0);
+    let file = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("ocf-metadata.xml"))
+        .expect("read ocf-metadata.xml");
+    assert_eq!(o.stdout, file);
+    assert!(String::from_utf8_lossy(&o.stdout)
+        .contains("<!DOCTYPE resource-agent SYSTEM \"ra-api-1.dtd\">"));
+}
+
+#[test]
+fn meta_data_validates_against_dtd_and_rng() {
+    let xml = Path::new(env!("CARGO_MANIFEST_DIR")).join("ocf-metadata.xml");
+    let dir = "/usr/share/resource-agents";
+    // What ocf-tester does: the agent's output piped into `xmllint --valid -`
+    // run in the DTD's directory, so "ra-api-1.dtd" resolves there.
+    let meta = run(&["meta-data"], &[]).stdout;
+    let mut child = Command::new("xmllint")
+        .args(["--noout", "--valid", "-"])
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("xmllint (libxml2-utils) is installed");
+    child.stdin.take().unwrap().write_all(&meta).unwrap();
+    let dtd = child.wait_with_output().unwrap();
+    assert!(dtd.status.success(), "{}", stderr(&dtd));
+    let rng = Command::new("xmllint")
+        .args(["--noout", "--relaxng", "metadata.rng"])
+        .arg(&xml)
+        .current_dir(dir)
+        .output()
+        .expect("xmllint");
+    assert!(rng.status.success(), "{}", stderr(&rng));
+}
+
+#[test]
+fn usage_and_unknown_actions() {
+    check(&[], &[], 2);
+    for a in ["promote", "demote", "reload", "notify-me"] {
+        check(&[a], TEST, 3);
+    }
+    check(&["usage"], &[], 0);
+    check(&["help"], &[], 0);
+    let o = check(&["--help"], &[], 0);
+    let help = String::from_utf8_lossy(&o.stdout);
+    for word in [
+        "migrate_to",
+        "validate-all",
+        "Exit codes",
+        "ocf-exit-reason",
+    ] {
+        assert!(help.contains(word), "--help lacks {word}");
+    }
+    let o = check(&["stop", "--help"], &[], 0);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("--force-stop"));
+}
+
+#[test]
+fn validate_all() {
+    check(&["validate-all"], &[("OCF_RESKEY_name", "vm1")], 0);
+    check(&["validate-all"], &[], 6);
+    for (k, v) in [
+        ("OCF_RESKEY_migration_speed", "fast"),
+        ("OCF_RESKEY_migration_transport", "rsh"),
+        ("OCF_RESKEY_migration_downtime", "-5"),
+        ("OCF_RESKEY_force_stop", "perhaps"),
+        ("OCF_RESKEY_name", "a/b"),
+    ] {
+        let o = check(&["validate-all"], &[("OCF_RESKEY_name", "vm1"), (k, v)], 6);
+        let param = k.trim_start_matches("OCF_RESKEY_");
+        assert!(stderr(&o).contains(param), "{k}: {}", stderr(&o));
+    }
+    check(
+        &["validate-all"],
+        &[
+            ("OCF_RESKEY_name", "vm1"),
+            ("OCF_RESKEY_config", "/nonexistent/vm1.xml"),
+        ],
+        5,
+    );
+}
+
+#[test]
+fn flags_mirror_parameters() {
+    check(&["validate-all", "--name", "vm1"], &[], 0);
+    check(
+        &["validate-all", "--name", "vm1", "--migration-speed", "x"],
+        &[],
+        6,
+    );
+    // Extra arguments never change the result of an OCF call.
+    check(
+        &["validate-all", "unexpected", "--nonsense"],
+        &[("OCF_RESKEY_name", "vm1")],
+        0,
+    );
+}
+
+#[test]
+fn monitor_maps_libvirt_states() {
+    let with = |name| [TEST, &[("OCF_RESKEY_name", name)]].concat();
+    check(&["monitor"], &with("test"), 0);
+    check(&["status"], &with("test"), 0);
+    check(&["monitor"], &with("no-such-domain"), 7);
+    // Stopping something that is not there succeeds (OCF: idempotent stop).
+    check(&["stop"], &with("no-such-domain"), 0);
+    // start of an unknown domain without config: not installed here.
+    check(&["start"], &with("no-such-domain"), 5);
+    check(&["start"], &with("test"), 0);
+}
+
+#[test]
+fn unreachable_libvirt_is_an_error_not_stopped() {
+    let env = [
+        ("OCF_RESKEY_name", "vm1"),
+        (
+            "OCF_RESKEY_hypervisor",
+            "qemu+unix:///system?socket=/nonexistent/libvirt-sock",
+        ),
+    ];
+    let o = check(&["monitor"], &env, 1);
+    assert!(stderr(&o).contains("cannot connect"), "{}", stderr(&o));
+    check(&["start"], &env, 1);
+}
+
+#[test]
+fn migrations_are_not_implemented_yet() {
+    check(&["migrate_to"], &[("OCF_RESKEY_name", "vm1")], 3);
+    check(&["migrate_from"], &[("OCF_RESKEY_name", "vm1")], 3);
+}
+
+#[test]
+fn hostile_values_are_refused_without_a_shell() {
+    for v in ["vm1; rm -rf /", "$(touch /tmp/x)", "a\nb", "`id`", "\"'"] {
+        let o = run(
+            &["validate-all"],
+            &[("OCF_RESKEY_name", "vm1"), ("OCF_RESKEY_migration_user", v)],
+        );
+        assert_eq!(rc(&o), 6, "{v:?}");
+        assert_reason(&o);
+    }
+    let o = Command::new(BIN)
+        .arg("validate-all")
+        .env_clear()
+        .env("OCF_RESKEY_name", std::ffi::OsStr::from_bytes(b"vm\xff1"))
+        .output()
+        .unwrap();
+    assert_eq!(rc(&o), 6);
+    assert_reason(&o);
+}
+
+/// ocf-tester runs meta-data as `nobody`: it must need no privilege. (The
+/// test itself runs as root, as `make test` does, to drop to `nobody`.)
+#[test]
+fn meta_data_as_nobody() {
+    let o = Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            BIN,
+            "meta-data",
+        ])
+        .env_clear()
+        .output()
+        .expect("setpriv (util-linux)");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.stdout.starts_with(b"<?xml"));
+}
