@@ -1,0 +1,608 @@
+#!/usr/bin/env bash
+# lab.sh -- two libvirt "hosts" (node-a, node-b) on ONE Linux machine, for real
+# QEMU live-migration tests of vmshift. Self-contained (needs only this file
+# and guest-init.c next to it). Debian 12, root, no systemd needed; packages:
+# tests/lab/install-deps.sh (libvirt 9.0 + QEMU 10.0 from bookworm-backports).
+#
+# WHAT `up` SETS UP (idempotent; a failure half-way tears everything down)
+#   * network namespaces vs-a, vs-b; no link to the root namespace:
+#       back-channel veth vs-a-bc <-> vs-b-bc  10.251.10.1/24 <-> 10.251.10.2/24
+#       migration    veth vs-a-mn <-> vs-b-mn  10.251.11.1/24 <-> 10.251.11.2/24
+#   * per node a private mount+UTS namespace: hostname node-a / node-b; /etc,
+#     /var, /run are overlayfs copies (upper dirs in /tmp/vmshift-lab/<n>/ovl)
+#     with a private /etc/hosts (node-a, node-b = back-channel; node-a.mn,
+#     node-b.mn = migration link) and a libvirt-qemu user; /etc/libvirt,
+#     /run/libvirt, /var/{lib,cache,log}/libvirt are bind mounts of fresh dirs
+#     /tmp/vmshift-lab/<n>/fs/... Nothing is written to the real /etc, /var, /run
+#     (except /run/netns/vs-{a,b}, made by `ip netns add`).
+#   * one monolithic libvirtd per node: TCP 16509, auth none, distinct host_uuid,
+#     keepalive 5x5; qemu.conf: root, no security driver/cgroups/namespaces,
+#     stdio_handler=file. libvirtd is pinned to CPU $LAB_PIN_CPU (default 0,
+#     empty = unpinned) so the QEMU capability cache (kept in the cache dir)
+#     stays valid (this VM's vCPUs report different raw CPUID -> ~7 s re-probe).
+#   * no guest, unless LAB_START_VM=1: then vs-vm1 is defined+started on node-a.
+#
+# GUEST  TCG (type='qemu'), no disk/NIC, Debian kernel (apt-get download, only
+#   unpacked) + initramfs whose static /init (guest-init.c) dirties memory and
+#   prints on ttyS0 -> /var/log/libvirt/qemu/NAME-serial.log inside the node:
+#     lab-guest: start working_set=32MiB rate=20MiB/s acpi=1 input_devs=2
+#     lab-guest tick=N mono=SEC.MSEC dirtied_mib=M        (once per second)
+#     lab-guest: ACPI power button -> power off          (acpi=1)
+#     lab-guest: ACPI power button ignored (lab_acpi=0)   (acpi=0)
+#
+# URIS (inside a node, via `exec`): qemu:///system = own libvirtd,
+#   qemu+tcp://node-b/system = the peer; migration data URI tcp://node-b.mn.
+#
+# SUBCOMMANDS
+#   up                      network + both libvirtds (LAB_START_VM=1: + vs-vm1 on A)
+#   down [--purge]          idempotent; --purge also removes the cache dir
+#   status                  one line per netns and per node; rc 1 unless all up
+#   exec a|b CMD...         run CMD in the node's net+mount+uts namespaces (cwd kept)
+#   xml NAME [acpi=0|1] [dirty_mb=N] [rate_mbs=N] [mem_mb=N]   print domain XML
+#   serial a|b NAME         print the host path of NAME's serial log on that node
+#   libvirtd-pid a|b        print that node's libvirtd pid (rc 1 if not running)
+#   qemu-pid a|b NAME       print NAME's qemu pid on that node (or nothing)
+#   ra a|b ACTION [VAR=val...]  run heartbeat/VirtualDomain on the node (config
+#                           /tmp/vmshift-lab/vs-vm1.xml, HA_RSCTMP in the state dir)
+#   selftest                vs-vm1: start on A, live p2p migrate A->B->A, check ticks
+#
+# ENV  LAB_START_VM=0 LAB_PIN_CPU=0 LAB_DOMAIN_TYPE=qemu LAB_DIRTY_MB=32
+#      LAB_RATE_MBS=20 LAB_MEM_MB=128 (defaults for `xml` and LAB_START_VM)
+#
+# down kills only the libvirtd pids recorded in /tmp/vmshift-lab/pids (SIGCONT
+# first, so a SIGSTOPped daemon dies too) and the qemu pids libvirt recorded in
+# the nodes' /run/libvirt/qemu/*.pid (after checking /proc/PID/cmdline), then
+# deletes vs-a, vs-b and /tmp/vmshift-lab. Never pkill/killall.
+set -euo pipefail
+
+L=/tmp/vmshift-lab
+C=/tmp/vmshift-lab-cache
+SELF=$(readlink -f "${BASH_SOURCE[0]}")
+HERE=$(dirname "$SELF")
+INIT_SRC=$HERE/guest-init.c
+NODES=(a b)
+VM=vs-vm1
+GUEST_VER=v3 # bump to force a guest rebuild (guest-init.c changes do it anyway)
+LAB_START_VM=${LAB_START_VM:-0}
+LAB_DOMAIN_TYPE=${LAB_DOMAIN_TYPE:-qemu}
+LAB_DIRTY_MB=${LAB_DIRTY_MB:-32}
+LAB_RATE_MBS=${LAB_RATE_MBS:-20}
+LAB_MEM_MB=${LAB_MEM_MB:-128}
+LAB_PIN_CPU=${LAB_PIN_CPU-0}
+VIRSH_TIMEOUT=20
+
+USAGE="usage: $0 up | down [--purge] | status | exec a|b CMD... | xml NAME [acpi=0|1] [dirty_mb=N] [rate_mbs=N] [mem_mb=N] | serial a|b NAME | libvirtd-pid a|b | qemu-pid a|b NAME | revive a|b | ra a|b ACTION [VAR=val...] | selftest"
+
+ip_bc() { [ "$1" = a ] && echo 10.251.10.1 || echo 10.251.10.2; }
+ip_mn() { [ "$1" = a ] && echo 10.251.11.1 || echo 10.251.11.2; }
+uuid_of() { [ "$1" = a ] && echo 76730000-0000-4000-8000-00000000000a || echo 76730000-0000-4000-8000-00000000000b; }
+log() { echo "[vmshift-lab] $*" >&2; }
+die() { echo "[vmshift-lab] ERROR: $*" >&2; exit 1; }
+usage() { echo "$USAGE" >&2; exit 2; }
+ms() { echo $(($(date +%s%N) / 1000000)); }
+check_node() { case "${1:-}" in a | b) ;; *) usage ;; esac; }
+check_name() { [[ "${1:-}" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]] || usage; }
+pidfile() { echo "$L/pids/libvirtd-$1.pid"; }
+netns_exists() { [ -e "/run/netns/vs-$1" ]; }
+# cmdline of the recorded pid: libvirtd, or still the exec chain leading to it
+LV_RE='libvirtd|_node_init'
+# pid of node $1's libvirtd if it is alive (also when SIGSTOPped) and really ours
+lv_pid() {
+	local p
+	p=$(cat "$(pidfile "$1")" 2>/dev/null) || return 1
+	[ -n "$p" ] && running "$p" && grep -qaE "$LV_RE" "/proc/$p/cmdline" 2>/dev/null || return 1
+	echo "$p"
+}
+# PID exists and is not a zombie (a zombie is dead enough: its parent reaps it)
+running() { local st; st=$(sed -n 's/^.*) \(.\).*/\1/p' "/proc/$1/stat" 2>/dev/null) && [ -n "$st" ] && [ "$st" != Z ]; }
+alive() { lv_pid "$1" >/dev/null; }
+node_exec() {
+	local n=$1 p wd=/
+	shift
+	# The node's namespaces are held by its libvirtd, or, while a test has
+	# killed that, by any of the node's live QEMUs.
+	p=$(lv_pid "$n") || p=$(live_qemu "$n") || die "node-$n libvirtd not running (lab up?)"
+	[ -d "$PWD" ] && wd=$PWD
+	nsenter -t "$p" -n -m -u --wd="$wd" -- "$@"
+}
+nvirsh() { local n=$1; shift; node_exec "$n" timeout "$VIRSH_TIMEOUT" virsh -q -c qemu:///system "$@"; }
+serial_path() { echo "$L/$1/fs/var/log/libvirt/qemu/$2-serial.log"; }
+
+# ---------------------------------------------------------------- guest image
+# apt must not write its caches to the real /var/cache/apt
+APT_OPTS=(-o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache= -o APT::Sandbox::User=root)
+build_guest() {
+	local want g=$C/guest pkg deb
+	[ -f "$INIT_SRC" ] || die "missing $INIT_SRC"
+	want="$GUEST_VER $(sha256sum <"$INIT_SRC" | cut -d' ' -f1)"
+	if [ -s "$g/vmlinuz" ] && [ -s "$g/initrd.gz" ] && [ "$(cat "$g/.built-$GUEST_VER" 2>/dev/null)" = "$want" ]; then
+		return 0
+	fi
+	mkdir -p "$C/dl" "$g"
+	if [ ! -s "$g/vmlinuz" ] || [ ! -s "$g/button.ko" ]; then
+		pkg=$(apt-cache "${APT_OPTS[@]}" depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+		[ -n "$pkg" ] || die "apt knows no linux-image-<abi>-amd64 package (apt lists missing?)"
+		if ! ls "$C/dl/$pkg"_*.deb >/dev/null 2>&1; then
+			log "downloading $pkg (apt-get download, only unpacked, never installed)"
+			(cd "$C/dl" && apt-get "${APT_OPTS[@]}" -q download "$pkg" >&2) || die "apt-get download $pkg failed"
+		fi
+		deb=$(ls "$C/dl/$pkg"_*.deb | head -1)
+		rm -rf "$C/dl/x" && mkdir -p "$C/dl/x"
+		dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$C/dl/x" --wildcards ./boot/ '*/drivers/acpi/button.ko' '*/drivers/input/evdev.ko'
+		cp "$C"/dl/x/boot/vmlinuz-* "$g/vmlinuz"
+		find "$C/dl/x/lib" \( -name button.ko -o -name evdev.ko \) -exec cp {} "$g/" \;
+		rm -rf "$C/dl/x"
+	fi
+	gcc -static -O2 -Wall -o "$g/init" "$INIT_SRC" >&2
+	python3 - "$g/initrd.gz" "$g/init" "$g/evdev.ko" "$g/button.ko" <<'EOF'
+import sys, gzip, os
+out, init, mods = sys.argv[1], sys.argv[2], [m for m in sys.argv[3:] if os.path.exists(m)]
+def ent(name, mode, data=b"", ino=1):  # cpio "newc" entry
+    nb = name.encode() + b"\0"
+    hdr = "070701" + "".join("%08X" % v for v in (ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(nb), 0))
+    b = hdr.encode() + nb
+    b += b"\0" * ((4 - len(b) % 4) % 4)
+    return b + data + b"\0" * ((4 - len(data) % 4) % 4)
+with gzip.open(out + ".tmp", "wb") as f:
+    f.write(ent("init", 0o100755, open(init, "rb").read())
+            + b"".join(ent(os.path.basename(m), 0o100644, open(m, "rb").read(), 2 + i) for i, m in enumerate(mods))
+            + ent("TRAILER!!!", 0, b"", 0))
+os.replace(out + ".tmp", out)
+EOF
+	rm -f "$g"/.built-*
+	echo "$want" >"$g/.built-$GUEST_VER"
+	log "guest built: $g/{vmlinuz,initrd.gz}"
+}
+
+# domain_xml NAME ACPI DIRTY_MB RATE_MBS MEM_MB
+domain_xml() {
+	local name=$1 acpi=$2 dirty=$3 rate=$4 mem=$5 h uuid
+	h=$(printf '%s' "vmshift-lab:$name" | md5sum | cut -c1-32)
+	uuid="${h:0:8}-${h:8:4}-4${h:13:3}-8${h:17:3}-${h:20:12}" # same NAME -> same UUID on both nodes
+	cat <<EOF
+<domain type='$LAB_DOMAIN_TYPE'>
+  <name>$name</name>
+  <uuid>$uuid</uuid>
+  <memory unit='MiB'>$mem</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>$C/guest/vmlinuz</kernel>
+    <initrd>$C/guest/initrd.gz</initrd>
+    <cmdline>console=ttyS0 quiet panic=-1 lab_dirty_mb=$dirty lab_rate_mbs=$rate lab_acpi=$acpi</cmdline>
+  </os>
+  <features><acpi/><apic/></features>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <controller type='usb' model='none'/>
+    <serial type='file'>
+      <source path='/var/log/libvirt/qemu/$name-serial.log' append='on'/>
+      <target port='0'/>
+    </serial>
+    <console type='file'>
+      <source path='/var/log/libvirt/qemu/$name-serial.log' append='on'/>
+      <target type='serial' port='0'/>
+    </console>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+EOF
+}
+
+cmd_xml() {
+	local name=${1:-} acpi=1 dirty=$LAB_DIRTY_MB rate=$LAB_RATE_MBS mem=$LAB_MEM_MB a
+	check_name "$name"
+	shift
+	for a in "$@"; do
+		case "$a" in
+		acpi=0 | acpi=1) acpi=${a#*=} ;;
+		dirty_mb=[0-9]*) dirty=${a#*=} ;;
+		rate_mbs=[0-9]*) rate=${a#*=} ;;
+		mem_mb=[0-9]*) mem=${a#*=} ;;
+		*) usage ;;
+		esac
+	done
+	for a in "$dirty" "$rate" "$mem"; do [[ "$a" =~ ^[0-9]+$ ]] || usage; done
+	build_guest # no-op when the cached guest is current
+	domain_xml "$name" "$acpi" "$dirty" "$rate" "$mem"
+}
+
+# ---------------------------------------------------------------- node config
+write_node_conf() {
+	local n=$1 d="$L/$1/ovl" f="$L/$1/fs"
+	mkdir -p "$d"/{etc,var,run}-{upper,work} "$f"/etc/libvirt/qemu "$f"/run/libvirt \
+		"$f"/var/lib/libvirt "$f"/var/cache/libvirt "$f"/var/log/libvirt/qemu
+	cat >"$f/etc/libvirt/libvirtd.conf" <<EOF
+# vmshift-lab node-$n -- test only: unauthenticated TCP inside netns vs-$n
+listen_tls = 0
+listen_tcp = 1
+tcp_port = "16509"
+listen_addr = "0.0.0.0"
+auth_tcp = "none"
+auth_unix_rw = "none"
+auth_unix_ro = "none"
+host_uuid = "$(uuid_of "$n")"
+log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
+keepalive_interval = 5
+keepalive_count = 5
+EOF
+	cat >"$f/etc/libvirt/qemu.conf" <<EOF
+# vmshift-lab node-$n
+user = "root"
+group = "root"
+dynamic_ownership = 0
+remember_owner = 0
+security_driver = "none"
+cgroup_controllers = [ ]
+namespaces = [ ]
+stdio_handler = "file"
+migration_port_min = 49152
+migration_port_max = 49215
+EOF
+	cat >"$d/etc-upper/hosts" <<EOF
+127.0.0.1 localhost
+::1 localhost ip6-localhost ip6-loopback
+10.251.10.1 node-a
+10.251.10.2 node-b
+10.251.11.1 node-a.mn
+10.251.11.2 node-b.mn
+EOF
+	echo "node-$n" >"$d/etc-upper/hostname"
+	# Debian's libvirtd resolves its compiled-in qemu user (libvirt-qemu) BEFORE
+	# reading qemu.conf: it must exist. Added to the node's private /etc only.
+	if ! getent passwd libvirt-qemu >/dev/null; then
+		{ cat /etc/passwd; echo "libvirt-qemu:x:64055:64055:vmshift-lab:/var/lib/libvirt:/usr/sbin/nologin"; } >"$d/etc-upper/passwd"
+	fi
+	if ! getent group libvirt-qemu >/dev/null; then
+		{ cat /etc/group; echo "libvirt-qemu:x:64055:"; getent group kvm >/dev/null || echo "kvm:x:64056:"; } >"$d/etc-upper/group"
+	fi
+}
+
+# runs as: ip netns exec vs-<n> unshare -m -u --propagation private -- bash lab.sh _node_init <n>
+node_init() {
+	local n=$1 d="$L/$1/ovl" f="$L/$1/fs" x
+	hostname "node-$n"
+	# mount -n: libmount must not create /run/mount/utab in the real /run
+	for x in etc var run; do
+		mount -n -t overlay "vs-$n-$x" -o "lowerdir=/$x,upperdir=$d/$x-upper,workdir=$d/$x-work" "/$x"
+	done
+	# libvirt's own dirs: fresh and private (hides any other libvirtd on the machine)
+	for x in etc/libvirt run/libvirt var/lib/libvirt var/cache/libvirt var/log/libvirt; do
+		mkdir -p "/$x" && mount -n --bind "$f/$x" "/$x"
+	done
+	exec libvirtd -f /etc/libvirt/libvirtd.conf --listen -p /run/libvirt/vs-libvirtd.pid
+}
+
+# ---------------------------------------------------------------- up
+net_up() {
+	local n
+	for n in "${NODES[@]}"; do
+		netns_exists "$n" || ip netns add "vs-$n"
+		ip -n "vs-$n" link set lo up
+	done
+	local l
+	for l in bc mn; do
+		if ! ip -n vs-a link show "vs-a-$l" >/dev/null 2>&1 || ! ip -n vs-b link show "vs-b-$l" >/dev/null 2>&1; then
+			ip -n vs-a link del "vs-a-$l" 2>/dev/null || true
+			ip -n vs-b link del "vs-b-$l" 2>/dev/null || true
+			ip link add "vs-a-$l" netns vs-a type veth peer name "vs-b-$l" netns vs-b
+		fi
+	done
+	for n in "${NODES[@]}"; do
+		ip -n "vs-$n" addr replace "$(ip_bc "$n")/24" dev "vs-$n-bc"
+		ip -n "vs-$n" addr replace "$(ip_mn "$n")/24" dev "vs-$n-mn"
+		ip -n "vs-$n" link set "vs-$n-bc" up
+		ip -n "vs-$n" link set "vs-$n-mn" up
+	done
+}
+
+node_start() {
+	local n=$1
+	if alive "$n"; then return 0; fi
+	rm -rf "${L:?}/$n" # stale private dirs of a crashed run
+	write_node_conf "$n"
+	if [ -d "$C/qemu-caps" ]; then # seed the QEMU capability cache (~7 s probe otherwise)
+		mkdir -p "$L/$n/fs/var/cache/libvirt/qemu/capabilities"
+		cp "$C"/qemu-caps/*.xml "$L/$n/fs/var/cache/libvirt/qemu/capabilities/" 2>/dev/null || true
+	fi
+	mkdir -p "$L/pids"
+	local pin=()
+	if [ -n "$LAB_PIN_CPU" ] && command -v taskset >/dev/null; then pin=(taskset -c "$LAB_PIN_CPU"); fi
+	# setsid/taskset/ip/unshare/bash all exec(): $! is libvirtd's pid. fd 9 (the
+	# lock) and the caller's stdio are not inherited by the daemon.
+	setsid "${pin[@]}" ip netns exec "vs-$n" unshare -m -u --propagation private -- \
+		bash "$SELF" _node_init "$n" >"$L/$n/libvirtd.stdout" 2>&1 </dev/null 9<&- &
+	echo $! >"$(pidfile "$n")"
+}
+
+node_wait() {
+	local n=$1 i
+	for i in $(seq 1 600); do
+		alive "$n" || break # died (or pid reused)
+		if [ -S "$L/$n/fs/run/libvirt/libvirt-sock" ] && nvirsh "$n" version >/dev/null 2>&1; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	cat "$L/$n/libvirtd.stdout" >&2 2>/dev/null || true
+	die "node-$n libvirtd did not come up"
+}
+
+up_cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	if [ $rc -ne 0 ]; then
+		log "up failed (rc $rc): tearing the lab down"
+		cmd_down || true
+	fi
+	exit $rc
+}
+
+cmd_up() {
+	local t0 n b
+	t0=$(ms)
+	[ $# -eq 0 ] || usage
+	[ "$(id -u)" = 0 ] || die "must be root"
+	for b in libvirtd virsh qemu-system-x86_64 ip unshare nsenter setsid gcc python3 dpkg-deb apt-get timeout; do
+		command -v $b >/dev/null || die "missing $b"
+	done
+	trap up_cleanup EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+	mkdir -p "$L/pids"
+	build_guest
+	net_up
+	for n in "${NODES[@]}"; do node_start "$n"; done
+	for n in "${NODES[@]}"; do node_wait "$n"; done
+	if ls "$L"/a/fs/var/cache/libvirt/qemu/capabilities/*.xml >/dev/null 2>&1; then
+		mkdir -p "$C/qemu-caps" && cp "$L"/a/fs/var/cache/libvirt/qemu/capabilities/*.xml "$C/qemu-caps/"
+	fi
+	node_exec a timeout "$VIRSH_TIMEOUT" virsh -q -c qemu+tcp://node-b/system version >/dev/null ||
+		die "node-a cannot reach qemu+tcp://node-b/system"
+	node_exec b timeout "$VIRSH_TIMEOUT" virsh -q -c qemu+tcp://node-a.mn/system version >/dev/null ||
+		die "node-b cannot reach qemu+tcp://node-a.mn/system"
+	domain_xml "$VM" 1 "$LAB_DIRTY_MB" "$LAB_RATE_MBS" "$LAB_MEM_MB" >"$L/$VM.xml" # for `ra`
+	if [ "$LAB_START_VM" = 1 ] && ! nvirsh a domstate "$VM" 2>/dev/null | grep -qx running &&
+		! nvirsh b domstate "$VM" 2>/dev/null | grep -qx running; then
+		nvirsh a define "$L/$VM.xml" >/dev/null
+		nvirsh a start "$VM" >/dev/null
+		log "$VM started on node-a"
+	fi
+	trap - EXIT INT TERM
+	log "up: node-a libvirtd pid $(lv_pid a), node-b libvirtd pid $(lv_pid b), $(($(ms) - t0)) ms"
+}
+
+# ---------------------------------------------------------------- down
+# is_ours libvirtd|qemu:NAME PID : checks /proc/PID/cmdline
+is_ours() {
+	local c=/proc/$2/cmdline
+	case "$1" in
+	libvirtd) grep -qaE "$LV_RE" "$c" ;;
+	qemu:*) grep -qa qemu-system "$c" && grep -qaF "guest=${1#qemu:}," "$c" ;;
+	*) return 1 ;;
+	esac 2>/dev/null
+}
+# kill_pids libvirtd|qemu:NAME PID... : is_ours, CONT+TERM, wait <= 5 s, KILL
+kill_pids() {
+	local what=$1 p i live
+	shift
+	local todo=()
+	for p in "$@"; do
+		[ -n "$p" ] && running "$p" || continue # gone, or a zombie (empty cmdline)
+		if ! is_ours "$what" "$p"; then
+			log "pid $p is not '$what', not killing"
+			continue
+		fi
+		todo+=("$p")
+	done
+	[ ${#todo[@]} -gt 0 ] || return 0
+	kill -CONT "${todo[@]}" 2>/dev/null || true
+	kill -TERM "${todo[@]}" 2>/dev/null || true
+	for i in $(seq 1 50); do
+		live=()
+		for p in "${todo[@]}"; do running "$p" && live+=("$p"); done
+		[ ${#live[@]} -gt 0 ] || return 0
+		sleep 0.1
+	done
+	log "pids ${live[*]} ignored SIGTERM: SIGKILL"
+	kill -KILL "${live[@]}" 2>/dev/null || true
+}
+
+qemu_pids() { # node -> "name pid" lines from libvirt's pid files
+	local f
+	for f in "$L/$1"/fs/run/libvirt/qemu/*.pid; do
+		[ -f "$f" ] || continue
+		[ "${f##*/}" != driver.pid ] || continue # libvirtd's own lock file
+		echo "$(basename "$f" .pid) $(cat "$f" 2>/dev/null || true)"
+	done
+}
+
+cmd_down() {
+	local n p name purge=0 t0
+	t0=$(ms)
+	case "${1:-}" in "") ;; --purge) purge=1 ;; *) usage ;; esac
+	# a SIGSTOPped libvirtd would hang every virsh call: wake it up first
+	for n in "${NODES[@]}"; do p=$(lv_pid "$n") && kill -CONT "$p" 2>/dev/null || true; done
+	# qemus and libvirtds in parallel (SIGTERM to qemu is what `virsh destroy`
+	# does; libvirtd is not asked, so a hung daemon cannot block down), then
+	# once more for a qemu a daemon may have spawned meanwhile
+	local lvp=() pass
+	for n in "${NODES[@]}"; do p=$(lv_pid "$n") && lvp+=("$p"); done
+	for pass in 1 2; do
+		for n in "${NODES[@]}"; do
+			while read -r name p; do
+				[ -n "${p:-}" ] || continue
+				kill_pids "qemu:$name" "$p" &
+			done < <(qemu_pids "$n")
+		done
+		[ $pass = 2 ] || [ ${#lvp[@]} -eq 0 ] || kill_pids libvirtd "${lvp[@]}" &
+		wait
+	done
+	for n in "${NODES[@]}"; do
+		if netns_exists "$n"; then
+			p=$(ip netns pids "vs-$n" 2>/dev/null | tr '\n' ' ')
+			[ -z "$p" ] || log "warning: processes still in netns vs-$n (not started by the lab, not killed): $p"
+			ip netns del "vs-$n" || true
+		fi
+	done
+	rm -rf "${L:?}"
+	[ $purge = 0 ] || rm -rf "${C:?}"
+	log "down: done in $(($(ms) - t0)) ms"
+}
+
+# ---------------------------------------------------------------- status
+cmd_status() {
+	local n rc=0 p doms
+	for n in "${NODES[@]}"; do
+		if netns_exists "$n"; then
+			echo "netns vs-$n: $(ip -n "vs-$n" -br addr | awk '/^vs-/{sub(/@.*/,"",$1); print $1"="$3}' | xargs)"
+		else
+			echo "netns vs-$n: absent"; rc=1
+		fi
+	done
+	for n in "${NODES[@]}"; do
+		if p=$(lv_pid "$n"); then
+			if [ "$(sed -n 's/^.*) \(.\).*/\1/p' "/proc/$p/stat" 2>/dev/null)" = T ]; then
+				echo "node-$n: libvirtd pid $p, STOPPED"; rc=1
+			elif doms=$(VIRSH_TIMEOUT=5 nvirsh "$n" list --all 2>/dev/null); then
+				echo "node-$n: libvirtd pid $p, domains: $(echo "$doms" | awk 'NF{s=$3; for(i=4;i<=NF;i++) s=s"_"$i; printf "%s:%s ", $2, s}' | xargs)"
+			else
+				echo "node-$n: libvirtd pid $p, NOT RESPONDING"; rc=1
+			fi
+		else
+			echo "node-$n: libvirtd not running"; rc=1
+		fi
+	done
+	return $rc
+}
+
+# ---------------------------------------------------------------- selftest
+last_tick() { grep -ao 'lab-guest tick=[0-9]*' "$1" 2>/dev/null | tail -1 | cut -d= -f2; }
+wait_tick_after() { # serial-file min-tick timeout-s -> prints the tick
+	local f=$1 min=$2 i t
+	for i in $(seq 1 $(($3 * 10))); do
+		t=$(last_tick "$f")
+		if [ -n "$t" ] && [ "$t" -gt "$min" ]; then echo "$t"; return 0; fi
+		sleep 0.1
+	done
+	return 1
+}
+selftest_clean() {
+	local n
+	for n in "${NODES[@]}"; do
+		nvirsh "$n" destroy "$VM" >/dev/null 2>&1 || true
+		nvirsh "$n" undefine "$VM" >/dev/null 2>&1 || true
+	done
+}
+st_mig() { # from to
+	local s=$1 t=$2 t0 tk
+	t0=$(ms)
+	node_exec "$s" timeout 120 virsh -q -c qemu:///system migrate --live --p2p --persistent \
+		"$VM" "qemu+tcp://node-$t/system" "tcp://node-$t.mn" || die "migrate $s->$t failed"
+	echo "selftest: migrated node-$s -> node-$t in $(($(ms) - t0)) ms;" \
+		"$(nvirsh "$t" domjobinfo --completed "$VM" 2>/dev/null | awk -F: '/Total downtime/{gsub(/ +/," ",$2); print "downtime" $2}')"
+	nvirsh "$t" domstate "$VM" | grep -qx running || die "$VM not running on node-$t"
+	nvirsh "$s" domstate "$VM" | grep -qx 'shut off' || die "$VM not shut off on node-$s"
+	tk=$(last_tick "$(serial_path "$s" "$VM")")
+	tk=$(wait_tick_after "$(serial_path "$t" "$VM")" "${tk:-0}" 15) || die "no new tick on node-$t after migration"
+	echo "selftest: guest ticking on node-$t (tick $tk)"
+}
+cmd_selftest() {
+	local t0 tk sa sb starts
+	[ $# -eq 0 ] || usage
+	t0=$(ms)
+	alive a && alive b || die "lab is not up"
+	selftest_clean
+	rm -f "$(serial_path a "$VM")" "$(serial_path b "$VM")"
+	trap 'selftest_clean' EXIT
+	cmd_xml "$VM" >"$L/$VM.xml"
+	nvirsh a define "$L/$VM.xml" >/dev/null
+	nvirsh a start "$VM" >/dev/null
+	sa=$(serial_path a "$VM") sb=$(serial_path b "$VM")
+	tk=$(wait_tick_after "$sa" 0 30) || die "no heartbeat from $VM on node-a within 30 s"
+	echo "selftest: $VM started on node-a, tick $tk after $(($(ms) - t0)) ms"
+	st_mig a b
+	st_mig b a
+	starts=$(cat "$sa" "$sb" | grep -ac 'lab-guest: start' || true)
+	[ "$starts" = 1 ] || die "guest booted $starts times (expected 1)"
+	! grep -aqE 'BUG|Oops|panic' "$sa" "$sb" || die "kernel BUG/Oops/panic in the serial logs"
+	selftest_clean
+	trap - EXIT
+	nvirsh a dominfo "$VM" >/dev/null 2>&1 && die "$VM still defined on node-a"
+	nvirsh b dominfo "$VM" >/dev/null 2>&1 && die "$VM still defined on node-b"
+	echo "selftest: OK in $(($(ms) - t0)) ms"
+}
+
+# ---------------------------------------------------------------- ra
+# resource-agents' VirtualDomain run "on" a node with the lab's parameters;
+# extra VAR=val (e.g. OCF_RESKEY_CRM_meta_migrate_target=node-b) may follow.
+cmd_ra() {
+	local n=${1:-} act=${2:-}
+	check_node "$n"
+	[ -n "$act" ] || usage
+	shift 2
+	mkdir -p "$L/rsctmp-$n"
+	node_exec "$n" env OCF_ROOT=/usr/lib/ocf OCF_RESOURCE_INSTANCE="$VM-rsc" \
+		HA_RSCTMP="$L/rsctmp-$n" HA_LOGFACILITY=none \
+		OCF_RESKEY_config="$L/$VM.xml" OCF_RESKEY_hypervisor=qemu:///system \
+		OCF_RESKEY_migration_transport=tcp OCF_RESKEY_migration_network_suffix=.mn \
+		OCF_RESKEY_CRM_meta_timeout=30000 "$@" \
+		/usr/lib/ocf/resource.d/heartbeat/VirtualDomain "$act"
+}
+
+# serialize up/down (the lock is on this script file: nothing written)
+live_qemu() { # node -> pid of one live QEMU guest of that node
+	local name p
+	while read -r name p; do
+		if [ -n "$p" ] && is_ours "qemu:$name" "$p"; then echo "$p"; return 0; fi
+	done < <(qemu_pids "$1")
+	return 1
+}
+# revive: restart a node's libvirtd that died (tests kill it on purpose)
+# without wiping the node: libvirt then finds its running guests again from
+# the pid and status files it keeps in /run/libvirt/qemu. The daemon is
+# started in the mount namespace of one of the node's live QEMUs (the node's
+# "host" still exists there); with no live guest, a fresh node_init is fine.
+cmd_revive() {
+	local n=$1 q pin=()
+	if alive "$n"; then return 0; fi
+	q=$(live_qemu "$n") || true
+	if [ -n "$LAB_PIN_CPU" ] && command -v taskset >/dev/null; then pin=(taskset -c "$LAB_PIN_CPU"); fi
+	if [ -n "$q" ]; then
+		setsid "${pin[@]}" nsenter -t "$q" -n -m -u -- \
+			libvirtd -f /etc/libvirt/libvirtd.conf --listen -p /run/libvirt/vs-libvirtd.pid \
+			>>"$L/$n/libvirtd.stdout" 2>&1 </dev/null 9<&- &
+	else
+		setsid "${pin[@]}" ip netns exec "vs-$n" unshare -m -u --propagation private -- \
+			bash "$SELF" _node_init "$n" >>"$L/$n/libvirtd.stdout" 2>&1 </dev/null 9<&- &
+	fi
+	echo $! >"$(pidfile "$n")"
+	node_wait "$n"
+	log "revive: node-$n libvirtd pid $(lv_pid "$n")"
+}
+lock() { exec 9<"$SELF" && flock 9; }
+
+cmd=${1:-}
+[ $# -eq 0 ] || shift
+case "$cmd" in
+up) lock; cmd_up "$@" ;;
+down) lock; cmd_down "$@" ;;
+status) [ $# -eq 0 ] || usage; cmd_status ;;
+exec) check_node "${1:-}"; n=$1; shift; [ $# -gt 0 ] || usage; node_exec "$n" "$@" ;;
+xml) cmd_xml "$@" ;;
+serial) [ $# -eq 2 ] || usage; check_node "$1"; check_name "$2"; serial_path "$1" "$2" ;;
+libvirtd-pid) [ $# -eq 1 ] || usage; check_node "$1"; lv_pid "$1" || { log "node-$1 libvirtd not running"; exit 1; } ;;
+qemu-pid)
+	[ $# -eq 2 ] || usage; check_node "$1"; check_name "$2"
+	p=$(cat "$L/$1/fs/run/libvirt/qemu/$2.pid" 2>/dev/null || true)
+	if [ -n "$p" ] && is_ours "qemu:$2" "$p"; then echo "$p"; fi
+	;;
+revive) [ $# -eq 1 ] || usage; check_node "$1"; lock; cmd_revive "$1" ;;
+ra) cmd_ra "$@" ;;
+selftest) cmd_selftest "$@" ;;
+_node_init) node_init "$1" ;;
+*) usage ;;
+esac
