@@ -36,14 +36,25 @@ call a monitor OCF_RESKEY_CRM_meta_interval=0
 call a start
 call a monitor
 call b monitor OCF_RESKEY_CRM_meta_interval=0
-echo
-echo "== guest heartbeat on node-a (serial console):"
-sleep 4
-tail -n 2 "$(bash "$lab" serial a "$name")" | sed 's/^/   /'
+heartbeat() { # waits (<= 60 s) for the guest's heartbeat, then shows it
+	local serial i
+	serial=$(bash "$lab" serial a "$name")
+	for i in $(seq 1 240); do
+		grep -q 'lab-guest tick=' "$serial" 2>/dev/null && break
+		sleep 0.25
+	done
+	echo
+	echo "== guest heartbeat on node-a (serial console):"
+	grep -a 'lab-guest' "$serial" | tail -n 2 | sed 's/^/   /'
+}
+
+heartbeat
 call a stop
 call a monitor
+: >"$(bash "$lab" serial a "$name")" # the serial file is appended to: show the new boot only
 call a start
 call a monitor
+heartbeat
 call a stop
 echo
 echo "== tearing the lab down"
