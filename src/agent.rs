@@ -9,6 +9,8 @@ use log::{debug, info, warn};
 
 use crate::hypervisor::{DomainState, Hypervisor};
 use crate::libvirt::{self, Libvirt};
+use crate::migrate;
+use crate::migration_net::SystemNet;
 use crate::ocf::{Deadline, Env, OcfRc, Outcome, ParamError, Params, METADATA};
 
 /// The OCF actions this agent knows (Pacemaker's names).
@@ -23,10 +25,12 @@ pub enum Action {
     MigrateFrom,
     MetaData,
     ValidateAll,
+    /// Not an OCF action: the admin's dry run of a migration.
+    PlanMigration,
 }
 
 impl Action {
-    pub const ALL: [Action; 8] = [
+    pub const ALL: [Action; 9] = [
         Action::Start,
         Action::Stop,
         Action::Monitor,
@@ -35,6 +39,7 @@ impl Action {
         Action::MigrateFrom,
         Action::MetaData,
         Action::ValidateAll,
+        Action::PlanMigration,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,6 +52,7 @@ impl Action {
             Action::MigrateFrom => "migrate_from",
             Action::MetaData => "meta-data",
             Action::ValidateAll => "validate-all",
+            Action::PlanMigration => "plan-migration",
         }
     }
 
@@ -85,8 +91,52 @@ pub enum Error {
         #[source]
         source: libvirt::Error,
     },
-    #[error("{action} is not implemented yet")]
-    Unimplemented { action: &'static str },
+    #[error("no migration target (OCF_RESKEY_CRM_meta_migrate_target, --target) given")]
+    NoTarget,
+    #[error("cannot ask {node} about the domain")]
+    Peer {
+        node: String,
+        #[source]
+        source: libvirt::Error,
+    },
+    #[error("domain {name} runs neither here ({here}) nor on {target} ({there})")]
+    NotRunningAnywhere {
+        name: String,
+        here: DomainState,
+        target: String,
+        there: DomainState,
+    },
+    #[error("domain {name} is active here and on {target} ({there}): not migrating")]
+    ActiveOnBoth {
+        name: String,
+        target: String,
+        there: DomainState,
+    },
+    #[error("live migration of {name} to {target} failed, domain here: {here}")]
+    MigrationFailed {
+        name: String,
+        target: String,
+        here: String,
+        #[source]
+        source: libvirt::Error,
+    },
+    #[error(
+        "live migration of {name} to {target} did not finish in {waited:.1?}: aborted (ended: {ended}), domain here: {here}"
+    )]
+    MigrationTimedOut {
+        name: String,
+        target: String,
+        waited: Duration,
+        ended: bool,
+        here: String,
+    },
+    #[error("domain {name} did not arrive from {from}: {state} here after {waited:.1?}")]
+    NotArrived {
+        name: String,
+        from: String,
+        state: DomainState,
+        waited: Duration,
+    },
 }
 
 impl Error {
@@ -97,11 +147,19 @@ impl Error {
             // problem (5 bans only this node; 6 would stop it everywhere).
             Error::NotDefined { .. } => OcfRc::ErrInstalled,
             Error::ConfigNames { .. } => OcfRc::ErrConfigured,
-            Error::Unimplemented { .. } => OcfRc::ErrUnimplemented,
+            // Everything else is soft: Pacemaker may recover in place or
+            // move; none of it proves the configuration wrong everywhere.
             Error::Libvirt { .. }
             | Error::NotStarted { .. }
             | Error::StillActive { .. }
-            | Error::QemuAlive { .. } => OcfRc::ErrGeneric,
+            | Error::QemuAlive { .. }
+            | Error::NoTarget
+            | Error::Peer { .. }
+            | Error::NotRunningAnywhere { .. }
+            | Error::ActiveOnBoth { .. }
+            | Error::MigrationFailed { .. }
+            | Error::MigrationTimedOut { .. }
+            | Error::NotArrived { .. } => OcfRc::ErrGeneric,
         }
     }
 }
@@ -162,8 +220,35 @@ pub fn run(action: Action, env: &Env) -> Outcome {
             let hv = Libvirt::new(&p.hypervisor, deadline.at());
             monitor(&hv, &p)
         }),
-        Action::MigrateTo | Action::MigrateFrom => Err(Error::Unimplemented {
-            action: action.name(),
+        Action::MigrateTo => Params::from_env(env).map_err(Error::from).and_then(|p| {
+            let target = env.text("OCF_RESKEY_CRM_meta_migrate_target");
+            let hv = Libvirt::new(&p.hypervisor, deadline.at());
+            let peer_uri = target.map(|t| {
+                migrate::peer_uri(
+                    &p.hypervisor,
+                    p.migration_transport,
+                    p.migration_user.as_deref(),
+                    t,
+                )
+            });
+            let preflight = Instant::now() + migrate::preflight_budget(deadline.timeout());
+            let peer = Libvirt::new(
+                peer_uri.as_deref().unwrap_or_default(),
+                preflight.min(deadline.at()),
+            );
+            migrate::migrate_to(&hv, &peer, &SystemNet, &p, target, &deadline)
+        }),
+        Action::MigrateFrom => Params::from_env(env).map_err(Error::from).and_then(|p| {
+            let hv = Libvirt::new(&p.hypervisor, deadline.at());
+            let source = env.text("OCF_RESKEY_CRM_meta_migrate_source");
+            migrate::migrate_from(&hv, &p, source, &deadline)
+        }),
+        Action::PlanMigration => Params::from_env(env).map_err(Error::from).and_then(|p| {
+            migrate::plan(
+                &SystemNet,
+                &p,
+                env.text("OCF_RESKEY_CRM_meta_migrate_target"),
+            )
         }),
     };
     result.unwrap_or_else(Outcome::from)
@@ -229,14 +314,14 @@ fn check_config_name(name: &str, xml: &str) -> Result<(), Error> {
     }
 }
 
-fn hv_err(what: &'static str, name: &str) -> impl FnOnce(libvirt::Error) -> Error {
+pub(crate) fn hv_err(what: &'static str, name: &str) -> impl FnOnce(libvirt::Error) -> Error {
     let name = name.to_owned();
     move |source| Error::Libvirt { what, name, source }
 }
 
 /// Polls the domain's state until `done` holds or `until` passes; returns
 /// the last state seen.
-fn wait_state<H: Hypervisor>(
+pub(crate) fn wait_state<H: Hypervisor + ?Sized>(
     hv: &H,
     name: &str,
     until: Instant,
@@ -253,7 +338,7 @@ fn wait_state<H: Hypervisor>(
 
 /// A cluster-managed server must never be started by libvirtd itself when
 /// it (re)starts: it would then run twice.
-fn ensure_no_autostart<H: Hypervisor>(hv: &H, name: &str) -> Result<(), Error> {
+pub(crate) fn ensure_no_autostart<H: Hypervisor + ?Sized>(hv: &H, name: &str) -> Result<(), Error> {
     if hv
         .autostart(name)
         .map_err(hv_err("read autostart of", name))?
@@ -528,6 +613,25 @@ mod tests {
         fn disable_autostart(&self, _: &str) -> Result<(), libvirt::Error> {
             self.calls.borrow_mut().push("autostart off");
             self.autostart.set(false);
+            Ok(())
+        }
+        fn migrate(
+            &self,
+            _: &str,
+            _: &libvirt::MigrationRequest,
+        ) -> Result<libvirt::Migration, libvirt::Error> {
+            unimplemented!("lifecycle tests do not migrate")
+        }
+        fn set_max_downtime(&self, _: &str, _: u64) -> Result<(), libvirt::Error> {
+            Ok(())
+        }
+        fn job(&self, _: &str) -> Result<Option<libvirt::JobProgress>, libvirt::Error> {
+            Ok(None)
+        }
+        fn completed_job(&self, _: &str) -> Result<Option<libvirt::JobProgress>, libvirt::Error> {
+            Ok(None)
+        }
+        fn abort_job(&self, _: &str) -> Result<(), libvirt::Error> {
             Ok(())
         }
         fn qemu_pid(&self, _: &str) -> Option<u32> {

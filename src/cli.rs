@@ -18,9 +18,10 @@ const EXIT_CODES: &str = "\
 Exit codes (OCF):
   0  success; monitor: the server is active here
   1  generic error (e.g. libvirtd does not answer and no QEMU of the server lives,
-     start did not finish before the deadline, stop could not stop it)
+     start did not finish before the deadline, stop could not stop it, a migration
+     failed or was aborted at its deadline: the server still runs on the source)
   2  usage: no action given
-  3  unknown or not yet implemented action
+  3  unknown action
   5  not installed here: the domain is unknown and no config is set, or config
      is unreadable
   6  not configured: a parameter is missing or invalid
@@ -31,6 +32,7 @@ Every non-zero exit prints one line 'ocf-exit-reason:<why>' on stderr.
 Examples:
   vmshift monitor --name vm1
   vmshift start --name vm1 --config /etc/vmshift/vm1.xml
+  vmshift plan-migration --name vm1 --target node-b
   OCF_RESKEY_name=vm1 OCF_RESKEY_CRM_meta_timeout=90000 vmshift stop
   crm_resource --force-check --class ocf --provider vmshift --agent server --option name=vm1";
 
@@ -46,6 +48,9 @@ fn about(action: Action) -> &'static str {
         Action::MigrateFrom => "Confirm the server arrived on this node (not implemented yet)",
         Action::MetaData => "Print the OCF meta-data XML",
         Action::ValidateAll => "Check the parameters without touching the server",
+        Action::PlanMigration => {
+            "Dry run: show the migration network check and the URIs migrate_to would use"
+        }
     }
 }
 
@@ -72,6 +77,13 @@ fn param_args() -> Vec<Arg> {
             }
         })
         .collect();
+    args.push(
+        Arg::new("target")
+            .long("target")
+            .value_name("NODE")
+            .action(ArgAction::Set)
+            .help("The migration target node, as OCF_RESKEY_CRM_meta_migrate_target"),
+    );
     args.push(
         Arg::new("timeout")
             .long("timeout")
@@ -129,6 +141,9 @@ fn apply_flags(m: &ArgMatches, env: &mut Env) {
     }
     if let Some(v) = flag("timeout") {
         env.set("OCF_RESKEY_CRM_meta_timeout", v);
+    }
+    if let Some(v) = flag("target") {
+        env.set("OCF_RESKEY_CRM_meta_migrate_target", v);
     }
 }
 

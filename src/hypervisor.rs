@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::libvirt::Error;
+use crate::libvirt::{Error, JobProgress, Migration, MigrationRequest};
 
 /// A domain's state as the agent needs it, mapped from libvirt's
 /// `virDomainState`. `Undefined` is libvirt's VIR_ERR_NO_DOMAIN: the domain
@@ -73,6 +73,17 @@ pub trait Hypervisor {
     /// Whether libvirtd starts the domain by itself when it starts.
     fn autostart(&self, name: &str) -> Result<bool, Error>;
     fn disable_autostart(&self, name: &str) -> Result<(), Error>;
+    /// Starts a live migration and returns at once; the migration's result
+    /// arrives through the returned handle.
+    fn migrate(&self, name: &str, req: &MigrationRequest) -> Result<Migration, Error>;
+    /// Sets the freeze the migration may end with.
+    fn set_max_downtime(&self, name: &str, ms: u64) -> Result<(), Error>;
+    /// The domain's current job, if it has one.
+    fn job(&self, name: &str) -> Result<Option<JobProgress>, Error>;
+    /// The domain's last completed job, if it has one.
+    fn completed_job(&self, name: &str) -> Result<Option<JobProgress>, Error>;
+    /// Aborts the domain's current job (a migration: the guest stays here).
+    fn abort_job(&self, name: &str) -> Result<(), Error>;
     /// The pid of a live QEMU process of this domain on this node, found
     /// without asking libvirtd (for when it is down or hung).
     fn qemu_pid(&self, name: &str) -> Option<u32>;

@@ -10,6 +10,9 @@ pub mod cli;
 pub mod hypervisor;
 pub mod libvirt;
 pub mod logging;
+pub mod migrate;
+pub mod migration_net;
+pub mod netif;
 pub mod ocf;
 
 use std::ffi::OsString;

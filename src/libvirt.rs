@@ -16,21 +16,25 @@
 use std::cell::{Cell, OnceCell};
 use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use virt::connect::Connect;
 use virt::domain::DomainState as VirtState;
+use virt::domain::MigrateParameters;
 use virt::error::ErrorNumber;
+use virt::sys;
 
 use crate::hypervisor::{DomainState, Hypervisor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    // virt's errors are boxed: they carry a message and codes, and would
+    // make every Result in the agent large.
     #[error("cannot connect to libvirt at {uri}")]
     Connect {
         uri: String,
         #[source]
-        source: virt::error::Error,
+        source: Box<virt::error::Error>,
     },
     #[error("libvirtd did not answer {what} in time")]
     Timeout { what: &'static str },
@@ -38,7 +42,7 @@ pub enum Error {
     Call {
         what: &'static str,
         #[source]
-        source: virt::error::Error,
+        source: Box<virt::error::Error>,
     },
     #[error("cannot start a thread for a libvirt call")]
     Thread(#[source] std::io::Error),
@@ -55,6 +59,74 @@ impl Error {
     /// unknown, not "stopped".
     pub fn is_unreachable(&self) -> bool {
         matches!(self, Error::Connect { .. } | Error::Timeout { .. })
+    }
+}
+
+/// Progress (or the result) of a domain's migration job, from
+/// virDomainGetJobStats. Sizes in bytes, times in ms.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobProgress {
+    pub elapsed_ms: Option<u64>,
+    pub data_total: Option<u64>,
+    pub data_processed: Option<u64>,
+    pub data_remaining: Option<u64>,
+    /// Bytes per second of the RAM copy.
+    pub mem_bps: Option<u64>,
+    /// Pre-copy iterations so far.
+    pub iteration: Option<u64>,
+    /// Guest pages dirtied per second.
+    pub dirty_rate: Option<u64>,
+    /// The freeze at the end, once known.
+    pub downtime_ms: Option<u64>,
+}
+
+impl From<virt::domain::JobStats> for JobProgress {
+    fn from(s: virt::domain::JobStats) -> Self {
+        JobProgress {
+            elapsed_ms: s.time_elapsed,
+            data_total: s.data_total,
+            data_processed: s.data_processed,
+            data_remaining: s.data_remaining,
+            mem_bps: s.mem_bps,
+            iteration: s.mem_iteration,
+            dirty_rate: s.mem_dirty_rate,
+            downtime_ms: s.downtime,
+        }
+    }
+}
+
+/// What a live migration needs from the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationRequest {
+    /// The target's libvirtd, reached by the source libvirtd (peer-to-peer).
+    pub dconn_uri: String,
+    /// Where QEMU sends the RAM (`tcp://<address>`).
+    pub data_uri: String,
+    /// MiB/s; 0 = unlimited.
+    pub bandwidth: u64,
+    pub max_downtime_ms: u64,
+}
+
+/// A migration in flight: virDomainMigrateToURI3 blocks until the
+/// migration ends, so it runs on its own thread and this is its answer.
+pub struct Migration {
+    rx: mpsc::Receiver<Result<(), Error>>,
+}
+
+impl Migration {
+    pub fn new(rx: mpsc::Receiver<Result<(), Error>>) -> Self {
+        Migration { rx }
+    }
+
+    /// The migration's result if it ends within `wait`.
+    pub fn wait(&self, wait: Duration) -> Option<Result<(), Error>> {
+        match self.rx.recv_timeout(wait) {
+            Ok(r) => Some(r),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => Some(Err(Error::Timeout {
+                what: "migrate (the migration thread ended without an answer)",
+            })),
+        }
     }
 }
 
@@ -114,7 +186,10 @@ impl Libvirt {
         let conn = self.bounded("connect", move || {
             Connect::open(Some(&uri))
                 .map(Arc::new)
-                .map_err(|source| Error::Connect { uri, source })
+                .map_err(|source| Error::Connect {
+                    uri,
+                    source: Box::new(source),
+                })
         })?;
         Ok(Arc::clone(self.conn.get_or_init(|| conn)))
     }
@@ -130,7 +205,10 @@ impl Libvirt {
         self.bounded(what, move || {
             conn.lookup_domain_by_name(&name)
                 .and_then(|dom| f(&dom))
-                .map_err(|source| Error::Call { what, source })
+                .map_err(|source| Error::Call {
+                    what,
+                    source: Box::new(source),
+                })
         })
     }
 
@@ -189,7 +267,7 @@ impl Hypervisor for Libvirt {
                 .and_then(|d| d.name())
                 .map_err(|source| Error::Call {
                     what: "define",
-                    source,
+                    source: Box::new(source),
                 })
         })
     }
@@ -212,6 +290,72 @@ impl Hypervisor for Libvirt {
 
     fn disable_autostart(&self, name: &str) -> Result<(), Error> {
         self.with_domain("disable autostart", name, |d| d.set_autostart(false))
+    }
+
+    fn migrate(&self, name: &str, req: &MigrationRequest) -> Result<Migration, Error> {
+        let conn = self.connection()?;
+        let (name, req) = (name.to_owned(), req.clone());
+        let (tx, rx) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("migrate".into())
+            .spawn(move || {
+                let r = conn.lookup_domain_by_name(&name).and_then(|dom| {
+                    // Peer-to-peer: the source libvirtd drives the migration
+                    // and talks to the target itself, so the agent can be
+                    // killed without orphaning a half-done job on the
+                    // target (migrate3 refuses PEER2PEER: migrate_to_uri3).
+                    // PERSIST_DEST without UNDEFINE_SOURCE: both nodes keep
+                    // the definition, so Pacemaker can start the server on
+                    // either one after a failover.
+                    let flags = sys::VIR_MIGRATE_LIVE
+                        | sys::VIR_MIGRATE_PEER2PEER
+                        | sys::VIR_MIGRATE_PERSIST_DEST
+                        | sys::VIR_MIGRATE_ABORT_ON_ERROR;
+                    let params = MigrateParameters {
+                        uri: Some(req.data_uri.clone()),
+                        bandwidth: (req.bandwidth > 0).then_some(req.bandwidth),
+                        ..MigrateParameters::default()
+                    };
+                    dom.migrate_to_uri3(Some(&req.dconn_uri), params, flags)
+                });
+                let _ = tx.send(r.map_err(|source| Error::Call {
+                    what: "migrate",
+                    source: Box::new(source),
+                }));
+            })
+            .map_err(Error::Thread)?;
+        Ok(Migration::new(rx))
+    }
+
+    fn set_max_downtime(&self, name: &str, ms: u64) -> Result<(), Error> {
+        self.with_domain("set the maximum downtime", name, move |d| {
+            d.migrate_set_max_downtime(ms, 0)
+        })
+    }
+
+    fn job(&self, name: &str) -> Result<Option<JobProgress>, Error> {
+        self.with_domain("get job stats", name, |d| d.job_stats(0))
+            .map(|s| (s.r#type != sys::VIR_DOMAIN_JOB_NONE as i32).then(|| s.into()))
+    }
+
+    fn completed_job(&self, name: &str) -> Result<Option<JobProgress>, Error> {
+        self.with_domain("get completed job stats", name, |d| {
+            d.job_stats(sys::VIR_DOMAIN_JOB_STATS_COMPLETED)
+        })
+        .map(|s| (s.r#type != sys::VIR_DOMAIN_JOB_NONE as i32).then(|| s.into()))
+    }
+
+    fn abort_job(&self, name: &str) -> Result<(), Error> {
+        self.with_domain("abort the job of", name, |d| {
+            // SAFETY: `d` is a live domain handle for the duration of this
+            // closure; virDomainAbortJob only reads it (virt 0.5 has no
+            // wrapper for it).
+            if unsafe { sys::virDomainAbortJob(d.as_ptr()) } < 0 {
+                Err(virt::error::Error::last_error())
+            } else {
+                Ok(())
+            }
+        })
     }
 
     fn qemu_pid(&self, name: &str) -> Option<u32> {
@@ -257,7 +401,6 @@ fn qemu_process_alive(pid: u32, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn own_process_is_not_a_qemu_guest() {

@@ -6,6 +6,7 @@
 
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -181,9 +182,40 @@ fn unreachable_libvirt_is_an_error_not_stopped() {
 }
 
 #[test]
-fn migrations_are_not_implemented_yet() {
-    check(&["migrate_to"], &[("OCF_RESKEY_name", "vm1")], 3);
-    check(&["migrate_from"], &[("OCF_RESKEY_name", "vm1")], 3);
+fn migration_without_a_target_says_so() {
+    // ocf-tester calls migrate_to without a target.
+    let o = check(&["migrate_to"], &[("OCF_RESKEY_name", "vm1")], 1);
+    assert!(stderr(&o).contains("no migration target"), "{}", stderr(&o));
+    check(&["plan-migration", "--name", "vm1"], &[], 1);
+    check(&["migrate_to"], &[], 6);
+}
+
+#[test]
+fn plan_migration_changes_nothing_and_explains() {
+    // No lab here: node-b.mn does not resolve, so the plan falls back.
+    let o = check(
+        &[
+            "plan-migration",
+            "--name",
+            "vm1",
+            "--target",
+            "vmshift-no-such-node.invalid",
+            "--migration-transport",
+            "tcp",
+        ],
+        &[],
+        0,
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    for want in [
+        "candidate: vmshift-no-such-node.mn",
+        "check: resolve vmshift-no-such-node.mn",
+        "falling back to vmshift-no-such-node.invalid",
+        "control: qemu+tcp://vmshift-no-such-node.invalid/system",
+        "data: tcp://vmshift-no-such-node.invalid",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
 }
 
 #[test]
@@ -207,20 +239,23 @@ fn hostile_values_are_refused_without_a_shell() {
 }
 
 /// ocf-tester runs meta-data as `nobody`: it must need no privilege. (The
-/// test itself runs as root, as `make test` does, to drop to `nobody`.)
+/// test itself runs as root, as `make test` does, to drop to `nobody`; the
+/// binary is copied out of the build tree, which `nobody` may not reach.)
 #[test]
 fn meta_data_as_nobody() {
+    let dir = std::env::temp_dir().join(format!("vmshift-nobody-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.join("vmshift");
+    std::fs::copy(BIN, &bin).unwrap();
     let o = Command::new("setpriv")
-        .args([
-            "--reuid=nobody",
-            "--regid=nogroup",
-            "--clear-groups",
-            BIN,
-            "meta-data",
-        ])
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(&bin)
+        .arg("meta-data")
         .env_clear()
         .output()
         .expect("setpriv (util-linux)");
+    std::fs::remove_dir_all(&dir).unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(o.stdout.starts_with(b"<?xml"));
 }

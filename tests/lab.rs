@@ -8,12 +8,32 @@
 //! Each test uses its own domain names and removes its domains when it ends,
 //! even when it fails.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vmshift");
+
+/// The binary where any user can run it: ocf-tester runs meta-data as
+/// `nobody`, and the build tree may sit in a directory only root can enter.
+/// The copy lives in the lab's state directory, which `lab.sh down` removes.
+fn shared_bin() -> &'static Path {
+    static BIN_COPY: OnceLock<PathBuf> = OnceLock::new();
+    BIN_COPY.get_or_init(|| {
+        let lab_dir = Path::new("/tmp/vmshift-lab");
+        let dir = lab_dir.join("bin");
+        std::fs::create_dir_all(&dir).expect("lab state dir (lab up?)");
+        for d in [lab_dir, &dir] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let bin = dir.join("vmshift");
+        std::fs::copy(BIN, &bin).expect("copy the binary");
+        bin
+    })
+}
 
 fn lab_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lab/lab.sh")
@@ -419,7 +439,7 @@ fn ocf_tester_passes() {
         ])
         .args(["-o", "name=t-ocft", "-o"])
         .arg(format!("config={}", g.config.display()))
-        .arg(BIN)
+        .arg(shared_bin())
         .env("HA_LOGFACILITY", "none")
         .output()
         .expect("ocf-tester");
@@ -441,13 +461,13 @@ impl Registered {
         let dir = Path::new("/usr/lib/ocf/resource.d/vmshift");
         let path = dir.join("server");
         assert!(
-            !path.exists() || std::fs::read_link(&path).is_ok_and(|t| t == Path::new(BIN)),
+            !path.exists() || std::fs::read_link(&path).is_ok_and(|t| t == shared_bin()),
             "{} exists and is not this build: remove it (or the package) first",
             path.display()
         );
         std::fs::create_dir_all(dir).unwrap();
         let _ = std::fs::remove_file(&path);
-        std::os::unix::fs::symlink(BIN, &path).unwrap();
+        std::os::unix::fs::symlink(shared_bin(), &path).unwrap();
         Registered(path)
     }
 }

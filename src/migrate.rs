@@ -1,0 +1,434 @@
+//! Live migration: `migrate_to` on the source, `migrate_from` on the target
+//! (Pacemaker's order when it moves a server with allow-migrate=true), and
+//! `plan-migration`, the admin's dry run.
+//!
+//! migrate_to is bounded by its own timeout: the job is polled, and aborted
+//! a margin before the deadline with the guest left running on the source.
+//! A migrate_to that Pacemaker has to kill instead makes it assume the
+//! server may run on both nodes (`unpack_migrate_to_failure`), and the
+//! default recovery is then to stop it everywhere.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+
+use crate::agent::{chain, ensure_no_autostart, hv_err, wait_state, Error};
+use crate::hypervisor::{DomainState, Hypervisor};
+use crate::libvirt::{JobProgress, MigrationRequest};
+use crate::migration_net::{self, Choice, Net};
+use crate::ocf::{Deadline, OcfRc, Outcome, Params, Transport};
+
+/// How often the migration's result is waited for between checks.
+const POLL: Duration = Duration::from_millis(250);
+/// How often progress is logged while the RAM is copied.
+const PROGRESS_EVERY: Duration = Duration::from_secs(3);
+/// How long migrate_from waits for a domain that is not even paused here:
+/// after a successful migrate_to it already runs, so a missing domain is
+/// not going to appear.
+const ARRIVAL_GRACE: Duration = Duration::from_secs(5);
+
+/// The time kept after aborting a migration to see it end and to confirm
+/// the guest still runs here: a tenth of the timeout, 2 s to 10 s.
+fn abort_reserve(timeout: Duration) -> Duration {
+    (timeout / 10).clamp(Duration::from_secs(2), Duration::from_secs(10))
+}
+
+/// How long the target's libvirtd may take to answer before the migration
+/// starts: a quarter of the timeout, 3 s to 15 s. A hung target must cost
+/// a clear error early, not the whole migrate_to budget.
+pub fn preflight_budget(timeout: Duration) -> Duration {
+    (timeout / 4).clamp(Duration::from_secs(3), Duration::from_secs(15))
+}
+
+/// The URI the source libvirtd uses to reach the target's: the local
+/// hypervisor URI with the transport and the target host put in
+/// (`qemu:///system` → `qemu+ssh://root@node-b/system`). The control
+/// channel goes to the base name: it stays on the back-channel.
+pub fn peer_uri(
+    hypervisor: &str,
+    transport: Transport,
+    user: Option<&str>,
+    target: &str,
+) -> String {
+    let (scheme, rest) = hypervisor
+        .split_once("://")
+        .unwrap_or((hypervisor, "/system"));
+    let driver = scheme.split('+').next().unwrap_or(scheme);
+    // Keep the path (and query) of the local URI; drop its host, if any.
+    let path = rest.find('/').map_or("/system", |i| &rest[i..]);
+    let user = match (transport, user) {
+        (Transport::Ssh, Some(u)) => format!("{u}@"),
+        _ => String::new(),
+    };
+    format!("{driver}+{}://{user}{target}{path}", transport.as_str())
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// `45.0 MiB of 128.0 MiB left, 310 MiB/s, iteration 2`
+fn progress_line(p: &JobProgress) -> String {
+    let mut parts = Vec::new();
+    if let (Some(left), Some(total)) = (p.data_remaining, p.data_total) {
+        parts.push(format!(
+            "{:.1} MiB of {:.1} MiB left",
+            mib(left),
+            mib(total)
+        ));
+    }
+    if let Some(bps) = p.mem_bps {
+        parts.push(format!("{:.0} MiB/s", mib(bps)));
+    }
+    if let Some(i) = p.iteration {
+        parts.push(format!("iteration {i}"));
+    }
+    if let Some(d) = p.dirty_rate.filter(|&d| d > 0) {
+        parts.push(format!("{d} pages/s dirtied"));
+    }
+    parts.join(", ")
+}
+
+/// `network node-b.mn (10.251.1.2), 2.31 s, downtime 171 ms, 90.3 MiB at 312 MiB/s`
+fn result_line(choice: &Choice, took: Duration, done: Option<&JobProgress>) -> String {
+    let network = match choice.address {
+        Some(a) => format!("migration network {} ({a})", choice.candidate),
+        None => format!("fallback {} ({choice})", choice.target),
+    };
+    let mut line = format!("over {network} in {:.2} s", took.as_secs_f64());
+    if let Some(d) = done {
+        if let Some(ms) = d.downtime_ms {
+            line.push_str(&format!(", downtime {ms} ms"));
+        }
+        if let Some(b) = d.data_processed {
+            let secs = d.elapsed_ms.unwrap_or(0) as f64 / 1000.0;
+            line.push_str(&format!(", {:.1} MiB copied", mib(b)));
+            if secs > 0.0 {
+                line.push_str(&format!(" at {:.0} MiB/s", mib(b) / secs));
+            }
+        }
+    }
+    line
+}
+
+/// migrate_to: live-migrates the domain to `target`. `peer` is the target's
+/// libvirtd (bounded by the preflight budget), `net` chooses the network.
+pub fn migrate_to(
+    local: &dyn Hypervisor,
+    peer: &dyn Hypervisor,
+    net: &dyn Net,
+    p: &Params,
+    target: Option<&str>,
+    deadline: &Deadline,
+) -> Result<Outcome, Error> {
+    let name = p.name.as_str();
+    let target = target.ok_or(Error::NoTarget)?;
+    let here = local
+        .state(name)
+        .map_err(hv_err("get the state of", name))?;
+    let there = peer.state(name).map_err(|source| Error::Peer {
+        node: target.into(),
+        source,
+    });
+    if !here.is_active() {
+        // A repeated migrate_to after a migration that worked.
+        return match there? {
+            s if s.is_active() => Ok(Outcome::new(
+                OcfRc::Success,
+                format!("domain {name} already runs on {target} ({s}), not here ({here})"),
+            )),
+            s => Err(Error::NotRunningAnywhere {
+                name: name.into(),
+                here,
+                target: target.into(),
+                there: s,
+            }),
+        };
+    }
+    match there? {
+        s if s.is_active() => {
+            return Err(Error::ActiveOnBoth {
+                name: name.into(),
+                target: target.into(),
+                there: s,
+            })
+        }
+        _ => {}
+    }
+
+    let choice = migration_net::choose(
+        net,
+        target,
+        &p.migration_network_suffix,
+        p.migration_transport,
+    );
+    info!("migration network: {choice}");
+    let req = MigrationRequest {
+        dconn_uri: peer_uri(
+            &p.hypervisor,
+            p.migration_transport,
+            p.migration_user.as_deref(),
+            target,
+        ),
+        data_uri: choice.data_uri(),
+        bandwidth: p.migration_speed,
+        max_downtime_ms: p.migration_downtime,
+    };
+    // The downtime limit is a QEMU migration parameter that holds for the
+    // next migration: set before the copy starts, not seconds into it as
+    // VirtualDomain does.
+    local
+        .set_max_downtime(name, req.max_downtime_ms)
+        .map_err(hv_err("set the maximum downtime of", name))?;
+    info!(
+        "migrating {name} to {target}: control {}, data {}, bandwidth {}, max downtime {} ms",
+        req.dconn_uri,
+        req.data_uri,
+        match req.bandwidth {
+            0 => "unlimited".to_owned(),
+            b => format!("{b} MiB/s"),
+        },
+        req.max_downtime_ms
+    );
+    let t0 = Instant::now();
+    let migration = local.migrate(name, &req).map_err(hv_err("migrate", name))?;
+    let abort_at = deadline.earlier_by(abort_reserve(deadline.timeout()));
+    let mut next_report = t0 + PROGRESS_EVERY;
+    let result = loop {
+        if let Some(r) = migration.wait(POLL) {
+            break r;
+        }
+        let now = Instant::now();
+        if now >= abort_at {
+            return abort(local, name, target, &migration, t0, deadline);
+        }
+        if now >= next_report {
+            next_report = now + PROGRESS_EVERY;
+            if let Ok(Some(job)) = local.job(name) {
+                info!("migration of {name} to {target}: {}", progress_line(&job));
+            }
+        }
+    };
+    let took = t0.elapsed();
+    match result {
+        Ok(()) => {
+            let done = local.completed_job(name).ok().flatten();
+            Ok(Outcome::new(
+                OcfRc::Success,
+                format!(
+                    "{name} migrated to {target} {}",
+                    result_line(&choice, took, done.as_ref())
+                ),
+            ))
+        }
+        Err(e) => failed(local, peer, name, target, e),
+    }
+}
+
+/// The migration ended with an error: say where the guest runs now.
+fn failed(
+    local: &dyn Hypervisor,
+    peer: &dyn Hypervisor,
+    name: &str,
+    target: &str,
+    e: crate::libvirt::Error,
+) -> Result<Outcome, Error> {
+    let here = local.state(name).ok();
+    if !here.is_some_and(DomainState::is_active) {
+        // libvirt can report an error after the guest has moved (e.g. in
+        // the confirm phase); what counts is where it runs now.
+        if let Ok(s) = peer.state(name) {
+            if s.is_active() {
+                warn!(
+                    "libvirt reported {}, but {name} runs on {target}",
+                    chain(&e)
+                );
+                return Ok(Outcome::new(
+                    OcfRc::Success,
+                    format!(
+                        "domain {name} runs on {target} ({s}) despite: {}",
+                        chain(&e)
+                    ),
+                ));
+            }
+        }
+    }
+    Err(Error::MigrationFailed {
+        name: name.into(),
+        target: target.into(),
+        here: here.map_or_else(|| "unknown".to_owned(), |s| s.to_string()),
+        source: e,
+    })
+}
+
+/// The deadline is near: abort the job, wait for libvirt to give up, and
+/// report where the guest is (it stays on the source: libvirt resumes it).
+fn abort(
+    local: &dyn Hypervisor,
+    name: &str,
+    target: &str,
+    migration: &crate::libvirt::Migration,
+    t0: Instant,
+    deadline: &Deadline,
+) -> Result<Outcome, Error> {
+    let progress = local.job(name).ok().flatten();
+    warn!(
+        "migration of {name} to {target} not done after {:.1?} ({}); aborting it before the deadline",
+        t0.elapsed(),
+        progress.as_ref().map(progress_line).unwrap_or_default()
+    );
+    if let Err(e) = local.abort_job(name) {
+        warn!("abort failed: {}", chain(&e));
+    }
+    let ended = loop {
+        if let Some(r) = migration.wait(POLL) {
+            break Some(r);
+        }
+        if deadline.expired() {
+            break None;
+        }
+    };
+    let here = wait_state(local, name, deadline.at(), |s| s == DomainState::Running).ok();
+    Err(Error::MigrationTimedOut {
+        name: name.into(),
+        target: target.into(),
+        waited: t0.elapsed(),
+        ended: ended.is_some(),
+        here: here.map_or_else(|| "unknown".to_owned(), |s| s.to_string()),
+    })
+}
+
+/// migrate_from: 0 once the domain runs here, within the deadline.
+pub fn migrate_from(
+    hv: &dyn Hypervisor,
+    p: &Params,
+    source: Option<&str>,
+    deadline: &Deadline,
+) -> Result<Outcome, Error> {
+    let name = p.name.as_str();
+    let source = source.unwrap_or("the source");
+    let t0 = Instant::now();
+    let grace = t0 + ARRIVAL_GRACE;
+    // Running: arrived. Paused or otherwise active: still arriving, keep
+    // waiting. Nothing here after the grace period: it is not coming.
+    let state = wait_state(hv, name, deadline.at(), |s| {
+        s == DomainState::Running || (!s.is_active() && Instant::now() >= grace)
+    })?;
+    if state != DomainState::Running {
+        return Err(Error::NotArrived {
+            name: name.into(),
+            from: source.into(),
+            state,
+            waited: t0.elapsed(),
+        });
+    }
+    ensure_no_autostart(hv, name)?;
+    let downtime = hv
+        .completed_job(name)
+        .ok()
+        .flatten()
+        .and_then(|j| j.downtime_ms)
+        .map(|ms| format!(", downtime {ms} ms"))
+        .unwrap_or_default();
+    Ok(Outcome::new(
+        OcfRc::Success,
+        format!("domain {name} arrived from {source} and runs here{downtime}"),
+    ))
+}
+
+/// plan-migration: prints what migrate_to would do, and changes nothing.
+pub fn plan(net: &dyn Net, p: &Params, target: Option<&str>) -> Result<Outcome, Error> {
+    let target = target.ok_or(Error::NoTarget)?;
+    let choice = migration_net::choose(
+        net,
+        target,
+        &p.migration_network_suffix,
+        p.migration_transport,
+    );
+    let mut out = format!(
+        "migration of {} to {target}\n  candidate: {}\n  addresses: {}\n",
+        p.name,
+        choice.candidate,
+        if choice.addresses.is_empty() {
+            "(none)".to_owned()
+        } else {
+            choice
+                .addresses
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    for c in &choice.checks {
+        let (ok, text) = match &c.result {
+            Ok(t) => ("ok", t),
+            Err(t) => ("FAILED", t),
+        };
+        out.push_str(&format!(
+            "  check: {:<32} {ok}: {text} ({:.1?})\n",
+            c.what, c.took
+        ));
+    }
+    out.push_str(&format!(
+        "  decision: {choice}\n  control: {} (source libvirtd to target libvirtd)\n  data: {} (QEMU's RAM copy)\n  bandwidth: {}, max downtime {} ms\n",
+        peer_uri(
+            &p.hypervisor,
+            p.migration_transport,
+            p.migration_user.as_deref(),
+            target
+        ),
+        choice.data_uri(),
+        match p.migration_speed {
+            0 => "unlimited".to_owned(),
+            b => format!("{b} MiB/s"),
+        },
+        p.migration_downtime
+    ));
+    let _ = std::io::stdout().lock().write_all(out.as_bytes());
+    Ok(Outcome::new(
+        OcfRc::Success,
+        format!("planned (nothing changed): {choice}"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_uris() {
+        assert_eq!(
+            peer_uri("qemu:///system", Transport::Ssh, Some("root"), "node-b"),
+            "qemu+ssh://root@node-b/system"
+        );
+        assert_eq!(
+            peer_uri("qemu:///system", Transport::Tcp, Some("root"), "node-b"),
+            "qemu+tcp://node-b/system"
+        );
+        assert_eq!(
+            peer_uri("qemu+unix:///system", Transport::Tls, None, "node-b"),
+            "qemu+tls://node-b/system"
+        );
+        assert_eq!(
+            peer_uri("qemu://host-a/system", Transport::Tcp, None, "node-b"),
+            "qemu+tcp://node-b/system"
+        );
+    }
+
+    #[test]
+    fn lines() {
+        let p = JobProgress {
+            data_remaining: Some(45 << 20),
+            data_total: Some(128 << 20),
+            mem_bps: Some(310 << 20),
+            iteration: Some(2),
+            ..JobProgress::default()
+        };
+        assert_eq!(
+            progress_line(&p),
+            "45.0 MiB of 128.0 MiB left, 310 MiB/s, iteration 2"
+        );
+    }
+}
