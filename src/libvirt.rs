@@ -293,12 +293,26 @@ impl Hypervisor for Libvirt {
     }
 
     fn migrate(&self, name: &str, req: &MigrationRequest) -> Result<Migration, Error> {
-        let conn = self.connection()?;
-        let (name, req) = (name.to_owned(), req.clone());
+        let (uri, name, req) = (self.uri.clone(), name.to_owned(), req.clone());
         let (tx, rx) = mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("migrate".into())
             .spawn(move || {
+                // A connection of its own: while one thread of this
+                // process sat in the migrate RPC, job-stats calls from
+                // another thread on the same connection hung now and then
+                // (libvirt 9.0's client without an event loop), which
+                // would leave the migration impossible to abort.
+                let conn = match Connect::open(Some(&uri)) {
+                    Ok(c) => c,
+                    Err(source) => {
+                        let _ = tx.send(Err(Error::Connect {
+                            uri,
+                            source: Box::new(source),
+                        }));
+                        return;
+                    }
+                };
                 let r = conn.lookup_domain_by_name(&name).and_then(|dom| {
                     // Peer-to-peer: the source libvirtd drives the migration
                     // and talks to the target itself, so the agent can be
@@ -322,6 +336,8 @@ impl Hypervisor for Libvirt {
                     what: "migrate",
                     source: Box::new(source),
                 }));
+                // Leaked like the main connection (see `Drop for Libvirt`).
+                std::mem::forget(conn);
             })
             .map_err(Error::Thread)?;
         Ok(Migration::new(rx))

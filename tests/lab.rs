@@ -525,3 +525,336 @@ fn crm_resource_force_actions() {
     assert_eq!(crm("--force-check", &opts), 7);
     assert_eq!(crm("--force-stop", &opts), 0);
 }
+
+// ---------------------------------------------------------------- migration
+
+/// Bytes sent through a lab interface so far (`/proc/net/dev` as seen
+/// from inside the node's network namespace).
+fn tx_bytes(node: &str, iface: &str) -> u64 {
+    let o = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &format!("vs-{node}"),
+            "cat",
+            "/proc/net/dev",
+        ])
+        .output()
+        .expect("ip netns exec");
+    let text = String::from_utf8_lossy(&o.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{iface}:")))
+        .unwrap_or_else(|| panic!("{iface} not in /proc/net/dev of vs-{node}"));
+    // After "iface:", 8 receive counters, then transmit bytes.
+    line.split(':')
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .nth(8)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn peer(node: &str) -> &'static str {
+    if node == "a" {
+        "b"
+    } else {
+        "a"
+    }
+}
+
+/// The environment Pacemaker gives migrate_to and migrate_from.
+fn migration_env<'a>(
+    g: &'a Guest,
+    from: &str,
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let (source, target) = if from == "a" {
+        ("node-a", "node-b")
+    } else {
+        ("node-b", "node-a")
+    };
+    let mut env = vec![
+        g.name_env(),
+        ("OCF_RESKEY_migration_transport", "tcp"),
+        ("OCF_RESKEY_CRM_meta_migrate_source", source),
+        ("OCF_RESKEY_CRM_meta_migrate_target", target),
+    ];
+    env.extend_from_slice(extra);
+    env
+}
+
+/// What one move did, with the bytes each link carried.
+struct Move {
+    to: Call,
+    mn_bytes: u64,
+    bc_bytes: u64,
+}
+
+/// One move the way Pacemaker makes it: migrate_to on the source, then
+/// migrate_from on the target; both must succeed and the guest must go on
+/// (its heartbeat continues on the target, no second boot).
+fn migrate(g: &Guest, from: &str, extra: &[(&str, &str)]) -> Move {
+    let to = peer(from);
+    let tick = g.wait_heartbeat(from);
+    let boots = |node| g.serial(node).matches("lab-guest: start").count();
+    let boots_before = boots(to);
+    let (mn0, bc0) = (
+        tx_bytes(from, &format!("vs-{from}-mn")),
+        tx_bytes(from, &format!("vs-{from}-bc")),
+    );
+    let env = migration_env(g, from, extra);
+    let c = agent(from, "migrate_to", &env);
+    assert_eq!(c.rc, 0, "migrate_to:\n{}", c.stderr);
+    let mn_bytes = tx_bytes(from, &format!("vs-{from}-mn")) - mn0;
+    let bc_bytes = tx_bytes(from, &format!("vs-{from}-bc")) - bc0;
+    let f = agent(to, "migrate_from", &env);
+    assert_eq!(f.rc, 0, "migrate_from:\n{}", f.stderr);
+    assert_eq!(domstate(to, &g.name), "running");
+    assert_eq!(
+        domstate(from, &g.name),
+        "shut off",
+        "both nodes keep the definition"
+    );
+    // The guest kept its memory: the tick counter goes on on the target,
+    // and it never booted there.
+    g.wait_tick_after(to, tick);
+    assert_eq!(boots(to), boots_before, "{}: rebooted on node-{to}", g.name);
+    eprintln!(
+        "   copy: {} MiB over the migration link, {} MiB over the back-channel",
+        mn_bytes >> 20,
+        bc_bytes >> 20
+    );
+    Move {
+        to: c,
+        mn_bytes,
+        bc_bytes,
+    }
+}
+
+/// The guest's RAM is 128 MiB; a full copy is well above this.
+const COPY_BYTES: u64 = 48 << 20;
+
+#[test]
+#[ignore = "needs the lab: make test"]
+fn live_migration_over_the_migration_network_and_back() {
+    let g = Guest::new("t-mig", true);
+    assert_eq!(agent("a", "start", &g.params()).rc, 0);
+    let there = migrate(&g, "a", &[]);
+    assert!(
+        there.to.stderr.contains("node-b.mn (10.251.11.2) usable"),
+        "{}",
+        there.to.stderr
+    );
+    assert!(there.mn_bytes > COPY_BYTES && there.bc_bytes < COPY_BYTES / 4);
+    let back = migrate(&g, "b", &[]);
+    assert!(back.to.stderr.contains("node-a.mn (10.251.11.1) usable"));
+    assert!(back.mn_bytes > COPY_BYTES && back.bc_bytes < COPY_BYTES / 4);
+    // The result line names the network, the downtime and the copy.
+    for word in ["migration network node-a.mn", "downtime", "MiB copied"] {
+        assert!(back.to.stderr.contains(word), "{word}: {}", back.to.stderr);
+    }
+    // Once more on a: exactly one boot in all, on node-a.
+    let boots = g.serial("a").matches("lab-guest: start").count()
+        + g.serial("b").matches("lab-guest: start").count();
+    assert_eq!(boots, 1);
+}
+
+#[test]
+#[ignore = "needs the lab: make test"]
+fn migrate_to_twice_is_success_and_migrate_from_waits_boundedly() {
+    let g = Guest::new("t-twice", true);
+    assert_eq!(agent("a", "start", &g.params()).rc, 0);
+    migrate(&g, "a", &[]);
+    let again = agent("a", "migrate_to", &migration_env(&g, "a", &[]));
+    assert_eq!(again.rc, 0, "{}", again.stderr);
+    assert!(again.stderr.contains("already runs on node-b"));
+    // migrate_from where the server is not: a bounded failure.
+    let c = agent("a", "migrate_from", &migration_env(&g, "b", &[]));
+    assert_eq!(c.rc, 1);
+    assert!(c.took < Duration::from_secs(10), "{:?}", c.took);
+    // Neither here nor there: migrate_to says so.
+    assert_eq!(agent("b", "stop", &g.params()).rc, 0);
+    let c = agent("a", "migrate_to", &migration_env(&g, "a", &[]));
+    assert_eq!(c.rc, 1);
+    assert!(c.reason().unwrap().contains("runs neither here"));
+}
+
+/// Replaces a node's /etc/hosts (the file in its private /etc) until the
+/// end of the test.
+struct Hosts {
+    path: PathBuf,
+    saved: String,
+}
+
+impl Hosts {
+    fn without(node: &str, name: &str) -> Hosts {
+        let path = PathBuf::from(format!("/tmp/vmshift-lab/{node}/ovl/etc-upper/hosts"));
+        let saved = std::fs::read_to_string(&path).expect("node hosts file");
+        let kept: String = saved
+            .lines()
+            .filter(|l| l.split_whitespace().nth(1) != Some(name))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(&path, kept).unwrap();
+        Hosts { path, saved }
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.path, &self.saved);
+    }
+}
+
+/// Sets a lab link down until the end of the test.
+struct LinkDown(&'static str, &'static str);
+
+impl LinkDown {
+    fn new(node: &'static str, iface: &'static str) -> LinkDown {
+        let s = Command::new("ip")
+            .args(["-n", &format!("vs-{node}"), "link", "set", iface, "down"])
+            .status()
+            .unwrap();
+        assert!(s.success());
+        LinkDown(node, iface)
+    }
+}
+
+impl Drop for LinkDown {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["-n", &format!("vs-{}", self.0), "link", "set", self.1, "up"])
+            .status();
+    }
+}
+
+#[test]
+#[ignore = "needs the lab: make test"]
+fn missing_mn_name_falls_back_to_the_back_channel() {
+    let g = Guest::new("t-nomn", true);
+    assert_eq!(agent("a", "start", &g.params()).rc, 0);
+    let _hosts = Hosts::without("a", "node-b.mn");
+    let m = migrate(&g, "a", &[]);
+    assert!(
+        m.to.stderr.contains("node-b.mn: no address"),
+        "{}",
+        m.to.stderr
+    );
+    assert!(m.to.stderr.contains("falling back to node-b"));
+    assert!(
+        m.bc_bytes > COPY_BYTES && m.mn_bytes < COPY_BYTES / 4,
+        "mn {} bc {}",
+        m.mn_bytes,
+        m.bc_bytes
+    );
+}
+
+#[test]
+#[ignore = "needs the lab: make test"]
+fn migration_link_down_falls_back_within_seconds() {
+    let g = Guest::new("t-linkdown", true);
+    assert_eq!(agent("a", "start", &g.params()).rc, 0);
+    let fast = migrate(&g, "a", &[]).to.took;
+    // b -> a with node-a's end down: b's end is up but has no carrier.
+    {
+        let _down = LinkDown::new("a", "vs-a-mn");
+        let m = migrate(&g, "b", &[]);
+        assert!(
+            m.to.stderr.contains("falling back to node-a"),
+            "{}",
+            m.to.stderr
+        );
+        assert!(m.bc_bytes > COPY_BYTES);
+        assert!(
+            m.to.took < fast + Duration::from_secs(5),
+            "{:?} vs {fast:?}",
+            m.to.took
+        );
+    }
+    // a -> b with a's own end down: no route to node-b.mn at all.
+    {
+        let _down = LinkDown::new("a", "vs-a-mn");
+        let m = migrate(&g, "a", &[]);
+        assert!(
+            m.to.stderr.contains("falling back to node-b"),
+            "{}",
+            m.to.stderr
+        );
+        assert!(m.bc_bytes > COPY_BYTES);
+        assert!(
+            m.to.took < fast + Duration::from_secs(5),
+            "{:?} vs {fast:?}",
+            m.to.took
+        );
+    }
+}
+
+/// No migration job is left on a node, and no incoming copy of the guest.
+fn assert_no_job(node: &str, name: &str) {
+    let info = virsh(node, &["domjobinfo", name]).unwrap_or_default();
+    assert!(
+        info.is_empty()
+            || info
+                .lines()
+                .any(|l| l.starts_with("Job type:") && l.contains("None")),
+        "node-{node}: {info}"
+    );
+}
+
+#[test]
+#[ignore = "needs the lab: make test"]
+fn slow_migration_is_aborted_before_the_deadline() {
+    let g = Guest::new("t-slow", true);
+    assert_eq!(agent("a", "start", &g.params()).rc, 0);
+    let tick = g.wait_heartbeat("a");
+    let env = migration_env(
+        &g,
+        "a",
+        &[
+            ("OCF_RESKEY_migration_speed", "1"),
+            ("OCF_RESKEY_CRM_meta_timeout", "15000"),
+        ],
+    );
+    let c = agent("a", "migrate_to", &env);
+    assert_eq!(c.rc, 1);
+    assert!(c.took < Duration::from_secs(15), "{:?}", c.took);
+    assert!(
+        c.reason().unwrap().contains("did not finish"),
+        "{}",
+        c.stderr
+    );
+    assert_eq!(domstate("a", &g.name), "running");
+    // The target drops its paused incoming copy once the source cancels.
+    let gone = |s: &str| !["running", "paused"].contains(&s);
+    let until = Instant::now() + Duration::from_secs(10);
+    while !gone(&domstate("b", &g.name)) && Instant::now() < until {
+        sleep(Duration::from_millis(250));
+    }
+    assert!(gone(&domstate("b", &g.name)), "{}", domstate("b", &g.name));
+    assert_no_job("a", &g.name);
+    assert_no_job("b", &g.name);
+    g.wait_tick_after("a", tick);
+    // And it still migrates afterwards.
+    migrate(&g, "a", &[]);
+}
+
+#[test]
+#[ignore = "needs the lab: make test"]
+fn hung_target_libvirtd_fails_before_the_deadline() {
+    let g = Guest::new("t-hungpeer", true);
+    assert_eq!(agent("a", "start", &g.params()).rc, 0);
+    let tick = g.wait_heartbeat("a");
+    {
+        let _stopped = Stopped::new("b");
+        let c = agent("a", "migrate_to", &migration_env(&g, "a", &[]));
+        assert_ne!(c.rc, 0);
+        assert!(c.took < Duration::from_secs(20), "{:?}", c.took);
+        assert!(c.reason().unwrap().contains("node-b"), "{}", c.stderr);
+        assert_eq!(domstate("a", &g.name), "running");
+    }
+    g.wait_tick_after("a", tick);
+    assert_no_job("a", &g.name);
+}
