@@ -282,11 +282,34 @@ fn lenient(env: &Env) -> Result<Params, Error> {
 /// must answer even where libvirtd is down, as `crm_resource --validate`
 /// is used to debug exactly that.
 pub fn validate_all(env: &Env) -> Result<Outcome, Error> {
-    let p = Params::from_env(env)?;
+    let (p, problems) = Params::from_env_lenient(env)?;
+    // Every rejected parameter is named, one log line each, so an admin
+    // running `crm_resource --validate` fixes them all in one go.
+    let mut errors: Vec<Error> = problems.into_iter().map(Error::from).collect();
     if let Some(xml) = p.read_config() {
-        check_config_name(&p.name, &xml?)?;
+        match xml {
+            Ok(xml) => errors.extend(check_config_name(&p.name, &xml).err()),
+            Err(e) => errors.push(e.into()),
+        }
     }
-    Ok(Outcome::new(OcfRc::Success, "parameters are valid"))
+    if errors.is_empty() {
+        return Ok(Outcome::new(OcfRc::Success, "parameters are valid"));
+    }
+    for e in &errors {
+        log::error!("validate-all: {}", chain(e));
+    }
+    // A configuration error anywhere (6) outranks this node's problem (5).
+    let rc = errors
+        .iter()
+        .map(Error::rc)
+        .max_by_key(|&rc| rc == OcfRc::ErrConfigured)
+        .unwrap_or(OcfRc::ErrConfigured);
+    let reason = errors
+        .iter()
+        .map(|e| chain(e))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Ok(Outcome::new(rc, reason))
 }
 
 /// The first `<name>` of a domain XML, unescaped: libvirt puts the

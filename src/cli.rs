@@ -14,38 +14,73 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 use crate::agent::Action;
 use crate::ocf::{param_docs, Env, OcfRc, Outcome};
 
-const EXIT_CODES: &str = "\
-Exit codes (OCF):
-  0  success; monitor: the server is active here
-  1  generic error (e.g. libvirtd does not answer and no QEMU of the server lives,
-     start did not finish before the deadline, stop could not stop it, a migration
-     failed or was aborted at its deadline: the server still runs on the source)
-  2  usage: no action given
-  3  unknown action
-  5  not installed here: the domain is unknown and no config is set, or config
-     is unreadable
-  6  not configured: a parameter is missing or invalid
-  7  monitor: the server is cleanly stopped (shut off or not defined) here
+/// The exit codes as `--help` and the man page explain them.
+pub const EXIT_CODES: [(u8, &str); 7] = [
+    (0, "success; monitor: the server is active here"),
+    (
+        1,
+        "generic error: e.g. libvirtd does not answer and no QEMU of the server lives, \
+         start did not finish before the deadline, stop could not stop it, a migration \
+         failed or was aborted at its deadline (the server still runs on the source)",
+    ),
+    (2, "usage: no action given"),
+    (3, "unknown action"),
+    (
+        5,
+        "not installed here: the domain is unknown and no config is set, or config is unreadable",
+    ),
+    (6, "not configured: a parameter is missing or invalid"),
+    (
+        7,
+        "monitor: the server is cleanly stopped here (shut off or not defined)",
+    ),
+];
 
-Every non-zero exit prints one line 'ocf-exit-reason:<why>' on stderr.
+pub const EXIT_REASON_NOTE: &str =
+    "Every non-zero exit prints one line 'ocf-exit-reason:<why>' on stderr.";
 
-Examples:
-  vmshift monitor --name vm1
-  vmshift start --name vm1 --config /etc/vmshift/vm1.xml
-  vmshift plan-migration --name vm1 --target node-b
-  OCF_RESKEY_name=vm1 OCF_RESKEY_CRM_meta_timeout=90000 vmshift stop
-  crm_resource --force-check --class ocf --provider vmshift --agent server --option name=vm1";
+/// Examples for `--help` and the man page.
+pub const EXAMPLES: [&str; 5] = [
+    "vmshift monitor --name vm1",
+    "vmshift start --name vm1 --config /etc/vmshift/vm1.xml",
+    "vmshift plan-migration --name vm1 --target node-b",
+    "OCF_RESKEY_name=vm1 OCF_RESKEY_CRM_meta_timeout=90000 vmshift stop",
+    "crm_resource --force-check --class ocf --provider vmshift --agent server --option name=vm1",
+];
 
-fn about(action: Action) -> &'static str {
+fn after_help() -> String {
+    let mut text = String::from("Exit codes (OCF):\n");
+    for (code, what) in EXIT_CODES {
+        // Wrapped by hand at 80 columns: clap wraps only its own help.
+        let mut line = format!("  {code} ");
+        for word in what.split(' ') {
+            if line.len() + 1 + word.len() > 80 {
+                text.push_str(&line);
+                text.push('\n');
+                line = "    ".to_owned();
+            }
+            line.push(' ');
+            line.push_str(word);
+        }
+        text.push_str(&line);
+        text.push('\n');
+    }
+    text.push_str(&format!("\n{EXIT_REASON_NOTE}\n\nExamples:\n"));
+    for e in EXAMPLES {
+        text.push_str(&format!("  {e}\n"));
+    }
+    text
+}
+
+/// One line on what an action does (`--help`, the man page).
+pub fn about(action: Action) -> &'static str {
     match action {
         Action::Start => "Boot the server on this node (define it from --config if unknown here)",
         Action::Stop => "Shut the server down (ACPI, then destroy before the deadline)",
         Action::Monitor => "Report whether the server is active on this node (0) or stopped (7)",
         Action::Status => "Same as monitor",
-        Action::MigrateTo => {
-            "Live-migrate the server to the migration target (not implemented yet)"
-        }
-        Action::MigrateFrom => "Confirm the server arrived on this node (not implemented yet)",
+        Action::MigrateTo => "Live-migrate the server to the migration target (--target)",
+        Action::MigrateFrom => "Confirm the server arrived on this node",
         Action::MetaData => "Print the OCF meta-data XML",
         Action::ValidateAll => "Check the parameters without touching the server",
         Action::PlanMigration => {
@@ -104,14 +139,14 @@ pub fn command() -> Command {
              parameters in OCF_RESKEY_<name>. The same actions work by hand, with the \
              parameters as flags (flags win over the environment).",
         )
-        .after_help(EXIT_CODES)
+        .after_help(after_help())
         .subcommand_required(false)
         .disable_help_subcommand(false);
     for action in Action::ALL {
         let sub = Command::new(action.name()).about(about(action));
         let sub = match action {
             Action::MetaData => sub,
-            _ => sub.args(param_args()).after_help(EXIT_CODES),
+            _ => sub.args(param_args()).after_help(after_help()),
         };
         cmd = cmd.subcommand(sub);
     }

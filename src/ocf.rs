@@ -244,7 +244,7 @@ pub enum ParamError {
         value: String,
         expected: &'static str,
     },
-    #[error("config {path:?} is not readable: {source}")]
+    #[error("config {path:?} is not readable")]
     ConfigUnreadable {
         path: PathBuf,
         #[source]
@@ -513,6 +513,8 @@ impl Params {
 pub struct ParamDoc {
     pub name: &'static str,
     pub shortdesc: &'static str,
+    pub longdesc: &'static str,
+    pub content_type: &'static str,
     pub default: Option<&'static str>,
 }
 
@@ -544,6 +546,10 @@ pub fn param_docs() -> Vec<ParamDoc> {
                 name: attribute(&format!(" {p}"), "name")
                     .and_then(|n| PARAM_NAMES.into_iter().find(|&k| k == n))?,
                 shortdesc: element(p, "shortdesc")?,
+                longdesc: element(p, "longdesc")?,
+                content_type: p
+                    .find("<content")
+                    .and_then(|i| attribute(&p[i..], "type"))?,
                 default: p
                     .find("<content")
                     .and_then(|i| attribute(&p[i..], "default"))
@@ -704,7 +710,10 @@ mod tests {
         );
         assert_eq!(default("force_stop"), Some("false"));
         assert_eq!(default("name"), None);
-        assert!(docs.iter().all(|d| !d.shortdesc.is_empty()));
+        assert!(docs
+            .iter()
+            .all(|d| !d.shortdesc.is_empty() && !d.longdesc.is_empty()));
+        assert_eq!(docs[6].content_type, "integer");
     }
 
     #[test]

@@ -136,6 +136,31 @@ fn validate_all() {
         ],
         5,
     );
+    // Every rejected parameter is explained, each on a line of its own in
+    // the log and all of them in the one exit reason.
+    let o = check(
+        &["validate-all"],
+        &[
+            ("OCF_RESKEY_name", "vm1"),
+            ("OCF_RESKEY_migration_speed", "fast"),
+            ("OCF_RESKEY_force_stop", "perhaps"),
+            ("OCF_RESKEY_config", "/nonexistent/vm1.xml"),
+        ],
+        6,
+    );
+    let err = stderr(&o);
+    let log_lines = err
+        .lines()
+        .filter(|l| l.contains("ERROR: validate-all: ") && !l.contains(" -> 6"))
+        .count();
+    assert_eq!(log_lines, 3, "{err}");
+    let reason = err
+        .lines()
+        .find(|l| l.starts_with("ocf-exit-reason:"))
+        .unwrap();
+    for word in ["migration_speed", "force_stop", "config"] {
+        assert!(reason.contains(word), "{reason}");
+    }
 }
 
 #[test]

@@ -14,7 +14,7 @@ set -euo pipefail
 
 PKGS=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config
 	resource-agents pacemaker pacemaker-cli-utils corosync libxml2-utils iproute2
-	util-linux gcc libc6-dev python3 cpio)
+	util-linux gcc libc6-dev python3 cpio rpm)
 BPO_PKGS=(qemu-system-x86 qemu-utils)
 
 missing=()
@@ -36,10 +36,13 @@ trap 'rm -f "$bpo"' EXIT
 	echo "deb http://deb.debian.org/debian bookworm-backports main"
 } >"$bpo"
 APT=(apt-get -q -o Dir::Etc::sourcelist="$bpo" -o Dir::Etc::sourceparts=/nonexistent)
-echo "install-deps: installing ${missing[*]} ${BPO_PKGS[*]} (qemu from bookworm-backports)" >&2
+[ $qemu_ok = 1 ] || missing+=("${BPO_PKGS[@]/%/ (bookworm-backports)}")
+echo "install-deps: installing ${missing[*]}" >&2
 "${APT[@]}" update >/dev/null
-if [ ${#missing[@]} -gt 0 ]; then
-	"${APT[@]}" install -y --no-install-recommends "${missing[@]}" >/dev/null
+plain=()
+for p in "${missing[@]}"; do [[ "$p" == *backports* ]] || plain+=("$p"); done
+if [ ${#plain[@]} -gt 0 ]; then
+	"${APT[@]}" install -y --no-install-recommends "${plain[@]}" >/dev/null
 fi
 if [ $qemu_ok = 0 ]; then
 	"${APT[@]}" install -y --no-install-recommends -t bookworm-backports "${BPO_PKGS[@]}" >/dev/null

@@ -1,0 +1,656 @@
+#!/usr/bin/env bash
+# cluster.sh -- a two-node Pacemaker/Corosync cluster whose nodes are also two
+# libvirt/QEMU hosts, all on ONE Linux machine: vmshift (ocf:vmshift:server)
+# live-migrates a real QEMU guest under Pacemaker (migrate_to on the source,
+# migrate_from on the target). Self-contained: needs only this file and
+# ../lab/guest-init.c (the guest of the project lab). Debian 12, root, no
+# systemd; packages: tests/lab/install-deps.sh. Prefix "vc-" everywhere, so it
+# runs beside the project lab (tests/lab/lab.sh, prefix "vs-").
+#
+# WHAT `up` SETS UP (a failure half-way tears everything down again)
+#   * network namespaces vc-a, vc-b (no link to the root namespace):
+#       back-channel veth vc-a-bc <-> vc-b-bc  10.253.0.1/24 <-> 10.253.0.2/24
+#         (corosync knet ring0, libvirt qemu+tcp://node-X/system)
+#       migration    veth vc-a-mn <-> vc-b-mn  10.253.1.1/24 <-> 10.253.1.2/24
+#         (names node-a.mn / node-b.mn: vmshift's migration network)
+#   * per node one "holder" process (started under env -i: setsid ip netns exec
+#     vc-X unshare -m -u -- bash cluster.sh _node_init X) with a private mount
+#     and UTS namespace: hostname node-a / node-b (= corosync/Pacemaker node
+#     names); overlayfs on /etc and /var (upper dirs in the state dir) with a
+#     private /etc/hosts (node-a, node-b = back-channel, node-a.mn, node-b.mn =
+#     migration link) and a libvirt-qemu user; private tmpfs on /run and
+#     /dev/shm (libqb IPC: abstract sockets are per netns, ring buffers live in
+#     /dev/shm); fresh bind-mounted dirs over /etc/libvirt, /run/libvirt,
+#     /var/{lib,cache,log}/libvirt, /etc/corosync, /var/{lib,log}/corosync,
+#     /var/{lib,log}/pacemaker. Inside it: libvirtd (TCP 16509, auth none,
+#     pinned to CPU $VC_PIN_CPU so the QEMU capability cache stays valid),
+#     corosync (knet, two_node) and pacemakerd. The initial CIB sets
+#     stonith-enabled=false and dc-deadtime=2s.
+#   * the agent: target/debug/vmshift (or $VMSHIFT_BIN) is copied to
+#     /tmp/vmshift-cluster/bin/vmshift (mode 755, world-readable dirs: Pacemaker
+#     may run meta-data as an unprivileged user) and registered as
+#     /usr/lib/ocf/resource.d/vmshift/server -> that copy (the shared /usr: both
+#     nodes see it). `up` refuses to overwrite a file that is not its own;
+#     `down` removes the registration.
+#   Nothing is written to the real /etc, /var or /run (except the netns entries
+#   /run/netns/vc-a|vc-b) and nothing under /usr except the registration.
+#
+# GUEST  `xml NAME` prints a domain XML for the project lab's guest
+#   (tests/lab/guest-init.c: TCG, 128 MiB, dirties 32 MiB at 20 MiB/s, prints
+#   "lab-guest tick=N" once a second on ttyS0 -> per node
+#   /var/log/libvirt/qemu/NAME-serial.log = `serial a|b NAME` on the host;
+#   honours the ACPI power button). Built into the cache dir; the kernel comes
+#   from `apt-get download` (only unpacked; a .deb already in the project lab's
+#   cache /tmp/vmshift-lab-cache/dl is copied instead of downloading again).
+#
+# SUBCOMMANDS
+#   up                    network, daemons, agent registration; waits until both
+#                         nodes are online with a DC (idempotent)
+#   down [--purge]        idempotent; kills only pids it started (SIGCONT first);
+#                         --purge also removes the cache dir
+#   status                rc 1 unless everything is up
+#   exec a|b CMD...       run CMD "on" a node (nsenter -n -m -u into its holder):
+#                         crm_mon, crm_resource, cibadmin, virsh -c qemu:///system
+#   xml NAME [acpi=0|1] [dirty_mb=N] [rate_mbs=N] [mem_mb=N]
+#   serial a|b NAME       host path of NAME's serial log on that node
+#   log a|b               host path of that node's pacemaker.log
+#   libvirtd-pid a|b      that node's libvirtd pid
+#   register              copy the binary again (after a rebuild) and register it
+#   leftovers             lists anything of the lab that is left; rc 1 if any
+#
+# STATE /tmp/vmshift-cluster (removed by down); cache /tmp/vmshift-cluster-cache
+#   (guest, downloaded kernel package, QEMU capability cache).
+# ENV   VMSHIFT_BIN, VC_PIN_CPU (0; empty = no pinning), VC_DC_DEADTIME (2s).
+set -euo pipefail
+
+L=/tmp/vmshift-cluster
+C=/tmp/vmshift-cluster-cache
+LAB_DL=/tmp/vmshift-lab-cache/dl # read only: a kernel .deb the project lab downloaded
+SELF=$(readlink -f "${BASH_SOURCE[0]}")
+HERE=$(dirname "$SELF")
+ROOT=$(cd "$HERE/../.." && pwd)
+INIT_SRC=$ROOT/tests/lab/guest-init.c
+NODES=(a b)
+GUEST_VER=c1 # bump to force a guest rebuild (guest-init.c changes do it anyway)
+OCFD=/usr/lib/ocf/resource.d
+AGENT=$OCFD/vmshift/server
+BIN_COPY=$L/bin/vmshift
+VC_PIN_CPU=${VC_PIN_CPU-0}
+VC_DC_DEADTIME=${VC_DC_DEADTIME:-2s}
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+
+USAGE="usage: $0 up | down [--purge] | status | exec a|b CMD... | xml NAME [acpi=0|1] [dirty_mb=N] [rate_mbs=N] [mem_mb=N] | serial a|b NAME | log a|b | libvirtd-pid a|b | register | leftovers"
+
+ip_bc() { [ "$1" = a ] && echo 10.253.0.1 || echo 10.253.0.2; }
+ip_mn() { [ "$1" = a ] && echo 10.253.1.1 || echo 10.253.1.2; }
+uuid_of() { [ "$1" = a ] && echo 76630000-0000-4000-8000-00000000000a || echo 76630000-0000-4000-8000-00000000000b; }
+log() { echo "[vmshift-cluster] $*" >&2; }
+die() { echo "[vmshift-cluster] ERROR: $*" >&2; exit 1; }
+usage() { echo "$USAGE" >&2; exit 2; }
+ms() { echo $(($(date +%s%N) / 1000000)); }
+check_node() { case "${1:-}" in a | b) ;; *) usage ;; esac; }
+check_name() { [[ "${1:-}" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]] || usage; }
+has_netns() { [ -e "/run/netns/$1" ]; }
+# (never `producer | grep -q` under pipefail: grep's early exit can SIGPIPE the
+# producer and turn a match into a failure; here-strings or grep -c instead)
+pid_alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
+pstate() { sed -n 's/^.*) \(.\).*/\1/p' "/proc/$1/stat" 2>/dev/null; }
+holder() { cat "$L/$1/holder.pid" 2>/dev/null || true; }
+# the holder is alive and really ours (its cmdline carries "_node_init <n>")
+alive() {
+	local p c
+	p=$(holder "$1")
+	pid_alive "$p" || return 1
+	c=$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null) || return 1
+	[[ $c == *"cluster.sh _node_init $1"* ]]
+}
+node_exec() {
+	local n=$1 wd=/
+	shift
+	alive "$n" || die "node-$n is not running (cluster up?)"
+	[ -d "$PWD" ] && wd=$PWD
+	nsenter -t "$(holder "$n")" -n -m -u --wd="$wd" -- "$@"
+}
+serial_path() { echo "$L/$1/fs/var/log/libvirt/qemu/$2-serial.log"; }
+pcmk_log() { echo "$L/$1/fs/var/log/pacemaker/pacemaker.log"; }
+daemon_pid() { # node daemon -> pid if alive
+	local p
+	p=$(cat "$L/$1/$2.pid" 2>/dev/null) || return 1
+	pid_alive "$p" || return 1
+	echo "$p"
+}
+
+# ---------------------------------------------------------------- guest image
+# (the project lab's guest, built the same way as tests/lab/lab.sh does, into
+# this lab's own cache)
+APT_OPTS=(-o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache= -o APT::Sandbox::User=root)
+build_guest() {
+	local want g=$C/guest pkg deb
+	[ -f "$INIT_SRC" ] || die "missing $INIT_SRC"
+	want="$GUEST_VER $(sha256sum <"$INIT_SRC" | cut -d' ' -f1)"
+	if [ -s "$g/vmlinuz" ] && [ -s "$g/initrd.gz" ] && [ "$(cat "$g/.built-$GUEST_VER" 2>/dev/null)" = "$want" ]; then
+		return 0
+	fi
+	mkdir -p "$C/dl" "$g"
+	if [ ! -s "$g/vmlinuz" ] || [ ! -s "$g/button.ko" ]; then
+		pkg=$(apt-cache "${APT_OPTS[@]}" depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+		[ -n "$pkg" ] || die "apt knows no linux-image-<abi>-amd64 package (apt lists missing?)"
+		if ! ls "$C/dl/$pkg"_*.deb >/dev/null 2>&1; then
+			deb=$(ls "$LAB_DL/$pkg"_*.deb 2>/dev/null | head -1 || true)
+			if [ -n "$deb" ] && dpkg-deb --info "$deb" >/dev/null 2>&1; then
+				log "copying $deb (downloaded by the project lab)"
+				cp "$deb" "$C/dl/"
+			else
+				log "downloading $pkg (apt-get download, only unpacked, never installed)"
+				(cd "$C/dl" && apt-get "${APT_OPTS[@]}" -q download "$pkg" >&2) || die "apt-get download $pkg failed"
+			fi
+		fi
+		deb=$(ls "$C/dl/$pkg"_*.deb | head -1)
+		rm -rf "$C/dl/x" && mkdir -p "$C/dl/x"
+		dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$C/dl/x" --wildcards ./boot/ '*/drivers/acpi/button.ko' '*/drivers/input/evdev.ko'
+		cp "$C"/dl/x/boot/vmlinuz-* "$g/vmlinuz"
+		find "$C/dl/x/lib" \( -name button.ko -o -name evdev.ko \) -exec cp {} "$g/" \;
+		rm -rf "$C/dl/x"
+	fi
+	gcc -static -O2 -Wall -o "$g/init" "$INIT_SRC" >&2
+	python3 - "$g/initrd.gz" "$g/init" "$g/evdev.ko" "$g/button.ko" <<'EOF'
+import sys, gzip, os
+out, init, mods = sys.argv[1], sys.argv[2], [m for m in sys.argv[3:] if os.path.exists(m)]
+def ent(name, mode, data=b"", ino=1):  # cpio "newc" entry
+    nb = name.encode() + b"\0"
+    hdr = "070701" + "".join("%08X" % v for v in (ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(nb), 0))
+    b = hdr.encode() + nb
+    b += b"\0" * ((4 - len(b) % 4) % 4)
+    return b + data + b"\0" * ((4 - len(data) % 4) % 4)
+with gzip.open(out + ".tmp", "wb") as f:
+    f.write(ent("init", 0o100755, open(init, "rb").read())
+            + b"".join(ent(os.path.basename(m), 0o100644, open(m, "rb").read(), 2 + i) for i, m in enumerate(mods))
+            + ent("TRAILER!!!", 0, b"", 0))
+os.replace(out + ".tmp", out)
+EOF
+	rm -f "$g"/.built-*
+	echo "$want" >"$g/.built-$GUEST_VER"
+	chmod 755 "$C" "$g"
+	log "guest built: $g/{vmlinuz,initrd.gz}"
+}
+
+# domain_xml NAME ACPI DIRTY_MB RATE_MBS MEM_MB
+domain_xml() {
+	local name=$1 acpi=$2 dirty=$3 rate=$4 mem=$5 h uuid
+	h=$(printf '%s' "vmshift-cluster:$name" | md5sum | cut -c1-32)
+	uuid="${h:0:8}-${h:8:4}-4${h:13:3}-8${h:17:3}-${h:20:12}" # same NAME -> same UUID on both nodes
+	cat <<EOF
+<domain type='qemu'>
+  <name>$name</name>
+  <uuid>$uuid</uuid>
+  <memory unit='MiB'>$mem</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>$C/guest/vmlinuz</kernel>
+    <initrd>$C/guest/initrd.gz</initrd>
+    <cmdline>console=ttyS0 quiet panic=-1 lab_dirty_mb=$dirty lab_rate_mbs=$rate lab_acpi=$acpi</cmdline>
+  </os>
+  <features><acpi/><apic/></features>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <controller type='usb' model='none'/>
+    <serial type='file'>
+      <source path='/var/log/libvirt/qemu/$name-serial.log' append='on'/>
+      <target port='0'/>
+    </serial>
+    <console type='file'>
+      <source path='/var/log/libvirt/qemu/$name-serial.log' append='on'/>
+      <target type='serial' port='0'/>
+    </console>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+EOF
+}
+
+cmd_xml() {
+	local name=${1:-} acpi=1 dirty=32 rate=20 mem=128 a
+	check_name "$name"
+	shift
+	for a in "$@"; do
+		case "$a" in
+		acpi=0 | acpi=1) acpi=${a#*=} ;;
+		dirty_mb=[0-9]*) dirty=${a#*=} ;;
+		rate_mbs=[0-9]*) rate=${a#*=} ;;
+		mem_mb=[0-9]*) mem=${a#*=} ;;
+		*) usage ;;
+		esac
+	done
+	for a in "$dirty" "$rate" "$mem"; do [[ "$a" =~ ^[0-9]+$ ]] || usage; done
+	build_guest # no-op when the cached guest is current
+	domain_xml "$name" "$acpi" "$dirty" "$rate" "$mem"
+}
+
+# ---------------------------------------------------------------- node config
+write_node_conf() {
+	local n=$1 d="$L/$1/ovl" f="$L/$1/fs" x
+	mkdir -p "$d"/{etc,var}-{upper,work} "$f"/etc/libvirt/qemu "$f"/run/libvirt \
+		"$f"/var/lib/libvirt "$f"/var/cache/libvirt "$f"/var/log/libvirt/qemu \
+		"$f"/etc/corosync "$f"/var/lib/corosync "$f"/var/log/corosync \
+		"$f"/var/log/pacemaker/bundles "$f"/var/lib/pacemaker/{cib,pengine,blackbox,cores}
+	cat >"$f/etc/libvirt/libvirtd.conf" <<EOF
+# vmshift-cluster node-$n -- test only: unauthenticated TCP inside netns vc-$n
+listen_tls = 0
+listen_tcp = 1
+tcp_port = "16509"
+listen_addr = "0.0.0.0"
+auth_tcp = "none"
+auth_unix_rw = "none"
+auth_unix_ro = "none"
+host_uuid = "$(uuid_of "$n")"
+log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
+keepalive_interval = 5
+keepalive_count = 5
+EOF
+	cat >"$f/etc/libvirt/qemu.conf" <<EOF
+# vmshift-cluster node-$n
+user = "root"
+group = "root"
+dynamic_ownership = 0
+remember_owner = 0
+security_driver = "none"
+cgroup_controllers = [ ]
+namespaces = [ ]
+stdio_handler = "file"
+migration_port_min = 49152
+migration_port_max = 49215
+EOF
+	cat >"$f/etc/corosync/corosync.conf" <<EOF
+totem {
+    version: 2
+    cluster_name: vmshift-cluster
+    transport: knet
+    crypto_cipher: none
+    crypto_hash: none
+}
+logging {
+    to_stderr: no
+    to_syslog: no
+    to_logfile: yes
+    logfile: /var/log/corosync/corosync.log
+    timestamp: on
+}
+quorum {
+    provider: corosync_votequorum
+    two_node: 1
+}
+nodelist {
+    node {
+        name: node-a
+        nodeid: 1
+        ring0_addr: $(ip_bc a)
+    }
+    node {
+        name: node-b
+        nodeid: 2
+        ring0_addr: $(ip_bc b)
+    }
+}
+EOF
+	# initial CIB: no fencing, dc-deadtime 2s (the default 20 s delays every start)
+	cat >"$f/var/lib/pacemaker/cib/cib.xml" <<EOF
+<cib crm_feature_set="3.16.1" validate-with="pacemaker-3.9" epoch="1" num_updates="0" admin_epoch="0">
+  <configuration>
+    <crm_config>
+      <cluster_property_set id="cib-bootstrap-options">
+        <nvpair id="cib-bootstrap-options-stonith-enabled" name="stonith-enabled" value="false"/>
+        <nvpair id="cib-bootstrap-options-dc-deadtime" name="dc-deadtime" value="$VC_DC_DEADTIME"/>
+      </cluster_property_set>
+    </crm_config>
+    <nodes/>
+    <resources/>
+    <constraints/>
+  </configuration>
+  <status/>
+</cib>
+EOF
+	chown -R hacluster:haclient "$f"/var/lib/pacemaker "$f"/var/log/pacemaker
+	chmod 750 "$f"/var/lib/pacemaker/{cib,pengine,blackbox,cores}
+	chmod 770 "$f"/var/log/pacemaker
+	{
+		echo "127.0.0.1 localhost"
+		echo "::1 localhost ip6-localhost ip6-loopback"
+		for x in a b; do echo "$(ip_bc $x) node-$x"; done
+		for x in a b; do echo "$(ip_mn $x) node-$x.mn"; done
+	} >"$d/etc-upper/hosts"
+	echo "node-$n" >"$d/etc-upper/hostname"
+	# Debian's libvirtd resolves its compiled-in qemu user before reading
+	# qemu.conf: it must exist. Added to the node's private /etc only.
+	if ! getent passwd libvirt-qemu >/dev/null; then
+		{ cat /etc/passwd; echo "libvirt-qemu:x:64055:64055:vmshift-cluster:/var/lib/libvirt:/usr/sbin/nologin"; } >"$d/etc-upper/passwd"
+	fi
+	if ! getent group libvirt-qemu >/dev/null; then
+		{ cat /etc/group; echo "libvirt-qemu:x:64055:"; getent group kvm >/dev/null || echo "kvm:x:64056:"; } >"$d/etc-upper/group"
+	fi
+}
+
+# The holder. Runs as: env -i ... setsid ip netns exec vc-<n> unshare -m -u
+#   --propagation private -- bash cluster.sh _node_init <n>  (all exec: same pid)
+node_init() {
+	local n=$1 d="$L/$1/ovl" f="$L/$1/fs" x i
+	exec >>"$L/$n/init.log" 2>&1
+	set +e
+	echo "$(date +%T.%N) node_init node-$n pid $$"
+	hostname "node-$n"
+	# mount -n: libmount must not write /run/mount/utab in the real /run
+	for x in etc var; do
+		mount -n -t overlay "vc-$n-$x" -o "lowerdir=/$x,upperdir=$d/$x-upper,workdir=$d/$x-work" "/$x" || exit 1
+	done
+	mount -n -t tmpfs -o mode=0755,size=64m "vc-$n-run" /run || exit 1
+	mkdir -p /run/lock /run/resource-agents /run/libvirt && chmod 1777 /run/lock
+	mount -n -t tmpfs -o mode=1777,size=256m "vc-$n-shm" /dev/shm || exit 1
+	for x in etc/libvirt run/libvirt var/lib/libvirt var/cache/libvirt var/log/libvirt \
+		etc/corosync var/lib/corosync var/log/corosync var/lib/pacemaker var/log/pacemaker; do
+		mkdir -p "/$x" && mount -n --bind "$f/$x" "/$x" || exit 1
+	done
+	local pin=()
+	if [ -n "$VC_PIN_CPU" ] && command -v taskset >/dev/null; then pin=(taskset -c "$VC_PIN_CPU"); fi
+	"${pin[@]}" libvirtd -f /etc/libvirt/libvirtd.conf --listen -p /run/libvirt/vc-libvirtd.pid </dev/null &
+	echo $! >"$L/$n/libvirtd.pid"
+	export PCMK_logfile=/var/log/pacemaker/pacemaker.log PCMK_logfacility=none
+	corosync -f -c /etc/corosync/corosync.conf </dev/null &
+	echo $! >"$L/$n/corosync.pid"
+	for i in $(seq 1 100); do corosync-cmapctl -g totem.cluster_name >/dev/null 2>&1 && break; sleep 0.1; done
+	echo "$(date +%T.%N) corosync up (try $i)"
+	pacemakerd </dev/null &
+	echo $! >"$L/$n/pacemakerd.pid"
+	echo "$(date +%T.%N) libvirtd $(cat "$L/$n/libvirtd.pid") corosync $(cat "$L/$n/corosync.pid") pacemakerd $!"
+	wait
+	echo "$(date +%T.%N) all daemons gone, holder exits"
+}
+
+# ---------------------------------------------------------------- agent registration
+# /usr/lib/ocf/resource.d/vmshift/server -> $BIN_COPY. Ours = a symlink to
+# exactly that path; anything else there is left alone.
+agent_is_ours() { [ -L "$AGENT" ] && [ "$(readlink "$AGENT")" = "$BIN_COPY" ]; }
+cmd_register() {
+	local src=${VMSHIFT_BIN:-$ROOT/target/debug/vmshift}
+	[ -f "$src" ] && [ -x "$src" ] || die "no agent binary at $src (cargo build first)"
+	if { [ -e "$AGENT" ] || [ -L "$AGENT" ]; } && ! agent_is_ours; then
+		die "$AGENT exists and is not this lab's ($(ls -l "$AGENT" | sed 's/.* -> /-> /')): refusing to overwrite it"
+	fi
+	mkdir -p "$L/bin"
+	chmod 755 "$L" "$L/bin"
+	install -m 0755 "$src" "$BIN_COPY.tmp" && mv -f "$BIN_COPY.tmp" "$BIN_COPY"
+	if [ ! -d "$OCFD/vmshift" ]; then
+		mkdir -p "$OCFD/vmshift"
+		echo "$OCFD/vmshift" >"$L/created-provider-dir"
+	fi
+	agent_is_ours || ln -s "$BIN_COPY" "$AGENT"
+}
+unregister() {
+	if agent_is_ours; then rm -f "$AGENT"; fi
+	# the provider dir: removed when this lab created it (or, the state dir
+	# being lost, when it is empty)
+	if [ -f "$L/created-provider-dir" ] || [ ! -d "$L" ]; then
+		rmdir "$OCFD/vmshift" 2>/dev/null || true
+	fi
+	rm -f "$L/created-provider-dir"
+}
+
+# ---------------------------------------------------------------- up
+net_up() {
+	local n l
+	for n in "${NODES[@]}"; do
+		has_netns "vc-$n" || ip netns add "vc-$n"
+		ip -n "vc-$n" link set lo up
+	done
+	for l in bc mn; do
+		if ! ip -n vc-a link show "vc-a-$l" >/dev/null 2>&1 || ! ip -n vc-b link show "vc-b-$l" >/dev/null 2>&1; then
+			ip -n vc-a link del "vc-a-$l" 2>/dev/null || true
+			ip -n vc-b link del "vc-b-$l" 2>/dev/null || true
+			ip link add "vc-a-$l" netns vc-a type veth peer name "vc-b-$l" netns vc-b
+		fi
+	done
+	for n in "${NODES[@]}"; do
+		ip -n "vc-$n" addr replace "$(ip_bc "$n")/24" dev "vc-$n-bc"
+		ip -n "vc-$n" addr replace "$(ip_mn "$n")/24" dev "vc-$n-mn"
+		ip -n "vc-$n" link set "vc-$n-bc" up
+		ip -n "vc-$n" link set "vc-$n-mn" up
+	done
+}
+
+node_start() {
+	local n=$1
+	rm -rf "${L:?}/$n"
+	write_node_conf "$n"
+	if [ -d "$C/qemu-caps" ]; then # seed the QEMU capability cache (a cold probe takes ~15 s)
+		mkdir -p "$L/$n/fs/var/cache/libvirt/qemu/capabilities"
+		cp "$C"/qemu-caps/*.xml "$L/$n/fs/var/cache/libvirt/qemu/capabilities/" 2>/dev/null || true
+	fi
+	env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 HOME=/root VC_PIN_CPU="$VC_PIN_CPU" \
+		setsid ip netns exec "vc-$n" unshare -m -u --propagation private -- bash "$SELF" _node_init "$n" \
+		</dev/null >/dev/null 2>&1 9<&- &
+	echo $! >"$L/$n/holder.pid"
+}
+
+wait_libvirtd() {
+	local n=$1 i
+	for i in $(seq 1 900); do
+		if alive "$n" && [ -S "$L/$n/fs/run/libvirt/libvirt-sock" ] &&
+			node_exec "$n" timeout 20 virsh -q -c qemu:///system version >/dev/null 2>&1; then return 0; fi
+		alive "$n" || { cat "$L/$n/init.log" >&2 2>/dev/null; die "node-$n holder died"; }
+		sleep 0.1
+	done
+	die "node-$n libvirtd did not come up (see $L/$n/fs/var/log/libvirt/libvirtd.log)"
+}
+
+wait_cluster() { # timeout-s
+	local t=$1 s=$SECONDS out on
+	while [ $((SECONDS - s)) -lt "$t" ]; do
+		out=$(node_exec a crm_mon -1 -X 2>/dev/null || true)
+		if grep -q 'current_dc.*present="true"' <<<"$out"; then
+			on=$(grep -c '<node name="node-[ab]".* online="true"' <<<"$out" || true)
+			[ "$on" -ge 2 ] && return 0
+		fi
+		sleep 0.5
+	done
+	die "cluster not online with 2 nodes + DC after ${t}s (see $(pcmk_log a))"
+}
+
+up_cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	if [ $rc -ne 0 ]; then
+		log "up failed (rc $rc): tearing the cluster down"
+		cmd_down || true
+	fi
+	exit $rc
+}
+
+cmd_up() {
+	local t0 n b
+	t0=$(ms)
+	[ $# -eq 0 ] || usage
+	[ "$(id -u)" = 0 ] || die "must be root"
+	for b in libvirtd virsh qemu-system-x86_64 corosync corosync-cmapctl pacemakerd crm_mon cibadmin \
+		crm_resource ip unshare nsenter setsid gcc python3 dpkg-deb apt-get timeout; do
+		command -v $b >/dev/null || die "missing $b"
+	done
+	if alive a && alive b; then
+		cmd_register
+		wait_cluster 60
+		log "already up"
+		return 0
+	fi
+	# a refused registration must not cost a half-built lab
+	if { [ -e "$AGENT" ] || [ -L "$AGENT" ]; } && ! agent_is_ours; then
+		die "$AGENT exists and is not this lab's: refusing to overwrite it"
+	fi
+	trap up_cleanup EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+	[ -d "$L" ] && cmd_down # half-up or stale state
+	mkdir -p "$L"
+	chmod 755 "$L"
+	build_guest
+	cmd_register
+	net_up
+	for n in "${NODES[@]}"; do node_start "$n"; done
+	for n in "${NODES[@]}"; do wait_libvirtd "$n"; done
+	log "libvirtds up after $(($(ms) - t0)) ms"
+	if ls "$L"/a/fs/var/cache/libvirt/qemu/capabilities/*.xml >/dev/null 2>&1; then
+		mkdir -p "$C/qemu-caps" && cp "$L"/a/fs/var/cache/libvirt/qemu/capabilities/*.xml "$C/qemu-caps/"
+	fi
+	node_exec a timeout 20 virsh -q -c qemu+tcp://node-b/system version >/dev/null ||
+		die "node-a cannot reach qemu+tcp://node-b/system"
+	node_exec b timeout 20 virsh -q -c qemu+tcp://node-a.mn/system version >/dev/null ||
+		die "node-b cannot reach qemu+tcp://node-a.mn/system"
+	wait_cluster 120
+	trap - EXIT INT TERM
+	log "up in $(($(ms) - t0)) ms: node-a + node-b online with a DC; ocf:vmshift:server = $BIN_COPY"
+}
+
+# ---------------------------------------------------------------- down
+# pids in the holder's mount namespace: everything started inside the node
+ns_pids() {
+	local h=$1 ref p
+	ref=$(readlink "/proc/$h/ns/mnt" 2>/dev/null) || return 0
+	for p in /proc/[0-9]*; do
+		p=${p#/proc/}
+		[ "$p" = "$h" ] && continue
+		[ "$(readlink "/proc/$p/ns/mnt" 2>/dev/null)" = "$ref" ] && echo "$p"
+	done
+	return 0
+}
+
+stop_node() {
+	local n=$1 h p i pm cs lv left
+	alive "$n" || return 0
+	h=$(holder "$n")
+	pm=$(cat "$L/$n/pacemakerd.pid" 2>/dev/null || true)
+	cs=$(cat "$L/$n/corosync.pid" 2>/dev/null || true)
+	lv=$(cat "$L/$n/libvirtd.pid" 2>/dev/null || true)
+	# a SIGSTOPped process (tests stop libvirtd) must be continued first, or
+	# it can neither answer nor exit
+	for p in $(ns_pids "$h"); do
+		[ "$(pstate "$p")" = T ] && kill -CONT "$p" 2>/dev/null
+	done
+	if pid_alive "$pm"; then
+		kill -TERM "$pm"
+		for i in $(seq 1 120); do pid_alive "$pm" || break; sleep 0.25; done
+	fi
+	if pid_alive "$cs"; then
+		kill -TERM "$cs"
+		for i in $(seq 1 40); do pid_alive "$cs" || break; sleep 0.25; done
+	fi
+	# guests: destroyed (fast), then libvirtd
+	for p in $(nsenter -t "$h" -n -m -u -- timeout 20 virsh -q -c qemu:///system list --name 2>/dev/null); do
+		nsenter -t "$h" -n -m -u -- timeout 20 virsh -q -c qemu:///system destroy "$p" >/dev/null 2>&1 || true
+	done
+	if pid_alive "$lv"; then
+		kill -TERM "$lv"
+		for i in $(seq 1 50); do pid_alive "$lv" || break; sleep 0.1; done
+	fi
+	for i in $(seq 1 20); do [ -z "$(ns_pids "$h")" ] && break; sleep 0.25; done
+	left=$(ns_pids "$h" | tr '\n' ' ')
+	if [ -n "${left// /}" ]; then
+		log "node-$n: SIGKILL to leftover pids in its mount namespace: $(for p in $left; do echo -n "$p($(cat "/proc/$p/comm" 2>/dev/null)) "; done)"
+		for p in $left; do kill -KILL "$p" 2>/dev/null || true; done
+	fi
+	for i in $(seq 1 20); do pid_alive "$h" || break; sleep 0.25; done
+	pid_alive "$h" && kill -KILL "$h" 2>/dev/null
+	log "node-$n stopped"
+}
+
+cmd_down() {
+	local n t0 p
+	t0=$(ms)
+	case "${1:-}" in "" | --purge) ;; *) usage ;; esac
+	# a SIGSTOPped libvirtd would hang; continue it before anything else
+	for n in "${NODES[@]}"; do p=$(daemon_pid "$n" libvirtd) && kill -CONT "$p" 2>/dev/null || true; done
+	# keep Pacemaker from moving or stopping resources while the nodes leave
+	for n in "${NODES[@]}"; do
+		if alive "$n" && node_exec "$n" timeout 10 crm_attribute -t crm_config -n maintenance-mode -v true >/dev/null 2>&1; then
+			break
+		fi
+	done
+	for n in "${NODES[@]}"; do stop_node "$n" & done
+	wait
+	for n in "${NODES[@]}"; do
+		if has_netns "vc-$n"; then
+			p=$(ip netns pids "vc-$n" 2>/dev/null | tr '\n' ' ')
+			[ -z "${p// /}" ] || log "warning: processes still in netns vc-$n (not started by this lab, not killed): $p"
+			ip netns del "vc-$n" || true
+		fi
+	done
+	unregister
+	rm -rf "${L:?}"
+	[ "${1:-}" != --purge ] || rm -rf "${C:?}"
+	log "down in $(($(ms) - t0)) ms"
+}
+
+# ---------------------------------------------------------------- status
+cmd_status() {
+	local n rc=0
+	for n in "${NODES[@]}"; do
+		if has_netns "vc-$n"; then
+			echo "netns vc-$n: $(ip -n "vc-$n" -br addr | awk '/^vc-/{sub(/@.*/,"",$1); print $1"="$3}' | xargs)"
+		else
+			echo "netns vc-$n: absent"
+			rc=1
+		fi
+		if alive "$n"; then
+			echo "node-$n: holder $(holder "$n"), libvirtd $(daemon_pid "$n" libvirtd || echo -), corosync $(daemon_pid "$n" corosync || echo -), pacemakerd $(daemon_pid "$n" pacemakerd || echo -)"
+			echo "  domains: $(node_exec "$n" timeout 5 virsh -q -c qemu:///system list --all 2>&1 | awk 'NF{print $2":"$3$4}' | xargs)"
+		else
+			echo "node-$n: not running"
+			rc=1
+		fi
+	done
+	if agent_is_ours; then echo "agent: $AGENT -> $BIN_COPY"; else echo "agent: not registered"; rc=1; fi
+	if alive a; then node_exec a crm_mon -1 2>&1 | sed 's/^/  /' || rc=1; fi
+	return $rc
+}
+
+# anything of the lab left on the machine (after down): rc 1 if so
+cmd_leftovers() {
+	local out=() p c
+	for p in vc-a vc-b; do has_netns "$p" && out+=("netns $p"); done
+	c=$(ip -br link 2>/dev/null | awk '$1 ~ /^vc-/{print $1}' | xargs)
+	[ -z "$c" ] || out+=("links: $c")
+	c=$(awk '$3 ~ /^vc-/ || $5 ~ /vmshift-cluster/ {print $5}' /proc/self/mountinfo | xargs)
+	[ -z "$c" ] || out+=("mounts: $c")
+	for p in /proc/[0-9]*; do
+		c=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+		case "$c" in
+		*"cluster.sh _node_init"* | *vc-libvirtd.pid* | *vmshift-cluster/bin/vmshift*) out+=("process ${p#/proc/}: $c") ;;
+		esac
+	done
+	[ ! -e "$L" ] || out+=("state dir $L")
+	if [ -L "$AGENT" ] && [ "$(readlink "$AGENT")" = "$BIN_COPY" ]; then out+=("agent registration $AGENT"); fi
+	if [ ${#out[@]} -gt 0 ]; then
+		printf 'left over: %s\n' "${out[@]}"
+		return 1
+	fi
+	echo "nothing left"
+}
+
+# serialize up/down/register (the lock is on this script file: nothing written)
+lock() { exec 9<"$SELF" && flock 9; }
+
+cmd=${1:-}
+[ $# -eq 0 ] || shift
+case "$cmd" in
+up) lock; cmd_up "$@" ;;
+down) lock; cmd_down "$@" ;;
+status) [ $# -eq 0 ] || usage; cmd_status ;;
+exec) check_node "${1:-}"; n=$1; shift; [ $# -gt 0 ] || usage; node_exec "$n" "$@" ;;
+xml) cmd_xml "$@" ;;
+serial) [ $# -eq 2 ] || usage; check_node "$1"; check_name "$2"; serial_path "$1" "$2" ;;
+log) [ $# -eq 1 ] || usage; check_node "$1"; pcmk_log "$1" ;;
+libvirtd-pid) [ $# -eq 1 ] || usage; check_node "$1"; daemon_pid "$1" libvirtd || { log "node-$1 libvirtd not running"; exit 1; } ;;
+register) [ $# -eq 0 ] || usage; lock; alive a || die "cluster not up"; cmd_register ;;
+leftovers) [ $# -eq 0 ] || usage; cmd_leftovers ;;
+_node_init) node_init "$1" ;;
+*) usage ;;
+esac
