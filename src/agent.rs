@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
+use crate::cluster;
 use crate::hypervisor::{DomainState, Hypervisor};
 use crate::libvirt::{self, Libvirt};
 use crate::migrate;
@@ -91,6 +92,18 @@ pub enum Error {
         #[source]
         source: libvirt::Error,
     },
+    #[error("config {path:?} is not a valid domain XML")]
+    BadConfig {
+        path: std::path::PathBuf,
+        #[source]
+        source: libvirt::Error,
+    },
+    #[error("domain {name} already runs on {peer} ({state}): not starting a second copy")]
+    RunningOnPeer {
+        name: String,
+        peer: String,
+        state: DomainState,
+    },
     #[error("no migration target (OCF_RESKEY_CRM_meta_migrate_target, --target) given")]
     NoTarget,
     #[error("cannot ask {node} about the domain")]
@@ -146,13 +159,14 @@ impl Error {
             // Unknown here but maybe defined on the peer: a node-local
             // problem (5 bans only this node; 6 would stop it everywhere).
             Error::NotDefined { .. } => OcfRc::ErrInstalled,
-            Error::ConfigNames { .. } => OcfRc::ErrConfigured,
+            Error::ConfigNames { .. } | Error::BadConfig { .. } => OcfRc::ErrConfigured,
             // Everything else is soft: Pacemaker may recover in place or
             // move; none of it proves the configuration wrong everywhere.
             Error::Libvirt { .. }
             | Error::NotStarted { .. }
             | Error::StillActive { .. }
             | Error::QemuAlive { .. }
+            | Error::RunningOnPeer { .. }
             | Error::NoTarget
             | Error::Peer { .. }
             | Error::NotRunningAnywhere { .. }
@@ -210,7 +224,8 @@ pub fn run(action: Action, env: &Env) -> Outcome {
         Action::ValidateAll => validate_all(env),
         Action::Start => Params::from_env(env).map_err(Error::from).and_then(|p| {
             let hv = Libvirt::new(&p.hypervisor, deadline.at());
-            start(&hv, &p, &deadline)
+            let peer = Peer::find(env, &p, &deadline);
+            start(&hv, &peer, &p, &deadline)
         }),
         Action::Stop => lenient(env).and_then(|p| {
             let hv = Libvirt::new(&p.hypervisor, deadline.at());
@@ -373,8 +388,80 @@ pub(crate) fn ensure_no_autostart<H: Hypervisor + ?Sized>(hv: &H, name: &str) ->
     Ok(())
 }
 
+/// The other node, as start sees it: its libvirtd, or why it cannot be
+/// asked.
+pub enum Peer {
+    Known {
+        node: String,
+        hv: Box<dyn Hypervisor>,
+    },
+    Unknown(String),
+}
+
+impl Peer {
+    /// The `peer` parameter, or Pacemaker's answer; its libvirtd is reached
+    /// over `migration_transport` like a migration target, within the
+    /// migration pre-flight budget.
+    pub fn find(env: &Env, p: &Params, deadline: &Deadline) -> Peer {
+        let budget = migrate::preflight_budget(deadline.timeout());
+        let node = match &p.peer {
+            Some(n) => n.clone(),
+            None => match cluster::peer_from_pacemaker(env, budget.min(deadline.remaining())) {
+                Ok(n) => n,
+                Err(e) => return Peer::Unknown(chain(&e)),
+            },
+        };
+        let uri = migrate::peer_uri(
+            &p.hypervisor,
+            p.migration_transport,
+            p.migration_user.as_deref(),
+            &node,
+        );
+        let until = (Instant::now() + budget).min(deadline.at());
+        Peer::Known {
+            node,
+            hv: Box::new(Libvirt::new(&uri, until)),
+        }
+    }
+}
+
+/// Refuses to boot a server that runs on the peer: two copies of one
+/// server write to the same disks. A peer that cannot be asked is logged
+/// and left to Pacemaker's probes (they run on every node before a start).
+fn check_peer(peer: &Peer, name: &str) -> Result<(), Error> {
+    match peer {
+        Peer::Unknown(why) => {
+            warn!("cannot tell which node is the peer ({why}); relying on Pacemaker's probes");
+            Ok(())
+        }
+        Peer::Known { node, hv } => match hv.state(name) {
+            Ok(state) if state.is_active() => Err(Error::RunningOnPeer {
+                name: name.into(),
+                peer: node.clone(),
+                state,
+            }),
+            Ok(state) => {
+                debug!("domain {name} on {node}: {state}");
+                Ok(())
+            }
+            Err(e) => {
+                warn!(
+                    "cannot ask {node} whether domain {name} runs there ({}); relying on Pacemaker's probes",
+                    chain(&e)
+                );
+                Ok(())
+            }
+        },
+    }
+}
+
 /// start: 0 once the domain runs (at once if it already does).
-pub fn start<H: Hypervisor>(hv: &H, p: &Params, deadline: &Deadline) -> Result<Outcome, Error> {
+pub fn start<H: Hypervisor>(
+    hv: &H,
+    peer: &Peer,
+    p: &Params,
+    deadline: &Deadline,
+) -> Result<Outcome, Error> {
     let name = p.name.as_str();
     let mut state = hv.state(name).map_err(hv_err("get the state of", name))?;
     if state == DomainState::Undefined {
@@ -383,7 +470,14 @@ pub fn start<H: Hypervisor>(hv: &H, p: &Params, deadline: &Deadline) -> Result<O
             Some(xml) => xml?,
         };
         check_config_name(name, &xml)?;
-        hv.define(&xml).map_err(hv_err("define", name))?;
+        hv.define(&xml)
+            .map_err(|source| match (&p.config, source.is_xml_error()) {
+                (Some(path), true) => Error::BadConfig {
+                    path: path.clone(),
+                    source,
+                },
+                _ => hv_err("define", name)(source),
+            })?;
         info!(
             "domain {name}: defined from {}",
             p.config.as_deref().unwrap_or_else(|| "".as_ref()).display()
@@ -403,6 +497,7 @@ pub fn start<H: Hypervisor>(hv: &H, p: &Params, deadline: &Deadline) -> Result<O
         info!("domain {name} is crashed: destroying it before the start");
         hv.destroy(name).map_err(hv_err("destroy", name))?;
     }
+    check_peer(peer, name)?;
     let t0 = Instant::now();
     if let Err(e) = hv.start(name) {
         // Started by someone else in between: libvirt says it is active.
@@ -717,16 +812,38 @@ mod tests {
         let p = params(&[("OCF_RESKEY_config", cfg.to_str().unwrap())]);
         let f = Fake::new(&[DomainState::Undefined]);
         f.autostart.set(true);
-        let out = start(&f, &p, &deadline(20)).unwrap();
+        let out = start(&f, &Peer::Unknown("test".into()), &p, &deadline(20)).unwrap();
         assert_eq!(out.rc, OcfRc::Success);
         assert_eq!(f.calls(), ["define", "autostart off", "start"]);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
+    fn start_refuses_a_server_running_on_the_peer() {
+        let f = Fake::new(&[DomainState::Shutoff]);
+        let peer = Peer::Known {
+            node: "node-b".into(),
+            hv: Box::new(Fake::new(&[DomainState::Running])),
+        };
+        let e = start(&f, &peer, &params(&[]), &deadline(20)).unwrap_err();
+        assert!(matches!(e, Error::RunningOnPeer { .. }), "{e}");
+        assert!(f.calls().is_empty(), "nothing booted");
+        // A peer that cannot be asked does not block the start.
+        let peer = Peer::Known {
+            node: "node-b".into(),
+            hv: Box::new(Fake::unreachable()),
+        };
+        assert_eq!(
+            start(&f, &peer, &params(&[]), &deadline(20)).unwrap().rc,
+            OcfRc::Success
+        );
+    }
+
+    #[test]
     fn start_unknown_domain_without_config_is_not_installed() {
         let e = start(
             &Fake::new(&[DomainState::Undefined]),
+            &Peer::Unknown("test".into()),
             &params(&[]),
             &deadline(20),
         );
@@ -737,7 +854,14 @@ mod tests {
     fn start_running_domain_is_success_at_once() {
         let f = Fake::new(&[DomainState::Running]);
         assert_eq!(
-            start(&f, &params(&[]), &deadline(20)).unwrap().rc,
+            start(
+                &f,
+                &Peer::Unknown("test".into()),
+                &params(&[]),
+                &deadline(20)
+            )
+            .unwrap()
+            .rc,
             OcfRc::Success
         );
         assert!(f.calls().is_empty());

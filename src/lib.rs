@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod cli;
+pub mod cluster;
 pub mod hypervisor;
 pub mod libvirt;
 pub mod logging;

@@ -55,6 +55,18 @@ impl Error {
         matches!(self, Error::Call { source, .. } if source.code().is(ErrorNumber::OperationInvalid))
     }
 
+    /// libvirt rejected a domain XML: the config file is wrong, wherever
+    /// it is used.
+    pub fn is_xml_error(&self) -> bool {
+        matches!(self, Error::Call { source, .. } if [
+            ErrorNumber::XmlError,
+            ErrorNumber::XmlDetail,
+            ErrorNumber::XmlInvalidSchema,
+        ]
+        .into_iter()
+        .any(|n| source.code().is(n)))
+    }
+
     /// libvirt was not reachable or did not answer: the domain's state is
     /// unknown, not "stopped".
     pub fn is_unreachable(&self) -> bool {
@@ -78,6 +90,8 @@ pub struct JobProgress {
     pub dirty_rate: Option<u64>,
     /// The freeze at the end, once known.
     pub downtime_ms: Option<u64>,
+    /// The job is an outgoing migration (not, say, a dump or a backup).
+    pub migration_out: bool,
 }
 
 impl From<virt::domain::JobStats> for JobProgress {
@@ -91,6 +105,7 @@ impl From<virt::domain::JobStats> for JobProgress {
             iteration: s.mem_iteration,
             dirty_rate: s.mem_dirty_rate,
             downtime_ms: s.downtime,
+            migration_out: s.operation == Some(sys::VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT as i32),
         }
     }
 }

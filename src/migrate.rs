@@ -124,6 +124,8 @@ pub fn migrate_to(
 ) -> Result<Outcome, Error> {
     let name = p.name.as_str();
     let target = target.ok_or(Error::NoTarget)?;
+    let abort_at = deadline.earlier_by(abort_reserve(deadline.timeout()));
+    follow_earlier_migration(local, name, target, abort_at, deadline)?;
     let here = local
         .state(name)
         .map_err(hv_err("get the state of", name))?;
@@ -193,7 +195,6 @@ pub fn migrate_to(
     );
     let t0 = Instant::now();
     let migration = local.migrate(name, &req).map_err(hv_err("migrate", name))?;
-    let abort_at = deadline.earlier_by(abort_reserve(deadline.timeout()));
     let mut next_report = t0 + PROGRESS_EVERY;
     let result = loop {
         if let Some(r) = migration.wait(POLL) {
@@ -224,6 +225,59 @@ pub fn migrate_to(
         }
         Err(e) => failed(local, peer, name, target, e),
     }
+}
+
+/// A migration job may still run from an earlier migrate_to that Pacemaker
+/// killed: the source libvirtd drives a peer-to-peer migration on its own.
+/// A retried migrate_to follows that job to its end instead of failing
+/// next to it ("domain has an active job"), then decides from where the
+/// guest runs. A job that does not end in time is aborted like our own.
+fn follow_earlier_migration(
+    local: &dyn Hypervisor,
+    name: &str,
+    target: &str,
+    abort_at: Instant,
+    deadline: &Deadline,
+) -> Result<(), Error> {
+    let t0 = Instant::now();
+    let mut logged = false;
+    while let Ok(Some(job)) = local.job(name) {
+        if !job.migration_out {
+            return Ok(());
+        }
+        if !logged {
+            info!(
+                "domain {name} is already migrating ({}): following that migration (an earlier migrate_to was killed?)",
+                progress_line(&job)
+            );
+            logged = true;
+        }
+        if Instant::now() >= abort_at {
+            warn!(
+                "the earlier migration of {name} did not end in {:.1?}; aborting it",
+                t0.elapsed()
+            );
+            if let Err(e) = local.abort_job(name) {
+                warn!("abort failed: {}", chain(&e));
+            }
+            let here = wait_state(local, name, deadline.at(), |s| s == DomainState::Running).ok();
+            return Err(Error::MigrationTimedOut {
+                name: name.into(),
+                target: target.into(),
+                waited: t0.elapsed(),
+                ended: !matches!(local.job(name), Ok(Some(_))),
+                here: here.map_or_else(|| "unknown".to_owned(), |s| s.to_string()),
+            });
+        }
+        std::thread::sleep(POLL);
+    }
+    if logged {
+        info!(
+            "the earlier migration of {name} ended after {:.1?}",
+            t0.elapsed()
+        );
+    }
+    Ok(())
 }
 
 /// The migration ended with an error: say where the guest runs now.

@@ -276,6 +276,8 @@ pub struct Params {
     /// Milliseconds.
     pub migration_downtime: u64,
     pub force_stop: bool,
+    /// The other node, when given; otherwise asked from Pacemaker.
+    pub peer: Option<String>,
 }
 
 pub const DEFAULT_HYPERVISOR: &str = "qemu:///system";
@@ -283,7 +285,7 @@ pub const DEFAULT_SUFFIX: &str = ".mn";
 pub const DEFAULT_DOWNTIME_MS: u64 = 300;
 
 /// Parameter names in meta-data order; the CLI mirrors them as flags.
-pub const PARAM_NAMES: [&str; 9] = [
+pub const PARAM_NAMES: [&str; 10] = [
     "name",
     "hypervisor",
     "config",
@@ -293,6 +295,7 @@ pub const PARAM_NAMES: [&str; 9] = [
     "migration_speed",
     "migration_downtime",
     "force_stop",
+    "peer",
 ];
 
 /// libvirt keeps a persistent domain as `<name>.xml` in a directory, so a
@@ -384,6 +387,7 @@ impl Params {
         let speed = get("migration_speed");
         let downtime = get("migration_downtime");
         let force_stop = get("force_stop");
+        let peer = get("peer");
 
         let mut params = Params {
             name: name.to_owned(),
@@ -395,6 +399,7 @@ impl Params {
             migration_speed: 0,
             migration_downtime: DEFAULT_DOWNTIME_MS,
             force_stop: false,
+            peer: None,
         };
         let mut check = |r: Result<(), ParamError>| {
             if let Err(e) = r {
@@ -491,6 +496,18 @@ impl Params {
         }
         if let Some(f) = force_stop {
             check(parse_bool("force_stop", f).map(|v| params.force_stop = v));
+        }
+        if let Some(n) = peer {
+            check(if is_hostname_chars(n) && !n.starts_with(['.', '-']) {
+                params.peer = Some(n.to_owned());
+                Ok(())
+            } else {
+                Err(ParamError::Invalid {
+                    name: "peer",
+                    value: n.into(),
+                    expected: "a node name (letters, digits, '.', '-')",
+                })
+            });
         }
         Ok((params, problems))
     }
@@ -631,6 +648,7 @@ mod tests {
             ("migration_user", "Root;rm"),
             ("migration_network_suffix", ".mn;x"),
             ("force_stop", "maybe"),
+            ("peer", "node b"),
             ("hypervisor", "no uri"),
         ] {
             let e = Params::from_env(&env(&[("name", "vm1"), (k, v)])).unwrap_err();
