@@ -184,8 +184,8 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
-        let part = match c.downcast_ref::<virt::error::Error>() {
-            // virt's Display adds codes and domains; the message is enough.
+        // virt's Display adds codes and domains; the message is enough.
+        let part = match c.downcast_ref::<Box<virt::error::Error>>() {
             Some(v) => v.message().to_owned(),
             None => c.to_string(),
         };

@@ -10,6 +10,9 @@
 //! * `Domain::state()` in virt 0.5 swallows libvirt's error and reports
 //!   `Unknown` for a vanished domain, so states come from `Domain::info()`,
 //!   which does return the error.
+//! * `Domain::job_stats()` builds a `Vec` from the array libvirt returns,
+//!   which is null when there is no job (undefined behaviour): job stats
+//!   are read with libvirt's typed-parameter getters instead.
 //! * `Connect`'s `Drop` closes the connection with an RPC (it can hang) and
 //!   panics if that fails; the connection is left to the process exit.
 
@@ -94,20 +97,69 @@ pub struct JobProgress {
     pub migration_out: bool,
 }
 
-impl From<virt::domain::JobStats> for JobProgress {
-    fn from(s: virt::domain::JobStats) -> Self {
-        JobProgress {
-            elapsed_ms: s.time_elapsed,
-            data_total: s.data_total,
-            data_processed: s.data_processed,
-            data_remaining: s.data_remaining,
-            mem_bps: s.mem_bps,
-            iteration: s.mem_iteration,
-            dirty_rate: s.mem_dirty_rate,
-            downtime_ms: s.downtime,
-            migration_out: s.operation == Some(sys::VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT as i32),
-        }
+/// virDomainGetJobStats, read with libvirt's own typed-parameter getters.
+/// virt 0.5's `Domain::job_stats` turns the returned array into a `Vec`
+/// with `Vec::from_raw_parts`: when there is no job, libvirt returns a null
+/// array, which is undefined behaviour there (debug builds abort with
+/// "NonNull::new_unchecked requires that the pointer is non-null"), and
+/// the array is freed by Rust's allocator instead of libvirt's. Returns
+/// None when the domain has no such job.
+fn job_progress(
+    dom: &virt::domain::Domain,
+    flags: sys::virDomainGetJobStatsFlags,
+) -> Result<Option<JobProgress>, virt::error::Error> {
+    let mut job_type: std::os::raw::c_int = 0;
+    let mut params: sys::virTypedParameterPtr = std::ptr::null_mut();
+    let mut nparams: std::os::raw::c_int = 0;
+    // SAFETY: `dom` is a live domain handle; libvirt writes the job type,
+    // a newly allocated array (or null) and its length into the three
+    // out-pointers, which point to valid locals.
+    let r = unsafe {
+        sys::virDomainGetJobStats(
+            dom.as_ptr(),
+            &mut job_type,
+            &mut params,
+            &mut nparams,
+            flags,
+        )
+    };
+    if r < 0 {
+        return Err(virt::error::Error::last_error());
     }
+    let ullong = |name: &std::ffi::CStr| {
+        let mut v: std::os::raw::c_ulonglong = 0;
+        // SAFETY: `params`/`nparams` are what libvirt returned (a null
+        // array is allowed with 0); `name` is a NUL-terminated constant;
+        // `v` is a valid out-pointer. Returns 1 when found.
+        let found = unsafe { sys::virTypedParamsGetULLong(params, nparams, name.as_ptr(), &mut v) };
+        (found == 1).then_some(v)
+    };
+    let mut operation: std::os::raw::c_int = 0;
+    // SAFETY: as for `ullong` above, with an int out-pointer.
+    let has_operation = unsafe {
+        sys::virTypedParamsGetInt(
+            params,
+            nparams,
+            sys::VIR_DOMAIN_JOB_OPERATION.as_ptr(),
+            &mut operation,
+        )
+    } == 1;
+    let progress = JobProgress {
+        elapsed_ms: ullong(sys::VIR_DOMAIN_JOB_TIME_ELAPSED),
+        data_total: ullong(sys::VIR_DOMAIN_JOB_DATA_TOTAL),
+        data_processed: ullong(sys::VIR_DOMAIN_JOB_DATA_PROCESSED),
+        data_remaining: ullong(sys::VIR_DOMAIN_JOB_DATA_REMAINING),
+        mem_bps: ullong(sys::VIR_DOMAIN_JOB_MEMORY_BPS),
+        iteration: ullong(sys::VIR_DOMAIN_JOB_MEMORY_ITERATION),
+        dirty_rate: ullong(sys::VIR_DOMAIN_JOB_MEMORY_DIRTY_RATE),
+        downtime_ms: ullong(sys::VIR_DOMAIN_JOB_DOWNTIME),
+        migration_out: has_operation
+            && operation == sys::VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT as i32,
+    };
+    // SAFETY: frees the array libvirt allocated, once, with libvirt's own
+    // allocator; a null array with 0 entries is accepted.
+    unsafe { sys::virTypedParamsFree(params, nparams) };
+    Ok((job_type != sys::VIR_DOMAIN_JOB_NONE as i32).then_some(progress))
 }
 
 /// What a live migration needs from the caller.
@@ -365,15 +417,13 @@ impl Hypervisor for Libvirt {
     }
 
     fn job(&self, name: &str) -> Result<Option<JobProgress>, Error> {
-        self.with_domain("get job stats", name, |d| d.job_stats(0))
-            .map(|s| (s.r#type != sys::VIR_DOMAIN_JOB_NONE as i32).then(|| s.into()))
+        self.with_domain("get job stats", name, |d| job_progress(d, 0))
     }
 
     fn completed_job(&self, name: &str) -> Result<Option<JobProgress>, Error> {
         self.with_domain("get completed job stats", name, |d| {
-            d.job_stats(sys::VIR_DOMAIN_JOB_STATS_COMPLETED)
+            job_progress(d, sys::VIR_DOMAIN_JOB_STATS_COMPLETED)
         })
-        .map(|s| (s.r#type != sys::VIR_DOMAIN_JOB_NONE as i32).then(|| s.into()))
     }
 
     fn abort_job(&self, name: &str) -> Result<(), Error> {

@@ -1,0 +1,653 @@
+//! Shared helpers of the lab tests (`tests/lab.rs`, `tests/faults.rs`):
+//! running the agent "on" a lab node, guests with a heartbeat, and guards
+//! that undo what a test did to the lab (a stopped libvirtd, a link set
+//! down, an edited hosts file) even when the test fails.
+// Each test crate uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_vmshift");
+
+/// The binary where any user can run it: ocf-tester runs meta-data as
+/// `nobody`, and the build tree may sit in a directory only root can enter.
+/// The copy lives in the lab's state directory, which `lab.sh down` removes.
+pub fn shared_bin() -> &'static Path {
+    static BIN_COPY: OnceLock<PathBuf> = OnceLock::new();
+    BIN_COPY.get_or_init(|| {
+        let lab_dir = Path::new("/tmp/vmshift-lab");
+        let dir = lab_dir.join("bin");
+        std::fs::create_dir_all(&dir).expect("lab state dir (lab up?)");
+        for d in [lab_dir, &dir] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let bin = dir.join("vmshift");
+        std::fs::copy(BIN, &bin).expect("copy the binary");
+        bin
+    })
+}
+
+pub fn lab_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lab/lab.sh")
+}
+
+/// `lab.sh ARGS...`, which must succeed; returns its stdout.
+pub fn lab(args: &[&str]) -> String {
+    let o = Command::new("bash")
+        .arg(lab_script())
+        .args(args)
+        .output()
+        .expect("run lab.sh");
+    assert!(
+        o.status.success(),
+        "lab.sh {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+/// `virsh -c qemu:///system ARGS` on a node; Err with stderr on failure.
+pub fn virsh(node: &str, args: &[&str]) -> Result<String, String> {
+    let o = Command::new("bash")
+        .arg(lab_script())
+        .args(["exec", node, "virsh", "-q", "-c", "qemu:///system"])
+        .args(args)
+        .output()
+        .expect("run virsh");
+    if o.status.success() {
+        Ok(String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&o.stderr).trim().to_owned())
+    }
+}
+
+pub fn domstate(node: &str, name: &str) -> String {
+    virsh(node, &["domstate", name]).unwrap_or_else(|e| format!("error: {e}"))
+}
+
+/// What one agent call did.
+pub struct Call {
+    pub rc: i32,
+    pub stderr: String,
+    pub took: Duration,
+}
+
+impl Call {
+    pub fn reason(&self) -> Option<&str> {
+        self.stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("ocf-exit-reason:"))
+    }
+}
+
+/// Runs the agent "on" a node the way Pacemaker does: the action as the
+/// only argument, the parameters in the environment.
+pub fn agent(node: &str, action: &str, env: &[(&str, &str)]) -> Call {
+    let t = Instant::now();
+    let o: Output = Command::new("bash")
+        .arg(lab_script())
+        .args(["exec", node, BIN, action])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("OCF_ROOT", "/usr/lib/ocf")
+        .env("OCF_RESOURCE_INSTANCE", "lab-rsc")
+        .env("HA_LOGFACILITY", "none")
+        .env("OCF_RESKEY_CRM_meta_timeout", "20000")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run the agent");
+    let call = Call {
+        rc: o.status.code().expect("the agent exited (not killed)"),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        took: t.elapsed(),
+    };
+    // The contract: every non-zero exit prints exactly one reason line.
+    let reasons = call
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("ocf-exit-reason:"))
+        .count();
+    assert_eq!(
+        reasons,
+        usize::from(call.rc != 0),
+        "{action} on {node}:\n{}",
+        call.stderr
+    );
+    eprintln!(
+        "[{node}] {action} -> {} in {:.1?} {}",
+        call.rc,
+        call.took,
+        call.reason().unwrap_or("")
+    );
+    call
+}
+
+/// A guest for one test: its XML is written to a file, and it is
+/// destroyed and undefined on both nodes when the test ends, pass or fail.
+pub struct Guest {
+    pub name: String,
+    pub config: PathBuf,
+}
+
+impl Guest {
+    pub fn new(name: &str, acpi: bool) -> Guest {
+        let xml = lab(&["xml", name, if acpi { "acpi=1" } else { "acpi=0" }]);
+        let config = std::env::temp_dir().join(format!("vmshift-lab-{name}.xml"));
+        std::fs::write(&config, xml).expect("write guest XML");
+        let g = Guest {
+            name: name.to_owned(),
+            config,
+        };
+        // A daemon an earlier failed test left dead comes back first.
+        for node in ["a", "b"] {
+            lab(&["revive", node]);
+        }
+        g.cleanup();
+        // The serial file is appended to: drop ticks of an earlier run.
+        for node in ["a", "b"] {
+            let _ = std::fs::remove_file(lab(&["serial", node, name]));
+        }
+        g
+    }
+
+    pub fn name_env(&self) -> (&str, &str) {
+        ("OCF_RESKEY_name", &self.name)
+    }
+
+    pub fn config_env(&self) -> (&str, &str) {
+        ("OCF_RESKEY_config", self.config.to_str().unwrap())
+    }
+
+    pub fn params(&self) -> Vec<(&str, &str)> {
+        vec![self.name_env(), self.config_env()]
+    }
+
+    /// Defines the guest on a node (without starting it).
+    pub fn define(&self, node: &str) {
+        virsh(node, &["define", self.config.to_str().unwrap()]).expect("virsh define");
+    }
+
+    pub fn serial(&self, node: &str) -> String {
+        std::fs::read_to_string(lab(&["serial", node, &self.name])).unwrap_or_default()
+    }
+
+    /// The last heartbeat tick the guest printed on a node.
+    pub fn last_tick(&self, node: &str) -> Option<u64> {
+        self.serial(node)
+            .lines()
+            .filter_map(|l| l.strip_prefix("lab-guest tick="))
+            .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+            .next_back()
+    }
+
+    /// Waits until the guest's init prints heartbeats (its ACPI handler is
+    /// loaded by then).
+    pub fn wait_heartbeat(&self, node: &str) -> u64 {
+        self.wait_tick_after(node, 0)
+    }
+
+    /// Waits for a heartbeat tick above `after`: the guest is alive and
+    /// kept its state (a rebooted guest counts from 1 again). A TCG guest
+    /// on a busy 2-core machine can take 10 s of wall time per few ticks.
+    pub fn wait_tick_after(&self, node: &str, after: u64) -> u64 {
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(t) = self.last_tick(node).filter(|&t| t > after) {
+                return t;
+            }
+            assert!(
+                Instant::now() < until,
+                "{}: no heartbeat after tick {after} on {node}",
+                self.name
+            );
+            sleep(Duration::from_millis(250));
+        }
+    }
+
+    pub fn cleanup(&self) {
+        for node in ["a", "b"] {
+            let _ = virsh(node, &["destroy", &self.name]);
+            let _ = virsh(node, &["undefine", &self.name]);
+        }
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        self.cleanup();
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+/// Sends a signal to a node's libvirtd; `Stopped` sends SIGCONT when the
+/// test ends, pass or fail, so later tests find a working daemon.
+pub fn signal_libvirtd(node: &str, sig: i32) {
+    let pid: i32 = lab(&["libvirtd-pid", node]).parse().expect("libvirtd pid");
+    // SAFETY: kill(2) with a pid the lab recorded for its own libvirtd and
+    // a valid signal number; it has no memory-safety preconditions.
+    let r = unsafe { libc::kill(pid, sig) };
+    assert_eq!(r, 0, "kill -{sig} {pid}");
+}
+
+/// Restarts a node's libvirtd (keeping its guests) when the test ends, for
+/// tests that kill or terminate it.
+pub struct Revive(pub &'static str);
+
+impl Drop for Revive {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(lab_script())
+            .args(["revive", self.0])
+            .status();
+    }
+}
+
+pub struct Stopped(&'static str);
+
+impl Stopped {
+    pub fn new(node: &'static str) -> Stopped {
+        signal_libvirtd(node, libc::SIGSTOP);
+        Stopped(node)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        signal_libvirtd(self.0, libc::SIGCONT);
+    }
+}
+
+/// Registers the binary as ocf:vmshift:server for crm_resource, and
+/// removes the registration when the test ends.
+pub struct Registered(PathBuf);
+
+impl Registered {
+    pub fn new() -> Registered {
+        let dir = Path::new("/usr/lib/ocf/resource.d/vmshift");
+        let path = dir.join("server");
+        assert!(
+            !path.exists() || std::fs::read_link(&path).is_ok_and(|t| t == shared_bin()),
+            "{} exists and is not this build: remove it (or the package) first",
+            path.display()
+        );
+        std::fs::create_dir_all(dir).unwrap();
+        let _ = std::fs::remove_file(&path);
+        std::os::unix::fs::symlink(shared_bin(), &path).unwrap();
+        Registered(path)
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_dir(self.0.parent().unwrap());
+    }
+}
+
+/// Bytes sent through a lab interface so far (`/proc/net/dev` as seen
+/// from inside the node's network namespace).
+pub fn tx_bytes(node: &str, iface: &str) -> u64 {
+    let o = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &format!("vs-{node}"),
+            "cat",
+            "/proc/net/dev",
+        ])
+        .output()
+        .expect("ip netns exec");
+    let text = String::from_utf8_lossy(&o.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{iface}:")))
+        .unwrap_or_else(|| panic!("{iface} not in /proc/net/dev of vs-{node}"));
+    // After "iface:", 8 receive counters, then transmit bytes.
+    line.split(':')
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .nth(8)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+pub fn peer(node: &str) -> &'static str {
+    if node == "a" {
+        "b"
+    } else {
+        "a"
+    }
+}
+
+/// The environment Pacemaker gives migrate_to and migrate_from.
+pub fn migration_env<'a>(
+    g: &'a Guest,
+    from: &str,
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let (source, target) = if from == "a" {
+        ("node-a", "node-b")
+    } else {
+        ("node-b", "node-a")
+    };
+    let mut env = vec![
+        g.name_env(),
+        ("OCF_RESKEY_migration_transport", "tcp"),
+        ("OCF_RESKEY_CRM_meta_migrate_source", source),
+        ("OCF_RESKEY_CRM_meta_migrate_target", target),
+    ];
+    env.extend_from_slice(extra);
+    env
+}
+
+/// What one move did, with the bytes each link carried.
+pub struct Move {
+    pub to: Call,
+    pub mn_bytes: u64,
+    pub bc_bytes: u64,
+}
+
+/// One move the way Pacemaker makes it: migrate_to on the source, then
+/// migrate_from on the target; both must succeed and the guest must go on
+/// (its heartbeat continues on the target, no second boot).
+pub fn migrate(g: &Guest, from: &str, extra: &[(&str, &str)]) -> Move {
+    let to = peer(from);
+    let tick = g.wait_heartbeat(from);
+    let boots = |node| g.serial(node).matches("lab-guest: start").count();
+    let boots_before = boots(to);
+    let (mn0, bc0) = (
+        tx_bytes(from, &format!("vs-{from}-mn")),
+        tx_bytes(from, &format!("vs-{from}-bc")),
+    );
+    let env = migration_env(g, from, extra);
+    let c = agent(from, "migrate_to", &env);
+    assert_eq!(c.rc, 0, "migrate_to:\n{}", c.stderr);
+    let mn_bytes = tx_bytes(from, &format!("vs-{from}-mn")) - mn0;
+    let bc_bytes = tx_bytes(from, &format!("vs-{from}-bc")) - bc0;
+    let f = agent(to, "migrate_from", &env);
+    assert_eq!(f.rc, 0, "migrate_from:\n{}", f.stderr);
+    assert_eq!(domstate(to, &g.name), "running");
+    assert_eq!(
+        domstate(from, &g.name),
+        "shut off",
+        "both nodes keep the definition"
+    );
+    // The guest kept its memory: the tick counter goes on on the target,
+    // and it never booted there.
+    g.wait_tick_after(to, tick);
+    assert_eq!(boots(to), boots_before, "{}: rebooted on node-{to}", g.name);
+    eprintln!(
+        "   copy: {} MiB over the migration link, {} MiB over the back-channel",
+        mn_bytes >> 20,
+        bc_bytes >> 20
+    );
+    Move {
+        to: c,
+        mn_bytes,
+        bc_bytes,
+    }
+}
+
+/// The guest's RAM is 128 MiB; a full copy is well above this.
+pub const COPY_BYTES: u64 = 48 << 20;
+
+/// Sets a lab link down until the end of the test.
+pub struct LinkDown(&'static str, &'static str);
+
+impl LinkDown {
+    pub fn new(node: &'static str, iface: &'static str) -> LinkDown {
+        let s = Command::new("ip")
+            .args(["-n", &format!("vs-{node}"), "link", "set", iface, "down"])
+            .status()
+            .unwrap();
+        assert!(s.success());
+        LinkDown(node, iface)
+    }
+}
+
+impl Drop for LinkDown {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["-n", &format!("vs-{}", self.0), "link", "set", self.1, "up"])
+            .status();
+    }
+}
+
+/// No migration job is left on a node, and no incoming copy of the guest.
+pub fn assert_no_job(node: &str, name: &str) {
+    let info = virsh(node, &["domjobinfo", name]).unwrap_or_default();
+    assert!(
+        info.is_empty()
+            || info
+                .lines()
+                .any(|l| l.starts_with("Job type:") && l.contains("None")),
+        "node-{node}: {info}"
+    );
+}
+
+/// Replaces a file in a node's private /etc until the end of the test,
+/// then writes the old content back. Reads and writes go through the node's
+/// own view: a file created behind the overlay's back (in its upper dir)
+/// is not seen by a mounted overlay that already looked the name up.
+pub struct NodeFile {
+    node: String,
+    path: String,
+    saved: String,
+}
+
+fn node_write(node: &str, path: &str, content: &str) {
+    use std::io::Write;
+    let mut child = Command::new("bash")
+        .arg(lab_script())
+        .args(["exec", node, "tee", path])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("tee in the node");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(content.as_bytes())
+        .unwrap();
+    assert!(
+        child.wait().unwrap().success(),
+        "write {path} on node-{node}"
+    );
+}
+
+impl NodeFile {
+    pub fn write(node: &str, name: &str, content: &str) -> NodeFile {
+        let path = format!("/etc/{name}");
+        let saved = lab(&["exec", node, "cat", &path]) + "\n";
+        node_write(node, &path, content);
+        NodeFile {
+            node: node.to_owned(),
+            path,
+            saved,
+        }
+    }
+
+    /// The node's hosts file with `name` pointing at `addr` (or removed).
+    pub fn hosts(node: &str, name: &str, addr: Option<&str>) -> NodeFile {
+        let now = lab(&["exec", node, "cat", "/etc/hosts"]);
+        let mut kept: String = now
+            .lines()
+            .filter(|l| l.split_whitespace().nth(1) != Some(name))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        if let Some(a) = addr {
+            kept.push_str(&format!("{a} {name}\n"));
+        }
+        NodeFile::write(node, "hosts", &kept)
+    }
+}
+
+impl Drop for NodeFile {
+    fn drop(&mut self) {
+        node_write(&self.node, &self.path, &self.saved);
+    }
+}
+
+/// The agent started "on" a node and left running, so a test can act while
+/// it works (and kill it, as Pacemaker does when an action times out).
+pub struct Running {
+    pub child: std::process::Child,
+    started: Instant,
+}
+
+impl Running {
+    pub fn start(node: &str, action: &str, env: &[(&str, &str)]) -> Running {
+        let ns = lab(&["libvirtd-pid", node]);
+        // nsenter without a pid namespace execs the agent itself: the
+        // child's pid is the agent's.
+        let child = Command::new("nsenter")
+            .args(["-t", &ns, "-n", "-m", "-u", "--", BIN, action])
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("HA_LOGFACILITY", "none")
+            .env("OCF_RESOURCE_INSTANCE", "lab-rsc")
+            .env("OCF_RESKEY_CRM_meta_timeout", "20000")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the agent");
+        Running {
+            child,
+            started: Instant::now(),
+        }
+    }
+
+    pub fn wait(self) -> Call {
+        let o = self.child.wait_with_output().expect("wait for the agent");
+        let call = Call {
+            rc: o.status.code().unwrap_or(-1),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+            took: self.started.elapsed(),
+        };
+        eprintln!(
+            "[bg] -> {} in {:.1?} {}",
+            call.rc,
+            call.took,
+            call.reason().unwrap_or("")
+        );
+        call
+    }
+}
+
+/// Waits until no migration job is left on either node (a job the agent
+/// left behind, finishing or being cancelled by libvirt).
+pub fn wait_jobs_gone(name: &str, within: Duration) {
+    let until = Instant::now() + within;
+    let busy = |node| {
+        virsh(node, &["domjobinfo", name])
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("Job type:") && !l.contains("None"))
+    };
+    while (busy("a") || busy("b")) && Instant::now() < until {
+        sleep(Duration::from_millis(250));
+    }
+}
+
+/// The nodes where the guest is active (running or paused).
+pub fn active_on(name: &str) -> Vec<&'static str> {
+    ["a", "b"]
+        .into_iter()
+        .filter(|n| ["running", "paused"].contains(&domstate(n, name).as_str()))
+        .collect()
+}
+
+/// The fault-test invariant: the server runs on exactly one node, its
+/// definition is intact there, and its heartbeat goes on. Returns the node.
+pub fn assert_runs_once(g: &Guest) -> &'static str {
+    let until = Instant::now() + Duration::from_secs(20);
+    let mut on = active_on(&g.name);
+    // A target's leftover paused incoming copy is dropped by libvirt.
+    while on.len() != 1 && Instant::now() < until {
+        sleep(Duration::from_millis(250));
+        on = active_on(&g.name);
+    }
+    assert_eq!(on.len(), 1, "{} active on {on:?}", g.name);
+    let node = on[0];
+    assert_eq!(domstate(node, &g.name), "running");
+    let info = virsh(node, &["dominfo", &g.name]).unwrap();
+    assert!(
+        info.lines()
+            .any(|l| l.starts_with("Persistent:") && l.ends_with("yes")),
+        "{info}"
+    );
+    let tick = g.last_tick(node).unwrap_or(0);
+    g.wait_tick_after(node, tick);
+    node
+}
+
+/// One fault case for RELIABILITY.md: what was done, what the agent did,
+/// and whether the test passed. Written to target/reliability/ when the
+/// test ends; `tests/lab/reliability-report.sh` turns the files into the
+/// report.
+pub struct Case {
+    id: &'static str,
+    fault: &'static str,
+    behaviour: &'static str,
+    evidence: Vec<String>,
+    passed: bool,
+}
+
+impl Case {
+    pub fn new(id: &'static str, fault: &'static str, behaviour: &'static str) -> Case {
+        Case {
+            id,
+            fault,
+            behaviour,
+            evidence: Vec::new(),
+            passed: false,
+        }
+    }
+
+    pub fn note(&mut self, text: impl Into<String>) {
+        self.evidence.push(text.into());
+    }
+
+    /// Notes an agent call: exit code, time, and reason.
+    pub fn call(&mut self, what: &str, c: &Call) {
+        self.note(format!(
+            "{what}: exit {} in {:.1} s{}",
+            c.rc,
+            c.took.as_secs_f64(),
+            c.reason().map(|r| format!(" ({r})")).unwrap_or_default()
+        ));
+    }
+
+    pub fn pass(mut self) {
+        self.passed = true;
+    }
+}
+
+impl Drop for Case {
+    fn drop(&mut self) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/reliability");
+        let _ = std::fs::create_dir_all(&dir);
+        let one_line = |s: &str| s.replace(['\n', '|'], " ");
+        let text = format!(
+            "fault={}\nbehaviour={}\nresult={}\nevidence={}\n",
+            one_line(self.fault),
+            one_line(self.behaviour),
+            if self.passed { "PASS" } else { "FAIL" },
+            self.evidence
+                .iter()
+                .map(|e| one_line(e))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+        let _ = std::fs::write(dir.join(format!("{}.case", self.id)), text);
+    }
+}
