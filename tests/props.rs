@@ -1,0 +1,121 @@
+//! Property tests over the input layer: whatever Pacemaker or an admin puts
+//! in `OCF_RESKEY_*` and on the command line (spaces, quotes, `;`, `$()`,
+//! newlines, very long strings, bytes that are not UTF-8), the agent never
+//! panics and always answers with a documented OCF code and a reason.
+//! Actions that would reach libvirt are not run here; their parameter
+//! checks are the same ones validate-all makes.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+
+use proptest::prelude::*;
+use vmshift::agent::{self, Action};
+use vmshift::cli::{self, Request};
+use vmshift::migrate::peer_uri;
+use vmshift::migration_net::{candidate, choose, Net};
+use vmshift::ocf::{Env, OcfRc, Params, Transport, PARAM_NAMES};
+
+/// Values that have broken shell agents, and arbitrary bytes.
+fn value() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        Just(b"vm1; rm -rf /".to_vec()),
+        Just(b"$(reboot)".to_vec()),
+        Just(b"`id`".to_vec()),
+        Just(b"a\nb".to_vec()),
+        Just(b"\"'\\".to_vec()),
+        Just(vec![b'x'; 10_000]),
+        Just(vec![0xff, 0xfe, b'a']),
+        "[ -~]{0,40}".prop_map(String::into_bytes),
+        proptest::collection::vec(any::<u8>().prop_filter("no NUL", |b| *b != 0), 0..64),
+    ]
+}
+
+fn env() -> impl Strategy<Value = Env> {
+    proptest::collection::vec(
+        (proptest::sample::select(PARAM_NAMES.to_vec()), value()),
+        0..8,
+    )
+    .prop_map(|pairs| {
+        pairs
+            .into_iter()
+            .map(|(k, v)| (format!("OCF_RESKEY_{k}"), OsString::from_vec(v)))
+            .collect()
+    })
+}
+
+const DOCUMENTED: [OcfRc; 7] = [
+    OcfRc::Success,
+    OcfRc::ErrGeneric,
+    OcfRc::ErrArgs,
+    OcfRc::ErrUnimplemented,
+    OcfRc::ErrInstalled,
+    OcfRc::ErrConfigured,
+    OcfRc::NotRunning,
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn validate_all_answers_with_a_documented_code(env in env()) {
+        let out = agent::run(Action::ValidateAll, &env);
+        prop_assert!(DOCUMENTED.contains(&out.rc));
+        prop_assert!(out.rc == OcfRc::Success || !out.reason.is_empty());
+        // validate-all and the other actions agree on what is valid.
+        prop_assert_eq!(out.rc == OcfRc::Success || out.rc == OcfRc::ErrInstalled,
+            Params::from_env(&env).is_ok());
+    }
+
+    #[test]
+    fn any_command_line_parses_to_a_documented_answer(
+        words in proptest::collection::vec(prop_oneof![
+            proptest::sample::select(vec![
+                "start", "stop", "monitor", "migrate_to", "meta-data", "validate-all",
+                "plan-migration", "--name", "--migration-speed", "--help", "--target", "-x",
+            ]).prop_map(String::from),
+            "[ -~]{0,12}",
+        ], 0..6),
+    ) {
+        let args: Vec<OsString> = std::iter::once("vmshift".to_owned())
+            .chain(words)
+            .map(OsString::from)
+            .collect();
+        match cli::parse(args, Env::default()) {
+            Request::Run(action, _) => prop_assert!(Action::ALL.contains(&action)),
+            Request::Print(text) => prop_assert!(!text.is_empty()),
+            Request::Exit(o) => {
+                prop_assert!([OcfRc::ErrArgs, OcfRc::ErrUnimplemented].contains(&o.rc));
+                prop_assert!(!o.reason.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn uri_builders_never_panic(host in "[ -~]{0,80}", suffix in "[ -~]{0,10}", uri in "[ -~]{0,40}") {
+        let c = candidate(&host, &suffix);
+        prop_assert!(c.ends_with(&suffix));
+        let u = peer_uri(&uri, Transport::Ssh, Some("root"), &host);
+        prop_assert!(u.contains("+ssh://root@"));
+    }
+
+    #[test]
+    fn the_network_choice_never_panics(target in "[a-z0-9.-]{0,30}") {
+        struct NoNet;
+        impl Net for NoNet {
+            fn resolve(&self, _: &str, _: std::time::Duration)
+                -> Result<Vec<std::net::IpAddr>, vmshift::migration_net::Error> {
+                Err(vmshift::migration_net::Error::NoAddress)
+            }
+            fn route(&self, _: std::net::IpAddr) -> Result<String, vmshift::migration_net::Error> {
+                Ok("lo".into())
+            }
+            fn connect(&self, _: std::net::SocketAddr, _: std::time::Duration)
+                -> Result<(), vmshift::migration_net::Error> {
+                Ok(())
+            }
+        }
+        let choice = choose(&NoNet, &target, ".mn", Transport::Tcp);
+        prop_assert!(choice.address.is_none());
+        prop_assert!(choice.to_string().contains("falling back"));
+    }
+}
