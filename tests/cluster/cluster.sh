@@ -28,12 +28,16 @@
 #     stonith-enabled=false and dc-deadtime=2s.
 #   * the agent: target/debug/vmshift (or $VMSHIFT_BIN) is copied to
 #     /tmp/vmshift-cluster/bin/vmshift (mode 755, world-readable dirs: Pacemaker
-#     may run meta-data as an unprivileged user) and registered as
-#     /usr/lib/ocf/resource.d/vmshift/server -> that copy (the shared /usr: both
-#     nodes see it). `up` refuses to overwrite a file that is not its own;
-#     `down` removes the registration.
-#   Nothing is written to the real /etc, /var or /run (except the netns entries
-#   /run/netns/vc-a|vc-b) and nothing under /usr except the registration.
+#     may run meta-data as an unprivileged user) and registered INSIDE each node
+#     as /usr/lib/ocf/resource.d/vmshift/server -> that copy: the node's mount
+#     namespace has an overlayfs on /usr/lib/ocf/resource.d whose upper dir
+#     (in the state dir) holds the link. The machine's own /usr is never
+#     written, so the registration can neither overwrite nor be removed by
+#     anything else on the machine (an installed vmshift package, the project
+#     lab's crm_resource test); a host vmshift/server is shadowed in the nodes.
+#     `down` removes it with the nodes and the state dir.
+#   Nothing is written to the real /etc, /var, /run or /usr (except the netns
+#   entries /run/netns/vc-a|vc-b).
 #
 # GUEST  `xml NAME` prints a domain XML for the project lab's guest
 #   (tests/lab/guest-init.c: TCG, 128 MiB, dirties 32 MiB at 20 MiB/s, prints
@@ -55,7 +59,7 @@
 #   serial a|b NAME       host path of NAME's serial log on that node
 #   log a|b               host path of that node's pacemaker.log
 #   libvirtd-pid a|b      that node's libvirtd pid
-#   register              copy the binary again (after a rebuild) and register it
+#   register              copy the binary again (after a rebuild; VMSHIFT_BIN)
 #   leftovers             lists anything of the lab that is left; rc 1 if any
 #
 # STATE /tmp/vmshift-cluster (removed by down); cache /tmp/vmshift-cluster-cache
@@ -233,7 +237,7 @@ cmd_xml() {
 # ---------------------------------------------------------------- node config
 write_node_conf() {
 	local n=$1 d="$L/$1/ovl" f="$L/$1/fs" x
-	mkdir -p "$d"/{etc,var}-{upper,work} "$f"/etc/libvirt/qemu "$f"/run/libvirt \
+	mkdir -p "$d"/{etc,var,ocf}-{upper,work} "$d"/ocf-upper/vmshift "$f"/etc/libvirt/qemu "$f"/run/libvirt \
 		"$f"/var/lib/libvirt "$f"/var/cache/libvirt "$f"/var/log/libvirt/qemu \
 		"$f"/etc/corosync "$f"/var/lib/corosync "$f"/var/log/corosync \
 		"$f"/var/log/pacemaker/bundles "$f"/var/lib/pacemaker/{cib,pengine,blackbox,cores}
@@ -323,6 +327,7 @@ EOF
 		for x in a b; do echo "$(ip_mn $x) node-$x.mn"; done
 	} >"$d/etc-upper/hosts"
 	echo "node-$n" >"$d/etc-upper/hostname"
+	ln -s "$BIN_COPY" "$d/ocf-upper/vmshift/server" # the agent, for this node only
 	# Debian's libvirtd resolves its compiled-in qemu user before reading
 	# qemu.conf: it must exist. Added to the node's private /etc only.
 	if ! getent passwd libvirt-qemu >/dev/null; then
@@ -345,6 +350,7 @@ node_init() {
 	for x in etc var; do
 		mount -n -t overlay "vc-$n-$x" -o "lowerdir=/$x,upperdir=$d/$x-upper,workdir=$d/$x-work" "/$x" || exit 1
 	done
+	mount -n -t overlay "vc-$n-ocf" -o "lowerdir=$OCFD,upperdir=$d/ocf-upper,workdir=$d/ocf-work" "$OCFD" || exit 1
 	mount -n -t tmpfs -o mode=0755,size=64m "vc-$n-run" /run || exit 1
 	mkdir -p /run/lock /run/resource-agents /run/libvirt && chmod 1777 /run/lock
 	mount -n -t tmpfs -o mode=1777,size=256m "vc-$n-shm" /dev/shm || exit 1
@@ -369,33 +375,18 @@ node_init() {
 }
 
 # ---------------------------------------------------------------- agent registration
-# /usr/lib/ocf/resource.d/vmshift/server -> $BIN_COPY. Ours = a symlink to
-# exactly that path; anything else there is left alone.
-agent_is_ours() { [ -L "$AGENT" ] && [ "$(readlink "$AGENT")" = "$BIN_COPY" ]; }
+# Inside each node /usr/lib/ocf/resource.d/vmshift/server -> $BIN_COPY (the
+# node's overlay, see write_node_conf and node_init); this puts the binary
+# there. The copy is replaced by a rename: running agents keep the old one.
 cmd_register() {
 	local src=${VMSHIFT_BIN:-$ROOT/target/debug/vmshift}
 	[ -f "$src" ] && [ -x "$src" ] || die "no agent binary at $src (cargo build first)"
-	if { [ -e "$AGENT" ] || [ -L "$AGENT" ]; } && ! agent_is_ours; then
-		die "$AGENT exists and is not this lab's ($(ls -l "$AGENT" | sed 's/.* -> /-> /')): refusing to overwrite it"
-	fi
 	mkdir -p "$L/bin"
 	chmod 755 "$L" "$L/bin"
 	install -m 0755 "$src" "$BIN_COPY.tmp" && mv -f "$BIN_COPY.tmp" "$BIN_COPY"
-	if [ ! -d "$OCFD/vmshift" ]; then
-		mkdir -p "$OCFD/vmshift"
-		echo "$OCFD/vmshift" >"$L/created-provider-dir"
-	fi
-	agent_is_ours || ln -s "$BIN_COPY" "$AGENT"
 }
-unregister() {
-	if agent_is_ours; then rm -f "$AGENT"; fi
-	# the provider dir: removed when this lab created it (or, the state dir
-	# being lost, when it is empty)
-	if [ -f "$L/created-provider-dir" ] || [ ! -d "$L" ]; then
-		rmdir "$OCFD/vmshift" 2>/dev/null || true
-	fi
-	rm -f "$L/created-provider-dir"
-}
+# A host-wide link to our copy is never made, but one would be ours to remove.
+host_link_is_ours() { [ -L "$AGENT" ] && [ "$(readlink "$AGENT")" = "$BIN_COPY" ]; }
 
 # ---------------------------------------------------------------- up
 net_up() {
@@ -476,15 +467,12 @@ cmd_up() {
 		crm_resource ip unshare nsenter setsid gcc python3 dpkg-deb apt-get timeout; do
 		command -v $b >/dev/null || die "missing $b"
 	done
+	[ -d "$OCFD" ] || die "missing $OCFD (resource-agents not installed?)"
 	if alive a && alive b; then
 		cmd_register
 		wait_cluster 60
 		log "already up"
 		return 0
-	fi
-	# a refused registration must not cost a half-built lab
-	if { [ -e "$AGENT" ] || [ -L "$AGENT" ]; } && ! agent_is_ours; then
-		die "$AGENT exists and is not this lab's: refusing to overwrite it"
 	fi
 	trap up_cleanup EXIT
 	trap 'exit 130' INT
@@ -507,6 +495,7 @@ cmd_up() {
 		die "node-b cannot reach qemu+tcp://node-a.mn/system"
 	wait_cluster 120
 	trap - EXIT INT TERM
+	[ -e "$AGENT" ] && log "note: the machine has its own $AGENT; the nodes see this lab's instead"
 	log "up in $(($(ms) - t0)) ms: node-a + node-b online with a DC; ocf:vmshift:server = $BIN_COPY"
 }
 
@@ -583,7 +572,7 @@ cmd_down() {
 			ip netns del "vc-$n" || true
 		fi
 	done
-	unregister
+	if host_link_is_ours; then rm -f "$AGENT"; fi
 	rm -rf "${L:?}"
 	[ "${1:-}" != --purge ] || rm -rf "${C:?}"
 	log "down in $(($(ms) - t0)) ms"
@@ -607,7 +596,12 @@ cmd_status() {
 			rc=1
 		fi
 	done
-	if agent_is_ours; then echo "agent: $AGENT -> $BIN_COPY"; else echo "agent: not registered"; rc=1; fi
+	if alive a && [ "$(node_exec a readlink "$AGENT" 2>/dev/null)" = "$BIN_COPY" ] && [ -x "$BIN_COPY" ]; then
+		echo "agent (inside the nodes): $AGENT -> $BIN_COPY"
+	else
+		echo "agent: not registered"
+		rc=1
+	fi
 	if alive a; then node_exec a crm_mon -1 2>&1 | sed 's/^/  /' || rc=1; fi
 	return $rc
 }
@@ -627,7 +621,7 @@ cmd_leftovers() {
 		esac
 	done
 	[ ! -e "$L" ] || out+=("state dir $L")
-	if [ -L "$AGENT" ] && [ "$(readlink "$AGENT")" = "$BIN_COPY" ]; then out+=("agent registration $AGENT"); fi
+	if host_link_is_ours; then out+=("agent registration $AGENT"); fi
 	if [ ${#out[@]} -gt 0 ]; then
 		printf 'left over: %s\n' "${out[@]}"
 		return 1
