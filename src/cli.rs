@@ -20,7 +20,8 @@ pub const EXIT_CODES: [(u8, &str); 7] = [
     (
         1,
         "generic error: e.g. libvirtd does not answer and no QEMU of the server lives, \
-         start did not finish before the deadline, stop could not stop it, a migration \
+         start did not finish before the deadline or found the server running on the \
+         peer, stop could not stop it, a migration \
          failed or was aborted at its deadline (the server still runs on the source)",
     ),
     (2, "usage: no action given"),
