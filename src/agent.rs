@@ -525,6 +525,17 @@ pub fn start<H: Hypervisor>(
 /// deadline (VirtualDomain's model: graceful until timeout − reserve).
 pub fn stop<H: Hypervisor>(hv: &H, p: &Params, deadline: &Deadline) -> Result<Outcome, Error> {
     let name = p.name.as_str();
+    // Every running domain has a live QEMU process with a pid file; with
+    // none, nothing of the server is left here and libvirtd need not be
+    // asked. This keeps a stop on a node whose libvirtd is down or hung
+    // from waiting its whole timeout (recovery after a failed move runs
+    // stop on both nodes).
+    if hv.knows_qemu_pids() && hv.qemu_pid(name).is_none() {
+        return Ok(Outcome::new(
+            OcfRc::Success,
+            format!("domain {name} is not running here (no QEMU process)"),
+        ));
+    }
     let state = match hv.state(name) {
         Ok(s) => s,
         Err(e) if e.is_unreachable() => return stop_without_libvirt(hv, name, e),
@@ -752,8 +763,11 @@ mod tests {
         fn abort_job(&self, _: &str) -> Result<(), libvirt::Error> {
             Ok(())
         }
+        /// An active domain has a QEMU process, as in libvirt; `pid`
+        /// forces one (a QEMU libvirt does not know about).
         fn qemu_pid(&self, _: &str) -> Option<u32> {
-            self.pid
+            let active = matches!(self.states.borrow().first(), Some(Ok(s)) if s.is_active());
+            self.pid.or(active.then_some(4242))
         }
         fn knows_qemu_pids(&self) -> bool {
             self.pid_dir
