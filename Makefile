@@ -3,7 +3,8 @@
 
 CARGO ?= cargo
 
-.PHONY: all build deps demo test unit-test lab-test package-test deb rpm lab-up lab-down clean
+.PHONY: all build deps demo demo-cluster test unit-test lab-test package-test cluster-test \
+	cluster-soak deb rpm lab-up lab-down cluster-up cluster-down clean
 
 all: build
 
@@ -17,16 +18,27 @@ build: deps
 demo: build
 	bash tests/lab/demo.sh
 
+# A real two-node Pacemaker cluster live-migrates a server with vmshift.
+demo-cluster: build
+	bash tests/cluster/demo.sh
+
 # Every test: unit and black-box tests, the packages (built, installed,
-# checked with ocf-tester, purged), then the lab tests on real libvirtd and
-# QEMU.
-test: unit-test package-test lab-test
+# checked with ocf-tester, purged), the lab tests on real libvirtd and QEMU
+# (lifecycle, migration, fault injection), then the Pacemaker cluster tests.
+test: unit-test package-test lab-test cluster-test
 
 unit-test: build
 	$(CARGO) test --locked
 
 lab-test: build
 	bash tests/lab/run-tests.sh
+
+cluster-test: build
+	bash tests/cluster/run-tests.sh
+
+# 50 round trips under Pacemaker (not part of `make test`).
+cluster-soak: build
+	VMSHIFT_SOAK_ROUNDS=$${VMSHIFT_SOAK_ROUNDS:-50} bash tests/cluster/run-tests.sh round_trips --nocapture
 
 package-test: build
 	bash tests/packaging/check.sh
@@ -43,6 +55,12 @@ lab-up: deps
 
 lab-down:
 	bash tests/lab/lab.sh down
+
+cluster-up: build
+	bash tests/cluster/cluster.sh up
+
+cluster-down:
+	bash tests/cluster/cluster.sh down
 
 clean:
 	$(CARGO) clean
