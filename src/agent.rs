@@ -238,19 +238,8 @@ pub fn run(action: Action, env: &Env) -> Outcome {
         Action::MigrateTo => Params::from_env(env).map_err(Error::from).and_then(|p| {
             let target = env.text("OCF_RESKEY_CRM_meta_migrate_target");
             let hv = Libvirt::new(&p.hypervisor, deadline.at());
-            let peer_uri = target.map(|t| {
-                migrate::peer_uri(
-                    &p.hypervisor,
-                    p.migration_transport,
-                    p.migration_user.as_deref(),
-                    t,
-                )
-            });
-            let preflight = Instant::now() + migrate::preflight_budget(deadline.timeout());
-            let peer = Libvirt::new(
-                peer_uri.as_deref().unwrap_or_default(),
-                preflight.min(deadline.at()),
-            );
+            // Connects lazily: without a target, migrate_to never uses it.
+            let peer = peer_libvirt(&p, target.unwrap_or_default(), &deadline);
             migrate::migrate_to(&hv, &peer, &SystemNet, &p, target, &deadline)
         }),
         Action::MigrateFrom => Params::from_env(env).map_err(Error::from).and_then(|p| {
@@ -399,9 +388,7 @@ pub enum Peer {
 }
 
 impl Peer {
-    /// The `peer` parameter, or Pacemaker's answer; its libvirtd is reached
-    /// over `migration_transport` like a migration target, within the
-    /// migration pre-flight budget.
+    /// The `peer` parameter, or Pacemaker's answer.
     pub fn find(env: &Env, p: &Params, deadline: &Deadline) -> Peer {
         let budget = migrate::preflight_budget(deadline.timeout());
         let node = match &p.peer {
@@ -411,18 +398,23 @@ impl Peer {
                 Err(e) => return Peer::Unknown(chain(&e)),
             },
         };
-        let uri = migrate::peer_uri(
-            &p.hypervisor,
-            p.migration_transport,
-            p.migration_user.as_deref(),
-            &node,
-        );
-        let until = (Instant::now() + budget).min(deadline.at());
-        Peer::Known {
-            node,
-            hv: Box::new(Libvirt::new(&uri, until)),
-        }
+        let hv = Box::new(peer_libvirt(p, &node, deadline));
+        Peer::Known { node, hv }
     }
+}
+
+/// The peer node's libvirtd, reached like a migration target
+/// (`qemu+<migration_transport>://...`) and given the migration pre-flight
+/// budget: a hung peer must cost an answer early, not the whole action.
+fn peer_libvirt(p: &Params, node: &str, deadline: &Deadline) -> Libvirt {
+    let uri = migrate::peer_uri(
+        &p.hypervisor,
+        p.migration_transport,
+        p.migration_user.as_deref(),
+        node,
+    );
+    let until = Instant::now() + migrate::preflight_budget(deadline.timeout());
+    Libvirt::new(&uri, until.min(deadline.at()))
 }
 
 /// Refuses to boot a server that runs on the peer: two copies of one

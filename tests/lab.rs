@@ -367,10 +367,19 @@ fn slow_migration_is_aborted_before_the_deadline() {
         "a",
         &[
             ("OCF_RESKEY_migration_speed", "1"),
+            ("OCF_RESKEY_migration_downtime", "123"),
             ("OCF_RESKEY_CRM_meta_timeout", "15000"),
         ],
     );
-    let c = agent("a", "migrate_to", &env);
+    let run = Running::start("a", "migrate_to", &env);
+    // The speed cap and the downtime limit are in force during the copy.
+    sleep(Duration::from_secs(4));
+    assert_eq!(
+        virsh("a", &["migrate-getmaxdowntime", &g.name]).unwrap(),
+        "123"
+    );
+    assert_eq!(virsh("a", &["migrate-getspeed", &g.name]).unwrap(), "1");
+    let c = run.wait();
     assert_eq!(c.rc, 1);
     assert!(c.took < Duration::from_secs(15), "{:?}", c.took);
     assert!(
