@@ -18,6 +18,8 @@
 //! `VMSHIFT_SOAK_ROUNDS` (default 10) sets the number of round trips of
 //! `round_trips_without_restarts_or_failures`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -163,52 +165,27 @@ fn qemu_alive(node: &str, name: &str) -> bool {
     String::from_utf8_lossy(&cmdline).contains(&format!("guest={name},"))
 }
 
-/// Whether a node's libvirtd lists the domain as running.
-fn libvirt_running(node: &str, name: &str) -> bool {
-    on_ok(
-        node,
-        &[
-            "timeout",
-            "20",
-            "virsh",
-            "-q",
-            "-c",
-            "qemu:///system",
-            "list",
-            "--state-running",
-            "--name",
-        ],
-    )
-    .lines()
-    .any(|l| l.trim() == name)
+/// `virsh -c qemu:///system ARGS` on a node, bounded (a test may have
+/// frozen that node's libvirtd).
+fn virsh(node: &str, args: &[&str]) -> Output {
+    let cmd = ["timeout", "20", "virsh", "-q", "-c", "qemu:///system"];
+    on(node, &[&cmd[..], args].concat())
 }
 
-/// Bytes sent through a lab interface so far (`/proc/net/dev` inside the
-/// node's network namespace).
+/// Whether a node's libvirtd lists the domain as running.
+fn libvirt_running(node: &str, name: &str) -> bool {
+    let o = virsh(node, &["list", "--state-running", "--name"]);
+    assert!(
+        o.status.success(),
+        "node-{node}: virsh list: {}",
+        text(&o.stderr)
+    );
+    text(&o.stdout).lines().any(|l| l.trim() == name)
+}
+
+/// Bytes sent through a cluster-lab interface so far.
 fn tx_bytes(node: &str, iface: &str) -> u64 {
-    let o = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &format!("vc-{node}"),
-            "cat",
-            "/proc/net/dev",
-        ])
-        .output()
-        .expect("ip netns exec");
-    let text = String::from_utf8_lossy(&o.stdout);
-    let line = text
-        .lines()
-        .find(|l| l.trim_start().starts_with(&format!("{iface}:")))
-        .unwrap_or_else(|| panic!("{iface} not in /proc/net/dev of vc-{node}"));
-    line.split(':')
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .nth(8)
-        .unwrap()
-        .parse()
-        .unwrap()
+    common::netns_tx_bytes(&format!("vc-{node}"), iface)
 }
 
 /// A node's pacemaker.log: its length now, and what was written since.
@@ -406,19 +383,7 @@ impl Server {
     fn remove_domains(&self) {
         for node in ["a", "b"] {
             for cmd in ["destroy", "undefine"] {
-                let _ = on(
-                    node,
-                    &[
-                        "timeout",
-                        "20",
-                        "virsh",
-                        "-q",
-                        "-c",
-                        "qemu:///system",
-                        cmd,
-                        &self.id,
-                    ],
-                );
+                let _ = virsh(node, &[cmd, &self.id]);
             }
             // The serial file is appended to: drop the ticks of earlier runs.
             if let Ok(p) = Command::new("bash")

@@ -289,24 +289,18 @@ impl Drop for Registered {
     }
 }
 
-/// Bytes sent through a lab interface so far (`/proc/net/dev` as seen
-/// from inside the node's network namespace).
-pub fn tx_bytes(node: &str, iface: &str) -> u64 {
+/// Bytes sent through an interface of a network namespace so far
+/// (`/proc/net/dev` as seen from inside it).
+pub fn netns_tx_bytes(netns: &str, iface: &str) -> u64 {
     let o = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &format!("vs-{node}"),
-            "cat",
-            "/proc/net/dev",
-        ])
+        .args(["netns", "exec", netns, "cat", "/proc/net/dev"])
         .output()
         .expect("ip netns exec");
     let text = String::from_utf8_lossy(&o.stdout);
     let line = text
         .lines()
         .find(|l| l.trim_start().starts_with(&format!("{iface}:")))
-        .unwrap_or_else(|| panic!("{iface} not in /proc/net/dev of vs-{node}"));
+        .unwrap_or_else(|| panic!("{iface} not in /proc/net/dev of {netns}"));
     // After "iface:", 8 receive counters, then transmit bytes.
     line.split(':')
         .nth(1)
@@ -316,6 +310,11 @@ pub fn tx_bytes(node: &str, iface: &str) -> u64 {
         .unwrap()
         .parse()
         .unwrap()
+}
+
+/// Bytes sent through a project-lab interface so far.
+pub fn tx_bytes(node: &str, iface: &str) -> u64 {
+    netns_tx_bytes(&format!("vs-{node}"), iface)
 }
 
 pub fn peer(node: &str) -> &'static str {
