@@ -64,6 +64,19 @@ pub fn peer_uri(
     format!("{driver}+{}://{user}{target}{path}", transport.as_str())
 }
 
+/// `migration_speed` for people: 0 is libvirt's "no cap".
+fn bandwidth(mib_s: u64) -> String {
+    match mib_s {
+        0 => "unlimited".to_owned(),
+        b => format!("{b} MiB/s"),
+    }
+}
+
+/// A state that could not be read (libvirtd gone quiet) says so.
+fn state_text(state: Option<DomainState>) -> String {
+    state.map_or_else(|| "unknown".to_owned(), |s| s.to_string())
+}
+
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
@@ -187,10 +200,7 @@ pub fn migrate_to(
         "migrating {name} to {target}: control {}, data {}, bandwidth {}, max downtime {} ms",
         req.dconn_uri,
         req.data_uri,
-        match req.bandwidth {
-            0 => "unlimited".to_owned(),
-            b => format!("{b} MiB/s"),
-        },
+        bandwidth(req.bandwidth),
         req.max_downtime_ms
     );
     let t0 = Instant::now();
@@ -266,7 +276,7 @@ fn follow_earlier_migration(
                 target: target.into(),
                 waited: t0.elapsed(),
                 ended: !matches!(local.job(name), Ok(Some(_))),
-                here: here.map_or_else(|| "unknown".to_owned(), |s| s.to_string()),
+                here: state_text(here),
             });
         }
         std::thread::sleep(POLL);
@@ -311,7 +321,7 @@ fn failed(
     Err(Error::MigrationFailed {
         name: name.into(),
         target: target.into(),
-        here: here.map_or_else(|| "unknown".to_owned(), |s| s.to_string()),
+        here: state_text(here),
         source: e,
     })
 }
@@ -349,7 +359,7 @@ fn abort(
         target: target.into(),
         waited: t0.elapsed(),
         ended: ended.is_some(),
-        here: here.map_or_else(|| "unknown".to_owned(), |s| s.to_string()),
+        here: state_text(here),
     })
 }
 
@@ -434,10 +444,7 @@ pub fn plan(net: &dyn Net, p: &Params, target: Option<&str>) -> Result<Outcome, 
             target
         ),
         choice.data_uri(),
-        match p.migration_speed {
-            0 => "unlimited".to_owned(),
-            b => format!("{b} MiB/s"),
-        },
+        bandwidth(p.migration_speed),
         p.migration_downtime
     ));
     let _ = std::io::stdout().lock().write_all(out.as_bytes());

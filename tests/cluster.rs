@@ -712,28 +712,6 @@ fn standby_evacuates_by_live_migration() {
     assert_eq!(s.boots(), 1);
 }
 
-/// Sets a lab link down until the end of the test.
-struct LinkDown(&'static str, &'static str);
-
-impl LinkDown {
-    fn new(node: &'static str, iface: &'static str) -> LinkDown {
-        let s = Command::new("ip")
-            .args(["-n", &format!("vc-{node}"), "link", "set", iface, "down"])
-            .status()
-            .unwrap();
-        assert!(s.success());
-        LinkDown(node, iface)
-    }
-}
-
-impl Drop for LinkDown {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["-n", &format!("vc-{}", self.0), "link", "set", self.1, "up"])
-            .status();
-    }
-}
-
 #[test]
 #[ignore = "needs the cluster lab: make cluster-test"]
 fn migration_link_down_falls_back_to_the_back_channel() {
@@ -742,7 +720,7 @@ fn migration_link_down_falls_back_to_the_back_channel() {
     {
         // vc-a-mn down: a move from node-a has no route to node-b.mn, and a
         // move to node-a finds node-a.mn unreachable. Both fall back.
-        let _down = LinkDown::new("a", "vc-a-mn");
+        let _down = common::LinkDown::in_netns("vc-a".into(), "vc-a-mn");
         for (from, to) in [
             (first.as_str(), peer(&first)),
             (peer(&first), first.as_str()),

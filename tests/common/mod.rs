@@ -397,24 +397,32 @@ pub fn migrate(g: &Guest, from: &str, extra: &[(&str, &str)]) -> Move {
 /// The guest's RAM is 128 MiB; a full copy is well above this.
 pub const COPY_BYTES: u64 = 48 << 20;
 
-/// Sets a lab link down until the end of the test.
-pub struct LinkDown(&'static str, &'static str);
+/// Sets a link of a network namespace down until the end of the test.
+pub struct LinkDown {
+    netns: String,
+    iface: &'static str,
+}
 
 impl LinkDown {
-    pub fn new(node: &'static str, iface: &'static str) -> LinkDown {
+    /// A link of the project lab's node (`vs-<node>`).
+    pub fn new(node: &str, iface: &'static str) -> LinkDown {
+        LinkDown::in_netns(format!("vs-{node}"), iface)
+    }
+
+    pub fn in_netns(netns: String, iface: &'static str) -> LinkDown {
         let s = Command::new("ip")
-            .args(["-n", &format!("vs-{node}"), "link", "set", iface, "down"])
+            .args(["-n", &netns, "link", "set", iface, "down"])
             .status()
             .unwrap();
         assert!(s.success());
-        LinkDown(node, iface)
+        LinkDown { netns, iface }
     }
 }
 
 impl Drop for LinkDown {
     fn drop(&mut self) {
         let _ = Command::new("ip")
-            .args(["-n", &format!("vs-{}", self.0), "link", "set", self.1, "up"])
+            .args(["-n", &self.netns, "link", "set", self.iface, "up"])
             .status();
     }
 }
