@@ -46,7 +46,8 @@
 #                           /tmp/vmshift-lab/vs-vm1.xml, HA_RSCTMP in the state dir)
 #   selftest                vs-vm1: start on A, live p2p migrate A->B->A, check ticks
 #
-# ENV  LAB_START_VM=0 LAB_PIN_CPU=0 LAB_DOMAIN_TYPE=qemu LAB_DIRTY_MB=32
+# ENV  LAB_ID= LAB_NET=10.251 (a second lab: see below)
+#      LAB_START_VM=0 LAB_PIN_CPU=0 LAB_DOMAIN_TYPE=qemu LAB_DIRTY_MB=32
 #      LAB_RATE_MBS=20 LAB_MEM_MB=128 (defaults for `xml` and LAB_START_VM)
 #
 # down kills only the libvirtd pids recorded in /tmp/vmshift-lab/pids (SIGCONT
@@ -55,7 +56,14 @@
 # deletes vs-a, vs-b and /tmp/vmshift-lab. Never pkill/killall.
 set -euo pipefail
 
-L=/tmp/vmshift-lab
+# LAB_ID=x runs a second, independent lab next to the default one (the
+# benchmark uses LAB_ID=bench): its own netns (vsx-a, vsx-b), state dir and
+# addresses (LAB_NET, default 10.251). The guest cache is shared.
+LAB_ID=${LAB_ID:-}
+[[ "$LAB_ID" =~ ^[a-z0-9]{0,6}$ ]] || { echo "LAB_ID: up to 6 of [a-z0-9]" >&2; exit 2; }
+NS=vs$LAB_ID
+NET=${LAB_NET:-10.251}
+L=/tmp/vmshift-lab${LAB_ID:+-$LAB_ID}
 C=/tmp/vmshift-lab-cache
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
 HERE=$(dirname "$SELF")
@@ -73,8 +81,8 @@ VIRSH_TIMEOUT=20
 
 USAGE="usage: $0 up | down [--purge] | status | exec a|b CMD... | xml NAME [acpi=0|1] [dirty_mb=N] [rate_mbs=N] [mem_mb=N] | serial a|b NAME | libvirtd-pid a|b | qemu-pid a|b NAME | revive a|b | ra a|b ACTION [VAR=val...] | selftest"
 
-ip_bc() { [ "$1" = a ] && echo 10.251.10.1 || echo 10.251.10.2; }
-ip_mn() { [ "$1" = a ] && echo 10.251.11.1 || echo 10.251.11.2; }
+ip_bc() { [ "$1" = a ] && echo "$NET.10.1" || echo "$NET.10.2"; }
+ip_mn() { [ "$1" = a ] && echo "$NET.11.1" || echo "$NET.11.2"; }
 uuid_of() { [ "$1" = a ] && echo 76730000-0000-4000-8000-00000000000a || echo 76730000-0000-4000-8000-00000000000b; }
 log() { echo "[vmshift-lab] $*" >&2; }
 die() { echo "[vmshift-lab] ERROR: $*" >&2; exit 1; }
@@ -83,7 +91,7 @@ ms() { echo $(($(date +%s%N) / 1000000)); }
 check_node() { case "${1:-}" in a | b) ;; *) usage ;; esac; }
 check_name() { [[ "${1:-}" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]] || usage; }
 pidfile() { echo "$L/pids/libvirtd-$1.pid"; }
-netns_exists() { [ -e "/run/netns/vs-$1" ]; }
+netns_exists() { [ -e "/run/netns/$NS-$1" ]; }
 # cmdline of the recorded pid: libvirtd, or still the exec chain leading to it
 LV_RE='libvirtd|_node_init'
 # pid of node $1's libvirtd if it is alive (also when SIGSTOPped) and really ours
@@ -216,7 +224,7 @@ write_node_conf() {
 	mkdir -p "$d"/{etc,var,run}-{upper,work} "$f"/etc/libvirt/qemu "$f"/run/libvirt \
 		"$f"/var/lib/libvirt "$f"/var/cache/libvirt "$f"/var/log/libvirt/qemu
 	cat >"$f/etc/libvirt/libvirtd.conf" <<EOF
-# vmshift-lab node-$n -- test only: unauthenticated TCP inside netns vs-$n
+# vmshift-lab node-$n -- test only: unauthenticated TCP inside netns $NS-$n
 listen_tls = 0
 listen_tcp = 1
 tcp_port = "16509"
@@ -245,10 +253,10 @@ EOF
 	cat >"$d/etc-upper/hosts" <<EOF
 127.0.0.1 localhost
 ::1 localhost ip6-localhost ip6-loopback
-10.251.10.1 node-a
-10.251.10.2 node-b
-10.251.11.1 node-a.mn
-10.251.11.2 node-b.mn
+$NET.10.1 node-a
+$NET.10.2 node-b
+$NET.11.1 node-a.mn
+$NET.11.2 node-b.mn
 EOF
 	echo "node-$n" >"$d/etc-upper/hostname"
 	# Debian's libvirtd resolves its compiled-in qemu user (libvirt-qemu) BEFORE
@@ -267,7 +275,7 @@ node_init() {
 	hostname "node-$n"
 	# mount -n: libmount must not create /run/mount/utab in the real /run
 	for x in etc var run; do
-		mount -n -t overlay "vs-$n-$x" -o "lowerdir=/$x,upperdir=$d/$x-upper,workdir=$d/$x-work" "/$x"
+		mount -n -t overlay "$NS-$n-$x" -o "lowerdir=/$x,upperdir=$d/$x-upper,workdir=$d/$x-work" "/$x"
 	done
 	# libvirt's own dirs: fresh and private (hides any other libvirtd on the machine)
 	for x in etc/libvirt run/libvirt var/lib/libvirt var/cache/libvirt var/log/libvirt; do
@@ -280,22 +288,22 @@ node_init() {
 net_up() {
 	local n
 	for n in "${NODES[@]}"; do
-		netns_exists "$n" || ip netns add "vs-$n"
-		ip -n "vs-$n" link set lo up
+		netns_exists "$n" || ip netns add "$NS-$n"
+		ip -n "$NS-$n" link set lo up
 	done
 	local l
 	for l in bc mn; do
-		if ! ip -n vs-a link show "vs-a-$l" >/dev/null 2>&1 || ! ip -n vs-b link show "vs-b-$l" >/dev/null 2>&1; then
-			ip -n vs-a link del "vs-a-$l" 2>/dev/null || true
-			ip -n vs-b link del "vs-b-$l" 2>/dev/null || true
-			ip link add "vs-a-$l" netns vs-a type veth peer name "vs-b-$l" netns vs-b
+		if ! ip -n "$NS-a" link show "$NS-a-$l" >/dev/null 2>&1 || ! ip -n "$NS-b" link show "$NS-b-$l" >/dev/null 2>&1; then
+			ip -n "$NS-a" link del "$NS-a-$l" 2>/dev/null || true
+			ip -n "$NS-b" link del "$NS-b-$l" 2>/dev/null || true
+			ip link add "$NS-a-$l" netns "$NS-a" type veth peer name "$NS-b-$l" netns "$NS-b"
 		fi
 	done
 	for n in "${NODES[@]}"; do
-		ip -n "vs-$n" addr replace "$(ip_bc "$n")/24" dev "vs-$n-bc"
-		ip -n "vs-$n" addr replace "$(ip_mn "$n")/24" dev "vs-$n-mn"
-		ip -n "vs-$n" link set "vs-$n-bc" up
-		ip -n "vs-$n" link set "vs-$n-mn" up
+		ip -n "$NS-$n" addr replace "$(ip_bc "$n")/24" dev "$NS-$n-bc"
+		ip -n "$NS-$n" addr replace "$(ip_mn "$n")/24" dev "$NS-$n-mn"
+		ip -n "$NS-$n" link set "$NS-$n-bc" up
+		ip -n "$NS-$n" link set "$NS-$n-mn" up
 	done
 }
 
@@ -313,7 +321,7 @@ node_start() {
 	if [ -n "$LAB_PIN_CPU" ] && command -v taskset >/dev/null; then pin=(taskset -c "$LAB_PIN_CPU"); fi
 	# setsid/taskset/ip/unshare/bash all exec(): $! is libvirtd's pid. fd 9 (the
 	# lock) and the caller's stdio are not inherited by the daemon.
-	setsid "${pin[@]}" ip netns exec "vs-$n" unshare -m -u --propagation private -- \
+	setsid "${pin[@]}" ip netns exec "$NS-$n" unshare -m -u --propagation private -- \
 		bash "$SELF" _node_init "$n" >"$L/$n/libvirtd.stdout" 2>&1 </dev/null 9<&- &
 	echo $! >"$(pidfile "$n")"
 }
@@ -443,9 +451,9 @@ cmd_down() {
 	done
 	for n in "${NODES[@]}"; do
 		if netns_exists "$n"; then
-			p=$(ip netns pids "vs-$n" 2>/dev/null | tr '\n' ' ')
-			[ -z "$p" ] || log "warning: processes still in netns vs-$n (not started by the lab, not killed): $p"
-			ip netns del "vs-$n" || true
+			p=$(ip netns pids "$NS-$n" 2>/dev/null | tr '\n' ' ')
+			[ -z "$p" ] || log "warning: processes still in netns $NS-$n (not started by the lab, not killed): $p"
+			ip netns del "$NS-$n" || true
 		fi
 	done
 	rm -rf "${L:?}"
@@ -458,9 +466,9 @@ cmd_status() {
 	local n rc=0 p doms
 	for n in "${NODES[@]}"; do
 		if netns_exists "$n"; then
-			echo "netns vs-$n: $(ip -n "vs-$n" -br addr | awk '/^vs-/{sub(/@.*/,"",$1); print $1"="$3}' | xargs)"
+			echo "netns $NS-$n: $(ip -n "$NS-$n" -br addr | awk -v p="^$NS-" '$0 ~ p{sub(/@.*/,"",$1); print $1"="$3}' | xargs)"
 		else
-			echo "netns vs-$n: absent"; rc=1
+			echo "netns $NS-$n: absent"; rc=1
 		fi
 	done
 	for n in "${NODES[@]}"; do
@@ -576,7 +584,7 @@ cmd_revive() {
 			libvirtd -f /etc/libvirt/libvirtd.conf --listen -p /run/libvirt/vs-libvirtd.pid \
 			>>"$L/$n/libvirtd.stdout" 2>&1 </dev/null 9<&- &
 	else
-		setsid "${pin[@]}" ip netns exec "vs-$n" unshare -m -u --propagation private -- \
+		setsid "${pin[@]}" ip netns exec "$NS-$n" unshare -m -u --propagation private -- \
 			bash "$SELF" _node_init "$n" >>"$L/$n/libvirtd.stdout" 2>&1 </dev/null 9<&- &
 	fi
 	echo $! >"$(pidfile "$n")"
