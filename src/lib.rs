@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod cli;
 pub mod cluster;
+pub mod converge;
 pub mod hypervisor;
 pub mod libvirt;
 pub mod logging;

@@ -1,0 +1,301 @@
+//! The convergence policy of a live migration: what migrate_to does when
+//! the RAM copy does not catch up with the guest. A pure state machine fed
+//! with libvirt's job-progress samples, so every decision is unit-tested
+//! without QEMU.
+//!
+//! Pre-copy ends when what is left to copy fits in the allowed downtime at
+//! the measured bandwidth. A guest that dirties memory about as fast as the
+//! link copies it never gets there, and QEMU iterates until someone gives
+//! up. The ladder, one rung after each [`STALLS`] pre-copy iterations
+//! without progress:
+//!
+//! 1. double the allowed downtime, up to `migration_downtime_max` (what
+//!    Proxmox does in its migration loop);
+//! 2. auto-converge: QEMU throttles the vCPUs until the copy catches up.
+//!    libvirt sets QEMU's migration capabilities only when a migration
+//!    starts, so the caller aborts the running copy (the guest keeps
+//!    running here) and starts a new one with it;
+//! 3. post-copy, only when `migration_postcopy` allows it;
+//! 4. nothing left: the copy goes on and migrate_to aborts it before its
+//!    deadline.
+
+use crate::libvirt::JobProgress;
+
+/// Iterations without progress before the next rung. One iteration can be
+/// unlucky (a burst of guest writes); three in a row is a trend.
+pub const STALLS: u32 = 3;
+
+/// Under auto-converge, QEMU raises the throttle by a step per iteration,
+/// and the copy only gains once the throttle bites: more patience there.
+const THROTTLED_STALLS: u32 = 6;
+
+/// An iteration made progress when what it left is below 90 % of the best
+/// so far: less than that is noise in the guest's write pattern.
+fn progressed(peak: u64, best: u64) -> bool {
+    peak < best / 10 * 9
+}
+
+/// What the caller should do now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Set the allowed downtime to this many milliseconds.
+    Downtime { from_ms: u64, to_ms: u64 },
+    /// Restart the migration with auto-converge.
+    AutoConverge,
+    /// Switch the running migration to post-copy.
+    PostCopy,
+    /// Nothing left to try: let the deadline decide.
+    GiveUp,
+}
+
+/// A step and the numbers that triggered it, for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub step: Step,
+    pub why: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rung {
+    Downtime,
+    Throttled,
+    Done,
+}
+
+/// The policy's state for one migrate_to.
+#[derive(Debug)]
+pub struct Ladder {
+    downtime_ms: u64,
+    max_ms: u64,
+    postcopy: bool,
+    rung: Rung,
+    /// The iteration being watched and the most it had left to copy: the
+    /// peak is what the previous pass let the guest dirty.
+    iteration: Option<(u64, u64)>,
+    /// The smallest peak so far.
+    best: Option<u64>,
+    stalls: u32,
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+impl Ladder {
+    pub fn new(downtime_ms: u64, max_ms: u64, postcopy: bool) -> Ladder {
+        Ladder {
+            downtime_ms,
+            max_ms: max_ms.max(downtime_ms),
+            postcopy,
+            rung: Rung::Downtime,
+            iteration: None,
+            best: None,
+            stalls: 0,
+        }
+    }
+
+    /// The downtime currently allowed.
+    pub fn downtime_ms(&self) -> u64 {
+        self.downtime_ms
+    }
+
+    /// Feeds one sample of the running job; returns a step when an
+    /// iteration ended and the trend asks for one. Samples without an
+    /// iteration count or a remaining size (not a pre-copy migration, or
+    /// an older QEMU) are ignored: the policy then never steps in.
+    pub fn observe(&mut self, p: &JobProgress) -> Option<Decision> {
+        let (iteration, left) = (p.iteration?, p.data_remaining?);
+        let (watched, peak) = match self.iteration {
+            Some((i, peak)) if i == iteration => {
+                self.iteration = Some((i, peak.max(left)));
+                return None;
+            }
+            Some(finished) => finished,
+            None => {
+                self.iteration = Some((iteration, left));
+                return None;
+            }
+        };
+        self.iteration = Some((iteration, left));
+        let best = match self.best {
+            Some(best) if !progressed(peak, best) => best,
+            _ => {
+                self.best = Some(peak);
+                self.stalls = 0;
+                return None;
+            }
+        };
+        self.stalls += 1;
+        let patience = match self.rung {
+            Rung::Downtime => STALLS,
+            Rung::Throttled => THROTTLED_STALLS,
+            Rung::Done => return None,
+        };
+        if self.stalls < patience {
+            return None;
+        }
+        let why = format!(
+            "iteration {watched} left {:.1} MiB to copy, not below 90 % of the best {:.1} MiB for {} iterations",
+            mib(peak),
+            mib(best),
+            self.stalls
+        );
+        // The next rung is judged on its own progress.
+        self.stalls = 0;
+        self.best = None;
+        let step = match self.rung {
+            Rung::Downtime if self.downtime_ms < self.max_ms => {
+                let from_ms = self.downtime_ms;
+                self.downtime_ms = (from_ms.saturating_mul(2)).min(self.max_ms);
+                Step::Downtime {
+                    from_ms,
+                    to_ms: self.downtime_ms,
+                }
+            }
+            Rung::Downtime => {
+                self.rung = Rung::Throttled;
+                Step::AutoConverge
+            }
+            Rung::Throttled | Rung::Done => {
+                self.rung = Rung::Done;
+                if self.postcopy {
+                    Step::PostCopy
+                } else {
+                    Step::GiveUp
+                }
+            }
+        };
+        Some(Decision { step, why })
+    }
+
+    /// A new migration started (after [`Step::AutoConverge`]): its
+    /// iterations count from 1 again.
+    pub fn restarted(&mut self) {
+        self.iteration = None;
+        self.best = None;
+        self.stalls = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    fn sample(iteration: u64, left_mib: u64) -> JobProgress {
+        JobProgress {
+            iteration: Some(iteration),
+            data_remaining: Some(left_mib * MIB),
+            ..JobProgress::default()
+        }
+    }
+
+    /// Feeds one sample per iteration (each with `left` MiB at its start)
+    /// and returns the steps taken.
+    fn run(ladder: &mut Ladder, first: u64, lefts: &[u64]) -> Vec<Step> {
+        lefts
+            .iter()
+            .zip(first..)
+            .filter_map(|(&left, i)| ladder.observe(&sample(i, left)))
+            .map(|d| d.step)
+            .collect()
+    }
+
+    #[test]
+    fn a_converging_copy_is_left_alone() {
+        let mut l = Ladder::new(300, 1200, false);
+        assert_eq!(run(&mut l, 1, &[128, 40, 20, 9, 4, 2]), vec![]);
+        assert_eq!(l.downtime_ms(), 300);
+    }
+
+    #[test]
+    fn no_iteration_count_means_no_policy() {
+        let mut l = Ladder::new(300, 1200, true);
+        let p = JobProgress {
+            data_remaining: Some(30 * MIB),
+            ..JobProgress::default()
+        };
+        assert!((0..50).all(|_| l.observe(&p).is_none()));
+    }
+
+    #[test]
+    fn samples_within_an_iteration_keep_its_peak() {
+        let mut l = Ladder::new(300, 1200, false);
+        // Iteration 2 starts at 30 MiB and drains; only its peak counts.
+        for (i, left) in [(1, 128), (2, 30), (2, 10), (2, 1)] {
+            assert_eq!(l.observe(&sample(i, left)), None);
+        }
+        // Iterations 3..5 each start at 30 MiB again: stalled.
+        let steps: Vec<_> = [(3, 30), (3, 2), (4, 30), (5, 30), (6, 30)]
+            .into_iter()
+            .filter_map(|(i, left)| l.observe(&sample(i, left)))
+            .collect();
+        assert_eq!(steps.len(), 1, "{steps:?}");
+        assert_eq!(
+            steps[0].step,
+            Step::Downtime {
+                from_ms: 300,
+                to_ms: 600
+            }
+        );
+        assert!(steps[0].why.contains("30.0 MiB"), "{}", steps[0].why);
+    }
+
+    #[test]
+    fn the_whole_ladder_without_postcopy() {
+        let mut l = Ladder::new(300, 1000, false);
+        // A guest that never lets the copy shrink below 32 MiB: a step
+        // every fourth iteration (one to set the best, three stalls).
+        let flat = [32; 40];
+        let steps = run(&mut l, 1, &flat[..13]);
+        assert_eq!(
+            steps,
+            vec![
+                Step::Downtime {
+                    from_ms: 300,
+                    to_ms: 600
+                },
+                Step::Downtime {
+                    from_ms: 600,
+                    to_ms: 1000
+                },
+                Step::AutoConverge,
+            ]
+        );
+        l.restarted();
+        assert_eq!(run(&mut l, 1, &flat), vec![Step::GiveUp]);
+        // After giving up, nothing more.
+        assert_eq!(run(&mut l, 100, &flat), vec![]);
+    }
+
+    #[test]
+    fn postcopy_is_the_last_rung_only_when_allowed() {
+        let mut l = Ladder::new(1200, 1200, true);
+        let flat = [32; 40];
+        assert_eq!(run(&mut l, 1, &flat[..5]), vec![Step::AutoConverge]);
+        l.restarted();
+        assert_eq!(run(&mut l, 1, &flat), vec![Step::PostCopy]);
+    }
+
+    #[test]
+    fn progress_resets_the_count() {
+        let mut l = Ladder::new(300, 1200, false);
+        // Two stalls, then a real gain, then two stalls: no step yet.
+        assert_eq!(run(&mut l, 1, &[128, 32, 32, 32, 20, 20, 20]), vec![]);
+        assert_eq!(
+            run(&mut l, 8, &[20, 20]),
+            vec![Step::Downtime {
+                from_ms: 300,
+                to_ms: 600
+            }]
+        );
+    }
+
+    #[test]
+    fn ceiling_never_below_start() {
+        let mut l = Ladder::new(500, 100, false);
+        assert_eq!(l.downtime_ms(), 500);
+        assert_eq!(run(&mut l, 1, &[32; 6]), vec![Step::AutoConverge]);
+    }
+}
