@@ -755,6 +755,9 @@ mod tests {
         fn abort_job(&self, _: &str) -> Result<(), libvirt::Error> {
             Ok(())
         }
+        fn start_postcopy(&self, _: &str) -> Result<(), libvirt::Error> {
+            unimplemented!("lifecycle tests do not migrate")
+        }
         /// An active domain has a QEMU process, as in libvirt; `pid`
         /// forces one (a QEMU libvirt does not know about).
         fn qemu_pid(&self, _: &str) -> Option<u32> {

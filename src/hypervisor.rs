@@ -84,6 +84,9 @@ pub trait Hypervisor {
     fn completed_job(&self, name: &str) -> Result<Option<JobProgress>, Error>;
     /// Aborts the domain's current job (a migration: the guest stays here).
     fn abort_job(&self, name: &str) -> Result<(), Error>;
+    /// Switches the running migration to post-copy: the guest resumes on
+    /// the target and fetches the pages it still lacks from here.
+    fn start_postcopy(&self, name: &str) -> Result<(), Error>;
     /// The pid of a live QEMU process of this domain on this node, found
     /// without asking libvirtd (for when it is down or hung).
     fn qemu_pid(&self, name: &str) -> Option<u32>;

@@ -93,6 +93,8 @@ pub struct JobProgress {
     pub dirty_rate: Option<u64>,
     /// The freeze at the end, once known.
     pub downtime_ms: Option<u64>,
+    /// How much auto-converge slows the guest's vCPUs, in percent.
+    pub throttle_pct: Option<u64>,
     /// The job is an outgoing migration (not, say, a dump or a backup).
     pub migration_out: bool,
 }
@@ -153,6 +155,19 @@ fn job_progress(
         iteration: ullong(sys::VIR_DOMAIN_JOB_MEMORY_ITERATION),
         dirty_rate: ullong(sys::VIR_DOMAIN_JOB_MEMORY_DIRTY_RATE),
         downtime_ms: ullong(sys::VIR_DOMAIN_JOB_DOWNTIME),
+        throttle_pct: {
+            let mut v: std::os::raw::c_int = 0;
+            // SAFETY: as for `ullong` above, with an int out-pointer.
+            let found = unsafe {
+                sys::virTypedParamsGetInt(
+                    params,
+                    nparams,
+                    sys::VIR_DOMAIN_JOB_AUTO_CONVERGE_THROTTLE.as_ptr(),
+                    &mut v,
+                )
+            };
+            (found == 1).then_some(u64::try_from(v).unwrap_or(0))
+        },
         migration_out: has_operation
             && operation == sys::VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT as i32,
     };
@@ -172,6 +187,67 @@ pub struct MigrationRequest {
     /// MiB/s; 0 = unlimited.
     pub bandwidth: u64,
     pub max_downtime_ms: u64,
+    /// TCP connections for the RAM copy; above 1, libvirt's PARALLEL.
+    pub parallel: u32,
+    /// Encrypt the RAM copy with QEMU's native TLS, checking the target's
+    /// certificate against this host name.
+    pub tls_host: Option<String>,
+    /// Let QEMU throttle the vCPUs when the copy falls behind.
+    pub auto_converge: bool,
+    /// Allow a later switch to post-copy ([`Hypervisor::start_postcopy`]).
+    pub postcopy: bool,
+}
+
+/// auto-converge's first throttle and its step, in percent (QEMU's own
+/// defaults are 20 and 10). The policy only turns it on after the copy has
+/// stalled at the largest allowed downtime, so the throttle starts where
+/// it bites and reaches 90 % in four iterations, not eight.
+const AUTO_CONVERGE_INITIAL_PCT: i32 = 30;
+const AUTO_CONVERGE_INCREMENT_PCT: i32 = 20;
+
+impl MigrationRequest {
+    /// virDomainMigrateToURI3's flags and typed parameters for this request.
+    fn flags_and_params(&self) -> (sys::virDomainMigrateFlags, MigrateParameters) {
+        // Peer-to-peer: the source libvirtd drives the migration and talks
+        // to the target itself, so the agent can be killed without
+        // orphaning a half-done job on the target (migrate3 refuses
+        // PEER2PEER: migrate_to_uri3). PERSIST_DEST without
+        // UNDEFINE_SOURCE: both nodes keep the definition, so Pacemaker can
+        // start the server on either one after a failover.
+        let mut flags = sys::VIR_MIGRATE_LIVE
+            | sys::VIR_MIGRATE_PEER2PEER
+            | sys::VIR_MIGRATE_PERSIST_DEST
+            | sys::VIR_MIGRATE_ABORT_ON_ERROR;
+        let mut params = MigrateParameters {
+            uri: Some(self.data_uri.clone()),
+            bandwidth: (self.bandwidth > 0).then_some(self.bandwidth),
+            ..MigrateParameters::default()
+        };
+        if self.parallel > 1 {
+            flags |= sys::VIR_MIGRATE_PARALLEL;
+            params.parallel_connections = i32::try_from(self.parallel).ok();
+        }
+        if let Some(host) = &self.tls_host {
+            // Native TLS on the data stream (not TUNNELLED, which would
+            // push the RAM through libvirtd). QEMU checks the target's
+            // certificate against the host of the data URI, an address
+            // when the migration network was chosen: tls.destination names
+            // the host the certificate is issued to instead.
+            flags |= sys::VIR_MIGRATE_TLS;
+            params.tls_destination = Some(host.clone());
+        }
+        if self.auto_converge {
+            flags |= sys::VIR_MIGRATE_AUTO_CONVERGE;
+            params.auto_converge_initial = Some(AUTO_CONVERGE_INITIAL_PCT);
+            params.auto_converge_increment = Some(AUTO_CONVERGE_INCREMENT_PCT);
+        }
+        if self.postcopy {
+            // Only enables the capability on both sides; the switch itself
+            // is virDomainMigrateStartPostCopy, if the policy gets there.
+            flags |= sys::VIR_MIGRATE_POSTCOPY;
+        }
+        (flags, params)
+    }
 }
 
 /// A migration in flight: virDomainMigrateToURI3 blocks until the
@@ -381,22 +457,7 @@ impl Hypervisor for Libvirt {
                     }
                 };
                 let r = conn.lookup_domain_by_name(&name).and_then(|dom| {
-                    // Peer-to-peer: the source libvirtd drives the migration
-                    // and talks to the target itself, so the agent can be
-                    // killed without orphaning a half-done job on the
-                    // target (migrate3 refuses PEER2PEER: migrate_to_uri3).
-                    // PERSIST_DEST without UNDEFINE_SOURCE: both nodes keep
-                    // the definition, so Pacemaker can start the server on
-                    // either one after a failover.
-                    let flags = sys::VIR_MIGRATE_LIVE
-                        | sys::VIR_MIGRATE_PEER2PEER
-                        | sys::VIR_MIGRATE_PERSIST_DEST
-                        | sys::VIR_MIGRATE_ABORT_ON_ERROR;
-                    let params = MigrateParameters {
-                        uri: Some(req.data_uri.clone()),
-                        bandwidth: (req.bandwidth > 0).then_some(req.bandwidth),
-                        ..MigrateParameters::default()
-                    };
+                    let (flags, params) = req.flags_and_params();
                     dom.migrate_to_uri3(Some(&req.dconn_uri), params, flags)
                 });
                 let _ = tx.send(r.map_err(|source| Error::Call {
@@ -432,6 +493,19 @@ impl Hypervisor for Libvirt {
             // closure; virDomainAbortJob only reads it (virt 0.5 has no
             // wrapper for it).
             if unsafe { sys::virDomainAbortJob(d.as_ptr()) } < 0 {
+                Err(virt::error::Error::last_error())
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    fn start_postcopy(&self, name: &str) -> Result<(), Error> {
+        self.with_domain("switch to post-copy", name, |d| {
+            // SAFETY: `d` is a live domain handle for the duration of this
+            // closure; virDomainMigrateStartPostCopy only reads it (virt
+            // 0.5 has no wrapper for it). Flags must be 0.
+            if unsafe { sys::virDomainMigrateStartPostCopy(d.as_ptr(), 0) } < 0 {
                 Err(virt::error::Error::last_error())
             } else {
                 Ok(())

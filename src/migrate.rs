@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use crate::agent::{chain, ensure_no_autostart, hv_err, wait_state, Error};
+use crate::converge::{Decision, Ladder, Step};
 use crate::hypervisor::{DomainState, Hypervisor};
-use crate::libvirt::{JobProgress, MigrationRequest};
+use crate::libvirt::{JobProgress, Migration, MigrationRequest};
 use crate::migration_net::{self, Choice, Net};
 use crate::ocf::{Deadline, OcfRc, Outcome, Params, Transport};
 
@@ -179,32 +180,21 @@ pub fn migrate_to(
         p.migration_transport,
     );
     info!("migration network: {choice}");
-    let req = MigrationRequest {
-        dconn_uri: peer_uri(
-            &p.hypervisor,
-            p.migration_transport,
-            p.migration_user.as_deref(),
-            target,
-        ),
-        data_uri: choice.data_uri(),
-        bandwidth: p.migration_speed,
-        max_downtime_ms: p.migration_downtime,
-    };
+    let mut req = request(p, target, &choice);
     // The downtime limit is a QEMU migration parameter that holds for the
     // next migration: set before the copy starts, not seconds into it as
     // VirtualDomain does.
     local
         .set_max_downtime(name, req.max_downtime_ms)
         .map_err(hv_err("set the maximum downtime of", name))?;
-    info!(
-        "migrating {name} to {target}: control {}, data {}, bandwidth {}, max downtime {} ms",
-        req.dconn_uri,
-        req.data_uri,
-        bandwidth(req.bandwidth),
-        req.max_downtime_ms
-    );
+    info!("migrating {name} to {target}: {}", request_line(&req, p));
     let t0 = Instant::now();
-    let migration = local.migrate(name, &req).map_err(hv_err("migrate", name))?;
+    let mut migration = local.migrate(name, &req).map_err(hv_err("migrate", name))?;
+    let mut ladder = Ladder::new(
+        p.migration_downtime,
+        p.migration_downtime_max,
+        p.migration_postcopy,
+    );
     let mut next_report = t0 + PROGRESS_EVERY;
     let result = loop {
         if let Some(r) = migration.wait(POLL) {
@@ -214,10 +204,51 @@ pub fn migrate_to(
         if now >= abort_at {
             return abort(local, name, target, &migration, t0, deadline);
         }
+        // Sampled every poll: the policy needs to see every iteration.
+        let Ok(Some(job)) = local.job(name) else {
+            continue;
+        };
         if now >= next_report {
             next_report = now + PROGRESS_EVERY;
-            if let Ok(Some(job)) = local.job(name) {
-                info!("migration of {name} to {target}: {}", progress_line(&job));
+            info!("migration of {name} to {target}: {}", progress_line(&job));
+        }
+        let Some(Decision { step, why }) = ladder.observe(&job) else {
+            continue;
+        };
+        let why = format!("{why} ({})", progress_line(&job));
+        match step {
+            Step::Downtime { from_ms, to_ms } => {
+                info!(
+                    "convergence: {why}: allowing {to_ms} ms of downtime instead of {from_ms} ms"
+                );
+                if let Err(e) = local.set_max_downtime(name, to_ms) {
+                    warn!("could not raise the downtime: {}", chain(&e));
+                }
+            }
+            Step::AutoConverge => {
+                info!("convergence: {why}: the largest downtime allowed does not suffice; restarting the copy with auto-converge");
+                req.auto_converge = true;
+                let restart = restart(local, name, &req, &migration, &job, &ladder, abort_at);
+                match restart.map_err(hv_err("migrate", name))? {
+                    Restart::Started(m) => {
+                        migration = m;
+                        ladder.restarted();
+                    }
+                    Restart::Ended(r) => break r,
+                    Restart::NotNow(reason) => {
+                        req.auto_converge = false;
+                        info!("convergence: no restart with auto-converge: {reason}");
+                    }
+                }
+            }
+            Step::PostCopy => {
+                warn!("convergence: {why}: switching to post-copy (migration_postcopy=true); until the copy ends, a failure of either node or of the link loses the guest");
+                if let Err(e) = local.start_postcopy(name) {
+                    warn!("could not switch to post-copy: {}", chain(&e));
+                }
+            }
+            Step::GiveUp => {
+                info!("convergence: {why}: nothing left to try (migration_postcopy=false); the copy goes on and is aborted {:.0?} before the deadline if it does not end", abort_reserve(deadline.timeout()));
             }
         }
     };
@@ -235,6 +266,110 @@ pub fn migrate_to(
         }
         Err(e) => failed(local, peer, name, target, e),
     }
+}
+
+/// The migration libvirt is asked for, before any convergence step.
+fn request(p: &Params, target: &str, choice: &Choice) -> MigrationRequest {
+    MigrationRequest {
+        dconn_uri: peer_uri(
+            &p.hypervisor,
+            p.migration_transport,
+            p.migration_user.as_deref(),
+            target,
+        ),
+        data_uri: choice.data_uri(),
+        bandwidth: p.migration_speed,
+        max_downtime_ms: p.migration_downtime,
+        parallel: p.migration_parallel,
+        // tls encrypts the RAM copy as well as the control channel.
+        tls_host: (p.migration_transport == Transport::Tls).then(|| choice.host().to_owned()),
+        auto_converge: false,
+        postcopy: p.migration_postcopy,
+    }
+}
+
+/// `control qemu+tls://node-b/system, data tcp://10.251.11.2 (TLS as
+/// node-b.mn), 2 connections, bandwidth unlimited, downtime 300 ms (up to
+/// 1200 ms), post-copy allowed`
+fn request_line(req: &MigrationRequest, p: &Params) -> String {
+    let mut line = format!("control {}, data {}", req.dconn_uri, req.data_uri);
+    if let Some(host) = &req.tls_host {
+        line.push_str(&format!(" (TLS as {host})"));
+    }
+    if req.parallel > 1 {
+        line.push_str(&format!(", {} connections", req.parallel));
+    }
+    line.push_str(&format!(
+        ", bandwidth {}, downtime {} ms (up to {} ms)",
+        bandwidth(req.bandwidth),
+        req.max_downtime_ms,
+        p.migration_downtime_max
+    ));
+    if req.postcopy {
+        line.push_str(", post-copy allowed");
+    }
+    line
+}
+
+/// What [`restart`] did.
+enum Restart {
+    /// A new copy runs, with auto-converge.
+    Started(Migration),
+    /// The copy ended while it was being aborted: its result.
+    Ended(Result<(), crate::libvirt::Error>),
+    /// The copy goes on as it is, for this reason.
+    NotNow(String),
+}
+
+/// Aborts the running copy and starts it again as `req` asks (with
+/// auto-converge): libvirt sets QEMU's migration capabilities only when a
+/// migration starts. Only done when a full copy still fits before
+/// `abort_at` at the bandwidth measured so far, twice over (the first pass,
+/// then the iterations while the throttle rises): otherwise the restart
+/// would only trade a converging chance for a certain abort.
+fn restart(
+    local: &dyn Hypervisor,
+    name: &str,
+    req: &MigrationRequest,
+    migration: &Migration,
+    job: &JobProgress,
+    ladder: &Ladder,
+    abort_at: Instant,
+) -> Result<Restart, crate::libvirt::Error> {
+    let needed = match (job.data_total, job.mem_bps) {
+        (Some(total), Some(bps)) if bps > 0 => {
+            Duration::from_secs_f64(2.0 * total as f64 / bps as f64)
+        }
+        _ => return Ok(Restart::NotNow("libvirt reports no bandwidth".into())),
+    };
+    let left = abort_at.saturating_duration_since(Instant::now());
+    if needed > left {
+        return Ok(Restart::NotNow(format!(
+            "a new copy needs about {needed:.0?}, {left:.0?} are left before the abort"
+        )));
+    }
+    if let Err(e) = local.abort_job(name) {
+        return Ok(Restart::NotNow(format!("abort failed: {}", chain(&e))));
+    }
+    let ended = loop {
+        if let Some(r) = migration.wait(POLL) {
+            break r;
+        }
+        if Instant::now() >= abort_at {
+            return Ok(Restart::NotNow("the aborted copy did not end".into()));
+        }
+    };
+    match (ended, local.state(name)) {
+        // The guest stays here and runs: an aborted pre-copy resumes it.
+        (Err(_), Ok(DomainState::Running)) => {}
+        // It finished after all, or the guest is not running here: the
+        // result decides as for any migration.
+        (ended, _) => return Ok(Restart::Ended(ended)),
+    }
+    // libvirt restores the migration parameters it found when the aborted
+    // job began: the raised downtime must be set again.
+    local.set_max_downtime(name, ladder.downtime_ms())?;
+    local.migrate(name, req).map(Restart::Started)
 }
 
 /// A migration job may still run from an earlier migrate_to that Pacemaker
@@ -435,17 +570,25 @@ pub fn plan(net: &dyn Net, p: &Params, target: Option<&str>) -> Result<Outcome, 
             c.what, c.took
         ));
     }
+    let req = request(p, target, &choice);
+    let tls = req
+        .tls_host
+        .as_ref()
+        .map(|h| format!(", TLS checked against {h}"))
+        .unwrap_or_default();
     out.push_str(&format!(
-        "  decision: {choice}\n  control: {} (source libvirtd to target libvirtd)\n  data: {} (QEMU's RAM copy)\n  bandwidth: {}, max downtime {} ms\n",
-        peer_uri(
-            &p.hypervisor,
-            p.migration_transport,
-            p.migration_user.as_deref(),
-            target
-        ),
-        choice.data_uri(),
-        bandwidth(p.migration_speed),
-        p.migration_downtime
+        "  decision: {choice}\n  control: {} (source libvirtd to target libvirtd)\n  data: {} (QEMU's RAM copy{tls})\n  connections: {}, bandwidth: {}\n  downtime: {} ms, raised up to {} ms if the copy stalls, then auto-converge, {}\n",
+        req.dconn_uri,
+        req.data_uri,
+        req.parallel,
+        bandwidth(req.bandwidth),
+        req.max_downtime_ms,
+        p.migration_downtime_max,
+        if req.postcopy {
+            "then post-copy"
+        } else {
+            "no post-copy"
+        }
     ));
     let _ = std::io::stdout().lock().write_all(out.as_bytes());
     Ok(Outcome::new(

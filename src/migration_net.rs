@@ -171,6 +171,15 @@ impl Choice {
         }
     }
 
+    /// The host name the data URI stands for: the name the target's
+    /// certificate must carry when the copy is encrypted.
+    pub fn host(&self) -> &str {
+        match self.address {
+            Some(_) => &self.candidate,
+            None => &self.target,
+        }
+    }
+
     pub fn uses_migration_network(&self) -> bool {
         self.address.is_some()
     }

@@ -244,6 +244,8 @@ pub enum ParamError {
         value: String,
         expected: &'static str,
     },
+    #[error("migration_downtime_max={max} is below migration_downtime={start}")]
+    DowntimeMaxBelowStart { max: u64, start: u64 },
     #[error("config {path:?} is not readable")]
     ConfigUnreadable {
         path: PathBuf,
@@ -273,8 +275,13 @@ pub struct Params {
     pub migration_user: Option<String>,
     /// MiB/s; 0 means unlimited.
     pub migration_speed: u64,
-    /// Milliseconds.
+    /// Milliseconds: the downtime a migration starts with.
     pub migration_downtime: u64,
+    /// Milliseconds: the most the convergence policy may raise it to.
+    pub migration_downtime_max: u64,
+    pub migration_postcopy: bool,
+    /// TCP connections for the RAM copy; 1 is a single stream.
+    pub migration_parallel: u32,
     pub force_stop: bool,
     /// The other node, when given; otherwise asked from Pacemaker.
     pub peer: Option<String>,
@@ -283,9 +290,13 @@ pub struct Params {
 pub const DEFAULT_HYPERVISOR: &str = "qemu:///system";
 pub const DEFAULT_SUFFIX: &str = ".mn";
 pub const DEFAULT_DOWNTIME_MS: u64 = 300;
+pub const DEFAULT_DOWNTIME_MAX_MS: u64 = 1200;
+/// QEMU's multifd-channels allows up to 255; beyond a few dozen, more
+/// streams only cost threads on both hosts.
+const MAX_PARALLEL: u64 = 64;
 
 /// Parameter names in meta-data order; the CLI mirrors them as flags.
-pub const PARAM_NAMES: [&str; 10] = [
+pub const PARAM_NAMES: [&str; 13] = [
     "name",
     "hypervisor",
     "config",
@@ -294,6 +305,9 @@ pub const PARAM_NAMES: [&str; 10] = [
     "migration_user",
     "migration_speed",
     "migration_downtime",
+    "migration_downtime_max",
+    "migration_postcopy",
+    "migration_parallel",
     "force_stop",
     "peer",
 ];
@@ -334,11 +348,19 @@ fn parse_bool(name: &'static str, value: &str) -> Result<bool, ParamError> {
     }
 }
 
-fn parse_u64(name: &'static str, value: &str, expected: &'static str) -> Result<u64, ParamError> {
+/// A whole number in `range`; `expected` says what is accepted.
+fn parse_u64(
+    name: &'static str,
+    value: &str,
+    range: std::ops::RangeInclusive<u64>,
+    expected: &'static str,
+) -> Result<u64, ParamError> {
     value
         .trim()
         .parse::<u64>()
-        .map_err(|_| ParamError::Invalid {
+        .ok()
+        .filter(|v| range.contains(v))
+        .ok_or_else(|| ParamError::Invalid {
             name,
             value: value.into(),
             expected,
@@ -386,6 +408,9 @@ impl Params {
         let user = get("migration_user");
         let speed = get("migration_speed");
         let downtime = get("migration_downtime");
+        let downtime_max = get("migration_downtime_max");
+        let postcopy = get("migration_postcopy");
+        let parallel = get("migration_parallel");
         let force_stop = get("force_stop");
         let peer = get("peer");
 
@@ -398,6 +423,9 @@ impl Params {
             migration_user: None,
             migration_speed: 0,
             migration_downtime: DEFAULT_DOWNTIME_MS,
+            migration_downtime_max: DEFAULT_DOWNTIME_MAX_MS,
+            migration_postcopy: false,
+            migration_parallel: 1,
             force_stop: false,
             peer: None,
         };
@@ -468,30 +496,52 @@ impl Params {
                 parse_u64(
                     "migration_speed",
                     s,
+                    0..=u64::MAX,
                     "a whole number of MiB/s (0 = unlimited)",
                 )
                 .map(|v| params.migration_speed = v),
             );
         }
+        const MS: &str = "a whole number of milliseconds > 0";
         if let Some(d) = downtime {
             check(
-                parse_u64(
-                    "migration_downtime",
-                    d,
-                    "a whole number of milliseconds > 0",
-                )
-                .and_then(|v| {
-                    if v == 0 {
-                        Err(ParamError::Invalid {
-                            name: "migration_downtime",
-                            value: d.into(),
-                            expected: "a whole number of milliseconds > 0",
+                parse_u64("migration_downtime", d, 1..=u64::MAX, MS)
+                    .map(|v| params.migration_downtime = v),
+            );
+        }
+        match downtime_max {
+            Some(d) => check(
+                parse_u64("migration_downtime_max", d, 1..=u64::MAX, MS).and_then(|max| {
+                    params.migration_downtime_max = max;
+                    if max < params.migration_downtime {
+                        Err(ParamError::DowntimeMaxBelowStart {
+                            max,
+                            start: params.migration_downtime,
                         })
                     } else {
-                        Ok(v)
+                        Ok(())
                     }
-                })
-                .map(|v| params.migration_downtime = v),
+                }),
+            ),
+            // Only the start was set, above the default ceiling: the
+            // ceiling follows it rather than refusing a valid start.
+            None => {
+                params.migration_downtime_max =
+                    params.migration_downtime_max.max(params.migration_downtime)
+            }
+        }
+        if let Some(v) = postcopy {
+            check(parse_bool("migration_postcopy", v).map(|v| params.migration_postcopy = v));
+        }
+        if let Some(v) = parallel {
+            check(
+                parse_u64(
+                    "migration_parallel",
+                    v,
+                    1..=MAX_PARALLEL,
+                    "a number of connections from 1 to 64",
+                )
+                .map(|v| params.migration_parallel = v as u32),
             );
         }
         if let Some(f) = force_stop {
@@ -597,6 +647,9 @@ mod tests {
         assert_eq!(p.migration_transport, Transport::Ssh);
         assert_eq!(p.migration_speed, 0);
         assert_eq!(p.migration_downtime, 300);
+        assert_eq!(p.migration_downtime_max, 1200);
+        assert!(!p.migration_postcopy);
+        assert_eq!(p.migration_parallel, 1);
         assert!(!p.force_stop);
         assert_eq!(p.config, None);
     }
@@ -612,9 +665,15 @@ mod tests {
             ("migration_user", "root"),
             ("migration_speed", "100"),
             ("migration_downtime", "50"),
+            ("migration_downtime_max", "400"),
+            ("migration_postcopy", "on"),
+            ("migration_parallel", "4"),
             ("force_stop", "yes"),
         ]))
         .unwrap();
+        assert_eq!(p.migration_downtime_max, 400);
+        assert!(p.migration_postcopy);
+        assert_eq!(p.migration_parallel, 4);
         assert_eq!(p.migration_transport, Transport::Tls);
         assert_eq!(p.migration_user.as_deref(), Some("root"));
         assert_eq!((p.migration_speed, p.migration_downtime), (100, 50));
@@ -644,6 +703,10 @@ mod tests {
             ("migration_speed", "fast"),
             ("migration_speed", "-1"),
             ("migration_downtime", "0"),
+            ("migration_downtime_max", "0"),
+            ("migration_postcopy", "sometimes"),
+            ("migration_parallel", "0"),
+            ("migration_parallel", "65"),
             ("migration_transport", "rsh"),
             ("migration_user", "Root;rm"),
             ("migration_network_suffix", ".mn;x"),
@@ -655,6 +718,21 @@ mod tests {
             assert_eq!(e.rc(), OcfRc::ErrConfigured, "{k}={v}");
             assert!(e.to_string().contains(k), "{e}");
         }
+    }
+
+    #[test]
+    fn downtime_ceiling_is_at_least_the_start() {
+        let e = Params::from_env(&env(&[
+            ("name", "vm1"),
+            ("migration_downtime", "500"),
+            ("migration_downtime_max", "400"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.rc(), OcfRc::ErrConfigured);
+        assert!(e.to_string().contains("migration_downtime_max=400"), "{e}");
+        // A start above the default ceiling alone raises the ceiling.
+        let p = Params::from_env(&env(&[("name", "vm1"), ("migration_downtime", "2000")])).unwrap();
+        assert_eq!(p.migration_downtime_max, 2000);
     }
 
     #[test]
@@ -726,6 +804,12 @@ mod tests {
             default("migration_downtime"),
             Some(DEFAULT_DOWNTIME_MS.to_string().as_str())
         );
+        assert_eq!(
+            default("migration_downtime_max"),
+            Some(DEFAULT_DOWNTIME_MAX_MS.to_string().as_str())
+        );
+        assert_eq!(default("migration_postcopy"), Some("false"));
+        assert_eq!(default("migration_parallel"), Some("1"));
         assert_eq!(default("force_stop"), Some("false"));
         assert_eq!(default("name"), None);
         assert!(docs
