@@ -14,7 +14,8 @@
 //! 2. auto-converge: QEMU throttles the vCPUs until the copy catches up.
 //!    libvirt sets QEMU's migration capabilities only when a migration
 //!    starts, so the caller aborts the running copy (the guest keeps
-//!    running here) and starts a new one with it;
+//!    running here) and starts a new one with it. Iterations where QEMU
+//!    raises the throttle do not count as stalls;
 //! 3. post-copy, only when `migration_postcopy` allows it;
 //! 4. nothing left: the copy goes on and migrate_to aborts it before its
 //!    deadline.
@@ -24,10 +25,6 @@ use crate::libvirt::JobProgress;
 /// Iterations without progress before the next rung. One iteration can be
 /// unlucky (a burst of guest writes); three in a row is a trend.
 pub const STALLS: u32 = 3;
-
-/// Under auto-converge, QEMU raises the throttle by a step per iteration,
-/// and the copy only gains once the throttle bites: more patience there.
-const THROTTLED_STALLS: u32 = 6;
 
 /// An iteration made progress when what it left is below 90 % of the best
 /// so far: less than that is noise in the guest's write pattern.
@@ -40,7 +37,8 @@ fn progressed(peak: u64, best: u64) -> bool {
 pub enum Step {
     /// Set the allowed downtime to this many milliseconds.
     Downtime { from_ms: u64, to_ms: u64 },
-    /// Restart the migration with auto-converge.
+    /// Restart the migration with auto-converge and the largest downtime
+    /// ([`Ladder::downtime_ms`] says so from here on).
     AutoConverge,
     /// Switch the running migration to post-copy.
     PostCopy,
@@ -75,6 +73,8 @@ pub struct Ladder {
     /// The smallest peak so far.
     best: Option<u64>,
     stalls: u32,
+    /// auto-converge's throttle at the last iteration boundary.
+    throttle_pct: u64,
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -91,6 +91,7 @@ impl Ladder {
             iteration: None,
             best: None,
             stalls: 0,
+            throttle_pct: 0,
         }
     }
 
@@ -102,9 +103,11 @@ impl Ladder {
     /// Feeds one sample of the running job; returns a step when an
     /// iteration ended and the trend asks for one. Samples without an
     /// iteration count or a remaining size (not a pre-copy migration, or
-    /// an older QEMU) are ignored: the policy then never steps in.
+    /// an older QEMU) are ignored: the policy then never steps in. So is
+    /// iteration 0, the setup before the first pass, which has nothing
+    /// left to copy yet.
     pub fn observe(&mut self, p: &JobProgress) -> Option<Decision> {
-        let (iteration, left) = (p.iteration?, p.data_remaining?);
+        let (iteration, left) = (p.iteration.filter(|&i| i > 0)?, p.data_remaining?);
         let (watched, peak) = match self.iteration {
             Some((i, peak)) if i == iteration => {
                 self.iteration = Some((i, peak.max(left)));
@@ -125,35 +128,57 @@ impl Ladder {
                 return None;
             }
         };
-        self.stalls += 1;
-        let patience = match self.rung {
-            Rung::Downtime => STALLS,
-            Rung::Throttled => THROTTLED_STALLS,
-            Rung::Done => return None,
-        };
-        if self.stalls < patience {
+        // Under auto-converge, QEMU raises the throttle at the iterations
+        // where the copy falls behind: while it still rises, QEMU is
+        // still working on it, and the iteration is not a stall.
+        let throttle = p.throttle_pct.unwrap_or(0);
+        let throttle_rose = throttle > self.throttle_pct;
+        self.throttle_pct = throttle;
+        if self.rung == Rung::Done || throttle_rose {
             return None;
         }
-        let why = format!(
+        self.stalls += 1;
+        if self.stalls < STALLS {
+            return None;
+        }
+        let mut why = format!(
             "iteration {watched} left {:.1} MiB to copy, not below 90 % of the best {:.1} MiB for {} iterations",
             mib(peak),
             mib(best),
             self.stalls
         );
+        // The freeze that copying this much would take at the measured
+        // bandwidth: a downtime rung that cannot reach it is skipped.
+        let needed_ms = p
+            .mem_bps
+            .filter(|&bps| bps > 0)
+            .map(|bps| peak.saturating_mul(1000) / bps);
+        if let Some(ms) = needed_ms {
+            why.push_str(&format!("; copying that takes about {ms} ms"));
+        }
         // The next rung is judged on its own progress.
         self.stalls = 0;
         self.best = None;
         let step = match self.rung {
-            Rung::Downtime if self.downtime_ms < self.max_ms => {
+            Rung::Downtime
+                if self.downtime_ms < self.max_ms
+                    && needed_ms.is_none_or(|ms| ms <= self.max_ms) =>
+            {
+                // Doubled, or straight to what the copy needs plus a
+                // quarter (the bandwidth is an estimate), within the max.
                 let from_ms = self.downtime_ms;
-                self.downtime_ms = (from_ms.saturating_mul(2)).min(self.max_ms);
+                let wanted = needed_ms.map_or(0, |ms| ms.saturating_mul(5) / 4);
+                self.downtime_ms = from_ms.saturating_mul(2).max(wanted).min(self.max_ms);
                 Step::Downtime {
                     from_ms,
                     to_ms: self.downtime_ms,
                 }
             }
             Rung::Downtime => {
+                // The throttle has less to win with the largest freeze
+                // the admin allows.
                 self.rung = Rung::Throttled;
+                self.downtime_ms = self.max_ms;
                 Step::AutoConverge
             }
             Rung::Throttled | Rung::Done => {
@@ -174,6 +199,7 @@ impl Ladder {
         self.iteration = None;
         self.best = None;
         self.stalls = 0;
+        self.throttle_pct = 0;
     }
 }
 
@@ -207,6 +233,30 @@ mod tests {
         let mut l = Ladder::new(300, 1200, false);
         assert_eq!(run(&mut l, 1, &[128, 40, 20, 9, 4, 2]), vec![]);
         assert_eq!(l.downtime_ms(), 300);
+    }
+
+    #[test]
+    fn setup_and_a_rising_throttle_are_not_stalls() {
+        let mut l = Ladder::new(1200, 1200, false);
+        // Iteration 0 (setup) has 0 left: it must not become the best.
+        assert_eq!(l.observe(&sample(0, 0)), None);
+        assert_eq!(run(&mut l, 1, &[128, 32, 32, 32, 32]), vec![]);
+        assert_eq!(run(&mut l, 6, &[32]), vec![Step::AutoConverge]);
+        l.restarted();
+        // The throttle rises at every iteration: QEMU is still at work.
+        let throttled = |i: u64, pct: u64| JobProgress {
+            throttle_pct: Some(pct),
+            ..sample(i, 32)
+        };
+        for (i, pct) in [(1, 0), (2, 0), (3, 30), (4, 50), (5, 70), (6, 90), (7, 99)] {
+            assert_eq!(l.observe(&throttled(i, pct)), None, "iteration {i}");
+        }
+        // At its ceiling and still no gain: three stalls and out.
+        let steps: Vec<_> = (8..12)
+            .filter_map(|i| l.observe(&throttled(i, 99)))
+            .map(|d| d.step)
+            .collect();
+        assert_eq!(steps, vec![Step::GiveUp]);
     }
 
     #[test]
@@ -290,6 +340,31 @@ mod tests {
                 to_ms: 600
             }]
         );
+    }
+
+    #[test]
+    fn the_bandwidth_decides_how_far_the_downtime_goes() {
+        let at = |i: u64, left: u64, mib_s: u64| JobProgress {
+            mem_bps: Some(mib_s * MIB),
+            ..sample(i, left)
+        };
+        // 32 MiB at 64 MiB/s: 500 ms needed, 625 ms asked (not 600).
+        let mut l = Ladder::new(300, 1200, false);
+        let d = (1..7).find_map(|i| l.observe(&at(i, 32, 64))).unwrap();
+        assert_eq!(
+            d.step,
+            Step::Downtime {
+                from_ms: 300,
+                to_ms: 625
+            }
+        );
+        assert!(d.why.contains("about 500 ms"), "{}", d.why);
+        // 32 MiB at 16 MiB/s: 2 s needed, beyond the 1200 ms ceiling, so
+        // the downtime rungs are skipped.
+        let mut l = Ladder::new(300, 1200, false);
+        let d = (1..7).find_map(|i| l.observe(&at(i, 32, 16))).unwrap();
+        assert_eq!(d.step, Step::AutoConverge);
+        assert_eq!(l.downtime_ms(), 1200);
     }
 
     #[test]

@@ -101,6 +101,9 @@ fn progress_line(p: &JobProgress) -> String {
     if let Some(d) = p.dirty_rate.filter(|&d| d > 0) {
         parts.push(format!("{d} pages/s dirtied"));
     }
+    if let Some(t) = p.throttle_pct.filter(|&t| t > 0) {
+        parts.push(format!("vCPUs throttled {t} %"));
+    }
     parts.join(", ")
 }
 
@@ -226,7 +229,7 @@ pub fn migrate_to(
                 }
             }
             Step::AutoConverge => {
-                info!("convergence: {why}: the largest downtime allowed does not suffice; restarting the copy with auto-converge");
+                info!("convergence: {why}: more downtime alone does not suffice; restarting the copy with auto-converge and {} ms of downtime", ladder.downtime_ms());
                 req.auto_converge = true;
                 let restart = restart(local, name, &req, &migration, &job, &ladder, abort_at);
                 match restart.map_err(hv_err("migrate", name))? {
