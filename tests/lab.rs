@@ -419,3 +419,78 @@ fn hung_target_libvirtd_fails_before_the_deadline() {
     g.wait_tick_after("a", tick);
     assert_no_job("a", &g.name);
 }
+
+#[test]
+#[ignore = "needs the lab: make test"]
+fn tls_encrypts_the_copy_and_parallel_opens_more_streams() {
+    let g = Guest::new("t-tls", true);
+    assert_eq!(agent("a", "start", &g.params()).rc, 0);
+    // tls: the RAM copy itself is a TLS stream, checked against the
+    // certificate of node-b.mn (lab.sh's CA), not a plain QEMU stream.
+    let sniff = Sniffer::start("b", "vs-b-mn");
+    let m = migrate(&g, "a", &[("OCF_RESKEY_migration_transport", "tls")]);
+    let streams = sniff.finish();
+    assert!(
+        m.to.stderr.contains("control qemu+tls://node-b/system")
+            && m.to.stderr.contains("(TLS as node-b.mn)"),
+        "{}",
+        m.to.stderr
+    );
+    assert!(!streams.is_empty(), "no migration connection seen");
+    for s in &streams {
+        assert!(s.first.starts_with(TLS_HANDSHAKE), "{streams:?}");
+    }
+    assert!(streams.iter().map(|s| s.bytes).sum::<u64>() > COPY_BYTES / 2);
+    // The control: without tls the same capture sees QEMU's plain stream,
+    // here with two multifd channels beside the main one.
+    let sniff = Sniffer::start("a", "vs-a-mn");
+    let m = migrate(
+        &g,
+        "b",
+        &[
+            ("OCF_RESKEY_migration_transport", "tcp"),
+            ("OCF_RESKEY_migration_parallel", "2"),
+        ],
+    );
+    let streams = sniff.finish();
+    assert!(m.to.stderr.contains("2 connections"), "{}", m.to.stderr);
+    let firsts: Vec<_> = streams.iter().map(|s| &s.first[..8]).collect();
+    assert_eq!(
+        firsts.iter().filter(|&&f| f == QEMU_MAGIC).count(),
+        1,
+        "{streams:?}"
+    );
+    assert_eq!(
+        firsts.iter().filter(|&&f| f == MULTIFD_MAGIC).count(),
+        2,
+        "{streams:?}"
+    );
+}
+
+#[test]
+#[ignore = "needs the lab: make test"]
+fn a_copy_that_stalls_converges_through_the_policy() {
+    // The guest dirties 64 MiB/s of a 48 MiB working set; the copy is
+    // capped at 16 MiB/s. Pre-copy alone never ends: about 47 MiB stay
+    // dirty, 3 s of freeze at that speed, beyond the 1200 ms ceiling.
+    let g = Guest::with("t-hot", &["acpi=1", "dirty_mb=48", "rate_mbs=64"]);
+    assert_eq!(agent("a", "start", &g.params()).rc, 0);
+    let timeout = Duration::from_secs(120);
+    let ms = timeout.as_millis().to_string();
+    let m = migrate(
+        &g,
+        "a",
+        &[
+            ("OCF_RESKEY_migration_speed", "16"),
+            ("OCF_RESKEY_CRM_meta_timeout", &ms),
+        ],
+    );
+    let log = &m.to.stderr;
+    assert!(
+        log.contains("convergence: ") && log.contains("restarting the copy with auto-converge"),
+        "{log}"
+    );
+    assert!(m.to.took < timeout, "{:?}", m.to.took);
+    // Still one guest, on node-b, with its definition on both nodes.
+    assert_eq!(assert_runs_once(&g), "b");
+}

@@ -136,7 +136,12 @@ pub struct Guest {
 
 impl Guest {
     pub fn new(name: &str, acpi: bool) -> Guest {
-        let xml = lab(&["xml", name, if acpi { "acpi=1" } else { "acpi=0" }]);
+        Guest::with(name, &[if acpi { "acpi=1" } else { "acpi=0" }])
+    }
+
+    /// A guest with `lab.sh xml` knobs (`dirty_mb=48`, `rate_mbs=64`...).
+    pub fn with(name: &str, knobs: &[&str]) -> Guest {
+        let xml = lab(&[&["xml", name], knobs].concat());
         let config = std::env::temp_dir().join(format!("vmshift-lab-{name}.xml"));
         std::fs::write(&config, xml).expect("write guest XML");
         let g = Guest {
@@ -547,6 +552,90 @@ impl Running {
             call.reason().unwrap_or("")
         );
         call
+    }
+}
+
+/// What the RAM copy looks like on the wire: `tests/lab/sniff.py` runs on
+/// a node's end of a link while a test migrates, and reports each
+/// connection to a QEMU migration port with its first payload bytes.
+pub struct Sniffer {
+    child: Option<std::process::Child>,
+    stop: PathBuf,
+}
+
+/// One connection the sniffer saw: the client's first bytes (hex) and a
+/// lower bound of the payload it carried.
+#[derive(Debug)]
+pub struct Stream {
+    pub first: String,
+    pub bytes: u64,
+}
+
+/// A plain QEMU migration stream opens with "QEVM", a multifd channel
+/// with 0x11223344, a TLS one with a handshake record.
+pub const QEMU_MAGIC: &str = "5145564d";
+pub const MULTIFD_MAGIC: &str = "11223344";
+pub const TLS_HANDSHAKE: &str = "1603";
+
+impl Sniffer {
+    pub fn start(node: &str, iface: &str) -> Sniffer {
+        use std::io::{BufRead, BufReader};
+        let stop = std::env::temp_dir().join(format!("vmshift-sniff-{node}-{iface}.stop"));
+        let _ = std::fs::remove_file(&stop);
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lab/sniff.py");
+        let mut child = Command::new("bash")
+            .arg(lab_script())
+            .args(["exec", node, "python3"])
+            .arg(script)
+            .arg(iface)
+            .arg(&stop)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start sniff.py");
+        // Capturing once it says so.
+        let mut line = String::new();
+        BufReader::new(child.stderr.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "sniff.py: {line}");
+        Sniffer {
+            child: Some(child),
+            stop,
+        }
+    }
+
+    /// Stops the capture and returns the migration connections seen.
+    pub fn finish(mut self) -> Vec<Stream> {
+        std::fs::write(&self.stop, "").unwrap();
+        let out = self
+            .child
+            .take()
+            .unwrap()
+            .wait_with_output()
+            .expect("wait for sniff.py");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace().skip(1);
+                Some(Stream {
+                    first: f.next()?.to_owned(),
+                    bytes: f.next()?.parse().ok()?,
+                })
+            })
+            .collect()
+    }
+}
+
+impl Drop for Sniffer {
+    fn drop(&mut self) {
+        // A failed test still ends the capture (sniff.py also gives up
+        // after 300 s on its own).
+        let _ = std::fs::write(&self.stop, "");
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(&self.stop);
     }
 }
 

@@ -218,14 +218,59 @@ cmd_xml() {
 	domain_xml "$name" "$acpi" "$dirty" "$rate" "$mem"
 }
 
+# ---------------------------------------------------------------- TLS
+# A lab CA and one certificate per node, for libvirtd's TLS listener and
+# client (qemu+tls://) and for QEMU's native TLS on the migration stream.
+# Each node certificate serves both ends (serverAuth and clientAuth) and
+# names every way the node is reached: node-X, node-X.mn and both
+# addresses. libvirt checks CA:TRUE/keyCertSign on the CA and CA:FALSE,
+# digitalSignature+keyEncipherment and the purposes on the others.
+make_pki() {
+	local p=$L/pki n ext
+	[ -s "$p/ca-cert.pem" ] && return 0
+	command -v openssl >/dev/null || die "missing openssl"
+	mkdir -p "$p"
+	openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/O=vmshift-lab/CN=vmshift-lab CA" \
+		-addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+		-keyout "$p/ca-key.pem" -out "$p/ca-cert.pem" 2>/dev/null || die "openssl: CA"
+	for n in "${NODES[@]}"; do
+		ext="basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth,clientAuth
+subjectAltName=DNS:node-$n,DNS:node-$n.mn,IP:$(ip_bc "$n"),IP:$(ip_mn "$n")"
+		openssl req -newkey rsa:2048 -nodes -subj "/O=vmshift-lab/CN=node-$n" \
+			-keyout "$p/$n-key.pem" -out "$p/$n.csr" 2>/dev/null || die "openssl: node-$n key"
+		openssl x509 -req -days 30 -in "$p/$n.csr" -CA "$p/ca-cert.pem" -CAkey "$p/ca-key.pem" \
+			-CAcreateserial -extfile <(echo "$ext") -out "$p/$n-cert.pem" 2>/dev/null || die "openssl: node-$n cert"
+	done
+}
+
+# The node's certificates where libvirt and QEMU look by default: the
+# libvirt client and server under /etc/pki/{CA,libvirt}, QEMU under
+# /etc/pki/qemu (qemu.conf's default_tls_x509_cert_dir).
+install_pki() {
+	local n=$1 p=$L/pki e=$L/$1/ovl/etc-upper/pki role
+	mkdir -p "$e/CA" "$e/libvirt/private" "$e/qemu"
+	cp "$p/ca-cert.pem" "$e/CA/cacert.pem"
+	cp "$p/ca-cert.pem" "$e/qemu/ca-cert.pem"
+	for role in server client; do
+		cp "$p/$n-cert.pem" "$e/libvirt/${role}cert.pem"
+		cp "$p/$n-key.pem" "$e/libvirt/private/${role}key.pem"
+		cp "$p/$n-cert.pem" "$e/qemu/$role-cert.pem"
+		cp "$p/$n-key.pem" "$e/qemu/$role-key.pem"
+	done
+	chmod 600 "$e"/libvirt/private/*.pem "$e"/qemu/*-key.pem
+}
+
 # ---------------------------------------------------------------- node config
 write_node_conf() {
 	local n=$1 d="$L/$1/ovl" f="$L/$1/fs"
 	mkdir -p "$d"/{etc,var,run}-{upper,work} "$f"/etc/libvirt/qemu "$f"/run/libvirt \
 		"$f"/var/lib/libvirt "$f"/var/cache/libvirt "$f"/var/log/libvirt/qemu
 	cat >"$f/etc/libvirt/libvirtd.conf" <<EOF
-# vmshift-lab node-$n -- test only: unauthenticated TCP inside netns $NS-$n
-listen_tls = 0
+# vmshift-lab node-$n -- test only: unauthenticated TCP inside netns $NS-$n,
+# and TLS (16514) with the lab CA's certificates
+listen_tls = 1
 listen_tcp = 1
 tcp_port = "16509"
 listen_addr = "0.0.0.0"
@@ -249,7 +294,9 @@ namespaces = [ ]
 stdio_handler = "file"
 migration_port_min = 49152
 migration_port_max = 49215
+default_tls_x509_verify = 1
 EOF
+	install_pki "$n"
 	cat >"$d/etc-upper/hosts" <<EOF
 127.0.0.1 localhost
 ::1 localhost ip6-localhost ip6-loopback
@@ -362,6 +409,7 @@ cmd_up() {
 	trap 'exit 143' TERM
 	mkdir -p "$L/pids"
 	build_guest
+	make_pki
 	net_up
 	for n in "${NODES[@]}"; do node_start "$n"; done
 	for n in "${NODES[@]}"; do node_wait "$n"; done
@@ -372,6 +420,8 @@ cmd_up() {
 		die "node-a cannot reach qemu+tcp://node-b/system"
 	node_exec b timeout "$VIRSH_TIMEOUT" virsh -q -c qemu+tcp://node-a.mn/system version >/dev/null ||
 		die "node-b cannot reach qemu+tcp://node-a.mn/system"
+	node_exec a timeout "$VIRSH_TIMEOUT" virsh -q -c qemu+tls://node-b/system version >/dev/null ||
+		die "node-a cannot reach qemu+tls://node-b/system"
 	domain_xml "$VM" 1 "$LAB_DIRTY_MB" "$LAB_RATE_MBS" "$LAB_MEM_MB" >"$L/$VM.xml" # for `ra`
 	if [ "$LAB_START_VM" = 1 ] && ! nvirsh a domstate "$VM" 2>/dev/null | grep -qx running &&
 		! nvirsh b domstate "$VM" 2>/dev/null | grep -qx running; then
