@@ -181,16 +181,24 @@ impl Ladder {
                 self.downtime_ms = self.max_ms;
                 Step::AutoConverge
             }
-            Rung::Throttled | Rung::Done => {
-                self.rung = Rung::Done;
-                if self.postcopy {
-                    Step::PostCopy
-                } else {
-                    Step::GiveUp
-                }
-            }
+            Rung::Throttled | Rung::Done => self.last_resort(),
         };
         Some(Decision { step, why })
+    }
+
+    /// The restart with auto-converge could not be made (no time left for
+    /// a new copy): the copy has stalled already, so the last rung now.
+    pub fn skip_auto_converge(&mut self) -> Step {
+        self.last_resort()
+    }
+
+    fn last_resort(&mut self) -> Step {
+        self.rung = Rung::Done;
+        if self.postcopy {
+            Step::PostCopy
+        } else {
+            Step::GiveUp
+        }
     }
 
     /// A new migration started (after [`Step::AutoConverge`]): its
@@ -326,6 +334,12 @@ mod tests {
         assert_eq!(run(&mut l, 1, &flat[..5]), vec![Step::AutoConverge]);
         l.restarted();
         assert_eq!(run(&mut l, 1, &flat), vec![Step::PostCopy]);
+
+        // No time for the restart: post-copy at once, and only once.
+        let mut l = Ladder::new(1200, 1200, true);
+        assert_eq!(run(&mut l, 1, &flat[..5]), vec![Step::AutoConverge]);
+        assert_eq!(l.skip_auto_converge(), Step::PostCopy);
+        assert_eq!(run(&mut l, 6, &flat), vec![]);
     }
 
     #[test]

@@ -198,6 +198,12 @@ pub fn migrate_to(
         p.migration_downtime_max,
         p.migration_postcopy,
     );
+    let policy = Policy {
+        local,
+        name,
+        abort_at,
+        deadline,
+    };
     let mut next_report = t0 + PROGRESS_EVERY;
     let result = loop {
         if let Some(r) = migration.wait(POLL) {
@@ -219,40 +225,8 @@ pub fn migrate_to(
             continue;
         };
         let why = format!("{why} ({})", progress_line(&job));
-        match step {
-            Step::Downtime { from_ms, to_ms } => {
-                info!(
-                    "convergence: {why}: allowing {to_ms} ms of downtime instead of {from_ms} ms"
-                );
-                if let Err(e) = local.set_max_downtime(name, to_ms) {
-                    warn!("could not raise the downtime: {}", chain(&e));
-                }
-            }
-            Step::AutoConverge => {
-                info!("convergence: {why}: more downtime alone does not suffice; restarting the copy with auto-converge and {} ms of downtime", ladder.downtime_ms());
-                req.auto_converge = true;
-                let restart = restart(local, name, &req, &migration, &job, &ladder, abort_at);
-                match restart.map_err(hv_err("migrate", name))? {
-                    Restart::Started(m) => {
-                        migration = m;
-                        ladder.restarted();
-                    }
-                    Restart::Ended(r) => break r,
-                    Restart::NotNow(reason) => {
-                        req.auto_converge = false;
-                        info!("convergence: no restart with auto-converge: {reason}");
-                    }
-                }
-            }
-            Step::PostCopy => {
-                warn!("convergence: {why}: switching to post-copy (migration_postcopy=true); until the copy ends, a failure of either node or of the link loses the guest");
-                if let Err(e) = local.start_postcopy(name) {
-                    warn!("could not switch to post-copy: {}", chain(&e));
-                }
-            }
-            Step::GiveUp => {
-                info!("convergence: {why}: nothing left to try (migration_postcopy=false); the copy goes on and is aborted {:.0?} before the deadline if it does not end", abort_reserve(deadline.timeout()));
-            }
+        if let Some(r) = policy.take(step, &why, &mut req, &mut migration, &job, &mut ladder)? {
+            break r;
         }
     };
     let took = t0.elapsed();
@@ -312,6 +286,68 @@ fn request_line(req: &MigrationRequest, p: &Params) -> String {
         line.push_str(", post-copy allowed");
     }
     line
+}
+
+/// Carries out the convergence policy's steps for one migration.
+struct Policy<'a> {
+    local: &'a dyn Hypervisor,
+    name: &'a str,
+    abort_at: Instant,
+    deadline: &'a Deadline,
+}
+
+impl Policy<'_> {
+    /// Takes `step` (and the one after it, when a restart cannot be made).
+    /// Returns the migration's result if it ended meanwhile.
+    fn take(
+        &self,
+        step: Step,
+        why: &str,
+        req: &mut MigrationRequest,
+        migration: &mut Migration,
+        job: &JobProgress,
+        ladder: &mut Ladder,
+    ) -> Result<Option<Result<(), crate::libvirt::Error>>, Error> {
+        let (local, name) = (self.local, self.name);
+        let mut step = Some(step);
+        while let Some(s) = step.take() {
+            match s {
+                Step::Downtime { from_ms, to_ms } => {
+                    info!("convergence: {why}: allowing {to_ms} ms of downtime instead of {from_ms} ms");
+                    if let Err(e) = local.set_max_downtime(name, to_ms) {
+                        warn!("could not raise the downtime: {}", chain(&e));
+                    }
+                }
+                Step::AutoConverge => {
+                    info!("convergence: {why}: more downtime alone does not suffice; restarting the copy with auto-converge and {} ms of downtime", ladder.downtime_ms());
+                    req.auto_converge = true;
+                    let restart = restart(local, name, req, migration, job, ladder, self.abort_at);
+                    match restart.map_err(hv_err("migrate", name))? {
+                        Restart::Started(m) => {
+                            *migration = m;
+                            ladder.restarted();
+                        }
+                        Restart::Ended(r) => return Ok(Some(r)),
+                        Restart::NotNow(reason) => {
+                            req.auto_converge = false;
+                            info!("convergence: no restart with auto-converge: {reason}");
+                            step = Some(ladder.skip_auto_converge());
+                        }
+                    }
+                }
+                Step::PostCopy => {
+                    warn!("convergence: {why}: switching to post-copy (migration_postcopy=true); until the copy ends, a failure of either node or of the link loses the guest");
+                    if let Err(e) = local.start_postcopy(name) {
+                        warn!("could not switch to post-copy: {}", chain(&e));
+                    }
+                }
+                Step::GiveUp => {
+                    info!("convergence: {why}: nothing left to try (migration_postcopy=false); the copy goes on and is aborted {:.0?} before the deadline if it does not end", abort_reserve(self.deadline.timeout()));
+                }
+            }
+        }
+        Ok(None)
+    }
 }
 
 /// What [`restart`] did.

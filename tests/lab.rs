@@ -494,3 +494,29 @@ fn a_copy_that_stalls_converges_through_the_policy() {
     // Still one guest, on node-b, with its definition on both nodes.
     assert_eq!(assert_runs_once(&g), "b");
 }
+
+#[test]
+#[ignore = "needs the lab: make test"]
+fn post_copy_is_the_last_resort_when_allowed() {
+    // As above, but capped at 8 MiB/s with a 60 s timeout: when the copy
+    // stalls (about 30 s in), a new copy with auto-converge would need
+    // about 30 s more than the time left, so the policy goes on to
+    // post-copy, which migration_postcopy=true allows.
+    let g = Guest::with("t-postcopy", &["acpi=1", "dirty_mb=48", "rate_mbs=64"]);
+    assert_eq!(agent("a", "start", &g.params()).rc, 0);
+    let m = migrate(
+        &g,
+        "a",
+        &[
+            ("OCF_RESKEY_migration_speed", "8"),
+            ("OCF_RESKEY_migration_postcopy", "true"),
+            ("OCF_RESKEY_CRM_meta_timeout", "60000"),
+        ],
+    );
+    let log = &m.to.stderr;
+    assert!(
+        log.contains("no restart with auto-converge") && log.contains("switching to post-copy"),
+        "{log}"
+    );
+    assert_eq!(assert_runs_once(&g), "b");
+}
