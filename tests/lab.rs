@@ -520,3 +520,44 @@ fn post_copy_is_the_last_resort_when_allowed() {
     );
     assert_eq!(assert_runs_once(&g), "b");
 }
+
+#[test]
+#[ignore = "needs the lab: make test"]
+fn monitor_is_one_libvirt_connection_and_no_child_process() {
+    let g = Guest::new("t-cheap", true);
+    assert_eq!(agent("a", "start", &g.params()).rc, 0);
+    let trace = std::env::temp_dir().join("vmshift-monitor.strace");
+    let c = Command::new("bash")
+        .arg(lab_script())
+        .args([
+            "exec",
+            "a",
+            "env",
+            "-i",
+            "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+        ])
+        .args(["HA_LOGFACILITY=none", "OCF_RESKEY_name=t-cheap"])
+        .args(["strace", "-f", "-qq", "-o"])
+        .arg(&trace)
+        .args([
+            "-e",
+            "trace=execve,fork,vfork,clone,clone3,connect",
+            BIN,
+            "monitor",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(c.status.code(), Some(0));
+    let t = std::fs::read_to_string(&trace).unwrap();
+    let _ = std::fs::remove_file(&trace);
+    let count = |what: &str| t.lines().filter(|l| l.contains(what)).count();
+    // The agent itself is the only program run; threads (the bounded
+    // libvirt calls) are the only clones.
+    assert_eq!(count("execve("), 1, "{t}");
+    assert_eq!(count("fork("), 0, "{t}");
+    let clones = count("clone(") + count("clone3(");
+    assert_eq!(count("CLONE_THREAD"), clones, "{t}");
+    // One connection, to the local libvirtd's socket.
+    assert_eq!(count("connect("), 1, "{t}");
+    assert_eq!(count("libvirt-sock"), 1, "{t}");
+}

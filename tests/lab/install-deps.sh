@@ -14,7 +14,7 @@ set -euo pipefail
 
 PKGS=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config
 	resource-agents pacemaker pacemaker-cli-utils corosync libxml2-utils iproute2
-	util-linux gcc libc6-dev python3 cpio rpm openssl)
+	util-linux gcc libc6-dev python3 cpio rpm openssl strace)
 BPO_PKGS=(qemu-system-x86 qemu-utils)
 
 missing=()
