@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # lab.sh -- two libvirt "hosts" (node-a, node-b) on ONE Linux machine, for real
 # QEMU live-migration tests of vmshift. Self-contained (needs only this file
-# and guest-init.c next to it). Debian 12, root, no systemd needed; packages:
+# and guest-init.c, common.sh next to it). Debian 12, root, no systemd needed; packages:
 # tests/lab/install-deps.sh (libvirt 9.0 + QEMU 10.0 from bookworm-backports).
 #
 # WHAT `up` SETS UP (idempotent; a failure half-way tears everything down)
@@ -117,106 +117,9 @@ nvirsh() { local n=$1; shift; node_exec "$n" timeout "$VIRSH_TIMEOUT" virsh -q -
 serial_path() { echo "$L/$1/fs/var/log/libvirt/qemu/$2-serial.log"; }
 
 # ---------------------------------------------------------------- guest image
-# apt must not write its caches to the real /var/cache/apt
-APT_OPTS=(-o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache= -o APT::Sandbox::User=root)
-build_guest() {
-	local want g=$C/guest pkg deb
-	[ -f "$INIT_SRC" ] || die "missing $INIT_SRC"
-	want="$GUEST_VER $(sha256sum <"$INIT_SRC" | cut -d' ' -f1)"
-	if [ -s "$g/vmlinuz" ] && [ -s "$g/initrd.gz" ] && [ "$(cat "$g/.built-$GUEST_VER" 2>/dev/null)" = "$want" ]; then
-		return 0
-	fi
-	mkdir -p "$C/dl" "$g"
-	if [ ! -s "$g/vmlinuz" ] || [ ! -s "$g/button.ko" ]; then
-		pkg=$(apt-cache "${APT_OPTS[@]}" depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
-		[ -n "$pkg" ] || die "apt knows no linux-image-<abi>-amd64 package (apt lists missing?)"
-		if ! ls "$C/dl/$pkg"_*.deb >/dev/null 2>&1; then
-			log "downloading $pkg (apt-get download, only unpacked, never installed)"
-			(cd "$C/dl" && apt-get "${APT_OPTS[@]}" -q download "$pkg" >&2) || die "apt-get download $pkg failed"
-		fi
-		deb=$(ls "$C/dl/$pkg"_*.deb | head -1)
-		rm -rf "$C/dl/x" && mkdir -p "$C/dl/x"
-		dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$C/dl/x" --wildcards ./boot/ '*/drivers/acpi/button.ko' '*/drivers/input/evdev.ko'
-		cp "$C"/dl/x/boot/vmlinuz-* "$g/vmlinuz"
-		find "$C/dl/x/lib" \( -name button.ko -o -name evdev.ko \) -exec cp {} "$g/" \;
-		rm -rf "$C/dl/x"
-	fi
-	gcc -static -O2 -Wall -o "$g/init" "$INIT_SRC" >&2
-	python3 - "$g/initrd.gz" "$g/init" "$g/evdev.ko" "$g/button.ko" <<'EOF'
-import sys, gzip, os
-out, init, mods = sys.argv[1], sys.argv[2], [m for m in sys.argv[3:] if os.path.exists(m)]
-def ent(name, mode, data=b"", ino=1):  # cpio "newc" entry
-    nb = name.encode() + b"\0"
-    hdr = "070701" + "".join("%08X" % v for v in (ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(nb), 0))
-    b = hdr.encode() + nb
-    b += b"\0" * ((4 - len(b) % 4) % 4)
-    return b + data + b"\0" * ((4 - len(data) % 4) % 4)
-with gzip.open(out + ".tmp", "wb") as f:
-    f.write(ent("init", 0o100755, open(init, "rb").read())
-            + b"".join(ent(os.path.basename(m), 0o100644, open(m, "rb").read(), 2 + i) for i, m in enumerate(mods))
-            + ent("TRAILER!!!", 0, b"", 0))
-os.replace(out + ".tmp", out)
-EOF
-	rm -f "$g"/.built-*
-	echo "$want" >"$g/.built-$GUEST_VER"
-	log "guest built: $g/{vmlinuz,initrd.gz}"
-}
-
-# domain_xml NAME ACPI DIRTY_MB RATE_MBS MEM_MB
-domain_xml() {
-	local name=$1 acpi=$2 dirty=$3 rate=$4 mem=$5 h uuid
-	h=$(printf '%s' "vmshift-lab:$name" | md5sum | cut -c1-32)
-	uuid="${h:0:8}-${h:8:4}-4${h:13:3}-8${h:17:3}-${h:20:12}" # same NAME -> same UUID on both nodes
-	cat <<EOF
-<domain type='$LAB_DOMAIN_TYPE'>
-  <name>$name</name>
-  <uuid>$uuid</uuid>
-  <memory unit='MiB'>$mem</memory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>$C/guest/vmlinuz</kernel>
-    <initrd>$C/guest/initrd.gz</initrd>
-    <cmdline>console=ttyS0 quiet panic=-1 lab_dirty_mb=$dirty lab_rate_mbs=$rate lab_acpi=$acpi</cmdline>
-  </os>
-  <features><acpi/><apic/></features>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>restart</on_reboot>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <controller type='usb' model='none'/>
-    <serial type='file'>
-      <source path='/var/log/libvirt/qemu/$name-serial.log' append='on'/>
-      <target port='0'/>
-    </serial>
-    <console type='file'>
-      <source path='/var/log/libvirt/qemu/$name-serial.log' append='on'/>
-      <target type='serial' port='0'/>
-    </console>
-    <memballoon model='none'/>
-  </devices>
-</domain>
-EOF
-}
-
-cmd_xml() {
-	local name=${1:-} acpi=1 dirty=$LAB_DIRTY_MB rate=$LAB_RATE_MBS mem=$LAB_MEM_MB a
-	check_name "$name"
-	shift
-	for a in "$@"; do
-		case "$a" in
-		acpi=0 | acpi=1) acpi=${a#*=} ;;
-		dirty_mb=[0-9]*) dirty=${a#*=} ;;
-		rate_mbs=[0-9]*) rate=${a#*=} ;;
-		mem_mb=[0-9]*) mem=${a#*=} ;;
-		*) usage ;;
-		esac
-	done
-	for a in "$dirty" "$rate" "$mem"; do [[ "$a" =~ ^[0-9]+$ ]] || usage; done
-	build_guest # no-op when the cached guest is current
-	domain_xml "$name" "$acpi" "$dirty" "$rate" "$mem"
-}
+GUEST_UUID_NS=vmshift-lab
+# shellcheck source=common.sh
+. "$HERE/common.sh"
 
 # ---------------------------------------------------------------- TLS
 # A lab CA and one certificate per node, for libvirtd's TLS listener and
@@ -267,35 +170,7 @@ write_node_conf() {
 	local n=$1 d="$L/$1/ovl" f="$L/$1/fs"
 	mkdir -p "$d"/{etc,var,run}-{upper,work} "$f"/etc/libvirt/qemu "$f"/run/libvirt \
 		"$f"/var/lib/libvirt "$f"/var/cache/libvirt "$f"/var/log/libvirt/qemu
-	cat >"$f/etc/libvirt/libvirtd.conf" <<EOF
-# vmshift-lab node-$n -- test only: unauthenticated TCP inside netns $NS-$n,
-# and TLS (16514) with the lab CA's certificates
-listen_tls = 1
-listen_tcp = 1
-tcp_port = "16509"
-listen_addr = "0.0.0.0"
-auth_tcp = "none"
-auth_unix_rw = "none"
-auth_unix_ro = "none"
-host_uuid = "$(uuid_of "$n")"
-log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
-keepalive_interval = 5
-keepalive_count = 5
-EOF
-	cat >"$f/etc/libvirt/qemu.conf" <<EOF
-# vmshift-lab node-$n
-user = "root"
-group = "root"
-dynamic_ownership = 0
-remember_owner = 0
-security_driver = "none"
-cgroup_controllers = [ ]
-namespaces = [ ]
-stdio_handler = "file"
-migration_port_min = 49152
-migration_port_max = 49215
-default_tls_x509_verify = 1
-EOF
+	write_libvirt_conf "$f/etc/libvirt" "vmshift-lab node-$n (netns $NS-$n)" "$(uuid_of "$n")" 1
 	install_pki "$n"
 	cat >"$d/etc-upper/hosts" <<EOF
 127.0.0.1 localhost
