@@ -483,7 +483,13 @@ impl Hypervisor for Libvirt {
 
     fn completed_job(&self, name: &str) -> Result<Option<JobProgress>, Error> {
         self.with_domain("get completed job stats", name, |d| {
-            job_progress(d, sys::VIR_DOMAIN_JOB_STATS_COMPLETED)
+            // KEEP_COMPLETED: without it libvirt deletes the statistics
+            // as it returns them, and `virsh domjobinfo --completed` shows
+            // the admin nothing after the agent has read the downtime.
+            job_progress(
+                d,
+                sys::VIR_DOMAIN_JOB_STATS_COMPLETED | sys::VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED,
+            )
         })
     }
 

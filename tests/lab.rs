@@ -279,6 +279,12 @@ fn live_migration_over_the_migration_network_and_back() {
         there.to.stderr
     );
     assert!(there.mn_bytes > COPY_BYTES && there.bc_bytes < COPY_BYTES / 4);
+    // The agent read the downtime without taking the statistics away from
+    // the admin: both ends still show the completed job.
+    for node in ["a", "b"] {
+        let info = virsh(node, &["domjobinfo", "--completed", &g.name]).unwrap();
+        assert!(info.contains("Total downtime"), "node-{node}: {info}");
+    }
     let back = migrate(&g, "b", &[]);
     assert!(back.to.stderr.contains("node-a.mn (10.251.11.1) usable"));
     assert!(back.mn_bytes > COPY_BYTES && back.bc_bytes < COPY_BYTES / 4);
