@@ -4,7 +4,7 @@
 CARGO ?= cargo
 
 .PHONY: all build deps demo demo-cluster test unit-test lab-test package-test cluster-test \
-	cluster-soak deb rpm lab-up lab-down cluster-up cluster-down clean
+	cluster-soak deb rpm lab-up lab-down cluster-up cluster-down clean bench bench-quick
 
 all: build
 
@@ -24,8 +24,9 @@ demo-cluster: build
 
 # Every test: unit and black-box tests, the packages (built, installed,
 # checked with ocf-tester, purged), the lab tests on real libvirtd and QEMU
-# (lifecycle, migration, fault injection), then the Pacemaker cluster tests.
-test: unit-test package-test lab-test cluster-test
+# (lifecycle, migration, fault injection), then the Pacemaker cluster tests,
+# and the benchmark's quick mode (so it cannot rot).
+test: unit-test package-test lab-test cluster-test bench-quick
 
 unit-test: build
 	$(CARGO) test --locked
@@ -39,6 +40,19 @@ cluster-test: build
 # 50 round trips under Pacemaker (not part of `make test`).
 cluster-soak: build
 	VMSHIFT_SOAK_ROUNDS=$${VMSHIFT_SOAK_ROUNDS:-50} bash tests/cluster/run-tests.sh round_trips --nocapture
+
+# vmshift against VirtualDomain on a second lab (LAB_ID=bench), ~10 min:
+# target/bench/report.{json,md} and *.svg. Not part of `make test`.
+# BENCH_PUBLISH=tests/bench/results also copies the report there (committed).
+bench: deps
+	$(CARGO) build --release --locked
+	python3 tests/bench/bench.py $(if $(BENCH_PUBLISH),--publish $(BENCH_PUBLISH))
+
+# A few minutes: every number once, into target/bench-quick/; fails only
+# when a number is missing, never on a missed target.
+bench-quick: deps
+	$(CARGO) build --release --locked
+	python3 tests/bench/bench.py --quick
 
 package-test: build
 	bash tests/packaging/check.sh
