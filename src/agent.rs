@@ -404,8 +404,9 @@ impl Peer {
 }
 
 /// The peer node's libvirtd, reached like a migration target
-/// (`qemu+<migration_transport>://...`) and given the migration pre-flight
-/// budget: a hung peer must cost an answer early, not the whole action.
+/// (`qemu+<migration_transport>://...`), each call given the migration
+/// pre-flight budget: a hung peer must cost an answer early, not the whole
+/// action, and a live one can still be asked after a long migration.
 fn peer_libvirt(p: &Params, node: &str, deadline: &Deadline) -> Libvirt {
     let uri = migrate::peer_uri(
         &p.hypervisor,
@@ -413,8 +414,7 @@ fn peer_libvirt(p: &Params, node: &str, deadline: &Deadline) -> Libvirt {
         p.migration_user.as_deref(),
         node,
     );
-    let until = Instant::now() + migrate::preflight_budget(deadline.timeout());
-    Libvirt::new(&uri, until.min(deadline.at()))
+    Libvirt::new(&uri, deadline.at()).per_call(migrate::preflight_budget(deadline.timeout()))
 }
 
 /// Refuses to boot a server that runs on the peer: two copies of one

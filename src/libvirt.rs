@@ -277,6 +277,8 @@ impl Migration {
 pub struct Libvirt {
     uri: String,
     deadline: Instant,
+    /// Each call also ends this long after it starts (see `per_call`).
+    call_budget: Option<Duration>,
     conn: OnceCell<Arc<Connect>>,
     /// Set once a call has timed out: libvirtd is not answering.
     hung: Cell<bool>,
@@ -292,9 +294,19 @@ impl Libvirt {
         Libvirt {
             uri: uri.to_owned(),
             deadline,
+            call_budget: None,
             conn: OnceCell::new(),
             hung: Cell::new(false),
         }
+    }
+
+    /// Bounds every call by `budget` as well as by the deadline: a remote
+    /// libvirtd that hangs costs one budget (later calls then fail at
+    /// once), while one that answers can still be asked at the end of a
+    /// long action (where a migrated guest runs).
+    pub fn per_call(mut self, budget: Duration) -> Self {
+        self.call_budget = Some(budget);
+        self
     }
 
     /// Runs `f` on a worker thread and waits for it until the deadline.
@@ -314,11 +326,15 @@ impl Libvirt {
                 let _ = tx.send(f());
             })
             .map_err(Error::Thread)?;
-        let wait = self.deadline.saturating_duration_since(Instant::now());
-        rx.recv_timeout(wait).unwrap_or_else(|_| {
-            self.hung.set(true);
-            Err(Error::Timeout { what })
-        })
+        let now = Instant::now();
+        let until = self
+            .call_budget
+            .map_or(self.deadline, |b| (now + b).min(self.deadline));
+        rx.recv_timeout(until.saturating_duration_since(now))
+            .unwrap_or_else(|_| {
+                self.hung.set(true);
+                Err(Error::Timeout { what })
+            })
     }
 
     fn connection(&self) -> Result<Arc<Connect>, Error> {
@@ -603,5 +619,24 @@ mod tests {
         assert!(t.elapsed() < Duration::from_secs(1));
         // Later calls fail at once instead of waiting again.
         assert!(lv.state("test").unwrap_err().is_unreachable());
+    }
+
+    #[test]
+    fn a_call_budget_bounds_each_call_not_the_connection_life() {
+        let lv = Libvirt::new("test:///default", Instant::now() + Duration::from_secs(30))
+            .per_call(Duration::from_millis(300));
+        // A call that answers within its budget, late in the action (the
+        // test driver's state is shared by the tests of this process:
+        // "nope" is the domain no test defines).
+        std::thread::sleep(Duration::from_millis(400));
+        assert_eq!(lv.state("nope").unwrap(), DomainState::Undefined);
+        // One that does not is cut at its budget, far before the deadline.
+        let t = Instant::now();
+        let r: Result<(), Error> = lv.bounded("sleep", || {
+            std::thread::sleep(Duration::from_secs(5));
+            Ok(())
+        });
+        assert!(matches!(r, Err(Error::Timeout { what: "sleep" })));
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
     }
 }

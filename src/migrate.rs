@@ -211,7 +211,11 @@ pub fn migrate_to(
         }
         let now = Instant::now();
         if now >= abort_at {
-            return abort(local, name, target, &migration, t0, deadline);
+            match abort(local, name, target, &migration, t0, deadline) {
+                // It completed while being aborted: a migration that worked.
+                Some(Ok(())) => break Ok(()),
+                ended => return timed_out(local, peer, name, target, t0, ended, deadline),
+            }
         }
         // Sampled every poll: the policy needs to see every iteration.
         let Ok(Some(job)) = local.job(name) else {
@@ -500,16 +504,16 @@ fn failed(
     })
 }
 
-/// The deadline is near: abort the job, wait for libvirt to give up, and
-/// report where the guest is (it stays on the source: libvirt resumes it).
+/// The deadline is near: abort the job and wait for libvirt to give up.
+/// Returns the migration's result, if it ended before the deadline.
 fn abort(
     local: &dyn Hypervisor,
     name: &str,
     target: &str,
-    migration: &crate::libvirt::Migration,
+    migration: &Migration,
     t0: Instant,
     deadline: &Deadline,
-) -> Result<Outcome, Error> {
+) -> Option<Result<(), crate::libvirt::Error>> {
     let progress = local.job(name).ok().flatten();
     warn!(
         "migration of {name} to {target} not done after {:.1?} ({}); aborting it before the deadline",
@@ -519,15 +523,44 @@ fn abort(
     if let Err(e) = local.abort_job(name) {
         warn!("abort failed: {}", chain(&e));
     }
-    let ended = loop {
+    loop {
         if let Some(r) = migration.wait(POLL) {
-            break Some(r);
+            return Some(r);
         }
         if deadline.expired() {
-            break None;
+            return None;
         }
-    };
+    }
+}
+
+/// The aborted migration did not complete: report where the guest is. An
+/// aborted pre-copy leaves it running here. A copy already in post-copy
+/// cannot be aborted (the guest runs on the target): the truth is then
+/// that it moved, whatever libvirt said.
+fn timed_out(
+    local: &dyn Hypervisor,
+    peer: &dyn Hypervisor,
+    name: &str,
+    target: &str,
+    t0: Instant,
+    ended: Option<Result<(), crate::libvirt::Error>>,
+    deadline: &Deadline,
+) -> Result<Outcome, Error> {
     let here = wait_state(local, name, deadline.at(), |s| s == DomainState::Running).ok();
+    if here != Some(DomainState::Running) {
+        if let Ok(s) = peer.state(name) {
+            if s == DomainState::Running {
+                return Ok(Outcome::new(
+                    OcfRc::Success,
+                    format!(
+                        "domain {name} runs on {target} ({s}) although its migration was aborted after {:.1?} (here: {})",
+                        t0.elapsed(),
+                        state_text(here)
+                    ),
+                ));
+            }
+        }
+    }
     Err(Error::MigrationTimedOut {
         name: name.into(),
         target: target.into(),
