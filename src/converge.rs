@@ -20,7 +20,7 @@
 //! 4. nothing left: the copy goes on and migrate_to aborts it before its
 //!    deadline.
 
-use crate::libvirt::JobProgress;
+use crate::libvirt::{mib, JobProgress};
 
 /// Iterations without progress before the next rung. One iteration can be
 /// unlucky (a burst of guest writes); three in a row is a trend.
@@ -75,10 +75,6 @@ pub struct Ladder {
     stalls: u32,
     /// auto-converge's throttle at the last iteration boundary.
     throttle_pct: u64,
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
 }
 
 impl Ladder {

@@ -99,6 +99,11 @@ pub struct JobProgress {
     pub migration_out: bool,
 }
 
+/// Job statistics count bytes; the logs speak MiB.
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
 /// virDomainGetJobStats, read with libvirt's own typed-parameter getters.
 /// virt 0.5's `Domain::job_stats` turns the returned array into a `Vec`
 /// with `Vec::from_raw_parts`: when there is no job, libvirt returns a null
@@ -136,16 +141,12 @@ fn job_progress(
         let found = unsafe { sys::virTypedParamsGetULLong(params, nparams, name.as_ptr(), &mut v) };
         (found == 1).then_some(v)
     };
-    let mut operation: std::os::raw::c_int = 0;
-    // SAFETY: as for `ullong` above, with an int out-pointer.
-    let has_operation = unsafe {
-        sys::virTypedParamsGetInt(
-            params,
-            nparams,
-            sys::VIR_DOMAIN_JOB_OPERATION.as_ptr(),
-            &mut operation,
-        )
-    } == 1;
+    let int = |name: &std::ffi::CStr| {
+        let mut v: std::os::raw::c_int = 0;
+        // SAFETY: as for `ullong` above, with an int out-pointer.
+        let found = unsafe { sys::virTypedParamsGetInt(params, nparams, name.as_ptr(), &mut v) };
+        (found == 1).then_some(v)
+    };
     let progress = JobProgress {
         elapsed_ms: ullong(sys::VIR_DOMAIN_JOB_TIME_ELAPSED),
         data_total: ullong(sys::VIR_DOMAIN_JOB_DATA_TOTAL),
@@ -155,21 +156,10 @@ fn job_progress(
         iteration: ullong(sys::VIR_DOMAIN_JOB_MEMORY_ITERATION),
         dirty_rate: ullong(sys::VIR_DOMAIN_JOB_MEMORY_DIRTY_RATE),
         downtime_ms: ullong(sys::VIR_DOMAIN_JOB_DOWNTIME),
-        throttle_pct: {
-            let mut v: std::os::raw::c_int = 0;
-            // SAFETY: as for `ullong` above, with an int out-pointer.
-            let found = unsafe {
-                sys::virTypedParamsGetInt(
-                    params,
-                    nparams,
-                    sys::VIR_DOMAIN_JOB_AUTO_CONVERGE_THROTTLE.as_ptr(),
-                    &mut v,
-                )
-            };
-            (found == 1).then_some(u64::try_from(v).unwrap_or(0))
-        },
-        migration_out: has_operation
-            && operation == sys::VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT as i32,
+        throttle_pct: int(sys::VIR_DOMAIN_JOB_AUTO_CONVERGE_THROTTLE)
+            .map(|v| u64::try_from(v).unwrap_or(0)),
+        migration_out: int(sys::VIR_DOMAIN_JOB_OPERATION)
+            == Some(sys::VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT as i32),
     };
     // SAFETY: frees the array libvirt allocated, once, with libvirt's own
     // allocator; a null array with 0 entries is accepted.

@@ -16,7 +16,7 @@ use log::{info, warn};
 use crate::agent::{chain, ensure_no_autostart, hv_err, wait_state, Error};
 use crate::converge::{Decision, Ladder, Step};
 use crate::hypervisor::{DomainState, Hypervisor};
-use crate::libvirt::{JobProgress, Migration, MigrationRequest};
+use crate::libvirt::{mib, JobProgress, Migration, MigrationRequest};
 use crate::migration_net::{self, Choice, Net};
 use crate::ocf::{Deadline, OcfRc, Outcome, Params, Transport};
 
@@ -78,10 +78,6 @@ fn bandwidth(mib_s: u64) -> String {
 /// A state that could not be read (libvirtd gone quiet) says so.
 fn state_text(state: Option<DomainState>) -> String {
     state.map_or_else(|| "unknown".to_owned(), |s| s.to_string())
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
 }
 
 /// `45.0 MiB of 128.0 MiB left, 310 MiB/s, iteration 2`
