@@ -99,6 +99,16 @@ pub struct JobProgress {
     pub migration_out: bool,
 }
 
+/// A libvirt call's status return: -1 is failure, with the details in
+/// libvirt's per-thread last error.
+fn status(rc: std::os::raw::c_int) -> Result<(), virt::error::Error> {
+    if rc < 0 {
+        Err(virt::error::Error::last_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// Job statistics count bytes; the logs speak MiB.
 pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
@@ -130,9 +140,7 @@ fn job_progress(
             flags,
         )
     };
-    if r < 0 {
-        return Err(virt::error::Error::last_error());
-    }
+    status(r)?;
     let ullong = |name: &std::ffi::CStr| {
         let mut v: std::os::raw::c_ulonglong = 0;
         // SAFETY: `params`/`nparams` are what libvirt returned (a null
@@ -504,11 +512,7 @@ impl Hypervisor for Libvirt {
             // SAFETY: `d` is a live domain handle for the duration of this
             // closure; virDomainAbortJob only reads it (virt 0.5 has no
             // wrapper for it).
-            if unsafe { sys::virDomainAbortJob(d.as_ptr()) } < 0 {
-                Err(virt::error::Error::last_error())
-            } else {
-                Ok(())
-            }
+            status(unsafe { sys::virDomainAbortJob(d.as_ptr()) })
         })
     }
 
@@ -517,11 +521,7 @@ impl Hypervisor for Libvirt {
             // SAFETY: `d` is a live domain handle for the duration of this
             // closure; virDomainMigrateStartPostCopy only reads it (virt
             // 0.5 has no wrapper for it). Flags must be 0.
-            if unsafe { sys::virDomainMigrateStartPostCopy(d.as_ptr(), 0) } < 0 {
-                Err(virt::error::Error::last_error())
-            } else {
-                Ok(())
-            }
+            status(unsafe { sys::virDomainMigrateStartPostCopy(d.as_ptr(), 0) })
         })
     }
 
