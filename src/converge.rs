@@ -182,13 +182,10 @@ impl Ladder {
         Some(Decision { step, why })
     }
 
-    /// The restart with auto-converge could not be made (no time left for
-    /// a new copy): the copy has stalled already, so the last rung now.
-    pub fn skip_auto_converge(&mut self) -> Step {
-        self.last_resort()
-    }
-
-    fn last_resort(&mut self) -> Step {
+    /// The last rung: after auto-converge, or at once when the restart
+    /// with auto-converge could not be made (no time left for a new copy),
+    /// since the copy has stalled already.
+    pub fn last_resort(&mut self) -> Step {
         self.rung = Rung::Done;
         if self.postcopy {
             Step::PostCopy
@@ -334,7 +331,7 @@ mod tests {
         // No time for the restart: post-copy at once, and only once.
         let mut l = Ladder::new(1200, 1200, true);
         assert_eq!(run(&mut l, 1, &flat[..5]), vec![Step::AutoConverge]);
-        assert_eq!(l.skip_auto_converge(), Step::PostCopy);
+        assert_eq!(l.last_resort(), Step::PostCopy);
         assert_eq!(run(&mut l, 6, &flat), vec![]);
     }
 

@@ -323,7 +323,15 @@ impl Policy<'_> {
                 Step::AutoConverge => {
                     info!("convergence: {why}: more downtime alone does not suffice; restarting the copy with auto-converge and {} ms of downtime", ladder.downtime_ms());
                     req.auto_converge = true;
-                    let restart = restart(local, name, req, migration, job, ladder, self.abort_at);
+                    let restart = restart(
+                        local,
+                        name,
+                        req,
+                        migration,
+                        job,
+                        ladder.downtime_ms(),
+                        self.abort_at,
+                    );
                     match restart.map_err(hv_err("migrate", name))? {
                         Restart::Started(m) => {
                             *migration = m;
@@ -333,7 +341,7 @@ impl Policy<'_> {
                         Restart::NotNow(reason) => {
                             req.auto_converge = false;
                             info!("convergence: no restart with auto-converge: {reason}");
-                            step = Some(ladder.skip_auto_converge());
+                            step = Some(ladder.last_resort());
                         }
                     }
                 }
@@ -367,14 +375,15 @@ enum Restart {
 /// migration starts. Only done when a full copy still fits before
 /// `abort_at` at the bandwidth measured so far, twice over (the first pass,
 /// then the iterations while the throttle rises): otherwise the restart
-/// would only trade a converging chance for a certain abort.
+/// would only trade a converging chance for a certain abort. The new
+/// copy gets `downtime_ms` again.
 fn restart(
     local: &dyn Hypervisor,
     name: &str,
     req: &MigrationRequest,
     migration: &Migration,
     job: &JobProgress,
-    ladder: &Ladder,
+    downtime_ms: u64,
     abort_at: Instant,
 ) -> Result<Restart, crate::libvirt::Error> {
     let needed = match (job.data_total, job.mem_bps) {
@@ -409,7 +418,7 @@ fn restart(
     }
     // libvirt restores the migration parameters it found when the aborted
     // job began: the raised downtime must be set again.
-    local.set_max_downtime(name, ladder.downtime_ms())?;
+    local.set_max_downtime(name, downtime_ms)?;
     local.migrate(name, req).map(Restart::Started)
 }
 
