@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 
 use crate::cluster;
-use crate::hypervisor::{DomainState, Hypervisor};
+use crate::hypervisor::{DomainState, Hypervisor, Postcopy};
 use crate::libvirt::{self, Libvirt};
 use crate::migrate;
 use crate::migration_net::SystemNet;
@@ -85,6 +85,8 @@ pub enum Error {
     },
     #[error("domain {name} is still {state} after destroy")]
     StillActive { name: String, state: DomainState },
+    #[error("domain {name} still hands its memory over by post-copy after {waited:.1?}: stopping it here would kill the guest on the target")]
+    PostcopyRunning { name: String, waited: Duration },
     #[error("libvirtd does not answer and QEMU pid {pid} of domain {name} still runs")]
     QemuAlive {
         name: String,
@@ -165,6 +167,7 @@ impl Error {
             Error::Libvirt { .. }
             | Error::NotStarted { .. }
             | Error::StillActive { .. }
+            | Error::PostcopyRunning { .. }
             | Error::QemuAlive { .. }
             | Error::RunningOnPeer { .. }
             | Error::NoTarget
@@ -363,6 +366,24 @@ pub(crate) fn wait_state<H: Hypervisor + ?Sized>(
     }
 }
 
+/// Polls the domain until it is no longer on `side` of a running
+/// post-copy or `until` passes; returns whether it still is. A state that
+/// cannot be read counts as no post-copy: the caller goes on as usual.
+pub(crate) fn wait_postcopy<H: Hypervisor + ?Sized>(
+    hv: &H,
+    name: &str,
+    side: Postcopy,
+    until: Instant,
+) -> bool {
+    loop {
+        let copying = hv.postcopy(name).ok().flatten() == Some(side);
+        if !copying || Instant::now() + POLL > until {
+            return copying;
+        }
+        sleep(POLL);
+    }
+}
+
 /// A cluster-managed server must never be started by libvirtd itself when
 /// it (re)starts: it would then run twice.
 pub(crate) fn ensure_no_autostart<H: Hypervisor + ?Sized>(hv: &H, name: &str) -> Result<(), Error> {
@@ -533,13 +554,32 @@ pub fn stop<H: Hypervisor>(hv: &H, p: &Params, deadline: &Deadline) -> Result<Ou
         Err(e) if e.is_unreachable() => return stop_without_libvirt(hv, name, e),
         Err(e) => return Err(hv_err("get the state of", name)(e)),
     };
+    let t0 = Instant::now();
+    // The source of a post-copy (paused, reason post-copy) holds pages the
+    // guest on the target still lacks: shutting it down or destroying it
+    // would kill the guest there, and libvirt's migration job blocks both
+    // until the copy ends anyway. Pacemaker runs this stop right after
+    // migrate_from, so wait for the copy; libvirt then shuts this side off.
+    let state = if state == DomainState::Paused
+        && hv.postcopy(name).ok().flatten() == Some(Postcopy::Outgoing)
+    {
+        info!("domain {name} is the source of a post-copy: waiting for the copy to end");
+        if wait_postcopy(hv, name, Postcopy::Outgoing, deadline.at()) {
+            return Err(Error::PostcopyRunning {
+                name: name.into(),
+                waited: t0.elapsed(),
+            });
+        }
+        hv.state(name).map_err(hv_err("get the state of", name))?
+    } else {
+        state
+    };
     if !state.is_active() && state != DomainState::Crashed && state != DomainState::NoState {
         return Ok(Outcome::new(
             OcfRc::Success,
             format!("domain {name} is already stopped ({state})"),
         ));
     }
-    let t0 = Instant::now();
     let mut how = "destroyed";
     // ACPI only reaches a guest that runs; a crashed or stateless one is
     // destroyed at once.
@@ -674,6 +714,8 @@ mod tests {
         pid_dir: bool,
         /// The state after a shutdown request (None: the guest ignores it).
         after_shutdown: Option<DomainState>,
+        /// Post-copy sides, in order like `states`.
+        postcopy: RefCell<Vec<Option<Postcopy>>>,
     }
 
     impl Fake {
@@ -685,6 +727,7 @@ mod tests {
                 pid: None,
                 pid_dir: true,
                 after_shutdown: Some(DomainState::Shutoff),
+                postcopy: RefCell::new(vec![None]),
             }
         }
         fn unreachable() -> Self {
@@ -757,6 +800,10 @@ mod tests {
         }
         fn start_postcopy(&self, _: &str) -> Result<(), libvirt::Error> {
             unimplemented!("lifecycle tests do not migrate")
+        }
+        fn postcopy(&self, _: &str) -> Result<Option<Postcopy>, libvirt::Error> {
+            let mut p = self.postcopy.borrow_mut();
+            Ok(if p.len() > 1 { p.remove(0) } else { p[0] })
         }
         /// An active domain has a QEMU process, as in libvirt; `pid`
         /// forces one (a QEMU libvirt does not know about).
@@ -913,6 +960,26 @@ mod tests {
         assert!(out.reason.contains("ignored ACPI"), "{}", out.reason);
         assert_eq!(f.calls().last(), Some(&"destroy"));
         assert!(t.elapsed() < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn stop_waits_for_an_outgoing_post_copy_and_touches_nothing() {
+        let f = Fake::new(&[DomainState::Paused, DomainState::Shutoff]);
+        *f.postcopy.borrow_mut() = vec![Some(Postcopy::Outgoing), Some(Postcopy::Outgoing), None];
+        let out = stop(&f, &params(&[]), &deadline(20)).unwrap();
+        assert_eq!(out.rc, OcfRc::Success);
+        assert!(f.calls().is_empty(), "{:?}", f.calls());
+    }
+
+    #[test]
+    fn stop_never_kills_the_source_of_a_post_copy_that_does_not_end() {
+        let f = Fake::new(&[DomainState::Paused]);
+        *f.postcopy.borrow_mut() = vec![Some(Postcopy::Outgoing)];
+        let t = Instant::now();
+        let e = stop(&f, &params(&[]), &Deadline::new(Duration::from_secs(2))).unwrap_err();
+        assert!(matches!(e, Error::PostcopyRunning { .. }), "{e}");
+        assert!(f.calls().is_empty(), "{:?}", f.calls());
+        assert!(t.elapsed() < Duration::from_secs(2));
     }
 
     #[test]

@@ -55,6 +55,18 @@ impl fmt::Display for DomainState {
     }
 }
 
+/// Which side of a running post-copy migration this node is: the guest's
+/// vCPUs run on the target while the source still holds the pages they
+/// have not fetched yet. Neither side can be stopped without losing the
+/// guest until the copy ends, and libvirt refuses to abort it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Postcopy {
+    /// The source: paused here, reason post-copy.
+    Outgoing,
+    /// The target: running here, reason post-copy.
+    Incoming,
+}
+
 /// What the actions need from a hypervisor. Every call is bounded by the
 /// action's deadline: an implementation returns [`Error::Timeout`] rather
 /// than block past it.
@@ -87,6 +99,9 @@ pub trait Hypervisor {
     /// Switches the running migration to post-copy: the guest resumes on
     /// the target and fetches the pages it still lacks from here.
     fn start_postcopy(&self, name: &str) -> Result<(), Error>;
+    /// The domain's side of a post-copy migration that is copying, if any
+    /// (a failed post-copy copies nothing more: `None`).
+    fn postcopy(&self, name: &str) -> Result<Option<Postcopy>, Error>;
     /// The pid of a live QEMU process of this domain on this node, found
     /// without asking libvirtd (for when it is down or hung).
     fn qemu_pid(&self, name: &str) -> Option<u32>;

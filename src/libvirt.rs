@@ -27,7 +27,7 @@ use virt::domain::MigrateParameters;
 use virt::error::ErrorNumber;
 use virt::sys;
 
-use crate::hypervisor::{DomainState, Hypervisor};
+use crate::hypervisor::{DomainState, Hypervisor, Postcopy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -243,6 +243,11 @@ impl MigrationRequest {
             // Only enables the capability on both sides; the switch itself
             // is virDomainMigrateStartPostCopy, if the policy gets there.
             flags |= sys::VIR_MIGRATE_POSTCOPY;
+            // QEMU limits post-copy separately (max-postcopy-bandwidth,
+            // unlimited unless set): without this the cap that protects
+            // the link's other traffic (corosync, DRBD) would end where
+            // post-copy begins. Ganeti sets both for the same reason.
+            params.bandwidth_postcopy = params.bandwidth;
         }
         (flags, params)
     }
@@ -389,6 +394,18 @@ impl Drop for Libvirt {
     }
 }
 
+/// virDomainGetState's state and reason during a post-copy migration: the
+/// source is paused and the target runs, both with reason post-copy
+/// (`virsh domstate --reason`). The `_FAILED` reasons mean the copy broke.
+fn postcopy_side(state: std::os::raw::c_int, reason: std::os::raw::c_int) -> Option<Postcopy> {
+    let (state, reason) = (u32::try_from(state).ok()?, u32::try_from(reason).ok()?);
+    match (state, reason) {
+        (sys::VIR_DOMAIN_PAUSED, sys::VIR_DOMAIN_PAUSED_POSTCOPY) => Some(Postcopy::Outgoing),
+        (sys::VIR_DOMAIN_RUNNING, sys::VIR_DOMAIN_RUNNING_POSTCOPY) => Some(Postcopy::Incoming),
+        _ => None,
+    }
+}
+
 fn map_state(s: virt::domain::DomainStateEnum) -> DomainState {
     match s {
         virt::enumutil::Enum::Known(k) => match k {
@@ -525,6 +542,18 @@ impl Hypervisor for Libvirt {
         })
     }
 
+    fn postcopy(&self, name: &str) -> Result<Option<Postcopy>, Error> {
+        self.with_domain("get the state reason of", name, |d| {
+            let (mut state, mut reason) = (-1, -1);
+            // SAFETY: `d` is a live domain handle for the duration of this
+            // closure; libvirt writes one int through each pointer, both of
+            // which outlive the call. Called directly because virt 0.5's
+            // `Domain::state` drops libvirt's error. Flags must be 0.
+            status(unsafe { sys::virDomainGetState(d.as_ptr(), &mut state, &mut reason, 0) })?;
+            Ok(postcopy_side(state, reason))
+        })
+    }
+
     fn qemu_pid(&self, name: &str) -> Option<u32> {
         let file = self.pid_dir()?.join(format!("{name}.pid"));
         let pid = std::fs::read_to_string(file).ok()?.trim().parse().ok()?;
@@ -568,6 +597,61 @@ fn qemu_process_alive(pid: u32, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn postcopy_sides_follow_virsh_domstate_reason() {
+        let side = |s: u32, r: u32| postcopy_side(s as i32, r as i32);
+        // paused (post-copy) | running (post-copy)
+        assert_eq!(
+            side(sys::VIR_DOMAIN_PAUSED, sys::VIR_DOMAIN_PAUSED_POSTCOPY),
+            Some(Postcopy::Outgoing)
+        );
+        assert_eq!(
+            side(sys::VIR_DOMAIN_RUNNING, sys::VIR_DOMAIN_RUNNING_POSTCOPY),
+            Some(Postcopy::Incoming)
+        );
+        // A broken copy, a plain pause, a migrated guest, and libvirt's -1.
+        for (s, r) in [
+            (
+                sys::VIR_DOMAIN_PAUSED,
+                sys::VIR_DOMAIN_PAUSED_POSTCOPY_FAILED,
+            ),
+            (
+                sys::VIR_DOMAIN_RUNNING,
+                sys::VIR_DOMAIN_RUNNING_POSTCOPY_FAILED,
+            ),
+            (sys::VIR_DOMAIN_PAUSED, sys::VIR_DOMAIN_PAUSED_USER),
+            (sys::VIR_DOMAIN_RUNNING, sys::VIR_DOMAIN_RUNNING_MIGRATED),
+        ] {
+            assert_eq!(side(s, r), None, "{s} {r}");
+        }
+        assert_eq!(postcopy_side(-1, -1), None);
+    }
+
+    #[test]
+    fn the_bandwidth_cap_holds_in_post_copy_too() {
+        let req = |bandwidth, postcopy| MigrationRequest {
+            dconn_uri: "qemu+tcp://node-b/system".into(),
+            data_uri: "tcp://10.251.11.2".into(),
+            bandwidth,
+            max_downtime_ms: 300,
+            parallel: 1,
+            tls_host: None,
+            auto_converge: false,
+            postcopy,
+        };
+        let (flags, params) = req(8, true).flags_and_params();
+        assert_ne!(flags & sys::VIR_MIGRATE_POSTCOPY, 0);
+        assert_eq!(
+            (params.bandwidth, params.bandwidth_postcopy),
+            (Some(8), Some(8))
+        );
+        let (_, params) = req(0, true).flags_and_params();
+        assert_eq!((params.bandwidth, params.bandwidth_postcopy), (None, None));
+        let (flags, params) = req(8, false).flags_and_params();
+        assert_eq!(flags & sys::VIR_MIGRATE_POSTCOPY, 0);
+        assert_eq!(params.bandwidth_postcopy, None);
+    }
 
     #[test]
     fn own_process_is_not_a_qemu_guest() {

@@ -3,7 +3,9 @@
 //! `plan-migration`, the admin's dry run.
 //!
 //! migrate_to is bounded by its own timeout: the job is polled, and aborted
-//! a margin before the deadline with the guest left running on the source.
+//! a margin before the deadline with the guest left running on the source,
+//! unless it is in post-copy, which libvirt cannot abort: the guest then
+//! already runs on the target, and that is what is reported.
 //! A migrate_to that Pacemaker has to kill instead makes it assume the
 //! server may run on both nodes (`unpack_migrate_to_failure`), and the
 //! default recovery is then to stop it everywhere.
@@ -13,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
-use crate::agent::{chain, ensure_no_autostart, hv_err, wait_state, Error};
+use crate::agent::{chain, ensure_no_autostart, hv_err, wait_postcopy, wait_state, Error};
 use crate::converge::{Decision, Ladder, Step};
-use crate::hypervisor::{DomainState, Hypervisor};
+use crate::hypervisor::{DomainState, Hypervisor, Postcopy};
 use crate::libvirt::{mib, JobProgress, Migration, MigrationRequest};
 use crate::migration_net::{self, Choice, Net};
 use crate::ocf::{Deadline, OcfRc, Outcome, Params, Transport};
@@ -209,6 +211,14 @@ pub fn migrate_to(
         }
         let now = Instant::now();
         if now >= abort_at {
+            // libvirt refuses to abort a post-copy, and the guest already
+            // runs on the target: the copy can only be seen through.
+            if local.postcopy(name).ok().flatten() == Some(Postcopy::Outgoing) {
+                match see_postcopy_through(name, target, &migration, t0, deadline) {
+                    Some(r) => break r,
+                    None => return Ok(postcopy_unfinished(local, name, target, t0)),
+                }
+            }
             match abort(local, name, target, &migration, t0, deadline) {
                 // It completed while being aborted: a migration that worked.
                 Some(Ok(())) => break Ok(()),
@@ -540,6 +550,45 @@ fn abort(
     }
 }
 
+/// The abort point came during post-copy: waits for the last pages until
+/// just before the deadline (the copy's progress is read once more after).
+/// Returns the migration's result, if it ended by then.
+fn see_postcopy_through(
+    name: &str,
+    target: &str,
+    migration: &Migration,
+    t0: Instant,
+    deadline: &Deadline,
+) -> Option<Result<(), crate::libvirt::Error>> {
+    warn!(
+        "migration of {name} to {target} is in post-copy after {:.1?}: the guest runs on {target} and the copy cannot be aborted; waiting for the pages still here",
+        t0.elapsed()
+    );
+    let until = deadline.earlier_by(POLL * 4);
+    migration.wait(until.saturating_duration_since(Instant::now()))
+}
+
+/// The deadline came during post-copy. The guest runs on the target, so
+/// that is what Pacemaker is told: a failure here would make it stop the
+/// server on both nodes, killing the guest mid-copy. migrate_from and stop
+/// on this node wait for the rest of the copy.
+fn postcopy_unfinished(local: &dyn Hypervisor, name: &str, target: &str, t0: Instant) -> Outcome {
+    let left = local
+        .job(name)
+        .ok()
+        .flatten()
+        .map(|j| format!(" ({})", progress_line(&j)))
+        .unwrap_or_default();
+    warn!("post-copy of {name} to {target} not done when migrate_to must return{left}");
+    Outcome::new(
+        OcfRc::Success,
+        format!(
+            "domain {name} runs on {target} after {:.1?}; post-copy still copies its memory from here{left}",
+            t0.elapsed()
+        ),
+    )
+}
+
 /// The aborted migration did not complete: report where the guest is. An
 /// aborted pre-copy leaves it running here. A copy already in post-copy
 /// cannot be aborted (the guest runs on the target): the truth is then
@@ -606,6 +655,17 @@ pub fn migrate_from(
         });
     }
     ensure_no_autostart(hv, name)?;
+    // In post-copy the guest runs here while part of its memory is still
+    // on the source: wait for the rest, so that the stop Pacemaker runs on
+    // the source next finds the copy done. Past the deadline the guest
+    // still runs here, which is what migrate_from reports.
+    if wait_postcopy(hv, name, Postcopy::Incoming, deadline.at()) {
+        warn!("domain {name} runs here, but post-copy still fetches its memory from {source}");
+        return Ok(Outcome::new(
+            OcfRc::Success,
+            format!("domain {name} arrived from {source} and runs here; post-copy still fetches its memory from there"),
+        ));
+    }
     let downtime = hv
         .completed_job(name)
         .ok()

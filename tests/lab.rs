@@ -567,3 +567,67 @@ fn monitor_is_one_libvirt_connection_and_no_child_process() {
     assert_eq!(count("connect("), 1, "{t}");
     assert_eq!(count("libvirt-sock"), 1, "{t}");
 }
+
+#[test]
+#[ignore = "needs the lab: make test"]
+fn a_post_copy_longer_than_migrate_to_is_seen_through_not_killed() {
+    // The switch to post-copy (here by the admin, `virsh migrate-postcopy`)
+    // comes early, over a copy capped at 1 MiB/s: the last 100 MiB take
+    // about a minute, longer than migrate_to's and migrate_from's timeouts.
+    // From the switch on the guest runs on b, so both report 0; the stop
+    // Pacemaker then runs on a waits for the copy instead of killing the
+    // half of the guest's memory that is still there.
+    let g = Guest::with("t-pc-long", &["acpi=1", "dirty_mb=8", "rate_mbs=20"]);
+    assert_eq!(agent("a", "start", &g.params()).rc, 0);
+    let tick = g.wait_heartbeat("a");
+    let env = migration_env(
+        &g,
+        "a",
+        &[
+            ("OCF_RESKEY_migration_speed", "1"),
+            ("OCF_RESKEY_migration_postcopy", "true"),
+            ("OCF_RESKEY_CRM_meta_timeout", "20000"),
+        ],
+    );
+    let to = std::thread::scope(|s| {
+        let to = s.spawn(|| agent("a", "migrate_to", &env));
+        // Refused until QEMU's copy has begun (its capabilities are set
+        // first), so retried for a while.
+        let until = Instant::now() + Duration::from_secs(20);
+        while let Err(e) = virsh("a", &["migrate-postcopy", &g.name]) {
+            assert!(Instant::now() < until, "virsh migrate-postcopy: {e}");
+            sleep(Duration::from_millis(250));
+        }
+        to.join().unwrap()
+    });
+    assert_eq!(to.rc, 0, "{}", to.stderr);
+    assert!(
+        to.stderr.contains("post-copy still copies"),
+        "{}",
+        to.stderr
+    );
+    let from = agent(
+        "b",
+        "migrate_from",
+        &[env.as_slice(), &[("OCF_RESKEY_CRM_meta_timeout", "10000")]].concat(),
+    );
+    assert_eq!(from.rc, 0, "{}", from.stderr);
+    assert!(from.stderr.contains("still fetches"), "{}", from.stderr);
+    // Still copying: the source is paused, its pages not yet all across.
+    assert_eq!(domstate("a", &g.name), "paused");
+    let stop = agent(
+        "a",
+        "stop",
+        &[g.name_env(), ("OCF_RESKEY_CRM_meta_timeout", "120000")],
+    );
+    assert_eq!(stop.rc, 0, "{}", stop.stderr);
+    assert!(
+        stop.stderr.contains("source of a post-copy"),
+        "{}",
+        stop.stderr
+    );
+    assert_eq!(domstate("a", &g.name), "shut off");
+    // The guest kept its memory and runs on b only.
+    g.wait_tick_after("b", tick);
+    assert_eq!(assert_runs_once(&g), "b");
+}
