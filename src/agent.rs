@@ -658,9 +658,20 @@ fn stop_without_libvirt<H: Hypervisor>(
 /// active, 7 when it is shut off or not defined, 1 when it crashed or its
 /// state cannot be known. Never 7 while a QEMU process of the domain lives
 /// on this node: Pacemaker would start it elsewhere, and it would run twice.
+/// The one exception is the paused source of a running post-copy: the
+/// guest already runs on the target, and a 0 here as well would make a
+/// probe see it active on both nodes, whose default recovery stops both.
 pub fn monitor<H: Hypervisor>(hv: &H, p: &Params) -> Result<Outcome, Error> {
     let name = p.name.as_str();
     match hv.state(name) {
+        Ok(DomainState::Paused)
+            if hv.postcopy(name).ok().flatten() == Some(Postcopy::Outgoing) =>
+        {
+            Ok(Outcome::new(
+                OcfRc::NotRunning,
+                format!("domain {name} runs on the target of its post-copy; only pages it has not fetched yet are left here, and libvirt shuts this side off when the copy ends"),
+            ))
+        }
         Ok(state) if state.is_active() => Ok(Outcome::new(
             OcfRc::Success,
             format!("domain {name} is active ({state})"),
@@ -960,6 +971,17 @@ mod tests {
         assert!(out.reason.contains("ignored ACPI"), "{}", out.reason);
         assert_eq!(f.calls().last(), Some(&"destroy"));
         assert!(t.elapsed() < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn monitor_leaves_a_post_copy_source_to_the_target() {
+        let f = Fake::new(&[DomainState::Paused]);
+        *f.postcopy.borrow_mut() = vec![Some(Postcopy::Outgoing)];
+        assert_eq!(monitor(&f, &params(&[])).unwrap().rc, OcfRc::NotRunning);
+        // The target of the same copy runs the guest.
+        let f = Fake::new(&[DomainState::Running]);
+        *f.postcopy.borrow_mut() = vec![Some(Postcopy::Incoming)];
+        assert_eq!(monitor(&f, &params(&[])).unwrap().rc, OcfRc::Success);
     }
 
     #[test]

@@ -606,6 +606,9 @@ fn a_post_copy_longer_than_migrate_to_is_seen_through_not_killed() {
         "{}",
         to.stderr
     );
+    // A probe now must not see the server active on both nodes.
+    assert_eq!(agent("a", "monitor", &[g.name_env()]).rc, 7);
+    assert_eq!(agent("b", "monitor", &[g.name_env()]).rc, 0);
     let from = agent(
         "b",
         "migrate_from",
