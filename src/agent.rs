@@ -366,6 +366,17 @@ pub(crate) fn wait_state<H: Hypervisor + ?Sized>(
     }
 }
 
+/// Whether a domain in `state` is the paused source of a running
+/// post-copy: the guest runs on the target, and only pages it has not
+/// fetched yet are left here. Asks libvirt only for a paused domain.
+pub(crate) fn postcopy_source<H: Hypervisor + ?Sized>(
+    hv: &H,
+    name: &str,
+    state: DomainState,
+) -> bool {
+    state == DomainState::Paused && hv.postcopy(name).ok().flatten() == Some(Postcopy::Outgoing)
+}
+
 /// Polls the domain until it is no longer on `side` of a running
 /// post-copy or `until` passes; returns whether it still is. A state that
 /// cannot be read counts as no post-copy: the caller goes on as usual.
@@ -560,9 +571,7 @@ pub fn stop<H: Hypervisor>(hv: &H, p: &Params, deadline: &Deadline) -> Result<Ou
     // would kill the guest there, and libvirt's migration job blocks both
     // until the copy ends anyway. Pacemaker runs this stop right after
     // migrate_from, so wait for the copy; libvirt then shuts this side off.
-    let state = if state == DomainState::Paused
-        && hv.postcopy(name).ok().flatten() == Some(Postcopy::Outgoing)
-    {
+    let state = if postcopy_source(hv, name, state) {
         info!("domain {name} is the source of a post-copy: waiting for the copy to end");
         if wait_postcopy(hv, name, Postcopy::Outgoing, deadline.at()) {
             return Err(Error::PostcopyRunning {
@@ -664,9 +673,7 @@ fn stop_without_libvirt<H: Hypervisor>(
 pub fn monitor<H: Hypervisor>(hv: &H, p: &Params) -> Result<Outcome, Error> {
     let name = p.name.as_str();
     match hv.state(name) {
-        Ok(DomainState::Paused)
-            if hv.postcopy(name).ok().flatten() == Some(Postcopy::Outgoing) =>
-        {
+        Ok(state) if postcopy_source(hv, name, state) => {
             Ok(Outcome::new(
                 OcfRc::NotRunning,
                 format!("domain {name} runs on the target of its post-copy; only pages it has not fetched yet are left here, and libvirt shuts this side off when the copy ends"),

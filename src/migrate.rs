@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
-use crate::agent::{chain, ensure_no_autostart, hv_err, wait_postcopy, wait_state, Error};
+use crate::agent::{
+    chain, ensure_no_autostart, hv_err, postcopy_source, wait_postcopy, wait_state, Error,
+};
 use crate::converge::{Decision, Ladder, Step};
 use crate::hypervisor::{DomainState, Hypervisor, Postcopy};
 use crate::libvirt::{mib, JobProgress, Migration, MigrationRequest};
@@ -150,7 +152,7 @@ pub fn migrate_to(
         node: target.into(),
         source,
     });
-    if !here.is_active() {
+    if !here.is_active() || postcopy_source(local, name, here) {
         // A repeated migrate_to after a migration that worked.
         return match there? {
             s if s.is_active() => Ok(Outcome::new(
@@ -458,6 +460,12 @@ fn follow_earlier_migration(
             logged = true;
         }
         if Instant::now() >= abort_at {
+            // Past the switch to post-copy the guest runs on the target and
+            // libvirt cannot abort: migrate_to goes on from where it runs.
+            if local.postcopy(name).ok().flatten() == Some(Postcopy::Outgoing) {
+                warn!("the earlier migration of {name} is in post-copy after {:.1?}: the guest runs on {target}", t0.elapsed());
+                return Ok(());
+            }
             warn!(
                 "the earlier migration of {name} did not end in {:.1?}; aborting it",
                 t0.elapsed()

@@ -609,6 +609,18 @@ fn a_post_copy_longer_than_migrate_to_is_seen_through_not_killed() {
     // A probe now must not see the server active on both nodes.
     assert_eq!(agent("a", "monitor", &[g.name_env()]).rc, 7);
     assert_eq!(agent("b", "monitor", &[g.name_env()]).rc, 0);
+    // A retried migrate_to follows the copy, and finds the guest on b.
+    let again = agent(
+        "a",
+        "migrate_to",
+        &[env.as_slice(), &[("OCF_RESKEY_CRM_meta_timeout", "10000")]].concat(),
+    );
+    assert_eq!(again.rc, 0, "{}", again.stderr);
+    assert!(
+        again.stderr.contains("already runs on node-b"),
+        "{}",
+        again.stderr
+    );
     let from = agent(
         "b",
         "migrate_from",
