@@ -235,6 +235,11 @@ struct Server {
 
 impl Server {
     fn create(id: &str, ops: Ops) -> Server {
+        Server::create_with(id, ops, &[])
+    }
+
+    /// With more instance attributes than the defaults.
+    fn create_with(id: &str, ops: Ops, params: &[(&str, &str)]) -> Server {
         let config = PathBuf::from(format!("{STATE}/{id}.xml"));
         let s = Server {
             id: id.to_owned(),
@@ -244,12 +249,16 @@ impl Server {
         std::fs::write(&s.config, cluster(&["xml", id])).expect("write the guest XML");
         let id = &s.id;
         let cfg = s.config.display();
+        let extra: String = params
+            .iter()
+            .map(|(k, v)| format!("\n    <nvpair id=\"{id}-{k}\" name=\"{k}\" value=\"{v}\"/>"))
+            .collect();
         let xml = format!(
             r#"<primitive id="{id}" class="ocf" provider="vmshift" type="server">
   <instance_attributes id="{id}-params">
     <nvpair id="{id}-name" name="name" value="{id}"/>
     <nvpair id="{id}-config" name="config" value="{cfg}"/>
-    <nvpair id="{id}-transport" name="migration_transport" value="tcp"/>
+    <nvpair id="{id}-transport" name="migration_transport" value="tcp"/>{extra}
   </instance_attributes>
   <meta_attributes id="{id}-meta">
     <nvpair id="{id}-allow-migrate" name="allow-migrate" value="true"/>
@@ -612,6 +621,48 @@ fn admin_move_live_migrates_over_the_migration_link() {
     // And back.
     let back = admin_move(&s, to, &from);
     assert!(back.mn_bytes > COPY_BYTES && back.bc_bytes < COPY_BYTES / 4);
+    assert_eq!(s.boots(), 1);
+}
+
+#[test]
+#[ignore = "needs the cluster lab: make cluster-test"]
+fn a_move_whose_post_copy_outlasts_migrate_to_ends_without_failures() {
+    // Post-copy allowed, the copy capped at 1 MiB/s, and the admin
+    // switches the move to post-copy (`virsh migrate-postcopy`) as soon as
+    // it runs: the last 100 MiB take about a minute, longer than
+    // migrate_to's and migrate_from's 20 s. Pacemaker's sequence
+    // (migrate_to, migrate_from, stop on the source) must end the move
+    // with no failed action and the guest's memory intact.
+    let ops = Ops {
+        migrate_to: 20,
+        migrate_from: 20,
+        ..OPS
+    };
+    let params = [("migration_postcopy", "true"), ("migration_speed", "1")];
+    let s = Server::create_with("srv-postcopy", ops, &params);
+    let from = s.wait_started(None, Duration::from_secs(120));
+    let to = peer(&from);
+    let m = live_move(&s, &from, to, || {
+        let node = format!("node-{to}");
+        on_ok(&from, &["crm_resource", "--move", "-r", &s.id, "-N", &node]);
+        // Refused until QEMU's copy has begun.
+        let until = Instant::now() + Duration::from_secs(60);
+        while !virsh(&from, &["migrate-postcopy", &s.id]).status.success() {
+            assert!(
+                Instant::now() < until,
+                "no migration to switch to post-copy"
+            );
+            sleep(Duration::from_millis(250));
+        }
+    });
+    on_ok(&from, &["crm_resource", "--clear", "-r", &s.id]);
+    assert!(
+        m.src_log.contains("post-copy still copies"),
+        "{}",
+        m.src_log
+    );
+    settle();
+    s.assert_only_on(to);
     assert_eq!(s.boots(), 1);
 }
 
