@@ -87,6 +87,8 @@ pub enum Error {
     StillActive { name: String, state: DomainState },
     #[error("domain {name} still hands its memory over by post-copy after {waited:.1?}: stopping it here would kill the guest on the target")]
     PostcopyRunning { name: String, waited: Duration },
+    #[error("the post-copy migration of domain {name} failed ({state} here): its memory is split between the two nodes; `virsh migrate --postcopy-resume` over a working link can still finish the copy, otherwise the server must restart")]
+    PostcopyFailed { name: String, state: DomainState },
     #[error("libvirtd does not answer and QEMU pid {pid} of domain {name} still runs")]
     QemuAlive {
         name: String,
@@ -168,6 +170,7 @@ impl Error {
             | Error::NotStarted { .. }
             | Error::StillActive { .. }
             | Error::PostcopyRunning { .. }
+            | Error::PostcopyFailed { .. }
             | Error::QemuAlive { .. }
             | Error::RunningOnPeer { .. }
             | Error::NoTarget
@@ -366,30 +369,19 @@ pub(crate) fn wait_state<H: Hypervisor + ?Sized>(
     }
 }
 
-/// Whether a domain in `state` is the paused source of a running
-/// post-copy: the guest runs on the target, and only pages it has not
-/// fetched yet are left here. Asks libvirt only for a paused domain.
-pub(crate) fn postcopy_source<H: Hypervisor + ?Sized>(
-    hv: &H,
-    name: &str,
-    state: DomainState,
-) -> bool {
-    state == DomainState::Paused && hv.postcopy(name).ok().flatten() == Some(Postcopy::Outgoing)
-}
-
-/// Polls the domain until it is no longer on `side` of a running
-/// post-copy or `until` passes; returns whether it still is. A state that
-/// cannot be read counts as no post-copy: the caller goes on as usual.
+/// Polls the domain while it is on `side` of a running post-copy, until
+/// `until`; returns the side it was last seen on. A state that cannot be
+/// read counts as no post-copy: the caller goes on as usual.
 pub(crate) fn wait_postcopy<H: Hypervisor + ?Sized>(
     hv: &H,
     name: &str,
     side: Postcopy,
     until: Instant,
-) -> bool {
+) -> Option<Postcopy> {
     loop {
-        let copying = hv.postcopy(name).ok().flatten() == Some(side);
-        if !copying || Instant::now() + POLL > until {
-            return copying;
+        let seen = hv.postcopy(name).ok().flatten();
+        if seen != Some(side) || Instant::now() + POLL > until {
+            return seen;
         }
         sleep(POLL);
     }
@@ -560,7 +552,7 @@ pub fn stop<H: Hypervisor>(hv: &H, p: &Params, deadline: &Deadline) -> Result<Ou
             format!("domain {name} is not running here (no QEMU process)"),
         ));
     }
-    let state = match hv.state(name) {
+    let (state, postcopy) = match hv.state_and_postcopy(name) {
         Ok(s) => s,
         Err(e) if e.is_unreachable() => return stop_without_libvirt(hv, name, e),
         Err(e) => return Err(hv_err("get the state of", name)(e)),
@@ -571,9 +563,9 @@ pub fn stop<H: Hypervisor>(hv: &H, p: &Params, deadline: &Deadline) -> Result<Ou
     // would kill the guest there, and libvirt's migration job blocks both
     // until the copy ends anyway. Pacemaker runs this stop right after
     // migrate_from, so wait for the copy; libvirt then shuts this side off.
-    let state = if postcopy_source(hv, name, state) {
+    let state = if postcopy == Some(Postcopy::Outgoing) {
         info!("domain {name} is the source of a post-copy: waiting for the copy to end");
-        if wait_postcopy(hv, name, Postcopy::Outgoing, deadline.at()) {
+        if wait_postcopy(hv, name, Postcopy::Outgoing, deadline.at()) == Some(Postcopy::Outgoing) {
             return Err(Error::PostcopyRunning {
                 name: name.into(),
                 waited: t0.elapsed(),
@@ -670,20 +662,24 @@ fn stop_without_libvirt<H: Hypervisor>(
 /// The one exception is the paused source of a running post-copy: the
 /// guest already runs on the target, and a 0 here as well would make a
 /// probe see it active on both nodes, whose default recovery stops both.
+/// A failed post-copy is 1 on either side: the guest cannot run until the
+/// copy is resumed by hand, and a 0 would hide a hung server.
 pub fn monitor<H: Hypervisor>(hv: &H, p: &Params) -> Result<Outcome, Error> {
     let name = p.name.as_str();
-    match hv.state(name) {
-        Ok(state) if postcopy_source(hv, name, state) => {
-            Ok(Outcome::new(
-                OcfRc::NotRunning,
-                format!("domain {name} runs on the target of its post-copy; only pages it has not fetched yet are left here, and libvirt shuts this side off when the copy ends"),
-            ))
-        }
-        Ok(state) if state.is_active() => Ok(Outcome::new(
+    match hv.state_and_postcopy(name) {
+        Ok((_, Some(Postcopy::Outgoing))) => Ok(Outcome::new(
+            OcfRc::NotRunning,
+            format!("domain {name} runs on the target of its post-copy; only pages it has not fetched yet are left here, and libvirt shuts this side off when the copy ends"),
+        )),
+        Ok((state, Some(Postcopy::Failed))) => Err(Error::PostcopyFailed {
+            name: name.into(),
+            state,
+        }),
+        Ok((state, _)) if state.is_active() => Ok(Outcome::new(
             OcfRc::Success,
             format!("domain {name} is active ({state})"),
         )),
-        Ok(state @ (DomainState::Shutoff | DomainState::Undefined)) => match hv.qemu_pid(name) {
+        Ok((state @ (DomainState::Shutoff | DomainState::Undefined), _)) => match hv.qemu_pid(name) {
             Some(pid) => Ok(Outcome::new(
                 OcfRc::ErrGeneric,
                 format!("libvirt reports domain {name} {state}, but its QEMU pid {pid} still runs"),
@@ -693,7 +689,7 @@ pub fn monitor<H: Hypervisor>(hv: &H, p: &Params) -> Result<Outcome, Error> {
                 format!("domain {name} is {state}"),
             )),
         },
-        Ok(state) => Ok(Outcome::new(
+        Ok((state, _)) => Ok(Outcome::new(
             OcfRc::ErrGeneric,
             format!("domain {name} is {state}"),
         )),
@@ -762,10 +758,16 @@ mod tests {
     }
 
     impl Hypervisor for Fake {
-        fn state(&self, _: &str) -> Result<DomainState, libvirt::Error> {
+        fn state_and_postcopy(
+            &self,
+            _: &str,
+        ) -> Result<(DomainState, Option<Postcopy>), libvirt::Error> {
             let mut s = self.states.borrow_mut();
             let next = if s.len() > 1 { s.remove(0) } else { s[0] };
-            next.map_err(|()| libvirt::Error::Timeout { what: "get state" })
+            let mut p = self.postcopy.borrow_mut();
+            let postcopy = if p.len() > 1 { p.remove(0) } else { p[0] };
+            next.map(|s| (s, postcopy))
+                .map_err(|()| libvirt::Error::Timeout { what: "get state" })
         }
         fn define(&self, _: &str) -> Result<String, libvirt::Error> {
             self.calls.borrow_mut().push("define");
@@ -818,10 +820,6 @@ mod tests {
         }
         fn start_postcopy(&self, _: &str) -> Result<(), libvirt::Error> {
             unimplemented!("lifecycle tests do not migrate")
-        }
-        fn postcopy(&self, _: &str) -> Result<Option<Postcopy>, libvirt::Error> {
-            let mut p = self.postcopy.borrow_mut();
-            Ok(if p.len() > 1 { p.remove(0) } else { p[0] })
         }
         /// An active domain has a QEMU process, as in libvirt; `pid`
         /// forces one (a QEMU libvirt does not know about).
@@ -989,6 +987,14 @@ mod tests {
         let f = Fake::new(&[DomainState::Running]);
         *f.postcopy.borrow_mut() = vec![Some(Postcopy::Incoming)];
         assert_eq!(monitor(&f, &params(&[])).unwrap().rc, OcfRc::Success);
+        // A broken copy: the guest cannot run on either side.
+        for s in [DomainState::Running, DomainState::Paused] {
+            let f = Fake::new(&[s]);
+            *f.postcopy.borrow_mut() = vec![Some(Postcopy::Failed)];
+            let e = monitor(&f, &params(&[])).unwrap_err();
+            assert!(matches!(e, Error::PostcopyFailed { .. }), "{e}");
+            assert_eq!(e.rc(), OcfRc::ErrGeneric);
+        }
     }
 
     #[test]

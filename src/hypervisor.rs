@@ -65,14 +65,29 @@ pub enum Postcopy {
     Outgoing,
     /// The target: running here, reason post-copy.
     Incoming,
+    /// The copy broke (reason post-copy failed, on either side): the
+    /// guest's memory is split between the nodes and it cannot run until
+    /// `virsh migrate --postcopy-resume` finishes the copy over a working
+    /// link.
+    Failed,
 }
 
 /// What the actions need from a hypervisor. Every call is bounded by the
 /// action's deadline: an implementation returns [`Error::Timeout`] rather
 /// than block past it.
 pub trait Hypervisor {
+    /// The domain's state on this node, and its side of a post-copy
+    /// migration if it is in one: one question to libvirt
+    /// (virDomainGetState's state and reason).
+    fn state_and_postcopy(&self, name: &str) -> Result<(DomainState, Option<Postcopy>), Error>;
     /// The domain's state on this node.
-    fn state(&self, name: &str) -> Result<DomainState, Error>;
+    fn state(&self, name: &str) -> Result<DomainState, Error> {
+        self.state_and_postcopy(name).map(|(s, _)| s)
+    }
+    /// The domain's side of a post-copy migration, if it is in one.
+    fn postcopy(&self, name: &str) -> Result<Option<Postcopy>, Error> {
+        self.state_and_postcopy(name).map(|(_, p)| p)
+    }
     /// Defines the domain persistently from XML; returns the name libvirt
     /// gave it.
     fn define(&self, xml: &str) -> Result<String, Error>;
@@ -99,9 +114,6 @@ pub trait Hypervisor {
     /// Switches the running migration to post-copy: the guest resumes on
     /// the target and fetches the pages it still lacks from here.
     fn start_postcopy(&self, name: &str) -> Result<(), Error>;
-    /// The domain's side of a post-copy migration that is copying, if any
-    /// (a failed post-copy copies nothing more: `None`).
-    fn postcopy(&self, name: &str) -> Result<Option<Postcopy>, Error>;
     /// The pid of a live QEMU process of this domain on this node, found
     /// without asking libvirtd (for when it is down or hung).
     fn qemu_pid(&self, name: &str) -> Option<u32>;

@@ -22,8 +22,8 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use virt::connect::Connect;
-use virt::domain::DomainState as VirtState;
 use virt::domain::MigrateParameters;
+use virt::domain::{DomainState as VirtState, DomainStateEnum};
 use virt::error::ErrorNumber;
 use virt::sys;
 
@@ -402,6 +402,10 @@ fn postcopy_side(state: std::os::raw::c_int, reason: std::os::raw::c_int) -> Opt
     match (state, reason) {
         (sys::VIR_DOMAIN_PAUSED, sys::VIR_DOMAIN_PAUSED_POSTCOPY) => Some(Postcopy::Outgoing),
         (sys::VIR_DOMAIN_RUNNING, sys::VIR_DOMAIN_RUNNING_POSTCOPY) => Some(Postcopy::Incoming),
+        (sys::VIR_DOMAIN_PAUSED, sys::VIR_DOMAIN_PAUSED_POSTCOPY_FAILED)
+        | (sys::VIR_DOMAIN_RUNNING, sys::VIR_DOMAIN_RUNNING_POSTCOPY_FAILED) => {
+            Some(Postcopy::Failed)
+        }
         _ => None,
     }
 }
@@ -423,11 +427,24 @@ fn map_state(s: virt::domain::DomainStateEnum) -> DomainState {
 }
 
 impl Hypervisor for Libvirt {
-    fn state(&self, name: &str) -> Result<DomainState, Error> {
-        match self.with_domain("get state", name, |d| d.info()) {
-            Ok(info) => Ok(map_state(info.state)),
+    fn state_and_postcopy(&self, name: &str) -> Result<(DomainState, Option<Postcopy>), Error> {
+        let got = self.with_domain("get state", name, |d| {
+            let (mut state, mut reason) = (-1, -1);
+            // SAFETY: `d` is a live domain handle for the duration of this
+            // closure; libvirt writes one int through each pointer, both of
+            // which outlive the call. Called directly because virt 0.5's
+            // `Domain::state` drops libvirt's error (a vanished domain
+            // would read as an unknown state). Flags must be 0.
+            status(unsafe { sys::virDomainGetState(d.as_ptr(), &mut state, &mut reason, 0) })?;
+            Ok((state, reason))
+        });
+        match got {
+            Ok((state, reason)) => Ok((
+                map_state(DomainStateEnum::from_raw(state as sys::virDomainState)),
+                postcopy_side(state, reason),
+            )),
             Err(Error::Call { source, .. }) if source.code().is(ErrorNumber::NoDomain) => {
-                Ok(DomainState::Undefined)
+                Ok((DomainState::Undefined, None))
             }
             Err(e) => Err(e),
         }
@@ -542,18 +559,6 @@ impl Hypervisor for Libvirt {
         })
     }
 
-    fn postcopy(&self, name: &str) -> Result<Option<Postcopy>, Error> {
-        self.with_domain("get the state reason of", name, |d| {
-            let (mut state, mut reason) = (-1, -1);
-            // SAFETY: `d` is a live domain handle for the duration of this
-            // closure; libvirt writes one int through each pointer, both of
-            // which outlive the call. Called directly because virt 0.5's
-            // `Domain::state` drops libvirt's error. Flags must be 0.
-            status(unsafe { sys::virDomainGetState(d.as_ptr(), &mut state, &mut reason, 0) })?;
-            Ok(postcopy_side(state, reason))
-        })
-    }
-
     fn qemu_pid(&self, name: &str) -> Option<u32> {
         let file = self.pid_dir()?.join(format!("{name}.pid"));
         let pid = std::fs::read_to_string(file).ok()?.trim().parse().ok()?;
@@ -610,7 +615,7 @@ mod tests {
             side(sys::VIR_DOMAIN_RUNNING, sys::VIR_DOMAIN_RUNNING_POSTCOPY),
             Some(Postcopy::Incoming)
         );
-        // A broken copy, a plain pause, a migrated guest, and libvirt's -1.
+        // A broken copy, on either side.
         for (s, r) in [
             (
                 sys::VIR_DOMAIN_PAUSED,
@@ -620,6 +625,11 @@ mod tests {
                 sys::VIR_DOMAIN_RUNNING,
                 sys::VIR_DOMAIN_RUNNING_POSTCOPY_FAILED,
             ),
+        ] {
+            assert_eq!(side(s, r), Some(Postcopy::Failed), "{s} {r}");
+        }
+        // A plain pause, a migrated guest, and libvirt's -1.
+        for (s, r) in [
             (sys::VIR_DOMAIN_PAUSED, sys::VIR_DOMAIN_PAUSED_USER),
             (sys::VIR_DOMAIN_RUNNING, sys::VIR_DOMAIN_RUNNING_MIGRATED),
         ] {

@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
-use crate::agent::{
-    chain, ensure_no_autostart, hv_err, postcopy_source, wait_postcopy, wait_state, Error,
-};
+use crate::agent::{chain, ensure_no_autostart, hv_err, wait_postcopy, wait_state, Error};
 use crate::converge::{Decision, Ladder, Step};
 use crate::hypervisor::{DomainState, Hypervisor, Postcopy};
 use crate::libvirt::{mib, JobProgress, Migration, MigrationRequest};
@@ -145,14 +143,15 @@ pub fn migrate_to(
     let target = target.ok_or(Error::NoTarget)?;
     let abort_at = deadline.earlier_by(abort_reserve(deadline.timeout()));
     follow_earlier_migration(local, name, target, abort_at, deadline)?;
-    let here = local
-        .state(name)
+    let (here, postcopy) = local
+        .state_and_postcopy(name)
         .map_err(hv_err("get the state of", name))?;
     let there = peer.state(name).map_err(|source| Error::Peer {
         node: target.into(),
         source,
     });
-    if !here.is_active() || postcopy_source(local, name, here) {
+    // The paused source of a post-copy no longer runs the guest either.
+    if !here.is_active() || postcopy == Some(Postcopy::Outgoing) {
         // A repeated migrate_to after a migration that worked.
         return match there? {
             s if s.is_active() => Ok(Outcome::new(
@@ -501,7 +500,19 @@ fn failed(
     target: &str,
     e: crate::libvirt::Error,
 ) -> Result<Outcome, Error> {
-    let here = local.state(name).ok();
+    let (here, postcopy) = local
+        .state_and_postcopy(name)
+        .map_or((None, None), |(s, p)| (Some(s), p));
+    if let (Some(state), Some(Postcopy::Failed)) = (here, postcopy) {
+        warn!(
+            "live migration of {name} to {target} failed in post-copy: {}",
+            chain(&e)
+        );
+        return Err(Error::PostcopyFailed {
+            name: name.into(),
+            state,
+        });
+    }
     if !here.is_some_and(DomainState::is_active) {
         // libvirt can report an error after the guest has moved (e.g. in
         // the confirm phase); what counts is where it runs now.
@@ -548,14 +559,7 @@ fn abort(
     if let Err(e) = local.abort_job(name) {
         warn!("abort failed: {}", chain(&e));
     }
-    loop {
-        if let Some(r) = migration.wait(POLL) {
-            return Some(r);
-        }
-        if deadline.expired() {
-            return None;
-        }
-    }
+    migration.wait(deadline.remaining())
 }
 
 /// The abort point came during post-copy: waits for the last pages until
@@ -667,12 +671,21 @@ pub fn migrate_from(
     // on the source: wait for the rest, so that the stop Pacemaker runs on
     // the source next finds the copy done. Past the deadline the guest
     // still runs here, which is what migrate_from reports.
-    if wait_postcopy(hv, name, Postcopy::Incoming, deadline.at()) {
-        warn!("domain {name} runs here, but post-copy still fetches its memory from {source}");
-        return Ok(Outcome::new(
-            OcfRc::Success,
-            format!("domain {name} arrived from {source} and runs here; post-copy still fetches its memory from there"),
-        ));
+    match wait_postcopy(hv, name, Postcopy::Incoming, deadline.at()) {
+        Some(Postcopy::Incoming) => {
+            warn!("domain {name} runs here, but post-copy still fetches its memory from {source}");
+            return Ok(Outcome::new(
+                OcfRc::Success,
+                format!("domain {name} arrived from {source} and runs here; post-copy still fetches its memory from there"),
+            ));
+        }
+        Some(Postcopy::Failed) => {
+            return Err(Error::PostcopyFailed {
+                name: name.into(),
+                state,
+            })
+        }
+        _ => {}
     }
     let downtime = hv
         .completed_job(name)

@@ -646,3 +646,77 @@ fn a_post_copy_longer_than_migrate_to_is_seen_through_not_killed() {
     g.wait_tick_after("b", tick);
     assert_eq!(assert_runs_once(&g), "b");
 }
+
+#[test]
+#[ignore = "needs the lab: make test"]
+fn a_broken_post_copy_is_reported_on_both_nodes_and_can_be_resumed() {
+    // The post-copy of a move breaks (`virsh domjobabort --postcopy`, what
+    // libvirt does when the link fails mid-copy): the guest's memory is
+    // split, and it runs on neither node. Every action says so with 1, on
+    // both nodes, rather than 0 for a hung server; the admin's
+    // `virsh migrate --postcopy-resume` the reason names then saves it.
+    let g = Guest::with("t-pc-broken", &["acpi=1", "dirty_mb=8", "rate_mbs=20"]);
+    assert_eq!(agent("a", "start", &g.params()).rc, 0);
+    let tick = g.wait_heartbeat("a");
+    let env = migration_env(
+        &g,
+        "a",
+        &[
+            ("OCF_RESKEY_migration_speed", "1"),
+            ("OCF_RESKEY_migration_postcopy", "true"),
+            ("OCF_RESKEY_CRM_meta_timeout", "20000"),
+        ],
+    );
+    let to = std::thread::scope(|s| {
+        let to = s.spawn(|| agent("a", "migrate_to", &env));
+        let until = Instant::now() + Duration::from_secs(20);
+        while let Err(e) = virsh("a", &["migrate-postcopy", &g.name]) {
+            assert!(Instant::now() < until, "virsh migrate-postcopy: {e}");
+            sleep(Duration::from_millis(250));
+        }
+        sleep(Duration::from_secs(2));
+        virsh("a", &["domjobabort", "--postcopy", &g.name]).expect("domjobabort --postcopy");
+        to.join().unwrap()
+    });
+    let broken = "post-copy migration of domain t-pc-broken failed";
+    assert_eq!(to.rc, 1, "{}", to.stderr);
+    assert!(to.reason().unwrap().contains(broken), "{}", to.stderr);
+    for node in ["a", "b"] {
+        let m = agent(node, "monitor", &[g.name_env()]);
+        assert_eq!(m.rc, 1, "{}", m.stderr);
+        assert!(
+            m.reason().unwrap().contains("--postcopy-resume"),
+            "{}",
+            m.stderr
+        );
+    }
+    let from = agent(
+        "b",
+        "migrate_from",
+        &[env.as_slice(), &[("OCF_RESKEY_CRM_meta_timeout", "10000")]].concat(),
+    );
+    assert_eq!(from.rc, 1, "{}", from.stderr);
+    assert!(from.reason().unwrap().contains(broken), "{}", from.stderr);
+    // What the reason advises, over the working link.
+    virsh(
+        "a",
+        &[
+            "migrate",
+            "--live",
+            "--p2p",
+            "--persistent",
+            "--postcopy",
+            "--postcopy-resume",
+            "--postcopy-bandwidth",
+            "64",
+            &g.name,
+            "qemu+tcp://node-b/system",
+            "tcp://node-b.mn",
+        ],
+    )
+    .expect("virsh migrate --postcopy-resume");
+    assert_eq!(agent("b", "monitor", &[g.name_env()]).rc, 0);
+    assert_eq!(agent("a", "monitor", &[g.name_env()]).rc, 7);
+    g.wait_tick_after("b", tick);
+    assert_eq!(assert_runs_once(&g), "b");
+}
