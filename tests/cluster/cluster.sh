@@ -22,8 +22,10 @@
 #     /dev/shm (libqb IPC: abstract sockets are per netns, ring buffers live in
 #     /dev/shm); fresh bind-mounted dirs over /etc/libvirt, /run/libvirt,
 #     /var/{lib,cache,log}/libvirt, /etc/corosync, /var/{lib,log}/corosync,
-#     /var/{lib,log}/pacemaker. Inside it: libvirtd (TCP 16509, auth none,
-#     pinned to CPU $VC_PIN_CPU so the QEMU capability cache stays valid),
+#     /var/{lib,log}/pacemaker. Inside it: libvirtd (TCP 16509, auth none;
+#     TLS 16514 with the lab CA's certificates in the node's /etc/pki, see
+#     make_pki in common.sh; pinned to CPU $VC_PIN_CPU so the QEMU
+#     capability cache stays valid),
 #     corosync (knet, two_node) and pacemakerd. The initial CIB sets
 #     stonith-enabled=false and dc-deadtime=2s.
 #   * the agent: target/debug/vmshift (or $VMSHIFT_BIN) is copied to
@@ -137,7 +139,8 @@ write_node_conf() {
 		"$f"/var/lib/libvirt "$f"/var/cache/libvirt "$f"/var/log/libvirt/qemu \
 		"$f"/etc/corosync "$f"/var/lib/corosync "$f"/var/log/corosync \
 		"$f"/var/log/pacemaker/bundles "$f"/var/lib/pacemaker/{cib,pengine,blackbox,cores}
-	write_libvirt_conf "$f/etc/libvirt" "vmshift-cluster node-$n (netns vc-$n)" "$(uuid_of "$n")" 0
+	write_libvirt_conf "$f/etc/libvirt" "vmshift-cluster node-$n (netns vc-$n)" "$(uuid_of "$n")" 1
+	install_pki "$n"
 	cat >"$f/etc/corosync/corosync.conf" <<EOF
 totem {
     version: 2
@@ -334,7 +337,7 @@ cmd_up() {
 	[ $# -eq 0 ] || usage
 	[ "$(id -u)" = 0 ] || die "must be root"
 	for b in libvirtd virsh qemu-system-x86_64 corosync corosync-cmapctl pacemakerd crm_mon cibadmin \
-		crm_resource ip unshare nsenter setsid gcc python3 dpkg-deb apt-get timeout; do
+		crm_resource ip unshare nsenter setsid gcc python3 dpkg-deb apt-get timeout openssl; do
 		command -v $b >/dev/null || die "missing $b"
 	done
 	[ -d "$OCFD" ] || die "missing $OCFD (resource-agents not installed?)"
@@ -351,6 +354,7 @@ cmd_up() {
 	mkdir -p "$L"
 	chmod 755 "$L"
 	build_guest
+	make_pki
 	cmd_register
 	net_up
 	for n in "${NODES[@]}"; do node_start "$n"; done
@@ -363,6 +367,8 @@ cmd_up() {
 		die "node-a cannot reach qemu+tcp://node-b/system"
 	node_exec b timeout 20 virsh -q -c qemu+tcp://node-a.mn/system version >/dev/null ||
 		die "node-b cannot reach qemu+tcp://node-a.mn/system"
+	node_exec a timeout 20 virsh -q -c qemu+tls://node-b/system version >/dev/null ||
+		die "node-a cannot reach qemu+tls://node-b/system"
 	wait_cluster 120
 	trap - EXIT INT TERM
 	[ -e "$AGENT" ] && log "note: the machine has its own $AGENT; the nodes see this lab's instead"

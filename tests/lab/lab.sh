@@ -122,49 +122,6 @@ GUEST_UUID_NS=vmshift-lab
 . "$HERE/common.sh"
 
 # ---------------------------------------------------------------- TLS
-# A lab CA and one certificate per node, for libvirtd's TLS listener and
-# client (qemu+tls://) and for QEMU's native TLS on the migration stream.
-# Each node certificate serves both ends (serverAuth and clientAuth) and
-# names every way the node is reached: node-X, node-X.mn and both
-# addresses. libvirt checks CA:TRUE/keyCertSign on the CA and CA:FALSE,
-# digitalSignature+keyEncipherment and the purposes on the others.
-make_pki() {
-	local p=$L/pki n ext
-	[ -s "$p/ca-cert.pem" ] && return 0
-	command -v openssl >/dev/null || die "missing openssl"
-	mkdir -p "$p"
-	openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/O=vmshift-lab/CN=vmshift-lab CA" \
-		-addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
-		-keyout "$p/ca-key.pem" -out "$p/ca-cert.pem" 2>/dev/null || die "openssl: CA"
-	for n in "${NODES[@]}"; do
-		ext="basicConstraints=critical,CA:FALSE
-keyUsage=critical,digitalSignature,keyEncipherment
-extendedKeyUsage=serverAuth,clientAuth
-subjectAltName=DNS:node-$n,DNS:node-$n.mn,IP:$(ip_bc "$n"),IP:$(ip_mn "$n")"
-		openssl req -newkey rsa:2048 -nodes -subj "/O=vmshift-lab/CN=node-$n" \
-			-keyout "$p/$n-key.pem" -out "$p/$n.csr" 2>/dev/null || die "openssl: node-$n key"
-		openssl x509 -req -days 30 -in "$p/$n.csr" -CA "$p/ca-cert.pem" -CAkey "$p/ca-key.pem" \
-			-CAcreateserial -extfile <(echo "$ext") -out "$p/$n-cert.pem" 2>/dev/null || die "openssl: node-$n cert"
-	done
-}
-
-# The node's certificates where libvirt and QEMU look by default: the
-# libvirt client and server under /etc/pki/{CA,libvirt}, QEMU under
-# /etc/pki/qemu (qemu.conf's default_tls_x509_cert_dir).
-install_pki() {
-	local n=$1 p=$L/pki e=$L/$1/ovl/etc-upper/pki role
-	mkdir -p "$e/CA" "$e/libvirt/private" "$e/qemu"
-	cp "$p/ca-cert.pem" "$e/CA/cacert.pem"
-	cp "$p/ca-cert.pem" "$e/qemu/ca-cert.pem"
-	for role in server client; do
-		cp "$p/$n-cert.pem" "$e/libvirt/${role}cert.pem"
-		cp "$p/$n-key.pem" "$e/libvirt/private/${role}key.pem"
-		cp "$p/$n-cert.pem" "$e/qemu/$role-cert.pem"
-		cp "$p/$n-key.pem" "$e/qemu/$role-key.pem"
-	done
-	chmod 600 "$e"/libvirt/private/*.pem "$e"/qemu/*-key.pem
-}
-
 # ---------------------------------------------------------------- node config
 write_node_conf() {
 	local n=$1 d="$L/$1/ovl" f="$L/$1/fs"
