@@ -568,6 +568,48 @@ fn monitor_is_one_libvirt_connection_and_no_child_process() {
     assert_eq!(count("libvirt-sock"), 1, "{t}");
 }
 
+/// A move of `g` (started here) from a to b that is switched to post-copy
+/// at once: post-copy allowed, the copy capped at 1 MiB/s, a 20 s
+/// migrate_to, and `virsh migrate-postcopy` as soon as QEMU's copy has
+/// begun (refused before: its capabilities are set first). `then` runs
+/// after the switch, while migrate_to still does.
+struct PostcopyMove<'a> {
+    env: Vec<(&'a str, &'a str)>,
+    to: Call,
+    /// The guest's heartbeat before the move.
+    tick: u64,
+}
+
+fn postcopy_move<'a>(g: &'a Guest, then: impl FnOnce()) -> PostcopyMove<'a> {
+    assert_eq!(agent("a", "start", &g.params()).rc, 0);
+    let tick = g.wait_heartbeat("a");
+    let env = migration_env(
+        g,
+        "a",
+        &[
+            ("OCF_RESKEY_migration_speed", "1"),
+            ("OCF_RESKEY_migration_postcopy", "true"),
+            ("OCF_RESKEY_CRM_meta_timeout", "20000"),
+        ],
+    );
+    let to = std::thread::scope(|s| {
+        let to = s.spawn(|| agent("a", "migrate_to", &env));
+        let until = Instant::now() + Duration::from_secs(20);
+        while let Err(e) = virsh("a", &["migrate-postcopy", &g.name]) {
+            assert!(Instant::now() < until, "virsh migrate-postcopy: {e}");
+            sleep(Duration::from_millis(250));
+        }
+        then();
+        to.join().unwrap()
+    });
+    PostcopyMove { env, to, tick }
+}
+
+/// `env` with another action timeout (ms).
+fn timeout<'a>(env: &[(&'a str, &'a str)], ms: &'a str) -> Vec<(&'a str, &'a str)> {
+    [env, &[("OCF_RESKEY_CRM_meta_timeout", ms)]].concat()
+}
+
 #[test]
 #[ignore = "needs the lab: make test"]
 fn a_post_copy_longer_than_migrate_to_is_seen_through_not_killed() {
@@ -578,28 +620,7 @@ fn a_post_copy_longer_than_migrate_to_is_seen_through_not_killed() {
     // Pacemaker then runs on a waits for the copy instead of killing the
     // half of the guest's memory that is still there.
     let g = Guest::with("t-pc-long", &["acpi=1", "dirty_mb=8", "rate_mbs=20"]);
-    assert_eq!(agent("a", "start", &g.params()).rc, 0);
-    let tick = g.wait_heartbeat("a");
-    let env = migration_env(
-        &g,
-        "a",
-        &[
-            ("OCF_RESKEY_migration_speed", "1"),
-            ("OCF_RESKEY_migration_postcopy", "true"),
-            ("OCF_RESKEY_CRM_meta_timeout", "20000"),
-        ],
-    );
-    let to = std::thread::scope(|s| {
-        let to = s.spawn(|| agent("a", "migrate_to", &env));
-        // Refused until QEMU's copy has begun (its capabilities are set
-        // first), so retried for a while.
-        let until = Instant::now() + Duration::from_secs(20);
-        while let Err(e) = virsh("a", &["migrate-postcopy", &g.name]) {
-            assert!(Instant::now() < until, "virsh migrate-postcopy: {e}");
-            sleep(Duration::from_millis(250));
-        }
-        to.join().unwrap()
-    });
+    let PostcopyMove { env, to, tick } = postcopy_move(&g, || {});
     assert_eq!(to.rc, 0, "{}", to.stderr);
     assert!(
         to.stderr.contains("post-copy still copies"),
@@ -610,22 +631,14 @@ fn a_post_copy_longer_than_migrate_to_is_seen_through_not_killed() {
     assert_eq!(agent("a", "monitor", &[g.name_env()]).rc, 7);
     assert_eq!(agent("b", "monitor", &[g.name_env()]).rc, 0);
     // A retried migrate_to follows the copy, and finds the guest on b.
-    let again = agent(
-        "a",
-        "migrate_to",
-        &[env.as_slice(), &[("OCF_RESKEY_CRM_meta_timeout", "10000")]].concat(),
-    );
+    let again = agent("a", "migrate_to", &timeout(&env, "10000"));
     assert_eq!(again.rc, 0, "{}", again.stderr);
     assert!(
         again.stderr.contains("already runs on node-b"),
         "{}",
         again.stderr
     );
-    let from = agent(
-        "b",
-        "migrate_from",
-        &[env.as_slice(), &[("OCF_RESKEY_CRM_meta_timeout", "10000")]].concat(),
-    );
+    let from = agent("b", "migrate_from", &timeout(&env, "10000"));
     assert_eq!(from.rc, 0, "{}", from.stderr);
     assert!(from.stderr.contains("still fetches"), "{}", from.stderr);
     // Still copying: the source is paused, its pages not yet all across.
@@ -656,27 +669,9 @@ fn a_broken_post_copy_is_reported_on_both_nodes_and_can_be_resumed() {
     // both nodes, rather than 0 for a hung server; the admin's
     // `virsh migrate --postcopy-resume` the reason names then saves it.
     let g = Guest::with("t-pc-broken", &["acpi=1", "dirty_mb=8", "rate_mbs=20"]);
-    assert_eq!(agent("a", "start", &g.params()).rc, 0);
-    let tick = g.wait_heartbeat("a");
-    let env = migration_env(
-        &g,
-        "a",
-        &[
-            ("OCF_RESKEY_migration_speed", "1"),
-            ("OCF_RESKEY_migration_postcopy", "true"),
-            ("OCF_RESKEY_CRM_meta_timeout", "20000"),
-        ],
-    );
-    let to = std::thread::scope(|s| {
-        let to = s.spawn(|| agent("a", "migrate_to", &env));
-        let until = Instant::now() + Duration::from_secs(20);
-        while let Err(e) = virsh("a", &["migrate-postcopy", &g.name]) {
-            assert!(Instant::now() < until, "virsh migrate-postcopy: {e}");
-            sleep(Duration::from_millis(250));
-        }
+    let PostcopyMove { env, to, tick } = postcopy_move(&g, || {
         sleep(Duration::from_secs(2));
         virsh("a", &["domjobabort", "--postcopy", &g.name]).expect("domjobabort --postcopy");
-        to.join().unwrap()
     });
     let broken = "post-copy migration of domain t-pc-broken failed";
     assert_eq!(to.rc, 1, "{}", to.stderr);
@@ -690,11 +685,7 @@ fn a_broken_post_copy_is_reported_on_both_nodes_and_can_be_resumed() {
             m.stderr
         );
     }
-    let from = agent(
-        "b",
-        "migrate_from",
-        &[env.as_slice(), &[("OCF_RESKEY_CRM_meta_timeout", "10000")]].concat(),
-    );
+    let from = agent("b", "migrate_from", &timeout(&env, "10000"));
     assert_eq!(from.rc, 1, "{}", from.stderr);
     assert!(from.reason().unwrap().contains(broken), "{}", from.stderr);
     // What the reason advises, over the working link.
