@@ -583,8 +583,13 @@ pub fn stop<H: Hypervisor>(hv: &H, p: &Params, deadline: &Deadline) -> Result<Ou
     }
     let mut how = "destroyed";
     // ACPI only reaches a guest that runs; a crashed or stateless one is
-    // destroyed at once.
-    let graceful = !p.force_stop && state.is_active();
+    // destroyed at once, and so is one whose post-copy failed: with part
+    // of its memory on the other node it cannot act on the button, and
+    // waiting for it would only delay the restart.
+    let graceful = !p.force_stop && state.is_active() && postcopy != Some(Postcopy::Failed);
+    if postcopy == Some(Postcopy::Failed) {
+        how = "destroyed (its post-copy had failed)";
+    }
     if graceful {
         let graceful_end = deadline.earlier_by(destroy_reserve(deadline.timeout()));
         let mut state = state;
@@ -1015,6 +1020,22 @@ mod tests {
         assert!(matches!(e, Error::PostcopyRunning { .. }), "{e}");
         assert!(f.calls().is_empty(), "{:?}", f.calls());
         assert!(t.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn stop_destroys_a_failed_post_copy_at_once() {
+        for s in [DomainState::Running, DomainState::Paused] {
+            let f = Fake::new(&[s]);
+            *f.postcopy.borrow_mut() = vec![Some(Postcopy::Failed), None];
+            let out = stop(&f, &params(&[]), &deadline(20)).unwrap();
+            assert_eq!(out.rc, OcfRc::Success);
+            assert_eq!(f.calls(), ["destroy"], "{s}");
+            assert!(
+                out.reason.contains("post-copy had failed"),
+                "{}",
+                out.reason
+            );
+        }
     }
 
     #[test]

@@ -675,6 +675,81 @@ fn a_move_whose_post_copy_outlasts_migrate_to_ends_without_failures() {
 
 #[test]
 #[ignore = "needs the cluster lab: make cluster-test"]
+fn a_broken_post_copy_is_restarted_once_and_never_runs_twice() {
+    // As above, but the post-copy then breaks (`virsh domjobabort
+    // --postcopy`, what libvirt does when the link fails mid-copy): the
+    // guest's memory is split and it can run on neither node. migrate_to
+    // fails with that reason, and Pacemaker's recovery stops the server on
+    // both nodes (at once: a guest without all its memory cannot shut down
+    // gracefully) and starts it again: one new boot, on one node.
+    let ops = Ops {
+        migrate_to: 20,
+        migrate_from: 20,
+        ..OPS
+    };
+    let params = [("migration_postcopy", "true"), ("migration_speed", "1")];
+    let s = Server::create_with("srv-pc-broken", ops, &params);
+    let from = s.wait_started(None, Duration::from_secs(120));
+    let to = peer(&from);
+    s.wait_heartbeat(&from);
+    let boots = s.boots();
+    let logs = [LogMark::new("a"), LogMark::new("b")];
+    let node = format!("node-{to}");
+    on_ok(&from, &["crm_resource", "--move", "-r", &s.id, "-N", &node]);
+    let until = Instant::now() + Duration::from_secs(60);
+    while !virsh(&from, &["migrate-postcopy", &s.id]).status.success() {
+        assert!(
+            Instant::now() < until,
+            "no migration to switch to post-copy"
+        );
+        sleep(Duration::from_millis(250));
+    }
+    sleep(Duration::from_secs(2));
+    let abort = virsh(&from, &["domjobabort", "--postcopy", &s.id]);
+    assert!(abort.status.success(), "{}", text(&abort.stderr));
+    settle();
+    on_ok(&from, &["crm_resource", "--clear", "-r", &s.id]);
+    settle();
+    let now = s.wait_started(None, MOVE_WAIT);
+    assert!(libvirt_running(&now, &s.id));
+    assert!(
+        !qemu_alive(peer(&now), &s.id),
+        "{} also on node-{}",
+        s.id,
+        peer(&now)
+    );
+    // The restarted guest prints its start line a few seconds after QEMU
+    // starts (a TCG boot).
+    let until = Instant::now() + Duration::from_secs(90);
+    while s.boots() == boots && Instant::now() < until {
+        sleep(Duration::from_millis(500));
+    }
+    assert_eq!(s.boots(), boots + 1, "restarted once:\n{}", crm_mon_text());
+    // And it runs: a heartbeat after its start line.
+    let ticking = || {
+        let serial = s.serial(&now);
+        serial
+            .rsplit("lab-guest: start")
+            .next()
+            .is_some_and(|since| since.contains("lab-guest tick="))
+    };
+    while !ticking() {
+        assert!(Instant::now() < until, "no heartbeat after the restart");
+        sleep(Duration::from_millis(500));
+    }
+    let log = logs.iter().map(LogMark::since).collect::<String>();
+    for want in [
+        "post-copy migration of domain srv-pc-broken failed",
+        "destroyed (its post-copy had failed)",
+    ] {
+        assert!(log.contains(want), "{want}:\n{log}");
+    }
+    let failed: Vec<_> = s.failures().into_iter().map(|f| f.0).collect();
+    assert_eq!(failed, ["migrate_to"], "{}", crm_mon_text());
+}
+
+#[test]
+#[ignore = "needs the cluster lab: make cluster-test"]
 fn tls_moves_go_both_ways_under_pacemaker() {
     // migration_transport=tls as the README sets it up: libvirtd's TLS
     // listener for the control channel and QEMU's native TLS for the RAM
