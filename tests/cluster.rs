@@ -631,6 +631,33 @@ fn admin_move_live_migrates_over_the_migration_link() {
     assert_eq!(s.boots(), 1);
 }
 
+/// A server whose moves may use post-copy, over a copy capped at 1 MiB/s,
+/// with 20 s for migrate_to and migrate_from.
+fn postcopy_server(id: &str) -> Server {
+    let ops = Ops {
+        migrate_to: 20,
+        migrate_from: 20,
+        ..OPS
+    };
+    let params = [("migration_postcopy", "true"), ("migration_speed", "1")];
+    Server::create_with(id, ops, &params)
+}
+
+/// An admin's `crm_resource --move`, switched to post-copy (`virsh
+/// migrate-postcopy`) as soon as QEMU's copy has begun (refused before).
+fn move_in_postcopy(s: &Server, from: &str, to: &str) {
+    let node = format!("node-{to}");
+    on_ok(from, &["crm_resource", "--move", "-r", &s.id, "-N", &node]);
+    let until = Instant::now() + Duration::from_secs(60);
+    while !virsh(from, &["migrate-postcopy", &s.id]).status.success() {
+        assert!(
+            Instant::now() < until,
+            "no migration to switch to post-copy"
+        );
+        sleep(Duration::from_millis(250));
+    }
+}
+
 #[test]
 #[ignore = "needs the cluster lab: make cluster-test"]
 fn a_move_whose_post_copy_outlasts_migrate_to_ends_without_failures() {
@@ -640,28 +667,10 @@ fn a_move_whose_post_copy_outlasts_migrate_to_ends_without_failures() {
     // migrate_to's and migrate_from's 20 s. Pacemaker's sequence
     // (migrate_to, migrate_from, stop on the source) must end the move
     // with no failed action and the guest's memory intact.
-    let ops = Ops {
-        migrate_to: 20,
-        migrate_from: 20,
-        ..OPS
-    };
-    let params = [("migration_postcopy", "true"), ("migration_speed", "1")];
-    let s = Server::create_with("srv-postcopy", ops, &params);
+    let s = postcopy_server("srv-postcopy");
     let from = s.wait_started(None, Duration::from_secs(120));
     let to = peer(&from);
-    let m = live_move(&s, &from, to, || {
-        let node = format!("node-{to}");
-        on_ok(&from, &["crm_resource", "--move", "-r", &s.id, "-N", &node]);
-        // Refused until QEMU's copy has begun.
-        let until = Instant::now() + Duration::from_secs(60);
-        while !virsh(&from, &["migrate-postcopy", &s.id]).status.success() {
-            assert!(
-                Instant::now() < until,
-                "no migration to switch to post-copy"
-            );
-            sleep(Duration::from_millis(250));
-        }
-    });
+    let m = live_move(&s, &from, to, || move_in_postcopy(&s, &from, to));
     on_ok(&from, &["crm_resource", "--clear", "-r", &s.id]);
     assert!(
         m.src_log.contains("post-copy still copies"),
@@ -682,28 +691,13 @@ fn a_broken_post_copy_is_restarted_once_and_never_runs_twice() {
     // fails with that reason, and Pacemaker's recovery stops the server on
     // both nodes (at once: a guest without all its memory cannot shut down
     // gracefully) and starts it again: one new boot, on one node.
-    let ops = Ops {
-        migrate_to: 20,
-        migrate_from: 20,
-        ..OPS
-    };
-    let params = [("migration_postcopy", "true"), ("migration_speed", "1")];
-    let s = Server::create_with("srv-pc-broken", ops, &params);
+    let s = postcopy_server("srv-pc-broken");
     let from = s.wait_started(None, Duration::from_secs(120));
     let to = peer(&from);
     s.wait_heartbeat(&from);
     let boots = s.boots();
     let logs = [LogMark::new("a"), LogMark::new("b")];
-    let node = format!("node-{to}");
-    on_ok(&from, &["crm_resource", "--move", "-r", &s.id, "-N", &node]);
-    let until = Instant::now() + Duration::from_secs(60);
-    while !virsh(&from, &["migrate-postcopy", &s.id]).status.success() {
-        assert!(
-            Instant::now() < until,
-            "no migration to switch to post-copy"
-        );
-        sleep(Duration::from_millis(250));
-    }
+    move_in_postcopy(&s, &from, to);
     sleep(Duration::from_secs(2));
     let abort = virsh(&from, &["domjobabort", "--postcopy", &s.id]);
     assert!(abort.status.success(), "{}", text(&abort.stderr));
