@@ -352,39 +352,34 @@ pub(crate) fn hv_err(what: &'static str, name: &str) -> impl FnOnce(libvirt::Err
     move |source| Error::Libvirt { what, name, source }
 }
 
-/// Polls the domain's state until `done` holds or `until` passes; returns
-/// the last state seen.
+/// Polls the domain's state and post-copy side until `done` holds or
+/// `until` passes; returns the last seen.
+pub(crate) fn wait_status<H: Hypervisor + ?Sized>(
+    hv: &H,
+    name: &str,
+    until: Instant,
+    done: impl Fn(DomainState, Option<Postcopy>) -> bool,
+) -> Result<(DomainState, Option<Postcopy>), Error> {
+    loop {
+        let (state, postcopy) = hv
+            .state_and_postcopy(name)
+            .map_err(hv_err("get the state of", name))?;
+        if done(state, postcopy) || Instant::now() + POLL > until {
+            return Ok((state, postcopy));
+        }
+        sleep(POLL);
+    }
+}
+
+/// [`wait_status`] for a condition on the state alone; returns the last
+/// state seen.
 pub(crate) fn wait_state<H: Hypervisor + ?Sized>(
     hv: &H,
     name: &str,
     until: Instant,
     done: impl Fn(DomainState) -> bool,
 ) -> Result<DomainState, Error> {
-    loop {
-        let state = hv.state(name).map_err(hv_err("get the state of", name))?;
-        if done(state) || Instant::now() + POLL > until {
-            return Ok(state);
-        }
-        sleep(POLL);
-    }
-}
-
-/// Polls the domain while it is on `side` of a running post-copy, until
-/// `until`; returns the side it was last seen on. A state that cannot be
-/// read counts as no post-copy: the caller goes on as usual.
-pub(crate) fn wait_postcopy<H: Hypervisor + ?Sized>(
-    hv: &H,
-    name: &str,
-    side: Postcopy,
-    until: Instant,
-) -> Option<Postcopy> {
-    loop {
-        let seen = hv.postcopy(name).ok().flatten();
-        if seen != Some(side) || Instant::now() + POLL > until {
-            return seen;
-        }
-        sleep(POLL);
-    }
+    wait_status(hv, name, until, |s, _| done(s)).map(|(s, _)| s)
 }
 
 /// A cluster-managed server must never be started by libvirtd itself when
@@ -563,17 +558,20 @@ pub fn stop<H: Hypervisor>(hv: &H, p: &Params, deadline: &Deadline) -> Result<Ou
     // would kill the guest there, and libvirt's migration job blocks both
     // until the copy ends anyway. Pacemaker runs this stop right after
     // migrate_from, so wait for the copy; libvirt then shuts this side off.
-    let state = if postcopy == Some(Postcopy::Outgoing) {
+    let (state, postcopy) = if postcopy == Some(Postcopy::Outgoing) {
         info!("domain {name} is the source of a post-copy: waiting for the copy to end");
-        if wait_postcopy(hv, name, Postcopy::Outgoing, deadline.at()) == Some(Postcopy::Outgoing) {
-            return Err(Error::PostcopyRunning {
-                name: name.into(),
-                waited: t0.elapsed(),
-            });
+        let outgoing = |p| p == Some(Postcopy::Outgoing);
+        match wait_status(hv, name, deadline.at(), |_, p| !outgoing(p))? {
+            (_, p) if outgoing(p) => {
+                return Err(Error::PostcopyRunning {
+                    name: name.into(),
+                    waited: t0.elapsed(),
+                })
+            }
+            seen => seen,
         }
-        hv.state(name).map_err(hv_err("get the state of", name))?
     } else {
-        state
+        (state, postcopy)
     };
     if !state.is_active() && state != DomainState::Crashed && state != DomainState::NoState {
         return Ok(Outcome::new(

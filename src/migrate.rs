@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
-use crate::agent::{chain, ensure_no_autostart, hv_err, wait_postcopy, wait_state, Error};
+use crate::agent::{chain, ensure_no_autostart, hv_err, wait_state, wait_status, Error};
 use crate::converge::{Decision, Ladder, Step};
 use crate::hypervisor::{DomainState, Hypervisor, Postcopy};
 use crate::libvirt::{mib, JobProgress, Migration, MigrationRequest};
@@ -671,7 +671,14 @@ pub fn migrate_from(
     // on the source: wait for the rest, so that the stop Pacemaker runs on
     // the source next finds the copy done. Past the deadline the guest
     // still runs here, which is what migrate_from reports.
-    match wait_postcopy(hv, name, Postcopy::Incoming, deadline.at()) {
+    // A state that cannot be read now says nothing of a post-copy: the
+    // guest was seen running here.
+    match wait_status(hv, name, deadline.at(), |_, p| {
+        p != Some(Postcopy::Incoming)
+    })
+    .ok()
+    .and_then(|(_, p)| p)
+    {
         Some(Postcopy::Incoming) => {
             warn!("domain {name} runs here, but post-copy still fetches its memory from {source}");
             return Ok(Outcome::new(
