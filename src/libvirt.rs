@@ -264,6 +264,11 @@ impl Migration {
         Migration { rx }
     }
 
+    /// The migration's result if it ends by `until`.
+    pub fn wait_until(&self, until: Instant) -> Option<Result<(), Error>> {
+        self.wait(until.saturating_duration_since(Instant::now()))
+    }
+
     /// The migration's result if it ends within `wait`.
     pub fn wait(&self, wait: Duration) -> Option<Result<(), Error>> {
         match self.rx.recv_timeout(wait) {

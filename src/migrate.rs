@@ -412,13 +412,8 @@ fn restart(
     if let Err(e) = local.abort_job(name) {
         return Ok(Restart::NotNow(format!("abort failed: {}", chain(&e))));
     }
-    let ended = loop {
-        if let Some(r) = migration.wait(POLL) {
-            break r;
-        }
-        if Instant::now() >= abort_at {
-            return Ok(Restart::NotNow("the aborted copy did not end".into()));
-        }
+    let Some(ended) = migration.wait_until(abort_at) else {
+        return Ok(Restart::NotNow("the aborted copy did not end".into()));
     };
     match (ended, local.state(name)) {
         // The guest stays here and runs: an aborted pre-copy resumes it.
@@ -559,7 +554,7 @@ fn abort(
     if let Err(e) = local.abort_job(name) {
         warn!("abort failed: {}", chain(&e));
     }
-    migration.wait(deadline.remaining())
+    migration.wait_until(deadline.at())
 }
 
 /// The abort point came during post-copy: waits for the last pages until
@@ -576,8 +571,7 @@ fn see_postcopy_through(
         "migration of {name} to {target} is in post-copy after {:.1?}: the guest runs on {target} and the copy cannot be aborted; waiting for the pages still here",
         t0.elapsed()
     );
-    let until = deadline.earlier_by(POLL * 4);
-    migration.wait(until.saturating_duration_since(Instant::now()))
+    migration.wait_until(deadline.earlier_by(POLL * 4))
 }
 
 /// The deadline came during post-copy. The guest runs on the target, so
