@@ -194,6 +194,9 @@ pub struct MigrationRequest {
     pub auto_converge: bool,
     /// Allow a later switch to post-copy ([`Hypervisor::start_postcopy`]).
     pub postcopy: bool,
+    /// Resume this migration's broken post-copy over a new connection
+    /// instead of starting one.
+    pub postcopy_resume: bool,
 }
 
 /// auto-converge's first throttle and its step, in percent (QEMU's own
@@ -248,6 +251,11 @@ impl MigrationRequest {
             // the link's other traffic (corosync, DRBD) would end where
             // post-copy begins. Ganeti sets both for the same reason.
             params.bandwidth_postcopy = params.bandwidth;
+        }
+        if self.postcopy_resume {
+            // libvirt wants the flags of the migration that broke, plus
+            // this one (virDomainMigrateToURI3, "post-copy recovery").
+            flags |= sys::VIR_MIGRATE_POSTCOPY_RESUME;
         }
         (flags, params)
     }
@@ -654,6 +662,7 @@ mod tests {
             tls_host: None,
             auto_converge: false,
             postcopy,
+            postcopy_resume: false,
         };
         let (flags, params) = req(8, true).flags_and_params();
         assert_ne!(flags & sys::VIR_MIGRATE_POSTCOPY, 0);

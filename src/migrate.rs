@@ -5,7 +5,8 @@
 //! migrate_to is bounded by its own timeout: the job is polled, and aborted
 //! a margin before the deadline with the guest left running on the source,
 //! unless it is in post-copy, which libvirt cannot abort: the guest then
-//! already runs on the target, and that is what is reported.
+//! already runs on the target, and that is what is reported. A post-copy
+//! whose connection breaks is resumed over a new one until the deadline.
 //! A migrate_to that Pacemaker has to kill instead makes it assume the
 //! server may run on both nodes (`unpack_migrate_to_failure`), and the
 //! default recovery is then to stop it everywhere.
@@ -30,6 +31,10 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(3);
 /// after a successful migrate_to it already runs, so a missing domain is
 /// not going to appear.
 const ARRIVAL_GRACE: Duration = Duration::from_secs(5);
+/// The pause between attempts to resume a broken post-copy: a link that is
+/// down refuses at once (no route), and each attempt costs both libvirtds
+/// a prepare phase.
+const RESUME_EVERY: Duration = Duration::from_secs(1);
 
 /// The time kept after aborting a migration to see it end and to confirm
 /// the guest still runs here: an eighth of the timeout, 3 s to 10 s. With
@@ -146,6 +151,14 @@ pub fn migrate_to(
     let (here, postcopy) = local
         .state_and_postcopy(name)
         .map_err(hv_err("get the state of", name))?;
+    if postcopy == Some(Postcopy::Failed) {
+        // An earlier move's post-copy broke and was not resumed: no new
+        // migration can start from here, and monitor says 1 on both nodes.
+        return Err(Error::PostcopyFailed {
+            name: name.into(),
+            state: here,
+        });
+    }
     let there = peer.state(name).map_err(|source| Error::Peer {
         node: target.into(),
         source,
@@ -242,6 +255,13 @@ pub fn migrate_to(
             break r;
         }
     };
+    let result = match result {
+        Err(e) => match resume_broken_postcopy(local, name, target, &req, e, deadline) {
+            Some(r) => r,
+            None => return Ok(postcopy_unfinished(local, name, target, t0)),
+        },
+        ok => ok,
+    };
     let took = t0.elapsed();
     match result {
         Ok(()) => {
@@ -275,6 +295,7 @@ fn request(p: &Params, target: &str, choice: &Choice) -> MigrationRequest {
         tls_host: (p.migration_transport == Transport::Tls).then(|| choice.host().to_owned()),
         auto_converge: false,
         postcopy: p.migration_postcopy,
+        postcopy_resume: false,
     }
 }
 
@@ -595,6 +616,66 @@ fn postcopy_unfinished(local: &dyn Hypervisor, name: &str, target: &str, t0: Ins
     )
 }
 
+/// A migration that ended with `broke` in post-copy's "failed" state (the
+/// connection between the QEMUs broke; libvirt paused the guest on both
+/// nodes, its memory split between them) is resumed over a new connection
+/// (VIR_MIGRATE_POSTCOPY_RESUME), every RESUME_EVERY until just before the
+/// deadline: a link that comes back in time saves the guest, where giving
+/// up means Pacemaker stops it on both nodes and boots it again. Returns
+/// the migration's result (`broke` for any other failure), or None if a
+/// resumed copy still runs at the deadline.
+fn resume_broken_postcopy(
+    local: &dyn Hypervisor,
+    name: &str,
+    target: &str,
+    req: &MigrationRequest,
+    broke: crate::libvirt::Error,
+    deadline: &Deadline,
+) -> Option<Result<(), crate::libvirt::Error>> {
+    let until = deadline.earlier_by(POLL * 4);
+    let resume = MigrationRequest {
+        postcopy_resume: true,
+        ..req.clone()
+    };
+    let t0 = Instant::now();
+    let mut last = broke;
+    for attempt in 1.. {
+        if Instant::now() >= until || local.postcopy(name).ok().flatten() != Some(Postcopy::Failed)
+        {
+            break;
+        }
+        if attempt == 1 {
+            warn!(
+                "post-copy of {name} to {target} broke ({}): the guest waits on both nodes, its memory split between them; resuming the copy over a new connection, for up to {:.1?}",
+                chain(&last),
+                until.saturating_duration_since(Instant::now())
+            );
+        } else {
+            warn!(
+                "resuming the post-copy of {name} failed ({}); attempt {attempt}",
+                chain(&last)
+            );
+        }
+        match local.migrate(name, &resume).map(|m| m.wait_until(until)) {
+            Ok(Some(Ok(()))) => {
+                info!(
+                    "post-copy of {name} resumed after {:.1?} and done",
+                    t0.elapsed()
+                );
+                return Some(Ok(()));
+            }
+            Ok(Some(Err(e))) | Err(e) => last = e,
+            // The resumed copy still runs: the guest's pages flow again.
+            Ok(None) if local.postcopy(name).ok().flatten() == Some(Postcopy::Outgoing) => {
+                return None
+            }
+            Ok(None) => break,
+        }
+        std::thread::sleep(RESUME_EVERY.min(until.saturating_duration_since(Instant::now())));
+    }
+    Some(Err(last))
+}
+
 /// The aborted migration did not complete: report where the guest is. An
 /// aborted pre-copy leaves it running here. A copy already in post-copy
 /// cannot be aborted (the guest runs on the target): the truth is then
@@ -765,6 +846,7 @@ pub fn plan(net: &dyn Net, p: &Params, target: Option<&str>) -> Result<Outcome, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fake::Fake;
 
     #[test]
     fn peer_uris() {
@@ -799,5 +881,79 @@ mod tests {
             progress_line(&p),
             "45.0 MiB of 128.0 MiB left, 310 MiB/s, iteration 2"
         );
+    }
+
+    /// A post-copy that broke with `Timeout { what: "the copy" }`, resumed
+    /// on `f` within a `secs` timeout.
+    fn resume(f: &Fake, secs: u64) -> Option<Result<(), crate::libvirt::Error>> {
+        let req = MigrationRequest {
+            dconn_uri: "qemu+tcp://node-b/system".into(),
+            data_uri: "tcp://10.251.11.2".into(),
+            bandwidth: 1,
+            max_downtime_ms: 300,
+            parallel: 1,
+            tls_host: None,
+            auto_converge: false,
+            postcopy: true,
+            postcopy_resume: false,
+        };
+        let broke = crate::libvirt::Error::Timeout { what: "the copy" };
+        let deadline = Deadline::new(Duration::from_secs(secs));
+        resume_broken_postcopy(f, "vm1", "node-b", &req, broke, &deadline)
+    }
+
+    fn broken_postcopy(then: &[Option<Postcopy>]) -> Fake {
+        let f = Fake::new(&[DomainState::Paused]);
+        *f.postcopy.borrow_mut() = [&[Some(Postcopy::Failed)], then].concat();
+        f
+    }
+
+    #[test]
+    fn a_broken_post_copy_is_resumed_until_the_link_is_back() {
+        let f = broken_postcopy(&[]);
+        *f.migrations.borrow_mut() = vec![Some(Err(())), Some(Ok(()))];
+        assert!(matches!(resume(&f, 10), Some(Ok(()))));
+        assert_eq!(f.calls(), ["migrate (resume)"; 2]);
+    }
+
+    #[test]
+    fn other_failures_are_not_resumed() {
+        let f = Fake::new(&[DomainState::Running]);
+        let r = resume(&f, 10);
+        assert!(
+            matches!(
+                r,
+                Some(Err(crate::libvirt::Error::Timeout { what: "the copy" }))
+            ),
+            "{r:?}"
+        );
+        assert!(f.calls().is_empty());
+    }
+
+    #[test]
+    fn a_resumed_copy_still_running_at_the_deadline_has_moved_the_guest() {
+        let f = broken_postcopy(&[Some(Postcopy::Outgoing)]);
+        *f.migrations.borrow_mut() = vec![None];
+        assert!(resume(&f, 3).is_none());
+    }
+
+    #[test]
+    fn resuming_ends_before_the_deadline_with_the_last_error() {
+        let t0 = Instant::now();
+        let f = broken_postcopy(&[]);
+        *f.migrations.borrow_mut() = vec![Some(Err(())); 4];
+        let r = resume(&f, 3);
+        assert!(
+            matches!(
+                r,
+                Some(Err(crate::libvirt::Error::Timeout { what: "migrate" }))
+            ),
+            "{r:?}"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(3));
+        // An attempt still connecting at the deadline has not resumed it.
+        let f = broken_postcopy(&[]);
+        *f.migrations.borrow_mut() = vec![None];
+        assert!(matches!(resume(&f, 3), Some(Err(_))));
     }
 }

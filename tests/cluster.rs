@@ -658,6 +658,18 @@ fn move_in_postcopy(s: &Server, from: &str, to: &str) {
     }
 }
 
+/// The migration link of a move from `from` fails (see
+/// [`common::LinkDown::with_reset`]) until the returned guard is dropped.
+fn break_migration_link(from: &str) -> common::LinkDown {
+    let iface = if from == "a" { "vc-a-mn" } else { "vc-b-mn" };
+    common::LinkDown::with_reset(
+        format!("vc-{from}"),
+        iface,
+        ["vc-a", "vc-b"],
+        "10.253.1.0/24",
+    )
+}
+
 #[test]
 #[ignore = "needs the cluster lab: make cluster-test"]
 fn a_move_whose_post_copy_outlasts_migrate_to_ends_without_failures() {
@@ -684,13 +696,39 @@ fn a_move_whose_post_copy_outlasts_migrate_to_ends_without_failures() {
 
 #[test]
 #[ignore = "needs the cluster lab: make cluster-test"]
+fn a_move_whose_post_copy_link_fails_and_comes_back_ends_without_failures() {
+    // As above, but 2 s into the post-copy the migration link fails, and
+    // it is back 4 s later: migrate_to resumes the copy over a new
+    // connection within its 20 s, and the move ends as if nothing had
+    // happened: no failed action, no new boot, the heartbeat goes on.
+    let s = postcopy_server("srv-pc-resume");
+    let from = s.wait_started(None, Duration::from_secs(120));
+    let to = peer(&from);
+    let m = live_move(&s, &from, to, || {
+        move_in_postcopy(&s, &from, to);
+        sleep(Duration::from_secs(2));
+        let _down = break_migration_link(&from);
+        sleep(Duration::from_secs(4));
+    });
+    on_ok(&from, &["crm_resource", "--clear", "-r", &s.id]);
+    for want in ["broke (", "resuming the copy"] {
+        assert!(m.src_log.contains(want), "{want}:\n{}", m.src_log);
+    }
+    settle();
+    s.assert_only_on(to);
+    assert_eq!(s.boots(), 1);
+    assert!(s.failures().is_empty(), "{}", crm_mon_text());
+}
+
+#[test]
+#[ignore = "needs the cluster lab: make cluster-test"]
 fn a_broken_post_copy_is_restarted_once_and_never_runs_twice() {
-    // As above, but the post-copy then breaks (`virsh domjobabort
-    // --postcopy`, what libvirt does when the link fails mid-copy): the
-    // guest's memory is split and it can run on neither node. migrate_to
-    // fails with that reason, and Pacemaker's recovery stops the server on
-    // both nodes (at once: a guest without all its memory cannot shut down
-    // gracefully) and starts it again: one new boot, on one node.
+    // As above, but the migration link stays down: the guest's memory is
+    // split and it can run on neither node. migrate_to tries to resume the
+    // copy until its 20 s are up, then fails with that reason, and
+    // Pacemaker's recovery stops the server on both nodes (at once: a
+    // guest without all its memory cannot shut down gracefully) and starts
+    // it again: one new boot, on one node.
     let s = postcopy_server("srv-pc-broken");
     let from = s.wait_started(None, Duration::from_secs(120));
     let to = peer(&from);
@@ -699,8 +737,7 @@ fn a_broken_post_copy_is_restarted_once_and_never_runs_twice() {
     let logs = [LogMark::new("a"), LogMark::new("b")];
     move_in_postcopy(&s, &from, to);
     sleep(Duration::from_secs(2));
-    let abort = virsh(&from, &["domjobabort", "--postcopy", &s.id]);
-    assert!(abort.status.success(), "{}", text(&abort.stderr));
+    let _down = break_migration_link(&from);
     settle();
     on_ok(&from, &["crm_resource", "--clear", "-r", &s.id]);
     settle();
@@ -734,6 +771,7 @@ fn a_broken_post_copy_is_restarted_once_and_never_runs_twice() {
     let log = logs.iter().map(LogMark::since).collect::<String>();
     for want in [
         "post-copy migration of domain srv-pc-broken failed",
+        "resuming the post-copy of srv-pc-broken failed",
         "destroyed (its post-copy had failed)",
     ] {
         assert!(log.contains(want), "{want}:\n{log}");

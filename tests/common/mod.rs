@@ -422,6 +422,26 @@ impl LinkDown {
         assert!(s.success());
         LinkDown { netns, iface }
     }
+
+    /// The link fails under a move: it goes down, and both ends lose their
+    /// connections on it at once (`ss -K` closes every TCP socket to
+    /// `subnet` in each of `ends`, as a reset from a failing switch would).
+    pub fn with_reset(
+        netns: String,
+        iface: &'static str,
+        ends: [&str; 2],
+        subnet: &str,
+    ) -> LinkDown {
+        let down = LinkDown::in_netns(netns, iface);
+        for end in ends {
+            let s = Command::new("ip")
+                .args(["netns", "exec", end, "ss", "-K", "dst", subnet])
+                .output()
+                .unwrap();
+            assert!(s.status.success(), "ss -K in {end}");
+        }
+        down
+    }
 }
 
 impl Drop for LinkDown {
