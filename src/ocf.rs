@@ -246,6 +246,8 @@ pub enum ParamError {
     },
     #[error("migration_downtime_max={max} is below migration_downtime={start}")]
     DowntimeMaxBelowStart { max: u64, start: u64 },
+    #[error("migration_postcopy=true and migration_parallel={parallel} exclude each other: QEMU refuses post-copy on a multifd migration (\"Postcopy is not yet compatible with multifd\"), so every move would fail; set one of them")]
+    PostcopyWithParallel { parallel: u32 },
     #[error("config {path:?} is not readable")]
     ConfigUnreadable {
         path: PathBuf,
@@ -544,6 +546,15 @@ impl Params {
                 .map(|v| params.migration_parallel = v as u32),
             );
         }
+        // QEMU (10.0 and older) refuses the postcopy-ram capability next to
+        // multifd when the migration starts: a move would fail, and a
+        // failed migrate_to costs a restart under Pacemaker's default
+        // multiple-active=stop_start. Said here, it shows at validation.
+        if params.migration_postcopy && params.migration_parallel > 1 {
+            check(Err(ParamError::PostcopyWithParallel {
+                parallel: params.migration_parallel,
+            }));
+        }
         if let Some(f) = force_stop {
             check(parse_bool("force_stop", f).map(|v| params.force_stop = v));
         }
@@ -666,13 +677,13 @@ mod tests {
             ("migration_speed", "100"),
             ("migration_downtime", "50"),
             ("migration_downtime_max", "400"),
-            ("migration_postcopy", "on"),
+            ("migration_postcopy", "off"),
             ("migration_parallel", "4"),
             ("force_stop", "yes"),
         ]))
         .unwrap();
         assert_eq!(p.migration_downtime_max, 400);
-        assert!(p.migration_postcopy);
+        assert!(!p.migration_postcopy);
         assert_eq!(p.migration_parallel, 4);
         assert_eq!(p.migration_transport, Transport::Tls);
         assert_eq!(p.migration_user.as_deref(), Some("root"));
@@ -733,6 +744,24 @@ mod tests {
         // A start above the default ceiling alone raises the ceiling.
         let p = Params::from_env(&env(&[("name", "vm1"), ("migration_downtime", "2000")])).unwrap();
         assert_eq!(p.migration_downtime_max, 2000);
+    }
+
+    #[test]
+    fn postcopy_and_parallel_exclude_each_other() {
+        let both = [
+            ("name", "vm1"),
+            ("migration_postcopy", "true"),
+            ("migration_parallel", "2"),
+        ];
+        let e = Params::from_env(&env(&both)).unwrap_err();
+        assert!(
+            matches!(e, ParamError::PostcopyWithParallel { parallel: 2 }),
+            "{e}"
+        );
+        assert_eq!(e.rc(), OcfRc::ErrConfigured);
+        let p = Params::from_env(&env(&both[..2])).unwrap();
+        assert!(p.migration_postcopy);
+        assert!(Params::from_env(&env(&[both[0], both[2]])).is_ok());
     }
 
     #[test]
