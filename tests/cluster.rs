@@ -250,11 +250,9 @@ impl Server {
         let id = &s.id;
         let cfg = s.config.display();
         let cfg = cfg.to_string();
-        let mut attrs = vec![
-            ("name", id.as_str()),
-            ("config", cfg.as_str()),
-            ("migration_transport", "tcp"),
-        ];
+        // migration_transport is left to the agent's default, ssh, as on
+        // most clusters (the lab's sshd on each node, root by key).
+        let mut attrs = vec![("name", id.as_str()), ("config", cfg.as_str())];
         for &(k, v) in params {
             attrs.retain(|&(name, _)| name != k);
             attrs.push((k, v));

@@ -300,6 +300,36 @@ fn live_migration_over_the_migration_network_and_back() {
 
 #[test]
 #[ignore = "needs the lab: make test"]
+fn the_default_ssh_transport_migrates_over_the_migration_link_both_ways() {
+    // migration_transport unset, as on most clusters: ssh. The source
+    // libvirtd reaches the target's as qemu+ssh://node-X/system (each node
+    // runs the lab's sshd; root logs in by key), and the RAM copy still
+    // goes over the migration link. The way back names migration_user.
+    let g = Guest::new("t-ssh", true);
+    assert_eq!(agent("a", "start", &g.params()).rc, 0);
+    for (from, user) in [("a", ""), ("b", "root")] {
+        let m = migrate(
+            &g,
+            from,
+            &[
+                ("OCF_RESKEY_migration_transport", ""),
+                ("OCF_RESKEY_migration_user", user),
+            ],
+        );
+        let at = if user.is_empty() { "" } else { "root@" };
+        let control = format!("control qemu+ssh://{at}node-{}/system", peer(from));
+        assert!(m.to.stderr.contains(&control), "{}", m.to.stderr);
+        assert!(
+            m.mn_bytes > COPY_BYTES && m.bc_bytes < COPY_BYTES / 4,
+            "{} MiB over -mn, {} MiB over -bc",
+            m.mn_bytes >> 20,
+            m.bc_bytes >> 20
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs the lab: make test"]
 fn migrate_to_twice_is_success_and_migrate_from_waits_boundedly() {
     let g = Guest::new("t-twice", true);
     assert_eq!(agent("a", "start", &g.params()).rc, 0);

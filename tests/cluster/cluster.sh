@@ -25,7 +25,9 @@
 #     /var/{lib,log}/pacemaker. Inside it: libvirtd (TCP 16509, auth none;
 #     TLS 16514 with the lab CA's certificates in the node's /etc/pki, see
 #     make_pki in common.sh; pinned to CPU $VC_PIN_CPU so the QEMU
-#     capability cache stays valid),
+#     capability cache stays valid), sshd on both of the node's addresses
+#     (qemu+ssh, the agent's default transport: root by key, keys in the
+#     node's /etc/ssh, see make_ssh in common.sh),
 #     corosync (knet, two_node) and pacemakerd. The initial CIB sets
 #     stonith-enabled=false and dc-deadtime=2s.
 #   * the agent: target/debug/vmshift (or $VMSHIFT_BIN) is copied to
@@ -209,6 +211,7 @@ EOF
 	if ! getent group libvirt-qemu >/dev/null; then
 		{ cat /etc/group; echo "libvirt-qemu:x:64055:"; getent group kvm >/dev/null || echo "kvm:x:64056:"; } >"$d/etc-upper/group"
 	fi
+	install_ssh "$n"
 }
 
 # The holder. Runs as: env -i ... setsid ip netns exec vc-<n> unshare -m -u
@@ -355,10 +358,12 @@ cmd_up() {
 	chmod 755 "$L"
 	build_guest
 	make_pki
+	make_ssh
 	cmd_register
 	net_up
 	for n in "${NODES[@]}"; do node_start "$n"; done
 	for n in "${NODES[@]}"; do wait_libvirtd "$n"; done
+	for n in "${NODES[@]}"; do sshd_start "$n" "$(holder "$n")" "$L/$n/sshd.pid"; done
 	log "libvirtds up after $(($(ms) - t0)) ms"
 	if ls "$L"/a/fs/var/cache/libvirt/qemu/capabilities/*.xml >/dev/null 2>&1; then
 		mkdir -p "$C/qemu-caps" && cp "$L"/a/fs/var/cache/libvirt/qemu/capabilities/*.xml "$C/qemu-caps/"
@@ -369,6 +374,7 @@ cmd_up() {
 		die "node-b cannot reach qemu+tcp://node-a.mn/system"
 	node_exec a timeout 20 virsh -q -c qemu+tls://node-b/system version >/dev/null ||
 		die "node-a cannot reach qemu+tls://node-b/system"
+	ssh_wait
 	wait_cluster 120
 	trap - EXIT INT TERM
 	[ -e "$AGENT" ] && log "note: the machine has its own $AGENT; the nodes see this lab's instead"
@@ -389,7 +395,7 @@ ns_pids() {
 }
 
 stop_node() {
-	local n=$1 h p i pm cs lv left
+	local n=$1 h p i pm cs lv sd left
 	alive "$n" || return 0
 	h=$(holder "$n")
 	pm=$(cat "$L/$n/pacemakerd.pid" 2>/dev/null || true)
@@ -412,6 +418,8 @@ stop_node() {
 	for p in $(nsenter -t "$h" -n -m -u -- timeout 20 virsh -q -c qemu:///system list --name 2>/dev/null); do
 		nsenter -t "$h" -n -m -u -- timeout 20 virsh -q -c qemu:///system destroy "$p" >/dev/null 2>&1 || true
 	done
+	sd=$(cat "$L/$n/sshd.pid" 2>/dev/null || true)
+	if pid_alive "$sd"; then kill -TERM "$sd"; fi
 	if pid_alive "$lv"; then
 		kill -TERM "$lv"
 		for i in $(seq 1 50); do pid_alive "$lv" || break; sleep 0.1; done

@@ -6,7 +6,9 @@
 # heartbeat on ttyS0).
 #
 # And the lab PKI: a CA and one certificate per node for libvirt's TLS and
-# QEMU's (make_pki, install_pki).
+# QEMU's (make_pki, install_pki); and ssh, the agent's default transport: a
+# host key per node, a client key for root, and each node's sshd config
+# (make_ssh, install_ssh, sshd_start).
 #
 # The sourcing script sets: C (its cache dir), L (its state dir), NODES,
 # INIT_SRC (guest-init.c),
@@ -204,4 +206,106 @@ install_pki() {
 		cp "$p/$n-key.pem" "$e/qemu/$role-key.pem"
 	done
 	chmod 600 "$e"/libvirt/private/*.pem "$e"/qemu/*-key.pem
+}
+
+# ---------------------------------------------------------------- ssh
+# migration_transport=ssh, the agent's default: the source libvirtd reaches
+# the target's as qemu+ssh://node-X/system (ssh, then virt-ssh-helper on the
+# target). Keys live in the state dir; each node gets them in its private
+# /etc/ssh, so root's real ~/.ssh and /etc/ssh are never touched.
+# The sshd binary: the host's, or one unpacked from Debian's openssh-server
+# into the cache (apt-get download, never installed: installing the package
+# would enable an sshd on the host itself).
+SSHD=
+find_sshd() {
+	local deb
+	if [ -x /usr/sbin/sshd ]; then SSHD=/usr/sbin/sshd; return 0; fi
+	SSHD=$C/sshd/sshd
+	[ -x "$SSHD" ] && return 0
+	mkdir -p "$C/dl" "$C/sshd"
+	if ! ls "$C"/dl/openssh-server_*.deb >/dev/null 2>&1; then
+		log "downloading openssh-server (apt-get download, only unpacked, never installed)"
+		(cd "$C/dl" && apt-get "${APT_OPTS[@]}" -q download openssh-server >&2) || die "apt-get download openssh-server failed"
+	fi
+	deb=$(ls "$C"/dl/openssh-server_*.deb | head -1)
+	dpkg-deb --fsys-tarfile "$deb" | tar -x -O ./usr/sbin/sshd >"$SSHD.tmp" || die "unpacking sshd from $deb"
+	chmod 755 "$SSHD.tmp" && mv "$SSHD.tmp" "$SSHD"
+}
+
+make_ssh() {
+	local s=$L/ssh n
+	find_sshd
+	[ -s "$s/known_hosts" ] && return 0
+	mkdir -p "$s"
+	ssh-keygen -q -t ed25519 -N '' -C vmshift-lab -f "$s/id" || die "ssh-keygen: client key"
+	for n in "${NODES[@]}"; do
+		ssh-keygen -q -t ed25519 -N '' -C "node-$n" -f "$s/host-$n" || die "ssh-keygen: node-$n"
+		echo "node-$n,node-$n.mn,$(ip_bc "$n"),$(ip_mn "$n") $(cut -d' ' -f1,2 "$s/host-$n.pub")"
+	done >"$s/known_hosts"
+}
+
+# install_ssh N: node N's sshd (on its two addresses, root by key only) and
+# root's ssh client setup for the lab's names, in the node's /etc/ssh. After
+# any other change to the node's /etc/passwd.
+install_ssh() {
+	local n=$1 s=$L/ssh e=$L/$1/ovl/etc-upper/ssh
+	mkdir -p "$e/ssh_config.d"
+	cp "$s/host-$n" "$e/vmshift_lab_host_key"
+	cp "$s/id" "$e/vmshift_lab_id"
+	cp "$s/id.pub" "$e/vmshift_lab_authorized_keys"
+	cp "$s/known_hosts" "$e/vmshift_lab_known_hosts"
+	chmod 600 "$e/vmshift_lab_host_key" "$e/vmshift_lab_id"
+	# sshd's privilege separation user, added to the node's /etc only.
+	if ! getent passwd sshd >/dev/null; then
+		[ -s "$L/$n/ovl/etc-upper/passwd" ] || cat /etc/passwd >"$L/$n/ovl/etc-upper/passwd"
+		echo "sshd:x:64057:65534::/run/sshd:/usr/sbin/nologin" >>"$L/$n/ovl/etc-upper/passwd"
+	fi
+	cat >"$e/vmshift_lab_sshd_config" <<EOF
+ListenAddress $(ip_bc "$n")
+ListenAddress $(ip_mn "$n")
+HostKey /etc/ssh/vmshift_lab_host_key
+AuthorizedKeysFile /etc/ssh/vmshift_lab_authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+PidFile none
+EOF
+	cat >"$e/ssh_config.d/vmshift-lab.conf" <<EOF
+Host node-a node-b node-a.mn node-b.mn
+	IdentityFile /etc/ssh/vmshift_lab_id
+	UserKnownHostsFile /etc/ssh/vmshift_lab_known_hosts
+	StrictHostKeyChecking yes
+	BatchMode yes
+EOF
+}
+
+# sshd_start N PID PIDFILE: node N's sshd, in the namespaces of PID (its
+# libvirtd), in the foreground of its own session; its pid goes to PIDFILE.
+sshd_start() {
+	local n=$1 p=$2
+	nsenter -t "$p" -n -m -u -- mkdir -p /run/sshd
+	# setsid and nsenter exec(): $! is sshd's pid.
+	setsid nsenter -t "$p" -n -m -u -- "$SSHD" -D -e -f /etc/ssh/vmshift_lab_sshd_config \
+		>"$L/$n/sshd.log" 2>&1 </dev/null 9<&- &
+	echo $! >"$3"
+}
+
+# ssh_wait: both nodes reach the other's libvirtd over qemu+ssh (sshd takes
+# a moment to listen). Needs node_exec.
+ssh_wait() {
+	local from to i
+	for from in "${NODES[@]}"; do
+		for to in "${NODES[@]}"; do
+			[ "$from" != "$to" ] || continue
+			for i in $(seq 1 50); do
+				if node_exec "$from" timeout 20 virsh -q -c "qemu+ssh://node-$to/system" version >/dev/null 2>&1; then
+					continue 2
+				fi
+				sleep 0.1
+			done
+			cat "$L/$to/sshd.log" >&2 2>/dev/null || true
+			die "node-$from cannot reach qemu+ssh://node-$to/system"
+		done
+	done
 }

@@ -29,7 +29,7 @@ call() { # node action [VAR=value...]
 	bash "$lab" exec "$node" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
 		OCF_ROOT=/usr/lib/ocf OCF_RESOURCE_INSTANCE=$name HA_LOGFACILITY=none \
 		OCF_RESKEY_CRM_meta_timeout=60000 OCF_RESKEY_name=$name \
-		OCF_RESKEY_config="$work/$name.xml" OCF_RESKEY_migration_transport=tcp \
+		OCF_RESKEY_config="$work/$name.xml" \
 		"$@" "$bin" "$action" 2>&1 | sed 's/^/   /'
 	rc=${PIPESTATUS[0]}
 	set -e

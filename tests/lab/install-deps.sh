@@ -8,13 +8,17 @@
 # --no-install-recommends (otherwise apt drags in mesa/vulkan from backports),
 # and the backports source is given to apt for this one call only, so nothing
 # is written under /etc/apt.
+#
+# openssh-server is not installed: that would enable an sshd on the machine
+# itself. The labs run their own sshd per node, unpacked from the package
+# into their cache dir (common.sh: find_sshd).
 set -euo pipefail
 
 [ "$(id -u)" = 0 ] || { echo "install-deps: must run as root" >&2; exit 1; }
 
 PKGS=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config
 	resource-agents pacemaker pacemaker-cli-utils corosync libxml2-utils iproute2
-	util-linux gcc libc6-dev python3 cpio rpm openssl strace)
+	util-linux gcc libc6-dev python3 cpio rpm openssl strace openssh-client)
 BPO_PKGS=(qemu-system-x86 qemu-utils)
 
 missing=()

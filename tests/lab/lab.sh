@@ -20,6 +20,10 @@
 #     stdio_handler=file. libvirtd is pinned to CPU $LAB_PIN_CPU (default 0,
 #     empty = unpinned) so the QEMU capability cache (kept in the cache dir)
 #     stays valid (this VM's vCPUs report different raw CPUID -> ~7 s re-probe).
+#   * one sshd per node on both of its addresses (qemu+ssh, the agent's default
+#     transport): root by key; host and client keys in the node's /etc/ssh (see
+#     make_ssh in common.sh); the sshd binary is the machine's or one unpacked
+#     from Debian's openssh-server into the cache dir.
 #   * no guest, unless LAB_START_VM=1: then vs-vm1 is defined+started on node-a.
 #
 # GUEST  TCG (type='qemu'), no disk/NIC, Debian kernel (apt-get download, only
@@ -50,8 +54,8 @@
 #      LAB_START_VM=0 LAB_PIN_CPU=0 LAB_DOMAIN_TYPE=qemu LAB_DIRTY_MB=32
 #      LAB_RATE_MBS=20 LAB_MEM_MB=128 (defaults for `xml` and LAB_START_VM)
 #
-# down kills only the libvirtd pids recorded in /tmp/vmshift-lab/pids (SIGCONT
-# first, so a SIGSTOPped daemon dies too) and the qemu pids libvirt recorded in
+# down kills only the libvirtd and sshd pids recorded in /tmp/vmshift-lab/pids
+# (SIGCONT first, so a SIGSTOPped daemon dies too) and the qemu pids libvirt recorded in
 # the nodes' /run/libvirt/qemu/*.pid (after checking /proc/PID/cmdline), then
 # deletes vs-a, vs-b and /tmp/vmshift-lab. Never pkill/killall.
 set -euo pipefail
@@ -91,6 +95,7 @@ ms() { echo $(($(date +%s%N) / 1000000)); }
 check_node() { case "${1:-}" in a | b) ;; *) usage ;; esac; }
 check_name() { [[ "${1:-}" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]] || usage; }
 pidfile() { echo "$L/pids/libvirtd-$1.pid"; }
+sshd_pidfile() { echo "$L/pids/sshd-$1.pid"; }
 netns_exists() { [ -e "/run/netns/$NS-$1" ]; }
 # cmdline of the recorded pid: libvirtd, or still the exec chain leading to it
 LV_RE='libvirtd|_node_init'
@@ -146,6 +151,7 @@ EOF
 	if ! getent group libvirt-qemu >/dev/null; then
 		{ cat /etc/group; echo "libvirt-qemu:x:64055:"; getent group kvm >/dev/null || echo "kvm:x:64056:"; } >"$d/etc-upper/group"
 	fi
+	install_ssh "$n"
 }
 
 # runs as: ip netns exec vs-<n> unshare -m -u --propagation private -- bash lab.sh _node_init <n>
@@ -242,9 +248,11 @@ cmd_up() {
 	mkdir -p "$L/pids"
 	build_guest
 	make_pki
+	make_ssh
 	net_up
 	for n in "${NODES[@]}"; do node_start "$n"; done
 	for n in "${NODES[@]}"; do node_wait "$n"; done
+	for n in "${NODES[@]}"; do sshd_start "$n" "$(lv_pid "$n")" "$(sshd_pidfile "$n")"; done
 	if ls "$L"/a/fs/var/cache/libvirt/qemu/capabilities/*.xml >/dev/null 2>&1; then
 		mkdir -p "$C/qemu-caps" && cp "$L"/a/fs/var/cache/libvirt/qemu/capabilities/*.xml "$C/qemu-caps/"
 	fi
@@ -254,6 +262,7 @@ cmd_up() {
 		die "node-b cannot reach qemu+tcp://node-a.mn/system"
 	node_exec a timeout "$VIRSH_TIMEOUT" virsh -q -c qemu+tls://node-b/system version >/dev/null ||
 		die "node-a cannot reach qemu+tls://node-b/system"
+	ssh_wait
 	domain_xml "$VM" 1 "$LAB_DIRTY_MB" "$LAB_RATE_MBS" "$LAB_MEM_MB" >"$L/$VM.xml" # for `ra`
 	if [ "$LAB_START_VM" = 1 ] && ! nvirsh a domstate "$VM" 2>/dev/null | grep -qx running &&
 		! nvirsh b domstate "$VM" 2>/dev/null | grep -qx running; then
@@ -271,6 +280,7 @@ is_ours() {
 	local c=/proc/$2/cmdline
 	case "$1" in
 	libvirtd) grep -qaE "$LV_RE" "$c" ;;
+	sshd) grep -qa vmshift_lab_sshd_config "$c" ;;
 	qemu:*) grep -qa qemu-system "$c" && grep -qaF "guest=${1#qemu:}," "$c" ;;
 	*) return 1 ;;
 	esac 2>/dev/null
@@ -331,6 +341,7 @@ cmd_down() {
 		[ $pass = 2 ] || [ ${#lvp[@]} -eq 0 ] || kill_pids libvirtd "${lvp[@]}" &
 		wait
 	done
+	for n in "${NODES[@]}"; do kill_pids sshd "$(cat "$(sshd_pidfile "$n")" 2>/dev/null)"; done
 	for n in "${NODES[@]}"; do
 		if netns_exists "$n"; then
 			p=$(ip netns pids "$NS-$n" 2>/dev/null | tr '\n' ' ')
