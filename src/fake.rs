@@ -128,7 +128,7 @@ impl Hypervisor for Fake {
         Ok(())
     }
     fn start_postcopy(&self, _: &str) -> Result<(), libvirt::Error> {
-        unimplemented!("lifecycle tests do not migrate")
+        unimplemented!("no unit test switches a migration to post-copy")
     }
     /// An active domain has a QEMU process, as in libvirt; `pid`
     /// forces one (a QEMU libvirt does not know about).

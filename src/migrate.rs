@@ -74,6 +74,12 @@ pub fn peer_uri(
     format!("{driver}+{}://{user}{target}{path}", transport.as_str())
 }
 
+/// Whether the domain is seen on `side` of a post-copy here. A state that
+/// cannot be read counts as no: the caller goes on as without a post-copy.
+fn in_postcopy(local: &dyn Hypervisor, name: &str, side: Postcopy) -> bool {
+    local.postcopy(name).ok().flatten() == Some(side)
+}
+
 /// `migration_speed` for people: 0 is libvirt's "no cap".
 fn bandwidth(mib_s: u64) -> String {
     match mib_s {
@@ -227,7 +233,7 @@ pub fn migrate_to(
         if now >= abort_at {
             // libvirt refuses to abort a post-copy, and the guest already
             // runs on the target: the copy can only be seen through.
-            if local.postcopy(name).ok().flatten() == Some(Postcopy::Outgoing) {
+            if in_postcopy(local, name, Postcopy::Outgoing) {
                 match see_postcopy_through(name, target, &migration, t0, deadline) {
                     Some(r) => break r,
                     None => return Ok(postcopy_unfinished(local, name, target, t0)),
@@ -477,7 +483,7 @@ fn follow_earlier_migration(
         if Instant::now() >= abort_at {
             // Past the switch to post-copy the guest runs on the target and
             // libvirt cannot abort: migrate_to goes on from where it runs.
-            if local.postcopy(name).ok().flatten() == Some(Postcopy::Outgoing) {
+            if in_postcopy(local, name, Postcopy::Outgoing) {
                 warn!("the earlier migration of {name} is in post-copy after {:.1?}: the guest runs on {target}", t0.elapsed());
                 return Ok(());
             }
@@ -640,8 +646,7 @@ fn resume_broken_postcopy(
     let t0 = Instant::now();
     let mut last = broke;
     for attempt in 1.. {
-        if Instant::now() >= until || local.postcopy(name).ok().flatten() != Some(Postcopy::Failed)
-        {
+        if Instant::now() >= until || !in_postcopy(local, name, Postcopy::Failed) {
             break;
         }
         if attempt == 1 {
@@ -666,9 +671,7 @@ fn resume_broken_postcopy(
             }
             Ok(Some(Err(e))) | Err(e) => last = e,
             // The resumed copy still runs: the guest's pages flow again.
-            Ok(None) if local.postcopy(name).ok().flatten() == Some(Postcopy::Outgoing) => {
-                return None
-            }
+            Ok(None) if in_postcopy(local, name, Postcopy::Outgoing) => return None,
             Ok(None) => break,
         }
         std::thread::sleep(RESUME_EVERY.min(until.saturating_duration_since(Instant::now())));

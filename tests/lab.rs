@@ -673,7 +673,7 @@ fn postcopy_move<'a, T>(g: &'a Guest, then: impl FnOnce() -> T) -> PostcopyMove<
             ("OCF_RESKEY_CRM_meta_timeout", "20000"),
         ],
     );
-    let to = std::thread::scope(|s| {
+    let (to, then) = std::thread::scope(|s| {
         let to = s.spawn(|| agent("a", "migrate_to", &env));
         let until = Instant::now() + Duration::from_secs(20);
         while let Err(e) = virsh("a", &["migrate-postcopy", &g.name]) {
@@ -685,9 +685,9 @@ fn postcopy_move<'a, T>(g: &'a Guest, then: impl FnOnce() -> T) -> PostcopyMove<
     });
     PostcopyMove {
         env,
-        to: to.0,
+        to,
         tick,
-        then: to.1,
+        then,
     }
 }
 

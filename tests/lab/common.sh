@@ -213,6 +213,7 @@ install_pki() {
 # the target's as qemu+ssh://node-X/system (ssh, then virt-ssh-helper on the
 # target). Keys live in the state dir; each node gets them in its private
 # /etc/ssh, so root's real ~/.ssh and /etc/ssh are never touched.
+
 # The sshd binary: the host's, or one unpacked from Debian's openssh-server
 # into the cache (apt-get download, never installed: installing the package
 # would enable an sshd on the host itself).
@@ -280,8 +281,9 @@ Host node-a node-b node-a.mn node-b.mn
 EOF
 }
 
-# sshd_start N PID PIDFILE: node N's sshd, in the namespaces of PID (its
-# libvirtd), in the foreground of its own session; its pid goes to PIDFILE.
+# sshd_start N PID PIDFILE: node N's sshd, in the namespaces of PID (a
+# process that holds the node's: the lab's libvirtd, the cluster's holder),
+# in the foreground of its own session; its pid goes to PIDFILE.
 sshd_start() {
 	local n=$1 p=$2
 	nsenter -t "$p" -n -m -u -- mkdir -p /run/sshd

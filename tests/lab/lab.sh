@@ -126,7 +126,6 @@ GUEST_UUID_NS=vmshift-lab
 # shellcheck source=common.sh
 . "$HERE/common.sh"
 
-# ---------------------------------------------------------------- TLS
 # ---------------------------------------------------------------- node config
 write_node_conf() {
 	local n=$1 d="$L/$1/ovl" f="$L/$1/fs"
