@@ -36,6 +36,11 @@ deb)
 	printf 'Source: vmshift\n\nPackage: vmshift\nArchitecture: any\n' >"$scratch/debian/control"
 	depends=$(cd "$scratch" && dpkg-shlibdeps -O "$top/$stage/usr/sbin/vmshift" 2>/dev/null |
 		sed -n 's/^shlibs:Depends=//p')
+	# The binary loads libvirt.so.0 with dlopen at its first libvirt call
+	# (src/libvirt/load.rs), so dpkg-shlibdeps cannot see it. 1.3.3 is what
+	# libvirt0's symbols file gives for the newest function it looks up
+	# (virDomainMigrateStartPostCopy).
+	depends="$depends, libvirt0 (>= 1.3.3)"
 	mkdir -p "$stage/DEBIAN"
 	sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$arch/" -e "s/@DEPENDS@/$depends/" \
 		-e "s/@SIZE@/$(du -sk --exclude=DEBIAN "$stage" | cut -f1)/" \

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 
 use crate::cluster;
-use crate::hypervisor::{DomainState, Hypervisor, Postcopy};
-use crate::libvirt::{self, Libvirt};
+use crate::hypervisor::{DomainState, Hypervisor, Observe, Postcopy};
+use crate::libvirt::{self, rpc::Rpc, Libvirt};
 use crate::migrate;
 use crate::migration_net::SystemNet;
 use crate::ocf::{Deadline, Env, OcfRc, Outcome, ParamError, Params, METADATA};
@@ -163,6 +163,13 @@ impl Error {
             // Unknown here but maybe defined on the peer: a node-local
             // problem (5 bans only this node; 6 would stop it everywhere).
             Error::NotDefined { .. } => OcfRc::ErrInstalled,
+            // libvirt.so.0 missing or too old on this node (OCF: "a
+            // required component is missing"): the same, node-local.
+            Error::Libvirt { source, .. } | Error::Peer { source, .. }
+                if source.is_not_installed() =>
+            {
+                OcfRc::ErrInstalled
+            }
             Error::ConfigNames { .. } | Error::BadConfig { .. } => OcfRc::ErrConfigured,
             // Everything else is soft: Pacemaker may recover in place or
             // move; none of it proves the configuration wrong everywhere.
@@ -238,8 +245,11 @@ pub fn run(action: Action, env: &Env) -> Outcome {
             stop(&hv, &p, &deadline)
         }),
         Action::Monitor | Action::Status => lenient(env).and_then(|p| {
-            let hv = Libvirt::new(&p.hypervisor, deadline.at());
-            monitor(&hv, &p)
+            // Asked without loading libvirt.so when the URI allows it.
+            match Rpc::for_uri(&p.hypervisor, deadline.at()) {
+                Some(rpc) => monitor(&rpc, &p),
+                None => monitor(&Libvirt::new(&p.hypervisor, deadline.at()), &p),
+            }
         }),
         Action::MigrateTo => Params::from_env(env).map_err(Error::from).and_then(|p| {
             let target = env.text("OCF_RESKEY_CRM_meta_migrate_target");
@@ -667,7 +677,7 @@ fn stop_without_libvirt<H: Hypervisor>(
 /// probe see it active on both nodes, whose default recovery stops both.
 /// A failed post-copy is 1 on either side: the guest cannot run until the
 /// copy is resumed by hand, and a 0 would hide a hung server.
-pub fn monitor<H: Hypervisor>(hv: &H, p: &Params) -> Result<Outcome, Error> {
+pub fn monitor<H: Observe>(hv: &H, p: &Params) -> Result<Outcome, Error> {
     let name = p.name.as_str();
     match hv.state_and_postcopy(name) {
         Ok((_, Some(Postcopy::Outgoing))) => Ok(Outcome::new(

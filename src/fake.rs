@@ -6,7 +6,7 @@
 use std::cell::{Cell, RefCell};
 use std::sync::mpsc;
 
-use crate::hypervisor::{DomainState, Hypervisor, Postcopy};
+use crate::hypervisor::{DomainState, Hypervisor, Observe, Postcopy};
 use crate::libvirt;
 
 /// A scripted hypervisor: `states` are returned in order (the last one
@@ -54,7 +54,7 @@ impl Fake {
     }
 }
 
-impl Hypervisor for Fake {
+impl Observe for Fake {
     fn state_and_postcopy(
         &self,
         _: &str,
@@ -66,6 +66,18 @@ impl Hypervisor for Fake {
         next.map(|s| (s, postcopy))
             .map_err(|()| libvirt::Error::Timeout { what: "get state" })
     }
+    /// An active domain has a QEMU process, as in libvirt; `pid`
+    /// forces one (a QEMU libvirt does not know about).
+    fn qemu_pid(&self, _: &str) -> Option<u32> {
+        let active = matches!(self.states.borrow().first(), Some(Ok(s)) if s.is_active());
+        self.pid.or(active.then_some(4242))
+    }
+    fn knows_qemu_pids(&self) -> bool {
+        self.pid_dir
+    }
+}
+
+impl Hypervisor for Fake {
     fn define(&self, _: &str) -> Result<String, libvirt::Error> {
         self.calls.borrow_mut().push("define");
         self.set(DomainState::Shutoff);
@@ -129,14 +141,5 @@ impl Hypervisor for Fake {
     }
     fn start_postcopy(&self, _: &str) -> Result<(), libvirt::Error> {
         unimplemented!("no unit test switches a migration to post-copy")
-    }
-    /// An active domain has a QEMU process, as in libvirt; `pid`
-    /// forces one (a QEMU libvirt does not know about).
-    fn qemu_pid(&self, _: &str) -> Option<u32> {
-        let active = matches!(self.states.borrow().first(), Some(Ok(s)) if s.is_active());
-        self.pid.or(active.then_some(4242))
-    }
-    fn knows_qemu_pids(&self) -> bool {
-        self.pid_dir
     }
 }

@@ -1,6 +1,7 @@
-//! The boundary between the agent's decisions and the hypervisor: a small
-//! trait the actions are written against, implemented for real by
-//! [`crate::libvirt`] and by a fake in unit tests of decision logic.
+//! The boundary between the agent's decisions and the hypervisor: two small
+//! traits the actions are written against (monitor's questions, and the
+//! rest), implemented for real by [`crate::libvirt`] and by a fake in unit
+//! tests of decision logic.
 
 use std::fmt;
 
@@ -72,10 +73,11 @@ pub enum Postcopy {
     Failed,
 }
 
-/// What the actions need from a hypervisor. Every call is bounded by the
-/// action's deadline: an implementation returns [`Error::Timeout`] rather
-/// than block past it.
-pub trait Hypervisor {
+/// The questions monitor asks: answered by [`crate::libvirt::rpc`] without
+/// loading libvirt.so, and by every [`Hypervisor`]. Every call is bounded
+/// by the action's deadline: an implementation returns [`Error::Timeout`]
+/// rather than block past it.
+pub trait Observe {
     /// The domain's state on this node, and its side of a post-copy
     /// migration if it is in one: one question to libvirt
     /// (virDomainGetState's state and reason).
@@ -88,6 +90,17 @@ pub trait Hypervisor {
     fn postcopy(&self, name: &str) -> Result<Option<Postcopy>, Error> {
         self.state_and_postcopy(name).map(|(_, p)| p)
     }
+    /// The pid of a live QEMU process of this domain on this node, found
+    /// without asking libvirtd (for when it is down or hung).
+    fn qemu_pid(&self, name: &str) -> Option<u32>;
+    /// Whether [`Observe::qemu_pid`] can see this hypervisor's QEMU
+    /// processes at all, so that its `None` means "none lives here".
+    fn knows_qemu_pids(&self) -> bool;
+}
+
+/// What the other actions need from a hypervisor, bounded like
+/// [`Observe`].
+pub trait Hypervisor: Observe {
     /// Defines the domain persistently from XML; returns the name libvirt
     /// gave it.
     fn define(&self, xml: &str) -> Result<String, Error>;
@@ -114,10 +127,4 @@ pub trait Hypervisor {
     /// Switches the running migration to post-copy: the guest resumes on
     /// the target and fetches the pages it still lacks from here.
     fn start_postcopy(&self, name: &str) -> Result<(), Error>;
-    /// The pid of a live QEMU process of this domain on this node, found
-    /// without asking libvirtd (for when it is down or hung).
-    fn qemu_pid(&self, name: &str) -> Option<u32>;
-    /// Whether [`Hypervisor::qemu_pid`] can see this hypervisor's QEMU
-    /// processes at all, so that its `None` means "none lives here".
-    fn knows_qemu_pids(&self) -> bool;
 }

@@ -207,6 +207,60 @@ fn unreachable_libvirt_is_an_error_not_stopped() {
 }
 
 #[test]
+fn libvirt_so_is_loaded_only_when_an_action_calls_libvirt() {
+    // The dynamic loader lists every library it maps (ld.so(8), LD_DEBUG).
+    let loads_libvirt = |args: &[&str], env: &[(&str, &str)]| {
+        let o = run(args, &[env, &[("LD_DEBUG", "files")]].concat());
+        stderr(&o).contains("file=libvirt.so.0")
+    };
+    assert!(!loads_libvirt(&["meta-data"], &[]));
+    assert!(!loads_libvirt(
+        &["validate-all"],
+        &[("OCF_RESKEY_name", "vm1")]
+    ));
+    let test = [TEST, &[("OCF_RESKEY_name", "test")]].concat();
+    assert!(loads_libvirt(&["monitor"], &test));
+}
+
+#[test]
+fn without_libvirt_so_actions_say_not_installed() {
+    // Hides libvirt.so.0 in a private mount namespace; needs root.
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root for a private mount namespace");
+        return;
+    }
+    let lib = std::fs::canonicalize("/lib/x86_64-linux-gnu/libvirt.so.0").unwrap();
+    let hidden = |action: &str| {
+        Command::new("unshare")
+            .args([
+                "-m",
+                "sh",
+                "-c",
+                r#"mount --bind /dev/null "$1" && shift && exec "$@""#,
+            ])
+            .args(["sh", lib.to_str().unwrap(), BIN, action])
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("HA_LOGFACILITY", "none")
+            .env("OCF_RESKEY_name", "vm1")
+            .env("OCF_RESKEY_hypervisor", "test:///default")
+            .output()
+            .unwrap()
+    };
+    let o = hidden("start");
+    assert_eq!(rc(&o), 5, "{}", stderr(&o));
+    assert_reason(&o);
+    assert!(
+        stderr(&o).contains("cannot load libvirt.so.0"),
+        "{}",
+        stderr(&o)
+    );
+    // meta-data needs no libvirt at all.
+    assert_eq!(rc(&hidden("meta-data")), 0);
+}
+
+#[test]
 fn migration_without_a_target_says_so() {
     // ocf-tester calls migrate_to without a target.
     let o = check(&["migrate_to"], &[("OCF_RESKEY_name", "vm1")], 1);

@@ -627,7 +627,7 @@ fn monitor_is_one_libvirt_connection_and_no_child_process() {
         .arg(&trace)
         .args([
             "-e",
-            "trace=execve,fork,vfork,clone,clone3,connect",
+            "trace=execve,fork,vfork,clone,clone3,connect,openat",
             BIN,
             "monitor",
         ])
@@ -646,6 +646,44 @@ fn monitor_is_one_libvirt_connection_and_no_child_process() {
     // One connection, to the local libvirtd's socket.
     assert_eq!(count("connect("), 1, "{t}");
     assert_eq!(count("libvirt-sock"), 1, "{t}");
+    // Asked in libvirt's RPC protocol: libvirt.so.0 and the libraries
+    // behind it are never loaded.
+    assert_eq!(count("libvirt.so"), 0, "{t}");
+}
+
+#[test]
+#[ignore = "needs the lab: make test"]
+fn monitor_asked_directly_agrees_with_libvirt_so_in_every_state() {
+    let g = Guest::new("t-agree", true);
+    // qemu+unix:///system reaches the same libvirtd through libvirt.so.
+    let monitor = |uri: &str| {
+        let mut env = g.params();
+        env.push(("OCF_RESKEY_hypervisor", uri));
+        agent("a", "monitor", &env)
+    };
+    let agree = |want: i32, when: &str| {
+        let (direct, lib) = (monitor("qemu:///system"), monitor("qemu+unix:///system"));
+        assert_eq!(
+            (direct.rc, lib.rc),
+            (want, want),
+            "{when}: direct {:?}, through libvirt.so {:?}",
+            direct.stderr,
+            lib.stderr
+        );
+        assert_eq!(direct.reason(), lib.reason(), "{when}");
+    };
+    agree(7, "never defined");
+    g.define("a");
+    agree(7, "defined, shut off");
+    assert_eq!(agent("a", "start", &g.params()).rc, 0);
+    agree(0, "running");
+    virsh("a", &["suspend", &g.name]).unwrap();
+    agree(0, "paused");
+    virsh("a", &["resume", &g.name]).unwrap();
+    virsh("a", &["destroy", &g.name]).unwrap();
+    agree(7, "destroyed");
+    virsh("a", &["undefine", &g.name]).unwrap();
+    agree(7, "undefined again");
 }
 
 /// A move of `g` (started here) from a to b that is switched to post-copy

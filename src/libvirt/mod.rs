@@ -15,6 +15,11 @@
 //!   are read with libvirt's typed-parameter getters instead.
 //! * `Connect`'s `Drop` closes the connection with an RPC (it can hang) and
 //!   panics if that fails; the connection is left to the process exit.
+//! * libvirt.so.0 is loaded by the first connection, not at exec
+//!   ([`load`]); monitor asks libvirtd without it ([`rpc`]).
+
+mod load;
+pub mod rpc;
 
 use std::cell::{Cell, OnceCell};
 use std::path::PathBuf;
@@ -27,7 +32,7 @@ use virt::domain::{DomainState as VirtState, DomainStateEnum};
 use virt::error::ErrorNumber;
 use virt::sys;
 
-use crate::hypervisor::{DomainState, Hypervisor, Postcopy};
+use crate::hypervisor::{DomainState, Hypervisor, Observe, Postcopy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -49,6 +54,14 @@ pub enum Error {
     },
     #[error("cannot start a thread for a libvirt call")]
     Thread(#[source] std::io::Error),
+    #[error(transparent)]
+    Load(&'static load::Error),
+    #[error("libvirtd's RPC {what} failed")]
+    Rpc {
+        what: &'static str,
+        #[source]
+        source: Box<rpc::Error>,
+    },
 }
 
 impl Error {
@@ -71,9 +84,18 @@ impl Error {
     }
 
     /// libvirt was not reachable or did not answer: the domain's state is
-    /// unknown, not "stopped".
+    /// unknown, not "stopped". A libvirt.so.0 that cannot be loaded cannot
+    /// be asked either.
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, Error::Connect { .. } | Error::Timeout { .. })
+        matches!(
+            self,
+            Error::Connect { .. } | Error::Timeout { .. } | Error::Load(_)
+        ) || matches!(self, Error::Rpc { source, .. } if source.is_unreachable())
+    }
+
+    /// libvirt.so.0 is missing or unusable on this node.
+    pub fn is_not_installed(&self) -> bool {
+        matches!(self, Error::Load(_))
     }
 }
 
@@ -304,9 +326,6 @@ impl Libvirt {
     /// Nothing is opened yet: the connection is made by the first call, so
     /// actions that never need libvirt never wait for it.
     pub fn new(uri: &str, deadline: Instant) -> Self {
-        // Without this, libvirt prints every error to stderr by itself, in
-        // addition to returning it (virt 0.5 docs, `clear_error_callback`).
-        virt::error::clear_error_callback();
         Libvirt {
             uri: uri.to_owned(),
             deadline,
@@ -334,29 +353,25 @@ impl Libvirt {
         if self.hung.get() {
             return Err(Error::Timeout { what });
         }
-        let (tx, rx) = mpsc::sync_channel(1);
-        std::thread::Builder::new()
-            .name(what.into())
-            .spawn(move || {
-                // The receiver is gone once the deadline has passed.
-                let _ = tx.send(f());
-            })
-            .map_err(Error::Thread)?;
         let now = Instant::now();
         let until = self
             .call_budget
             .map_or(self.deadline, |b| (now + b).min(self.deadline));
-        rx.recv_timeout(until.saturating_duration_since(now))
-            .unwrap_or_else(|_| {
-                self.hung.set(true);
-                Err(Error::Timeout { what })
-            })
+        let r = bounded(what, until, f);
+        if matches!(r, Err(Error::Timeout { .. })) {
+            self.hung.set(true);
+        }
+        r
     }
 
     fn connection(&self) -> Result<Arc<Connect>, Error> {
         if let Some(c) = self.conn.get() {
             return Ok(Arc::clone(c));
         }
+        load::load().map_err(Error::Load)?;
+        // Without this, libvirt prints every error to stderr by itself, in
+        // addition to returning it (virt 0.5 docs, `clear_error_callback`).
+        virt::error::clear_error_callback();
         let uri = self.uri.clone();
         let conn = self.bounded("connect", move || {
             Connect::open(Some(&uri))
@@ -386,13 +401,41 @@ impl Libvirt {
                 })
         })
     }
+}
 
-    /// Where libvirt's QEMU driver keeps `<name>.pid` for this URI. Only
-    /// the privileged driver has a fixed place (`/run/libvirt/qemu`).
-    fn pid_dir(&self) -> Option<PathBuf> {
-        let system = matches!(self.uri.as_str(), "qemu:///system" | "qemu+unix:///system");
-        system.then(|| PathBuf::from("/run/libvirt/qemu"))
-    }
+/// Runs `f` on a worker thread and waits for it until `until`. A libvirtd
+/// that is SIGSTOPped or stuck accepts the socket connection and then
+/// never answers: the worker may block for good, the action does not.
+fn bounded<T, F>(what: &'static str, until: Instant, f: F) -> Result<T, Error>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, Error> + Send + 'static,
+{
+    let (tx, rx) = mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name(what.into())
+        .spawn(move || {
+            // The receiver is gone once the deadline has passed.
+            let _ = tx.send(f());
+        })
+        .map_err(Error::Thread)?;
+    rx.recv_timeout(until.saturating_duration_since(Instant::now()))
+        .unwrap_or(Err(Error::Timeout { what }))
+}
+
+/// Where libvirt's QEMU driver keeps `<name>.pid` for this URI. Only the
+/// privileged driver has a fixed place (`/run/libvirt/qemu`).
+fn pid_dir(uri: &str) -> Option<PathBuf> {
+    let system = matches!(uri, "qemu:///system" | "qemu+unix:///system");
+    system.then(|| PathBuf::from("/run/libvirt/qemu"))
+}
+
+/// The pid of a live QEMU process libvirt started for domain `name`, from
+/// the pid file libvirt writes for it.
+fn qemu_pid(uri: &str, name: &str) -> Option<u32> {
+    let file = pid_dir(uri)?.join(format!("{name}.pid"));
+    let pid = std::fs::read_to_string(file).ok()?.trim().parse().ok()?;
+    qemu_process_alive(pid, name).then_some(pid)
 }
 
 impl Drop for Libvirt {
@@ -439,7 +482,7 @@ fn map_state(s: virt::domain::DomainStateEnum) -> DomainState {
     }
 }
 
-impl Hypervisor for Libvirt {
+impl Observe for Libvirt {
     fn state_and_postcopy(&self, name: &str) -> Result<(DomainState, Option<Postcopy>), Error> {
         let got = self.with_domain("get state", name, |d| {
             let (mut state, mut reason) = (-1, -1);
@@ -463,6 +506,18 @@ impl Hypervisor for Libvirt {
         }
     }
 
+    fn qemu_pid(&self, name: &str) -> Option<u32> {
+        qemu_pid(&self.uri, name)
+    }
+
+    fn knows_qemu_pids(&self) -> bool {
+        // libvirt writes a pid file for every QEMU it starts, and /run is
+        // emptied at boot: no file means no QEMU of this domain.
+        pid_dir(&self.uri).is_some()
+    }
+}
+
+impl Hypervisor for Libvirt {
     fn define(&self, xml: &str) -> Result<String, Error> {
         let conn = self.connection()?;
         let xml = xml.to_owned();
@@ -570,18 +625,6 @@ impl Hypervisor for Libvirt {
             // 0.5 has no wrapper for it). Flags must be 0.
             status(unsafe { sys::virDomainMigrateStartPostCopy(d.as_ptr(), 0) })
         })
-    }
-
-    fn qemu_pid(&self, name: &str) -> Option<u32> {
-        let file = self.pid_dir()?.join(format!("{name}.pid"));
-        let pid = std::fs::read_to_string(file).ok()?.trim().parse().ok()?;
-        qemu_process_alive(pid, name).then_some(pid)
-    }
-
-    fn knows_qemu_pids(&self) -> bool {
-        // libvirt writes a pid file for every QEMU it starts, and /run is
-        // emptied at boot: no file means no QEMU of this domain.
-        self.pid_dir().is_some()
     }
 }
 
