@@ -41,7 +41,7 @@ cluster-test: build
 cluster-soak: build
 	VMSHIFT_SOAK_ROUNDS=$${VMSHIFT_SOAK_ROUNDS:-50} bash tests/cluster/run-tests.sh round_trips --nocapture
 
-# vmshift against VirtualDomain on a second lab (LAB_ID=bench), ~10 min:
+# vmshift against VirtualDomain on a second lab (LAB_ID=bench), ~14 min:
 # target/bench/report.{json,md} and *.svg. Not part of `make test`.
 # BENCH_PUBLISH=tests/bench/results also copies the report there (committed).
 bench: deps

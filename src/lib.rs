@@ -3,7 +3,7 @@
 //!
 //! Modules: [`ocf`] (the contract with Pacemaker), [`cli`] (argv to an
 //! action), [`agent`] (what each action decides), [`hypervisor`] (the
-//! backend trait), [`libvirt`] (the real backend), [`logging`].
+//! backend traits), [`libvirt`] (the real backend), [`logging`].
 
 pub mod agent;
 pub mod cli;

@@ -4,8 +4,9 @@ lab node with `lab.sh exec`). Timing here, not in bench.py, keeps nsenter,
 bash and lab.sh start-up out of the numbers. Prints one JSON object.
 
   time N CMD...                 run CMD N times, one after the other; wall ms each
-  run LIMIT_S RUSAGE_EXEC CMD...  run CMD once through rusage_exec (peak RSS),
-                                killed (its process group) after LIMIT_S seconds
+  run LIMIT_S RUSAGE_EXEC CMD...  run CMD once through rusage_exec (peak RSS;
+                                peak PSS and private memory sampled), killed
+                                (its process group) after LIMIT_S seconds
   tcp-recv ADDR PORT            accept one TCP stream, count it until EOF
   tcp-send ADDR PORT MIB        send MIB MiB to ADDR:PORT
 """
@@ -43,6 +44,21 @@ def cmd_time(n, argv):
     out({"ms": ms, "rcs": rcs})
 
 
+def smaps(spawner):
+    """Pss and private (clean + dirty) KiB of the spawner's child, from
+    /proc/PID/smaps_rollup, or None once it is gone or not there yet."""
+    try:
+        with open(f"/proc/{spawner}/task/{spawner}/children") as f:
+            child = f.read().split()[0]
+        with open(f"/proc/{child}/smaps_rollup") as f:
+            kib = {k: int(v.split()[0]) for k, v in
+                   (line.split(":", 1) for line in f if line.split(":")[0] in
+                    ("Pss", "Private_Clean", "Private_Dirty"))}
+        return kib["Pss"], kib["Private_Clean"] + kib["Private_Dirty"]
+    except (OSError, IndexError, KeyError, ValueError):
+        return None
+
+
 def cmd_run(limit_s, rusage_exec, argv):
     """One action with a wall-clock limit, as Pacemaker enforces its
     timeout: past it, the whole process group (the agent and e.g. the virsh
@@ -56,7 +72,15 @@ def cmd_run(limit_s, rusage_exec, argv):
                          file_actions=actions, setpgroup=0)
     os.close(err_fd)
     timed_out = False
+    # ru_maxrss counts the shared libraries' file pages too (shared with
+    # every process that maps them); PSS divides those among their users and
+    # private memory is what the agent alone adds. Sampled every 20 ms, so
+    # a call shorter than that may have no sample.
+    pss = private = None
     while True:
+        sample = smaps(pid)
+        if sample:
+            pss, private = max(pss or 0, sample[0]), max(private or 0, sample[1])
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             break
@@ -75,6 +99,7 @@ def cmd_run(limit_s, rusage_exec, argv):
     os.unlink(err_file)
     out({"rc": None if timed_out else wait_status(status), "timed_out": timed_out,
          "wall_s": wall, "maxrss_kib": int(rss) if rss else None,
+         "peak_pss_kib": pss, "peak_private_kib": private,
          "stderr": stderr[-4000:]})
 
 
