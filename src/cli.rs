@@ -28,7 +28,8 @@ pub const EXIT_CODES: [(u8, &str); 7] = [
     (3, "unknown action"),
     (
         5,
-        "not installed here: the domain is unknown and no config is set, or config is unreadable",
+        "not installed here: the domain is unknown and no config is set, config is \
+         unreadable, or libvirt.so.0 cannot be loaded",
     ),
     (6, "not configured: a parameter is missing or invalid"),
     (

@@ -130,9 +130,12 @@ cmd_xml() {
 # write_libvirt_conf DIR LABEL UUID TLS: libvirtd.conf and qemu.conf in DIR
 # (the node's /etc/libvirt) -- test only: unauthenticated TCP (16509) inside
 # the lab's netns, TLS (16514) too when TLS=1 (certificates in the node's
-# /etc/pki). QEMU runs as root without security driver, cgroups or
-# namespaces (none of which work inside the labs' namespaces); its serial
-# output goes to a file the tests read.
+# /etc/pki). The read-write UNIX socket keeps Debian's compiled-in "polkit":
+# libvirtd lets root in without asking polkit (its AUTH_LIST answer), which
+# vmshift's direct monitor relies on (src/libvirt/rpc.rs). QEMU runs as
+# root without security driver, cgroups or namespaces (none of which work
+# inside the labs' namespaces); its serial output goes to a file the tests
+# read.
 write_libvirt_conf() {
 	local dir=$1 label=$2 uuid=$3 tls=$4
 	cat >"$dir/libvirtd.conf" <<EOF
@@ -142,7 +145,7 @@ listen_tcp = 1
 tcp_port = "16509"
 listen_addr = "0.0.0.0"
 auth_tcp = "none"
-auth_unix_rw = "none"
+auth_unix_rw = "polkit"
 auth_unix_ro = "none"
 host_uuid = "$uuid"
 log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
