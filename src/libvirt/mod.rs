@@ -466,6 +466,18 @@ fn postcopy_side(state: std::os::raw::c_int, reason: std::os::raw::c_int) -> Opt
     }
 }
 
+/// virDomainGetState's answer as the agent reads it, whichever client
+/// asked (libvirt.so or [`rpc`]).
+fn observed(
+    state: std::os::raw::c_int,
+    reason: std::os::raw::c_int,
+) -> (DomainState, Option<Postcopy>) {
+    (
+        map_state(DomainStateEnum::from_raw(state as sys::virDomainState)),
+        postcopy_side(state, reason),
+    )
+}
+
 fn map_state(s: virt::domain::DomainStateEnum) -> DomainState {
     match s {
         virt::enumutil::Enum::Known(k) => match k {
@@ -495,10 +507,7 @@ impl Observe for Libvirt {
             Ok((state, reason))
         });
         match got {
-            Ok((state, reason)) => Ok((
-                map_state(DomainStateEnum::from_raw(state as sys::virDomainState)),
-                postcopy_side(state, reason),
-            )),
+            Ok((state, reason)) => Ok(observed(state, reason)),
             Err(Error::Call { source, .. }) if source.code().is(ErrorNumber::NoDomain) => {
                 Ok((DomainState::Undefined, None))
             }

@@ -17,10 +17,9 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use virt::domain::DomainStateEnum;
 use virt::sys;
 
-use super::{bounded, map_state, pid_dir, postcopy_side, qemu_pid, Error as LibvirtError, Libvirt};
+use super::{bounded, observed, pid_dir, qemu_pid, Error as LibvirtError, Libvirt};
 use crate::hypervisor::{DomainState, Observe, Postcopy};
 
 /// The only URI asked directly: the local privileged QEMU driver, the
@@ -135,6 +134,22 @@ impl Reader<'_> {
     }
 }
 
+/// One message on the wire (virnetprotocol.x): its length, the header
+/// (program, version, procedure, type, serial, status), the payload.
+fn frame(proc_: u32, kind: u32, serial: u32, status: u32, payload: &[u8]) -> Vec<u8> {
+    let mut msg = Xdr::default()
+        .u32((28 + payload.len()) as u32)
+        .u32(PROGRAM)
+        .u32(VERSION)
+        .u32(proc_)
+        .u32(kind)
+        .u32(serial)
+        .u32(status)
+        .0;
+    msg.extend_from_slice(payload);
+    msg
+}
+
 /// remote_nonnull_domain: how the protocol names a domain.
 struct DomainRef {
     name: String,
@@ -155,17 +170,7 @@ impl Client {
     /// for neither, so none is expected.
     fn call(&mut self, proc_: u32, args: Xdr) -> Result<Vec<u8>, Error> {
         self.serial += 1;
-        let header = Xdr::default()
-            .u32(PROGRAM)
-            .u32(VERSION)
-            .u32(proc_)
-            .u32(CALL)
-            .u32(self.serial)
-            .u32(STATUS_OK);
-        let len = 4 + header.0.len() + args.0.len();
-        let mut msg = Xdr::default().u32(len as u32).0;
-        msg.extend_from_slice(&header.0);
-        msg.extend_from_slice(&args.0);
+        let msg = frame(proc_, CALL, self.serial, STATUS_OK, &args.0);
         self.sock.write_all(&msg)?;
         loop {
             let mut len = [0; 4];
@@ -319,10 +324,7 @@ impl Observe for Rpc {
             }
         });
         match got {
-            Ok(Some((state, reason))) => Ok((
-                map_state(DomainStateEnum::from_raw(state as sys::virDomainState)),
-                postcopy_side(state, reason),
-            )),
+            Ok(Some((state, reason))) => Ok(observed(state, reason)),
             Ok(None) => Ok((DomainState::Undefined, None)),
             Err(LibvirtError::Rpc { source, .. }) if matches!(*source, Error::Sasl) => {
                 Libvirt::new(SYSTEM_URI, self.deadline).state_and_postcopy(name)
@@ -424,17 +426,8 @@ mod tests {
                 );
                 procs.push(proc_);
                 let send = |s: &mut UnixStream, kind, status, payload: Vec<u8>| {
-                    let h = Xdr::default()
-                        .u32(PROGRAM)
-                        .u32(VERSION)
-                        .u32(proc_)
-                        .u32(kind)
-                        .u32(serial)
-                        .u32(status);
-                    let mut m = Xdr::default().u32((28 + payload.len()) as u32).0;
-                    m.extend(h.0);
-                    m.extend(payload);
-                    s.write_all(&m).unwrap();
+                    s.write_all(&frame(proc_, kind, serial, status, &payload))
+                        .unwrap();
                 };
                 // An event (virNetMessageType MESSAGE) first.
                 send(&mut s, 2, STATUS_OK, vec![]);
