@@ -54,9 +54,15 @@ pub fn main_with(args: Vec<OsString>, env: Env) -> u8 {
         log::error!("{name}: {reason} -> {rc}");
     }
     if rc != OcfRc::Success {
-        let one_line = reason.replace(['\n', '\r'], " ");
-        let _ = writeln!(std::io::stderr().lock(), "{prefix}{one_line}");
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{prefix}{}",
+            logging::sanitize(&reason)
+        );
     }
+    // Syslog's queue gets a moment to drain; a stuck /dev/log costs this
+    // much and no more.
+    logging::finish(std::time::Duration::from_millis(300));
     rc as u8
 }
 
@@ -69,8 +75,9 @@ pub fn install_panic_hook() {
         let main = std::thread::current().name() == Some("main");
         let _ = writeln!(
             std::io::stderr().lock(),
-            "{}internal error: {info}",
-            if main { "ocf-exit-reason:" } else { "" }
+            "{}internal error: {}",
+            if main { "ocf-exit-reason:" } else { "" },
+            logging::sanitize(&info.to_string())
         );
         if main {
             std::process::exit(OcfRc::ErrGeneric as i32);
