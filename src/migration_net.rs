@@ -1,15 +1,19 @@
 //! The migration-network choice: where the RAM copy of a live migration
 //! goes. The target's short name plus the suffix (`node-b` → `node-b.mn`)
-//! is looked up with the system resolver; the first address that is
-//! *usable* carries the copy, and otherwise the copy falls back to the
-//! target's base host name, the name Pacemaker gave.
+//! is looked up with the system resolver; the first address, in the
+//! resolver's order, that is *usable* carries the copy, and otherwise the
+//! copy falls back to the target's base host name, the name Pacemaker gave.
 //!
-//! Usable means: not loopback, unspecified or multicast; the kernel routes
-//! to it through an interface that is up; and the peer answers a TCP
-//! connect on it at the libvirt transport's port within about a second.
-//! Anvil's agent accepts any private address that answers ssh, and
-//! VirtualDomain checks nothing (it fails the migration instead); a dead
-//! migration link must cost a second or two, not the migration.
+//! Usable means: not loopback, unspecified, multicast or broadcast (also
+//! as IPv4-mapped IPv6), not IPv6 link-local, and not an address of this
+//! node; the kernel routes to it through an interface that is up; the peer
+//! answers a TCP connect at the libvirt transport's port; and the start of
+//! QEMU's migration port range is not filtered on the way. All addresses
+//! are checked at once against one deadline, so the checks cost at most
+//! about a second after the lookup, however many addresses the name has. Anvil's agent
+//! accepts any private address that answers ssh, and VirtualDomain checks
+//! nothing (it fails the migration instead); a dead migration link must
+//! cost a second or two, not the migration.
 
 use std::fmt;
 use std::io;
@@ -22,8 +26,18 @@ use crate::ocf::Transport;
 /// How long the name lookup may take: getaddrinfo has no timeout of its
 /// own (resolv.conf's default is 5 s per try and server).
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long the peer may take to accept the TCP probe.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the checks of all the resolved addresses may take together,
+/// after the lookup: they run side by side against one deadline, and each
+/// connect gets only what is left of it.
+pub const PROBE_BUDGET: Duration = Duration::from_secs(1);
+/// The last port of the range the target's libvirtd gives QEMU's incoming
+/// migration: libvirt's default `migration_port_max` (qemu.conf; the range
+/// is 49152 to 49215). The last, not the first: libvirt hands out the
+/// lowest free port, so another incoming QEMU, which would take this
+/// connect for its migration stream and fail, only listens here when 64
+/// migrations arrive at once. A node configured with another range is
+/// probed here all the same.
+pub const MIGRATION_PORT: u16 = 49215;
 
 /// libvirtd's port for a transport: ssh's 22, libvirtd's TCP 16509 and
 /// TLS 16514 (libvirtd.conf `tcp_port`, `tls_port`).
@@ -49,6 +63,27 @@ pub fn tcp_uri(addr: IpAddr) -> String {
     }
 }
 
+/// Why an address can never carry the copy, whatever the network says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// A common /etc/hosts mistake (`127.0.1.1 node-b.mn`).
+    #[error("a loopback address")]
+    Loopback,
+    #[error("the unspecified address")]
+    Unspecified,
+    #[error("a multicast address")]
+    Multicast,
+    #[error("the broadcast address")]
+    Broadcast,
+    /// getaddrinfo gives a link-local address its zone (scope id), but the
+    /// `tcp://` data URI carries only the address, so QEMU could not tell
+    /// which link to use.
+    #[error("IPv6 link-local, and QEMU's tcp:// URI cannot carry its zone")]
+    LinkLocal,
+    #[error("an address of this node: the copy would go to ourselves")]
+    Local,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("no address")]
@@ -57,26 +92,38 @@ pub enum Error {
     Lookup(#[source] io::Error),
     #[error("lookup took longer than {0:?}")]
     LookupTimeout(Duration),
-    #[error("{0} is a loopback, unspecified or multicast address")]
-    NotUnicast(IpAddr),
+    #[error("{addr} is {why}")]
+    Unusable { addr: IpAddr, why: Refusal },
     #[error("no route to {0}")]
     NoRoute(IpAddr, #[source] io::Error),
     #[error("the route to {addr} leaves through {iface}, which is down")]
     InterfaceDown { addr: IpAddr, iface: String },
     #[error("nothing answers on {0}")]
     Connect(SocketAddr, #[source] io::Error),
-    #[error("cannot start a thread for the lookup")]
+    #[error("port {} (QEMU's migration port range) does not answer on {} (filtered?)", .0.port(), .0.ip())]
+    QemuPort(SocketAddr, #[source] io::Error),
+    #[error("the probe's budget of {0:?} ran out")]
+    Budget(Duration),
+    #[error("cannot start a thread")]
     Thread(#[source] io::Error),
 }
 
-/// The system's view of names, routes and peers; faked in unit tests.
-pub trait Net {
+/// The system's view of names, routes and peers; faked in unit tests. The
+/// addresses of a name are checked on threads of their own, hence `Sync`.
+pub trait Net: Sync {
     /// All addresses of `host` (IPv4 and IPv6), within `timeout`.
     fn resolve(&self, host: &str, timeout: Duration) -> Result<Vec<IpAddr>, Error>;
     /// The interface the kernel would send to `addr` through, if it is up.
     fn route(&self, addr: IpAddr) -> Result<String, Error>;
-    /// A TCP connect to `addr`, within `timeout`.
+    /// A TCP connect to `addr`, within `timeout`; a failure is
+    /// `Error::Connect` with the system's error, whose kind tells a refused
+    /// connection from one that timed out.
     fn connect(&self, addr: SocketAddr, timeout: Duration) -> Result<(), Error>;
+    /// Whether a local interface holds `addr`. The system's answer unless
+    /// overridden: it only reads this node's interface list.
+    fn is_local(&self, addr: IpAddr) -> bool {
+        crate::netif::is_local(addr)
+    }
 }
 
 /// The real thing: getaddrinfo, the kernel's routing table, TCP.
@@ -202,23 +249,48 @@ impl fmt::Display for Choice {
     }
 }
 
-fn timed<T>(f: impl FnOnce() -> Result<T, Error>) -> (Result<T, Error>, Duration) {
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     let t = Instant::now();
     let r = f();
     (r, t.elapsed())
 }
 
-/// Whether an address can be a peer's migration address at all: a name
-/// that resolves to loopback (a common /etc/hosts mistake) or to nothing
-/// routable would send the copy to ourselves.
-fn is_unicast(a: IpAddr) -> bool {
-    !(a.is_loopback()
-        || a.is_unspecified()
-        || a.is_multicast()
-        || matches!(a, IpAddr::V4(v4) if v4.is_broadcast()))
+/// Why `a` can never be a peer's migration address, if it cannot. An
+/// IPv4-mapped address (`::ffff:127.0.0.1`) is judged as the IPv4 address
+/// a dual-stack socket would really send to. IPv4 link-local (169.254/16)
+/// stays allowed: it needs no zone.
+fn refusal(a: IpAddr) -> Option<Refusal> {
+    let v4 = match a {
+        IpAddr::V4(v4) => v4,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4,
+            None if v6.is_loopback() => return Some(Refusal::Loopback),
+            None if v6.is_unspecified() => return Some(Refusal::Unspecified),
+            None if v6.is_multicast() => return Some(Refusal::Multicast),
+            None if v6.is_unicast_link_local() => return Some(Refusal::LinkLocal),
+            None => return None,
+        },
+    };
+    if v4.is_loopback() {
+        Some(Refusal::Loopback)
+    } else if v4.is_unspecified() {
+        Some(Refusal::Unspecified)
+    } else if v4.is_multicast() {
+        Some(Refusal::Multicast)
+    } else if v4.is_broadcast() {
+        Some(Refusal::Broadcast)
+    } else {
+        None
+    }
 }
 
 /// Chooses the migration network for a migration to `target`.
+///
+/// The addresses are probed side by side, each on a thread of its own,
+/// against one deadline PROBE_BUDGET after the lookup; the first usable one
+/// in the resolver's order wins, even when a later one answered sooner.
+/// A connect cannot be abandoned, so this returns when every probe has
+/// ended: a dead address beside a live one costs the budget, once.
 pub fn choose(net: &dyn Net, target: &str, suffix: &str, transport: Transport) -> Choice {
     let candidate = candidate(target, suffix);
     let mut choice = Choice {
@@ -230,18 +302,16 @@ pub fn choose(net: &dyn Net, target: &str, suffix: &str, transport: Transport) -
         fallback_reason: None,
     };
     let (resolved, took) = timed(|| net.resolve(&candidate, RESOLVE_TIMEOUT));
-    choice.checks.push(Check {
-        what: format!("resolve {candidate}"),
-        result: match &resolved {
-            Ok(a) => Ok(a
-                .iter()
+    choice.checks.push(check(
+        format!("resolve {candidate}"),
+        resolved.as_ref().map(|a| {
+            a.iter()
                 .map(IpAddr::to_string)
                 .collect::<Vec<_>>()
-                .join(", ")),
-            Err(e) => Err(crate::agent::chain(e)),
-        },
+                .join(", ")
+        }),
         took,
-    });
+    ));
     let addrs = match resolved {
         Ok(a) => a,
         Err(e) => {
@@ -249,55 +319,133 @@ pub fn choose(net: &dyn Net, target: &str, suffix: &str, transport: Transport) -
             return choice;
         }
     };
-    choice.addresses = addrs.clone();
     let port = transport_port(transport);
+    let deadline = Instant::now() + PROBE_BUDGET;
+    let probes: Vec<(Result<(), Error>, Vec<Check>)> = std::thread::scope(|s| {
+        let started: Vec<_> = addrs
+            .iter()
+            .map(|&addr| {
+                std::thread::Builder::new()
+                    .name("probe".into())
+                    .spawn_scoped(s, move || {
+                        let mut checks = Vec::new();
+                        let r = probe(net, addr, port, deadline, &mut checks);
+                        (r, checks)
+                    })
+            })
+            .collect();
+        started
+            .into_iter()
+            .zip(&addrs)
+            .map(|(thread, addr)| match thread {
+                Ok(t) => t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                Err(e) => {
+                    let e = Error::Thread(e);
+                    let failed = check(format!("probe {addr}"), Err(&e), Duration::ZERO);
+                    (Err(e), vec![failed])
+                }
+            })
+            .collect()
+    });
     let mut last_problem = None;
-    for addr in addrs {
-        let problem = match probe(net, addr, port, &mut choice.checks) {
+    for (&addr, (r, checks)) in addrs.iter().zip(probes) {
+        choice.checks.extend(checks);
+        match r {
             Ok(()) => {
-                choice.address = Some(addr);
-                return choice;
+                choice.address.get_or_insert(addr);
             }
-            Err(e) => e,
-        };
-        last_problem = Some(crate::agent::chain(&problem));
+            Err(e) => last_problem = Some(crate::agent::chain(&e)),
+        }
     }
-    choice.fallback_reason = last_problem;
+    if choice.address.is_none() {
+        choice.fallback_reason = last_problem;
+    }
+    choice.addresses = addrs;
     choice
 }
 
-/// The usability checks of one address, each recorded.
-fn probe(net: &dyn Net, addr: IpAddr, port: u16, checks: &mut Vec<Check>) -> Result<(), Error> {
-    let mut step = |what: String, r: Result<String, Error>, took: Duration| {
-        checks.push(Check {
-            what,
-            result: r
-                .as_ref()
-                .map(Clone::clone)
-                .map_err(|e| crate::agent::chain(e)),
-            took,
-        });
-        r.map(drop)
-    };
-    let unicast = if is_unicast(addr) {
-        Ok("unicast".to_owned())
-    } else {
-        Err(Error::NotUnicast(addr))
-    };
-    step(format!("{addr} is unicast"), unicast, Duration::ZERO)?;
-    let (r, took) = timed(|| net.route(addr));
-    step(
-        format!("route to {addr}"),
-        r.map(|i| format!("via {i}")),
+/// A check as the dry run and the log show it.
+fn check(what: String, result: Result<String, &Error>, took: Duration) -> Check {
+    Check {
+        what,
+        result: result.map_err(|e| crate::agent::chain(e)),
         took,
-    )?;
+    }
+}
+
+/// Runs one check of a probe, records it, and passes its failure on.
+fn step(
+    checks: &mut Vec<Check>,
+    what: String,
+    f: impl FnOnce() -> Result<String, Error>,
+) -> Result<(), Error> {
+    let (r, took) = timed(f);
+    checks.push(check(what, r.as_ref().cloned(), took));
+    r.map(drop)
+}
+
+/// The usability checks of one address, each recorded, until the first
+/// that fails; the connects share `deadline` with the other addresses'.
+fn probe(
+    net: &dyn Net,
+    addr: IpAddr,
+    port: u16,
+    deadline: Instant,
+    checks: &mut Vec<Check>,
+) -> Result<(), Error> {
+    let unusable = |why| Error::Unusable { addr, why };
+    step(checks, format!("kind of {addr}"), || match refusal(addr) {
+        Some(why) => Err(unusable(why)),
+        None => Ok("unicast".into()),
+    })?;
+    step(checks, format!("{addr} is not local"), || {
+        if net.is_local(addr) {
+            Err(unusable(Refusal::Local))
+        } else {
+            Ok("held by no local interface".into())
+        }
+    })?;
+    step(checks, format!("route to {addr}"), || {
+        net.route(addr).map(|i| format!("via {i}"))
+    })?;
     let sa = SocketAddr::new(addr, port);
-    let (r, took) = timed(|| net.connect(sa, CONNECT_TIMEOUT));
-    step(
-        format!("TCP connect {sa}"),
-        r.map(|()| "answered".into()),
-        took,
-    )
+    step(checks, format!("TCP connect {sa}"), || {
+        connect_by(net, sa, deadline).map(|()| "answered".into())
+    })?;
+    let qemu = SocketAddr::new(addr, MIGRATION_PORT);
+    step(checks, format!("QEMU port {qemu}"), || {
+        qemu_port(net, qemu, deadline)
+    })
+}
+
+/// A connect to `sa` within what is left until `deadline`.
+fn connect_by(net: &dyn Net, sa: SocketAddr, deadline: Instant) -> Result<(), Error> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(Error::Budget(PROBE_BUDGET));
+    }
+    net.connect(sa, left)
+}
+
+/// Whether the path to QEMU's migration port range is open: the target's
+/// libvirtd gives the incoming migration a port of that range only when
+/// the migration starts, so the control port answering proves nothing
+/// about it. Nothing listens there before, so a refused connect (the host
+/// answered with a reset) shows an open path as well as an answer does; a
+/// timeout (a firewall dropping the range), an unreachable host or network
+/// (a firewall's ICMP reject) or any other failure is taken as filtered.
+///
+/// A firewall that rejects with a TCP reset cannot be told from an open
+/// path, and only MIGRATION_PORT is tried, not the whole range.
+fn qemu_port(net: &dyn Net, sa: SocketAddr, deadline: Instant) -> Result<String, Error> {
+    match connect_by(net, sa, deadline) {
+        Ok(()) => Ok("answered".into()),
+        Err(Error::Connect(_, e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            Ok("refused: the path is open".into())
+        }
+        Err(Error::Connect(_, e)) => Err(Error::QemuPort(sa, e)),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -305,14 +453,23 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    /// Names, routes and listening addresses from tables.
+    /// Names, routes, local addresses and peers from tables.
     #[derive(Default)]
     struct FakeNet {
         names: HashMap<&'static str, Vec<IpAddr>>,
         hang: bool,
+        /// How long every route lookup takes.
+        route_delay: Duration,
         down: Vec<IpAddr>,
         unrouted: Vec<IpAddr>,
+        local: Vec<IpAddr>,
+        /// How long a peer takes to answer a connect (none: at once); a
+        /// connect whose timeout comes first times out when it runs out.
+        latency: HashMap<IpAddr, Duration>,
         listening: Vec<SocketAddr>,
+        /// How connects to these fail; elsewhere, QEMU's port refuses (as
+        /// on a host with nothing listening there) and others time out.
+        failing: HashMap<SocketAddr, io::ErrorKind>,
     }
 
     impl Net for FakeNet {
@@ -323,6 +480,7 @@ mod tests {
             self.names.get(host).cloned().ok_or(Error::NoAddress)
         }
         fn route(&self, addr: IpAddr) -> Result<String, Error> {
+            std::thread::sleep(self.route_delay);
             if self.unrouted.contains(&addr) {
                 Err(Error::NoRoute(
                     addr,
@@ -337,17 +495,45 @@ mod tests {
                 Ok("mn0".into())
             }
         }
-        fn connect(&self, addr: SocketAddr, _: Duration) -> Result<(), Error> {
+        fn connect(&self, addr: SocketAddr, timeout: Duration) -> Result<(), Error> {
+            let fail = |kind: io::ErrorKind| Err(Error::Connect(addr, kind.into()));
+            let latency = self.latency.get(&addr.ip()).copied().unwrap_or_default();
+            if latency > timeout {
+                std::thread::sleep(timeout);
+                return fail(io::ErrorKind::TimedOut);
+            }
+            std::thread::sleep(latency);
             if self.listening.contains(&addr) {
                 Ok(())
+            } else if let Some(&kind) = self.failing.get(&addr) {
+                fail(kind)
+            } else if addr.port() == MIGRATION_PORT {
+                fail(io::ErrorKind::ConnectionRefused)
             } else {
-                Err(Error::Connect(addr, io::ErrorKind::TimedOut.into()))
+                fail(io::ErrorKind::TimedOut)
             }
+        }
+        fn is_local(&self, addr: IpAddr) -> bool {
+            self.local.contains(&addr)
         }
     }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// `node-b.mn` resolving to `addrs`, each listening on libvirtd's TCP port.
+    fn listening_on(addrs: &[&str]) -> FakeNet {
+        let addrs: Vec<IpAddr> = addrs.iter().map(|a| ip(a)).collect();
+        FakeNet {
+            listening: addrs.iter().map(|&a| SocketAddr::new(a, 16509)).collect(),
+            names: [("node-b.mn", addrs)].into(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -366,23 +552,31 @@ mod tests {
 
     #[test]
     fn usable_address_is_chosen() {
-        let net = FakeNet {
-            names: [("node-b.mn", vec![ip("10.251.1.2")])].into(),
-            listening: vec!["10.251.1.2:16509".parse().unwrap()],
-            ..Default::default()
-        };
+        let net = listening_on(&["10.251.1.2"]);
         let c = choose(&net, "node-b", ".mn", Transport::Tcp);
         assert_eq!(c.address, Some(ip("10.251.1.2")));
         assert_eq!(c.data_uri(), "tcp://10.251.1.2");
         assert_eq!(c.to_string(), "node-b.mn (10.251.1.2) usable");
-        assert_eq!(c.checks.len(), 4);
+        let what: Vec<&str> = c.checks.iter().map(|c| c.what.as_str()).collect();
+        assert_eq!(
+            what,
+            [
+                "resolve node-b.mn",
+                "kind of 10.251.1.2",
+                "10.251.1.2 is not local",
+                "route to 10.251.1.2",
+                "TCP connect 10.251.1.2:16509",
+                "QEMU port 10.251.1.2:49215",
+            ]
+        );
+        assert!(c.checks.iter().all(|c| c.result.is_ok()), "{c:?}");
     }
 
     #[test]
     fn second_address_when_the_first_is_dead() {
         let net = FakeNet {
             names: [("node-b.mn", vec![ip("fd00::2"), ip("10.251.1.2")])].into(),
-            listening: vec!["10.251.1.2:22".parse().unwrap()],
+            listening: vec![sa("10.251.1.2:22")],
             ..Default::default()
         };
         let c = choose(&net, "node-b", ".mn", Transport::Ssh);
@@ -391,6 +585,7 @@ mod tests {
 
     #[test]
     fn fallbacks_say_why() {
+        let one = |a: &str| [("node-b.mn", vec![ip(a)])].into();
         let cases: Vec<(FakeNet, &str)> = vec![
             (FakeNet::default(), "no address"),
             (
@@ -402,33 +597,59 @@ mod tests {
             ),
             (
                 FakeNet {
-                    names: [("node-b.mn", vec![ip("127.0.1.1")])].into(),
+                    names: one("127.0.1.1"),
                     ..Default::default()
                 },
-                "loopback",
+                "127.0.1.1 is a loopback address",
             ),
             (
                 FakeNet {
-                    names: [("node-b.mn", vec![ip("10.251.1.2")])].into(),
+                    names: one("::ffff:127.0.1.1"),
+                    ..Default::default()
+                },
+                "::ffff:127.0.1.1 is a loopback address",
+            ),
+            (
+                FakeNet {
+                    names: one("fe80::2"),
+                    ..Default::default()
+                },
+                "fe80::2 is IPv6 link-local, and QEMU's tcp:// URI cannot carry its zone",
+            ),
+            (
+                FakeNet {
+                    local: vec![ip("10.251.1.1")],
+                    ..listening_on(&["10.251.1.1"])
+                },
+                "10.251.1.1 is an address of this node: the copy would go to ourselves",
+            ),
+            (
+                FakeNet {
                     unrouted: vec![ip("10.251.1.2")],
-                    ..Default::default()
+                    ..listening_on(&["10.251.1.2"])
                 },
-                "no route",
+                "no route to 10.251.1.2",
             ),
             (
                 FakeNet {
-                    names: [("node-b.mn", vec![ip("10.251.1.2")])].into(),
                     down: vec![ip("10.251.1.2")],
-                    ..Default::default()
+                    ..listening_on(&["10.251.1.2"])
                 },
                 "is down",
             ),
             (
                 FakeNet {
-                    names: [("node-b.mn", vec![ip("10.251.1.2")])].into(),
+                    names: one("10.251.1.2"),
                     ..Default::default()
                 },
-                "nothing answers",
+                "nothing answers on 10.251.1.2:16509",
+            ),
+            (
+                FakeNet {
+                    failing: [(sa("10.251.1.2:49215"), io::ErrorKind::TimedOut)].into(),
+                    ..listening_on(&["10.251.1.2"])
+                },
+                "port 49215 (QEMU's migration port range) does not answer on 10.251.1.2 (filtered?)",
             ),
         ];
         for (net, why) in cases {
@@ -438,7 +659,181 @@ mod tests {
             let line = c.to_string();
             assert!(line.contains(why), "{line}");
             assert!(line.ends_with("falling back to node-b"), "{line}");
+            let failed = &c.checks.last().unwrap().result;
+            assert!(failed.as_ref().is_err_and(|e| e.contains(why)), "{c:?}");
         }
+    }
+
+    #[test]
+    fn address_kinds() {
+        for refused in [
+            "127.0.0.1",
+            "::1",
+            "0.0.0.0",
+            "::",
+            "224.0.0.1",
+            "ff02::1",
+            "255.255.255.255",
+            "::ffff:127.0.0.1",
+            "::ffff:127.255.255.254",
+            "::ffff:0.0.0.0",
+            "::ffff:239.1.2.3",
+            "::ffff:255.255.255.255",
+            "fe80::1",
+            "febf:ffff::1",
+        ] {
+            assert!(refusal(ip(refused)).is_some(), "{refused}");
+        }
+        for allowed in [
+            "10.251.1.2",
+            "169.254.7.2",
+            "::ffff:10.251.1.2",
+            "::ffff:169.254.7.2",
+            "fd00::2",
+            "fec0::2",
+            "2001:db8::2",
+        ] {
+            assert_eq!(refusal(ip(allowed)), None, "{allowed}");
+        }
+        assert_eq!(refusal(ip("::ffff:127.0.0.1")), Some(Refusal::Loopback));
+        assert_eq!(refusal(ip("fe80::1")), Some(Refusal::LinkLocal));
+    }
+
+    #[test]
+    fn qemu_port_refused_or_answering_is_open_and_anything_else_is_not() {
+        let addr = "10.251.1.2:49215";
+        let open = FakeNet {
+            listening: vec![sa("10.251.1.2:16509"), sa(addr)],
+            ..listening_on(&["10.251.1.2"])
+        };
+        let c = choose(&open, "node-b", ".mn", Transport::Tcp);
+        assert_eq!(c.address, Some(ip("10.251.1.2")));
+        assert_eq!(c.checks.last().unwrap().result, Ok("answered".into()));
+        let refused = listening_on(&["10.251.1.2"]);
+        let c = choose(&refused, "node-b", ".mn", Transport::Tcp);
+        assert_eq!(c.address, Some(ip("10.251.1.2")));
+        assert_eq!(
+            c.checks.last().unwrap().result,
+            Ok("refused: the path is open".into())
+        );
+        for kind in [
+            io::ErrorKind::TimedOut,
+            io::ErrorKind::HostUnreachable,
+            io::ErrorKind::NetworkUnreachable,
+        ] {
+            let net = FakeNet {
+                failing: [(sa(addr), kind)].into(),
+                ..listening_on(&["10.251.1.2"])
+            };
+            let c = choose(&net, "node-b", ".mn", Transport::Tcp);
+            assert_eq!(c.address, None, "{kind:?}");
+            let last = c.checks.last().unwrap();
+            assert_eq!(last.what, "QEMU port 10.251.1.2:49215");
+            let why = last.result.as_ref().unwrap_err();
+            assert!(why.contains("(filtered?): "), "{why}");
+            assert!(why.ends_with(&io::Error::from(kind).to_string()), "{why}");
+        }
+    }
+
+    /// Elapsed time of a choice, with its result.
+    fn timed_choice(net: &FakeNet) -> (Choice, Duration) {
+        timed(|| choose(net, "node-b", ".mn", Transport::Tcp))
+    }
+
+    const SIX: [&str; 6] = [
+        "10.251.1.2",
+        "10.251.2.2",
+        "10.251.3.2",
+        "fd00:1::2",
+        "fd00:2::2",
+        "fd00:3::2",
+    ];
+
+    #[test]
+    fn six_silent_addresses_cost_one_budget() {
+        let net = FakeNet {
+            latency: SIX.iter().map(|a| (ip(a), Duration::MAX)).collect(),
+            ..listening_on(&SIX)
+        };
+        let (c, took) = timed_choice(&net);
+        assert!(took < Duration::from_millis(1300), "{took:?}");
+        assert_eq!(c.address, None);
+        let connects: Vec<&Check> = c
+            .checks
+            .iter()
+            .filter(|c| c.what.starts_with("TCP connect"))
+            .collect();
+        assert_eq!(connects.len(), 6);
+        for check in connects {
+            assert!(check.result.is_err(), "{check:?}");
+            assert!(check.took >= PROBE_BUDGET / 2, "{check:?}");
+            assert!(check.took < Duration::from_millis(1300), "{check:?}");
+        }
+        assert!(c
+            .to_string()
+            .contains("nothing answers on [fd00:3::2]:16509"));
+    }
+
+    #[test]
+    fn the_qemu_port_gets_only_what_is_left() {
+        // Each control connect answers after 800 ms, leaving the QEMU
+        // port 200 ms: too little for a peer that takes 800 ms.
+        let net = FakeNet {
+            latency: SIX
+                .iter()
+                .map(|a| (ip(a), Duration::from_millis(800)))
+                .collect(),
+            ..listening_on(&SIX)
+        };
+        let (c, took) = timed_choice(&net);
+        assert!(took < Duration::from_millis(1300), "{took:?}");
+        assert_eq!(c.address, None);
+        let qemu: Vec<&Check> = c
+            .checks
+            .iter()
+            .filter(|c| c.what.starts_with("QEMU port"))
+            .collect();
+        assert_eq!(qemu.len(), 6);
+        assert!(qemu.iter().all(|c| c.result.is_err()), "{qemu:?}");
+    }
+
+    #[test]
+    fn the_resolver_order_wins_within_the_budget() {
+        let slow_first = |first: Duration| FakeNet {
+            latency: [(ip("fd00::2"), first)].into(),
+            ..listening_on(&["fd00::2", "10.251.1.2"])
+        };
+        // Answering after 300 ms (twice: control and QEMU port), the first
+        // address still beats the second, which answers at once.
+        let (c, took) = timed_choice(&slow_first(Duration::from_millis(300)));
+        assert_eq!(c.address, Some(ip("fd00::2")));
+        assert!(took >= Duration::from_millis(600), "{took:?}");
+        // Too slow for the budget: the second carries the copy.
+        let (c, took) = timed_choice(&slow_first(Duration::from_secs(3)));
+        assert_eq!(c.address, Some(ip("10.251.1.2")));
+        assert!(took < Duration::from_millis(1300), "{took:?}");
+        assert!(c
+            .checks
+            .iter()
+            .any(|c| c.what == "TCP connect [fd00::2]:16509"
+                && c.result
+                    .as_ref()
+                    .is_err_and(|e| e.contains("nothing answers"))));
+    }
+
+    #[test]
+    fn a_spent_budget_is_reported() {
+        let net = FakeNet {
+            route_delay: PROBE_BUDGET + Duration::from_millis(50),
+            ..listening_on(&["10.251.1.2", "10.251.2.2"])
+        };
+        let (c, took) = timed_choice(&net);
+        assert!(took < Duration::from_millis(1300), "{took:?}");
+        assert_eq!(c.address, None);
+        assert!(
+            c.to_string().contains("the probe's budget of 1s ran out"),
+            "{c}"
+        );
     }
 
     #[test]
@@ -446,10 +841,16 @@ mod tests {
         let net = SystemNet;
         assert!(net.resolve("localhost", RESOLVE_TIMEOUT).is_ok());
         assert!(net.route(ip("127.0.0.1")).is_ok());
+        assert!(net.is_local(ip("127.0.0.1")));
+        assert!(!net.is_local(ip("192.0.2.77")));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let sa = listener.local_addr().unwrap();
-        assert!(net.connect(sa, CONNECT_TIMEOUT).is_ok());
+        assert!(net.connect(sa, PROBE_BUDGET).is_ok());
         drop(listener);
-        assert!(net.connect(sa, CONNECT_TIMEOUT).is_err());
+        let refused = net.connect(sa, PROBE_BUDGET);
+        assert!(
+            matches!(&refused, Err(Error::Connect(_, e)) if e.kind() == io::ErrorKind::ConnectionRefused),
+            "{refused:?}"
+        );
     }
 }
