@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 
 use crate::cluster;
-use crate::hypervisor::{DomainState, Hypervisor, Observe, Postcopy};
+use crate::hypervisor::{DomainState, Hypervisor, Observe, Postcopy, Qemu, Status};
 use crate::libvirt::{self, rpc::Rpc, Libvirt};
 use crate::migrate;
 use crate::migration_net::SystemNet;
-use crate::ocf::{Deadline, Env, OcfRc, Outcome, ParamError, Params, METADATA};
+use crate::ocf::{Deadline, Env, OcfRc, Outcome, ParamError, Params, CONFIG_BUDGET, METADATA};
+use crate::uri;
 
 /// The OCF actions this agent knows (Pacemaker's names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,11 +97,20 @@ pub enum Error {
         #[source]
         source: libvirt::Error,
     },
-    #[error("config {path:?} is not a valid domain XML")]
+    #[error("libvirt reports domain {name} {state}, but its QEMU pid {pid} still runs")]
+    QemuUnknownToLibvirt {
+        name: String,
+        state: DomainState,
+        pid: u32,
+    },
+    #[error("cannot tell whether a QEMU of domain {name} runs: {why}")]
+    QemuUnreadable { name: String, why: String },
+    #[error("QEMU pid {pid} of domain {name} survived SIGKILL")]
+    QemuSurvived { name: String, pid: u32 },
+    #[error("config {path:?} is not a valid domain XML: {problem}")]
     BadConfig {
         path: std::path::PathBuf,
-        #[source]
-        source: libvirt::Error,
+        problem: String,
     },
     #[error("domain {name} already runs on {peer} ({state}): not starting a second copy")]
     RunningOnPeer {
@@ -110,6 +120,12 @@ pub enum Error {
     },
     #[error("no migration target (OCF_RESKEY_CRM_meta_migrate_target, --target) given")]
     NoTarget,
+    #[error("node name {node:?} cannot be a host in a libvirt URI")]
+    BadNode {
+        node: String,
+        #[source]
+        source: uri::HostError,
+    },
     #[error("cannot ask {node} about the domain")]
     Peer {
         node: String,
@@ -179,8 +195,12 @@ impl Error {
             | Error::PostcopyRunning { .. }
             | Error::PostcopyFailed { .. }
             | Error::QemuAlive { .. }
+            | Error::QemuUnknownToLibvirt { .. }
+            | Error::QemuUnreadable { .. }
+            | Error::QemuSurvived { .. }
             | Error::RunningOnPeer { .. }
             | Error::NoTarget
+            | Error::BadNode { .. }
             | Error::Peer { .. }
             | Error::NotRunningAnywhere { .. }
             | Error::ActiveOnBoth { .. }
@@ -234,28 +254,42 @@ pub fn run(action: Action, env: &Env) -> Outcome {
     let deadline = Deadline::new(env.timeout());
     let result = match action {
         Action::MetaData => print_metadata(),
-        Action::ValidateAll => validate_all(env),
+        Action::ValidateAll => validate_all(env, &deadline),
         Action::Start => Params::from_env(env).map_err(Error::from).and_then(|p| {
             let hv = Libvirt::new(&p.hypervisor, deadline.at());
             let peer = Peer::find(env, &p, &deadline);
             start(&hv, &peer, &p, &deadline)
         }),
-        Action::Stop => lenient(env).and_then(|p| {
-            let hv = Libvirt::new(&p.hypervisor, deadline.at());
-            stop(&hv, &p, &deadline)
-        }),
+        Action::Stop => match lenient(env) {
+            Ok(p) => {
+                let hv = Libvirt::new(&p.hypervisor, deadline.at());
+                let ask = stop_ask_budget(deadline.timeout());
+                let probe = Libvirt::new(&p.hypervisor, deadline.at()).per_call(ask);
+                stop(&hv, &probe, &p, &deadline)
+            }
+            // A failed stop gets the node fenced: a name no libvirt domain
+            // can have names nothing that could run here.
+            Err(Error::Param(e)) if e.name_is_impossible() => Ok(Outcome::new(
+                OcfRc::Success,
+                format!("{}: no such domain can be running", chain(&e)),
+            )),
+            Err(e) => Err(e),
+        },
         Action::Monitor | Action::Status => lenient(env).and_then(|p| {
+            let ask = monitor_ask_budget(deadline.timeout());
             // Asked without loading libvirt.so when the URI allows it.
-            match Rpc::for_uri(&p.hypervisor, deadline.at()) {
+            match Rpc::for_uri(&p.hypervisor, deadline.at(), ask) {
                 Some(rpc) => monitor(&rpc, &p),
-                None => monitor(&Libvirt::new(&p.hypervisor, deadline.at()), &p),
+                None => monitor(
+                    &Libvirt::new(&p.hypervisor, deadline.at()).per_call(ask),
+                    &p,
+                ),
             }
         }),
         Action::MigrateTo => Params::from_env(env).map_err(Error::from).and_then(|p| {
-            let target = env.text("OCF_RESKEY_CRM_meta_migrate_target");
+            let target = migration_target(env)?;
             let hv = Libvirt::new(&p.hypervisor, deadline.at());
-            // Connects lazily: without a target, migrate_to never uses it.
-            let peer = peer_libvirt(&p, target.unwrap_or_default(), &deadline);
+            let peer = peer_libvirt(&p, target, &deadline);
             migrate::migrate_to(&hv, &peer, &SystemNet, &p, target, &deadline)
         }),
         Action::MigrateFrom => Params::from_env(env).map_err(Error::from).and_then(|p| {
@@ -263,15 +297,29 @@ pub fn run(action: Action, env: &Env) -> Outcome {
             let source = env.text("OCF_RESKEY_CRM_meta_migrate_source");
             migrate::migrate_from(&hv, &p, source, &deadline)
         }),
-        Action::PlanMigration => Params::from_env(env).map_err(Error::from).and_then(|p| {
-            migrate::plan(
-                &SystemNet,
-                &p,
-                env.text("OCF_RESKEY_CRM_meta_migrate_target"),
-            )
-        }),
+        Action::PlanMigration => Params::from_env(env)
+            .map_err(Error::from)
+            .and_then(|p| migrate::plan(&SystemNet, &p, migration_target(env)?)),
     };
     result.unwrap_or_else(Outcome::from)
+}
+
+/// Pacemaker's migration target (`CRM_meta_migrate_target`), checked as a
+/// host name before anything reaches for it: it goes into the peer's
+/// libvirt URI, where a `?command=` would make libvirt run a program.
+fn migration_target(env: &Env) -> Result<&str, Error> {
+    let target = env
+        .text("OCF_RESKEY_CRM_meta_migrate_target")
+        .ok_or(Error::NoTarget)?;
+    checked_node(target)?;
+    Ok(target)
+}
+
+fn checked_node(node: &str) -> Result<(), Error> {
+    uri::check_host(node).map_err(|source| Error::BadNode {
+        node: node.into(),
+        source,
+    })
 }
 
 /// meta-data: the embedded document, byte for byte, and nothing else on
@@ -301,12 +349,12 @@ fn lenient(env: &Env) -> Result<Params, Error> {
 /// have (5: `config` readable). It does not contact libvirt: validation
 /// must answer even where libvirtd is down, as `crm_resource --validate`
 /// is used to debug exactly that.
-pub fn validate_all(env: &Env) -> Result<Outcome, Error> {
+pub fn validate_all(env: &Env, deadline: &Deadline) -> Result<Outcome, Error> {
     let (p, problems) = Params::from_env_lenient(env)?;
     // Every rejected parameter is named, one log line each, so an admin
     // running `crm_resource --validate` fixes them all in one go.
     let mut errors: Vec<Error> = problems.into_iter().map(Error::from).collect();
-    if let Some(xml) = p.read_config() {
+    if let Some(xml) = p.read_config(config_budget(deadline)) {
         match xml {
             Ok(xml) => errors.extend(check_config_name(&p.name, &xml).err()),
             Err(e) => errors.push(e.into()),
@@ -330,6 +378,10 @@ pub fn validate_all(env: &Env) -> Result<Outcome, Error> {
         .collect::<Vec<_>>()
         .join("; ");
     Ok(Outcome::new(rc, reason))
+}
+
+fn config_budget(deadline: &Deadline) -> Duration {
+    CONFIG_BUDGET.min(deadline.remaining())
 }
 
 /// The first `<name>` of a domain XML, unescaped: libvirt puts the
@@ -368,14 +420,12 @@ pub(crate) fn wait_status<H: Hypervisor + ?Sized>(
     hv: &H,
     name: &str,
     until: Instant,
-    done: impl Fn(DomainState, Option<Postcopy>) -> bool,
-) -> Result<(DomainState, Option<Postcopy>), Error> {
+    done: impl Fn(Status) -> bool,
+) -> Result<Status, Error> {
     loop {
-        let (state, postcopy) = hv
-            .state_and_postcopy(name)
-            .map_err(hv_err("get the state of", name))?;
-        if done(state, postcopy) || Instant::now() + POLL > until {
-            return Ok((state, postcopy));
+        let status = hv.status(name).map_err(hv_err("get the state of", name))?;
+        if done(status) || Instant::now() + POLL > until {
+            return Ok(status);
         }
         sleep(POLL);
     }
@@ -389,7 +439,7 @@ pub(crate) fn wait_state<H: Hypervisor + ?Sized>(
     until: Instant,
     done: impl Fn(DomainState) -> bool,
 ) -> Result<DomainState, Error> {
-    wait_status(hv, name, until, |s, _| done(s)).map(|(s, _)| s)
+    wait_status(hv, name, until, |s| done(s.state)).map(|s| s.state)
 }
 
 /// A cluster-managed server must never be started by libvirtd itself when
@@ -427,6 +477,9 @@ impl Peer {
                 Err(e) => return Peer::Unknown(chain(&e)),
             },
         };
+        if let Err(e) = checked_node(&node) {
+            return Peer::Unknown(chain(&e));
+        }
         let hv = Box::new(peer_libvirt(p, &node, deadline));
         Peer::Known { node, hv }
     }
@@ -436,14 +489,10 @@ impl Peer {
 /// (`qemu+<migration_transport>://...`), each call given the migration
 /// pre-flight budget: a hung peer must cost an answer early, not the whole
 /// action, and a live one can still be asked after a long migration.
+/// `node` has passed [`checked_node`].
 fn peer_libvirt(p: &Params, node: &str, deadline: &Deadline) -> Libvirt {
-    let uri = migrate::peer_uri(
-        &p.hypervisor,
-        p.migration_transport,
-        p.migration_user.as_deref(),
-        node,
-    );
-    Libvirt::new(&uri, deadline.at()).per_call(migrate::preflight_budget(deadline.timeout()))
+    Libvirt::new(&migrate::peer_uri(p, node), deadline.at())
+        .per_call(migrate::preflight_budget(deadline.timeout()))
 }
 
 /// Refuses to boot a server that runs on the peer: two copies of one
@@ -486,7 +535,7 @@ pub fn start<H: Hypervisor>(
     let name = p.name.as_str();
     let mut state = hv.state(name).map_err(hv_err("get the state of", name))?;
     if state == DomainState::Undefined {
-        let xml = match p.read_config() {
+        let xml = match p.read_config(config_budget(deadline)) {
             None => return Err(Error::NotDefined { name: name.into() }),
             Some(xml) => xml?,
         };
@@ -495,7 +544,7 @@ pub fn start<H: Hypervisor>(
             .map_err(|source| match (&p.config, source.is_xml_error()) {
                 (Some(path), true) => Error::BadConfig {
                     path: path.clone(),
-                    source,
+                    problem: source.first_line(),
                 },
                 _ => hv_err("define", name)(source),
             })?;
@@ -541,25 +590,31 @@ pub fn start<H: Hypervisor>(
     ))
 }
 
-/// stop: 0 once the domain does not run; graceful ACPI shutdown first
-/// (unless `force_stop`), destroy early enough to return before the
+/// stop: 0 once no QEMU of the domain runs here; graceful ACPI shutdown
+/// first (unless `force_stop`), destroy early enough to return before the
 /// deadline (VirtualDomain's model: graceful until timeout − reserve).
-pub fn stop<H: Hypervisor>(hv: &H, p: &Params, deadline: &Deadline) -> Result<Outcome, Error> {
+/// `probe` asks libvirtd the first question within a shorter budget, so a
+/// hung libvirtd leaves time to make sure of the QEMU process.
+pub fn stop<H: Hypervisor>(
+    hv: &H,
+    probe: &dyn Observe,
+    p: &Params,
+    deadline: &Deadline,
+) -> Result<Outcome, Error> {
     let name = p.name.as_str();
-    // Every running domain has a live QEMU process with a pid file; with
-    // none, nothing of the server is left here and libvirtd need not be
-    // asked. This keeps a stop on a node whose libvirtd is down or hung
-    // from waiting its whole timeout (recovery after a failed move runs
-    // stop on both nodes).
-    if hv.knows_qemu_pids() && hv.qemu_pid(name).is_none() {
+    // Every running domain has a live QEMU process; with none, nothing of
+    // the server is left here and libvirtd need not be asked. This keeps a
+    // stop on a node whose libvirtd is down or hung from waiting for it
+    // (recovery after a failed move runs stop on both nodes).
+    if hv.qemu(name) == Qemu::Gone {
         return Ok(Outcome::new(
             OcfRc::Success,
             format!("domain {name} is not running here (no QEMU process)"),
         ));
     }
-    let (state, postcopy) = match hv.state_and_postcopy(name) {
+    let status = match probe.status(name) {
         Ok(s) => s,
-        Err(e) if e.is_unreachable() => return stop_without_libvirt(hv, name, e),
+        Err(e) if e.is_unreachable() => return stop_without_libvirt(hv, p, e),
         Err(e) => return Err(hv_err("get the state of", name)(e)),
     };
     let t0 = Instant::now();
@@ -568,11 +623,11 @@ pub fn stop<H: Hypervisor>(hv: &H, p: &Params, deadline: &Deadline) -> Result<Ou
     // would kill the guest there, and libvirt's migration job blocks both
     // until the copy ends anyway. Pacemaker runs this stop right after
     // migrate_from, so wait for the copy; libvirt then shuts this side off.
-    let (state, postcopy) = if postcopy == Some(Postcopy::Outgoing) {
+    let status = if status.postcopy == Some(Postcopy::Outgoing) {
         info!("domain {name} is the source of a post-copy: waiting for the copy to end");
         let outgoing = |p| p == Some(Postcopy::Outgoing);
-        match wait_status(hv, name, deadline.at(), |_, p| !outgoing(p))? {
-            (_, p) if outgoing(p) => {
+        match wait_status(hv, name, deadline.at(), |s| !outgoing(s.postcopy))? {
+            s if outgoing(s.postcopy) => {
                 return Err(Error::PostcopyRunning {
                     name: name.into(),
                     waited: t0.elapsed(),
@@ -581,22 +636,27 @@ pub fn stop<H: Hypervisor>(hv: &H, p: &Params, deadline: &Deadline) -> Result<Ou
             seen => seen,
         }
     } else {
-        (state, postcopy)
+        status
     };
+    let (status, destroy_now) = end_migration(hv, name, status, deadline)?;
+    let state = status.state;
     if !state.is_active() && state != DomainState::Crashed && state != DomainState::NoState {
-        return Ok(Outcome::new(
-            OcfRc::Success,
-            format!("domain {name} is already stopped ({state})"),
-        ));
+        return stopped_per_libvirt(hv, p, state);
     }
     let mut how = "destroyed";
     // ACPI only reaches a guest that runs; a crashed or stateless one is
     // destroyed at once, and so is one whose post-copy failed: with part
     // of its memory on the other node it cannot act on the button, and
     // waiting for it would only delay the restart.
-    let graceful = !p.force_stop && state.is_active() && postcopy != Some(Postcopy::Failed);
-    if postcopy == Some(Postcopy::Failed) {
+    let graceful = !p.force_stop
+        && destroy_now.is_none()
+        && state.is_active()
+        && status.postcopy != Some(Postcopy::Failed);
+    if status.postcopy == Some(Postcopy::Failed) {
         how = "destroyed (its post-copy had failed)";
+    }
+    if let Some(why) = destroy_now {
+        how = why;
     }
     if graceful {
         let graceful_end = deadline.earlier_by(destroy_reserve(deadline.timeout()));
@@ -646,26 +706,147 @@ pub fn stop<H: Hypervisor>(hv: &H, p: &Params, deadline: &Deadline) -> Result<Ou
     ))
 }
 
-/// stop while libvirtd cannot be asked: success only when no QEMU process
-/// of the domain lives on this node (then nothing of the server is left
-/// here, which is what a stop must guarantee).
-fn stop_without_libvirt<H: Hypervisor>(
+/// A migration of the domain may still run when stop comes: Pacemaker
+/// killed migrate_to at its timeout, libvirt's peer-to-peer job goes on,
+/// and Pacemaker now stops the server on both nodes. libvirt's job lock
+/// then refuses a shutdown for 30 s ("cannot acquire state change lock"),
+/// while destroy and abort are allowed during a migration job. The source's
+/// outgoing copy is aborted (an aborted pre-copy resumes the guest here,
+/// which then stops as usual); the target's incoming copy holds no guest
+/// yet and is destroyed at once. Returns the status after that and, when
+/// the domain must be destroyed without a graceful phase, why.
+fn end_migration<H: Hypervisor>(
     hv: &H,
     name: &str,
+    status: Status,
+    deadline: &Deadline,
+) -> Result<(Status, Option<&'static str>), Error> {
+    // Only the source has job statistics ("migration statistics are
+    // available only on the source host" on the target).
+    let outgoing = matches!(hv.job(name), Ok(Some(j)) if j.migration_out);
+    if !outgoing {
+        let why = status
+            .migrating
+            .then_some("destroyed (the incoming copy of a migration that did not finish)");
+        return Ok((status, why));
+    }
+    info!("domain {name} is migrating out: aborting the migration before stopping it");
+    if let Err(e) = hv.abort_job(name) {
+        warn!("abort failed: {}", chain(&e));
+    }
+    let until = Instant::now() + abort_wait(deadline.timeout()).min(deadline.remaining());
+    while matches!(hv.job(name), Ok(Some(_))) && Instant::now() < until {
+        sleep(POLL);
+    }
+    let status = hv.status(name).map_err(hv_err("get the state of", name))?;
+    if matches!(hv.job(name), Ok(Some(_))) {
+        return Ok((
+            status,
+            Some("destroyed (its migration could not be aborted)"),
+        ));
+    }
+    Ok((status, None))
+}
+
+/// How long stop waits for an aborted migration to end: libvirt cancels a
+/// copy in about a second, 2 s on a busy host with the link cut; an eighth
+/// of the timeout, 2 s to 10 s.
+fn abort_wait(timeout: Duration) -> Duration {
+    (timeout / 8).clamp(Duration::from_secs(2), Duration::from_secs(10))
+}
+
+/// libvirt says the domain is stopped (`state`): true only when no QEMU
+/// process of it lives here. One that libvirt lost track of (a libvirtd
+/// restarted without its state, a QEMU started by hand under the domain's
+/// name) still runs the server: stop fails with its pid, or kills it with
+/// `force_stop`.
+fn stopped_per_libvirt<H: Hypervisor>(
+    hv: &H,
+    p: &Params,
+    state: DomainState,
+) -> Result<Outcome, Error> {
+    let name = p.name.as_str();
+    match hv.qemu(name) {
+        Qemu::Gone | Qemu::Unseen => Ok(Outcome::new(
+            OcfRc::Success,
+            format!("domain {name} is already stopped ({state})"),
+        )),
+        Qemu::Alive(pid) if p.force_stop => kill_qemu(hv, name, pid, "libvirt reports it {state}"),
+        Qemu::Alive(pid) => Err(Error::QemuUnknownToLibvirt {
+            name: name.into(),
+            state,
+            pid,
+        }),
+        Qemu::Unreadable(why) => Err(Error::QemuUnreadable {
+            name: name.into(),
+            why,
+        }),
+    }
+}
+
+/// force_stop's last resort: kill the domain's verified QEMU process
+/// without libvirtd, then make sure it is gone.
+fn kill_qemu<H: Hypervisor>(hv: &H, name: &str, pid: u32, why: &str) -> Result<Outcome, Error> {
+    warn!("domain {name}: killing its QEMU pid {pid} directly ({why}; force_stop=true)");
+    hv.kill_qemu(name, pid)
+        .map_err(hv_err("kill the QEMU of", name))?;
+    match hv.qemu(name) {
+        Qemu::Gone | Qemu::Unseen => Ok(Outcome::new(
+            OcfRc::Success,
+            format!("domain {name}: QEMU pid {pid} killed ({why}; force_stop=true)"),
+        )),
+        Qemu::Alive(pid) => Err(Error::QemuSurvived {
+            name: name.into(),
+            pid,
+        }),
+        Qemu::Unreadable(why) => Err(Error::QemuUnreadable {
+            name: name.into(),
+            why,
+        }),
+    }
+}
+
+/// stop while libvirtd cannot be asked: success only when no QEMU process
+/// of the domain lives on this node (then nothing of the server is left
+/// here, which is what a stop must guarantee); with `force_stop`, the
+/// verified QEMU process is killed.
+fn stop_without_libvirt<H: Hypervisor>(
+    hv: &H,
+    p: &Params,
     e: libvirt::Error,
 ) -> Result<Outcome, Error> {
-    match hv.qemu_pid(name) {
-        Some(pid) => Err(Error::QemuAlive {
+    let name = p.name.as_str();
+    match hv.qemu(name) {
+        Qemu::Alive(pid) if p.force_stop => kill_qemu(hv, name, pid, "libvirtd does not answer"),
+        Qemu::Alive(pid) => Err(Error::QemuAlive {
             name: name.into(),
             pid,
             source: e,
         }),
-        None if hv.knows_qemu_pids() => Ok(Outcome::new(
+        Qemu::Gone => Ok(Outcome::new(
             OcfRc::Success,
             format!("libvirtd does not answer ({e}), but no QEMU process of domain {name} lives on this node"),
         )),
-        None => Err(hv_err("get the state of", name)(e)),
+        Qemu::Unreadable(why) => {
+            warn!("domain {name}: {why}");
+            Err(hv_err("get the state of", name)(e))
+        }
+        Qemu::Unseen => Err(hv_err("get the state of", name)(e)),
     }
+}
+
+/// How long monitor waits for libvirtd's answer: min(2 s, a quarter of its
+/// timeout). A hung libvirtd then costs a monitor two seconds, and the QEMU
+/// process decides, instead of the whole timeout.
+pub fn monitor_ask_budget(timeout: Duration) -> Duration {
+    (timeout / 4).min(Duration::from_secs(2))
+}
+
+/// How long stop waits for libvirtd's first answer: a quarter of its
+/// timeout, 2 s to 15 s, so that a hung libvirtd leaves most of the budget
+/// for making sure of (or, with force_stop, killing) the QEMU process.
+pub fn stop_ask_budget(timeout: Duration) -> Duration {
+    (timeout / 4).clamp(Duration::from_secs(2), Duration::from_secs(15))
 }
 
 /// monitor (and probes, which follow the same rule): 0 while the domain is
@@ -679,39 +860,14 @@ fn stop_without_libvirt<H: Hypervisor>(
 /// copy is resumed by hand, and a 0 would hide a hung server.
 pub fn monitor<H: Observe>(hv: &H, p: &Params) -> Result<Outcome, Error> {
     let name = p.name.as_str();
-    match hv.state_and_postcopy(name) {
-        Ok((_, Some(Postcopy::Outgoing))) => Ok(Outcome::new(
-            OcfRc::NotRunning,
-            format!("domain {name} runs on the target of its post-copy; only pages it has not fetched yet are left here, and libvirt shuts this side off when the copy ends"),
-        )),
-        Ok((state, Some(Postcopy::Failed))) => Err(Error::PostcopyFailed {
-            name: name.into(),
-            state,
-        }),
-        Ok((state, _)) if state.is_active() => Ok(Outcome::new(
-            OcfRc::Success,
-            format!("domain {name} is active ({state})"),
-        )),
-        Ok((state @ (DomainState::Shutoff | DomainState::Undefined), _)) => match hv.qemu_pid(name) {
-            Some(pid) => Ok(Outcome::new(
-                OcfRc::ErrGeneric,
-                format!("libvirt reports domain {name} {state}, but its QEMU pid {pid} still runs"),
-            )),
-            None => Ok(Outcome::new(
-                OcfRc::NotRunning,
-                format!("domain {name} is {state}"),
-            )),
-        },
-        Ok((state, _)) => Ok(Outcome::new(
-            OcfRc::ErrGeneric,
-            format!("domain {name} is {state}"),
-        )),
+    let status = match hv.status(name) {
+        Ok(s) => s,
         Err(e) => {
             let e = hv_err("get the state of", name)(e);
-            match hv.qemu_pid(name) {
+            return match hv.qemu(name) {
                 // libvirtd restarting or hung says nothing about the guest:
                 // its QEMU process is the server, and it is alive.
-                Some(pid) => {
+                Qemu::Alive(pid) => {
                     warn!("{}; QEMU pid {pid} of domain {name} is alive", chain(&e));
                     Ok(Outcome::new(
                         OcfRc::Success,
@@ -720,9 +876,52 @@ pub fn monitor<H: Observe>(hv: &H, p: &Params) -> Result<Outcome, Error> {
                         ),
                     ))
                 }
-                None => Err(e),
-            }
+                _ => Err(e),
+            };
         }
+    };
+    let state = status.state;
+    match status.postcopy {
+        Some(Postcopy::Outgoing) => {
+            return Ok(Outcome::new(
+                OcfRc::NotRunning,
+                format!("domain {name} runs on the target of its post-copy; only pages it has not fetched yet are left here, and libvirt shuts this side off when the copy ends"),
+            ))
+        }
+        Some(Postcopy::Failed) => {
+            return Err(Error::PostcopyFailed {
+                name: name.into(),
+                state,
+            })
+        }
+        _ => {}
+    }
+    if state.is_active() {
+        return Ok(Outcome::new(
+            OcfRc::Success,
+            format!("domain {name} is active ({state})"),
+        ));
+    }
+    if !matches!(state, DomainState::Shutoff | DomainState::Undefined) {
+        return Ok(Outcome::new(
+            OcfRc::ErrGeneric,
+            format!("domain {name} is {state}"),
+        ));
+    }
+    match hv.qemu(name) {
+        Qemu::Alive(pid) => Err(Error::QemuUnknownToLibvirt {
+            name: name.into(),
+            state,
+            pid,
+        }),
+        Qemu::Unreadable(why) => Err(Error::QemuUnreadable {
+            name: name.into(),
+            why,
+        }),
+        Qemu::Gone | Qemu::Unseen => Ok(Outcome::new(
+            OcfRc::NotRunning,
+            format!("domain {name} is {state}"),
+        )),
     }
 }
 
@@ -764,11 +963,20 @@ mod tests {
     #[test]
     fn monitor_never_says_stopped_while_qemu_lives() {
         let p = params(&[]);
-        let mut f = Fake::new(&[DomainState::Undefined]);
-        f.pid = Some(42);
-        assert_eq!(monitor(&f, &p).unwrap().rc, OcfRc::ErrGeneric);
-        let mut f = Fake::unreachable();
-        f.pid = Some(42);
+        let f = Fake::new(&[DomainState::Undefined]);
+        f.pid.set(Some(42));
+        let e = monitor(&f, &p).unwrap_err();
+        assert!(
+            matches!(e, Error::QemuUnknownToLibvirt { pid: 42, .. }),
+            "{e}"
+        );
+        assert_eq!(e.rc(), OcfRc::ErrGeneric);
+        // A process table that cannot be read is not "stopped" either.
+        let mut f = Fake::new(&[DomainState::Shutoff]);
+        f.qemu_unknown = true;
+        assert_eq!(monitor(&f, &p).unwrap_err().rc(), OcfRc::ErrGeneric);
+        let f = Fake::unreachable();
+        f.pid.set(Some(42));
         assert_eq!(monitor(&f, &p).unwrap().rc, OcfRc::Success);
         let e = monitor(&Fake::unreachable(), &p).unwrap_err();
         assert_eq!(e.rc(), OcfRc::ErrGeneric);
@@ -851,7 +1059,7 @@ mod tests {
     #[test]
     fn stop_graceful() {
         let f = Fake::new(&[DomainState::Running]);
-        let out = stop(&f, &params(&[]), &deadline(20)).unwrap();
+        let out = stop(&f, &f, &params(&[]), &deadline(20)).unwrap();
         assert_eq!(out.rc, OcfRc::Success);
         assert_eq!(f.calls(), ["shutdown"]);
     }
@@ -860,7 +1068,7 @@ mod tests {
     fn stop_force_destroys_at_once() {
         let f = Fake::new(&[DomainState::Running]);
         let p = params(&[("OCF_RESKEY_force_stop", "true")]);
-        assert_eq!(stop(&f, &p, &deadline(20)).unwrap().rc, OcfRc::Success);
+        assert_eq!(stop(&f, &f, &p, &deadline(20)).unwrap().rc, OcfRc::Success);
         assert_eq!(f.calls(), ["destroy"]);
     }
 
@@ -870,7 +1078,7 @@ mod tests {
         f.after_shutdown = None;
         // 4 s timeout: deadline at 3 s, destroy reserve 2 s -> 1 s graceful.
         let t = Instant::now();
-        let out = stop(&f, &params(&[]), &Deadline::new(Duration::from_secs(4))).unwrap();
+        let out = stop(&f, &f, &params(&[]), &Deadline::new(Duration::from_secs(4))).unwrap();
         assert_eq!(out.rc, OcfRc::Success);
         assert!(out.reason.contains("ignored ACPI"), "{}", out.reason);
         assert_eq!(f.calls().last(), Some(&"destroy"));
@@ -900,7 +1108,7 @@ mod tests {
     fn stop_waits_for_an_outgoing_post_copy_and_touches_nothing() {
         let f = Fake::new(&[DomainState::Paused, DomainState::Shutoff]);
         *f.postcopy.borrow_mut() = vec![Some(Postcopy::Outgoing), Some(Postcopy::Outgoing), None];
-        let out = stop(&f, &params(&[]), &deadline(20)).unwrap();
+        let out = stop(&f, &f, &params(&[]), &deadline(20)).unwrap();
         assert_eq!(out.rc, OcfRc::Success);
         assert!(f.calls().is_empty(), "{:?}", f.calls());
     }
@@ -910,7 +1118,7 @@ mod tests {
         let f = Fake::new(&[DomainState::Paused]);
         *f.postcopy.borrow_mut() = vec![Some(Postcopy::Outgoing)];
         let t = Instant::now();
-        let e = stop(&f, &params(&[]), &Deadline::new(Duration::from_secs(2))).unwrap_err();
+        let e = stop(&f, &f, &params(&[]), &Deadline::new(Duration::from_secs(2))).unwrap_err();
         assert!(matches!(e, Error::PostcopyRunning { .. }), "{e}");
         assert!(f.calls().is_empty(), "{:?}", f.calls());
         assert!(t.elapsed() < Duration::from_secs(2));
@@ -921,7 +1129,7 @@ mod tests {
         for s in [DomainState::Running, DomainState::Paused] {
             let f = Fake::new(&[s]);
             *f.postcopy.borrow_mut() = vec![Some(Postcopy::Failed), None];
-            let out = stop(&f, &params(&[]), &deadline(20)).unwrap();
+            let out = stop(&f, &f, &params(&[]), &deadline(20)).unwrap();
             assert_eq!(out.rc, OcfRc::Success);
             assert_eq!(f.calls(), ["destroy"], "{s}");
             assert!(
@@ -937,7 +1145,7 @@ mod tests {
         for s in [DomainState::Shutoff, DomainState::Undefined] {
             let f = Fake::new(&[s]);
             assert_eq!(
-                stop(&f, &params(&[]), &deadline(20)).unwrap().rc,
+                stop(&f, &f, &params(&[]), &deadline(20)).unwrap().rc,
                 OcfRc::Success
             );
             assert!(f.calls().is_empty());
@@ -948,18 +1156,100 @@ mod tests {
     fn stop_without_libvirt() {
         let p = params(&[]);
         let mut f = Fake::unreachable();
-        assert_eq!(stop(&f, &p, &deadline(20)).unwrap().rc, OcfRc::Success);
-        f.pid = Some(7);
+        assert_eq!(stop(&f, &f, &p, &deadline(20)).unwrap().rc, OcfRc::Success);
+        f.pid.set(Some(7));
         assert_eq!(
-            stop(&f, &p, &deadline(20)).unwrap_err().rc(),
+            stop(&f, &f, &p, &deadline(20)).unwrap_err().rc(),
             OcfRc::ErrGeneric
         );
-        f.pid = None;
-        f.pid_dir = false;
+        f.pid.set(None);
+        f.qemu_unknown = true;
         assert_eq!(
-            stop(&f, &p, &deadline(20)).unwrap_err().rc(),
+            stop(&f, &f, &p, &deadline(20)).unwrap_err().rc(),
             OcfRc::ErrGeneric
         );
+    }
+
+    fn outgoing_job() -> Option<libvirt::JobProgress> {
+        Some(libvirt::JobProgress {
+            migration_out: true,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn stop_aborts_an_outgoing_migration_then_shuts_down() {
+        let f = Fake::new(&[DomainState::Running]);
+        *f.jobs.borrow_mut() = vec![outgoing_job()];
+        let out = stop(&f, &f, &params(&[]), &deadline(20)).unwrap();
+        assert_eq!(out.rc, OcfRc::Success);
+        assert_eq!(f.calls(), ["abort", "shutdown"]);
+    }
+
+    #[test]
+    fn stop_destroys_a_migration_that_cannot_be_aborted() {
+        let mut f = Fake::new(&[DomainState::Running]);
+        *f.jobs.borrow_mut() = vec![outgoing_job()];
+        f.abort_ignored = true;
+        let t = Instant::now();
+        let out = stop(&f, &f, &params(&[]), &deadline(16)).unwrap();
+        assert_eq!(out.rc, OcfRc::Success);
+        assert_eq!(f.calls(), ["abort", "destroy"]);
+        assert!(
+            out.reason.contains("could not be aborted"),
+            "{}",
+            out.reason
+        );
+        assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn stop_destroys_an_incoming_copy_at_once() {
+        let f = Fake::new(&[DomainState::Paused]);
+        *f.migrating.borrow_mut() = vec![true, false];
+        let out = stop(&f, &f, &params(&[]), &deadline(20)).unwrap();
+        assert_eq!(out.rc, OcfRc::Success);
+        assert_eq!(f.calls(), ["destroy"]);
+        assert!(out.reason.contains("incoming copy"), "{}", out.reason);
+    }
+
+    #[test]
+    fn stop_never_says_stopped_while_a_qemu_libvirt_lost_lives() {
+        let f = Fake::new(&[DomainState::Shutoff]);
+        f.pid.set(Some(42));
+        let e = stop(&f, &f, &params(&[]), &deadline(20)).unwrap_err();
+        assert!(
+            matches!(e, Error::QemuUnknownToLibvirt { pid: 42, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("42"), "{e}");
+        // force_stop kills it, and says so.
+        let p = params(&[("OCF_RESKEY_force_stop", "true")]);
+        let out = stop(&f, &f, &p, &deadline(20)).unwrap();
+        assert_eq!(out.rc, OcfRc::Success);
+        assert_eq!(f.calls(), ["kill"]);
+        assert!(out.reason.contains("pid 42 killed"), "{}", out.reason);
+    }
+
+    #[test]
+    fn stop_with_libvirtd_hung_kills_the_qemu_only_with_force_stop() {
+        let f = Fake::unreachable();
+        f.pid.set(Some(7));
+        let e = stop(&f, &f, &params(&[]), &deadline(20)).unwrap_err();
+        assert!(matches!(e, Error::QemuAlive { pid: 7, .. }), "{e}");
+        let p = params(&[("OCF_RESKEY_force_stop", "true")]);
+        assert_eq!(stop(&f, &f, &p, &deadline(20)).unwrap().rc, OcfRc::Success);
+        assert_eq!(f.calls(), ["kill"]);
+    }
+
+    #[test]
+    fn budgets_for_the_first_question() {
+        let s = Duration::from_secs;
+        assert_eq!(monitor_ask_budget(s(10)), Duration::from_millis(2000));
+        assert_eq!(monitor_ask_budget(s(4)), s(1));
+        assert_eq!(stop_ask_budget(s(20)), s(5));
+        assert_eq!(stop_ask_budget(s(4)), s(2));
+        assert_eq!(stop_ask_budget(s(600)), s(15));
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! The command line: `vmshift <action> [--param value ...]`.
 //!
-//! Pacemaker calls `server <action>` with parameters in `OCF_RESKEY_*`; an
-//! admin may pass the same parameters as flags, which then take precedence.
-//! The OCF rule is that an agent "shall ignore all other arguments", so a
-//! known action always runs: arguments clap cannot parse are logged and
-//! dropped, never turned into clap's exit 2. Only a missing action (2) and
-//! an unknown one (3, OCF_ERR_UNIMPLEMENTED) end the call here.
+//! Pacemaker calls `server <action>` with parameters in `OCF_RESKEY_*` and
+//! no other argument; an admin may pass the same parameters as flags, which
+//! then take precedence. A flag the action does not know is the admin's
+//! typo: the call ends with exit 2 naming it, rather than running with the
+//! other flags dropped and `OCF_RESKEY_*` deciding behind the admin's back.
+//! A missing action is 2 as well, an unknown one 3 (OCF_ERR_UNIMPLEMENTED).
+//! None of these can reach Pacemaker, which passes the action alone.
 
 use std::ffi::OsString;
 
@@ -217,20 +218,24 @@ pub fn parse(args: Vec<OsString>, mut env: Env) -> Request {
             (clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion, _) => {
                 Request::Print(e.render().to_string())
             }
-            (_, Some(action)) => {
-                log::warn!(
-                    "ignoring the command-line arguments of {}: {}",
-                    action.name(),
-                    e.kind()
-                );
-                Request::Run(action, env)
-            }
-            (_, None) => Request::Exit(Outcome::new(
+            (_, action) => Request::Exit(Outcome::new(
                 OcfRc::ErrArgs,
-                format!("bad arguments ({}); see vmshift --help", e.kind()),
+                format!(
+                    "{}; see vmshift {}--help",
+                    clap_problem(&e),
+                    action.map(|a| format!("{} ", a.name())).unwrap_or_default()
+                ),
             )),
         },
     }
+}
+
+/// clap's own first line of an error (`unexpected argument '--nmae'
+/// found`), without its "error: " prefix and its usage and tips.
+fn clap_problem(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or_default();
+    first.strip_prefix("error: ").unwrap_or(first).to_owned()
 }
 
 #[cfg(test)]
@@ -277,14 +282,27 @@ mod tests {
     }
 
     #[test]
-    fn extra_arguments_are_ignored() {
-        let (action, env) = run_env(&["monitor", "--bogus", "x", "extra"]);
-        assert_eq!(action, Action::Monitor);
-        assert_eq!(env.reskey("name").unwrap(), None);
-        let (action, _) = run_env(&["migrate_to", "node-b"]);
-        assert_eq!(action, Action::MigrateTo);
-        let (action, _) = run_env(&["meta-data", "--name", "x"]);
-        assert_eq!(action, Action::MetaData);
+    fn a_bad_flag_is_an_error_that_names_it() {
+        for (a, named) in [
+            (&["stop", "--name", "vm1", "--nmae", "vm2"][..], "--nmae"),
+            (&["monitor", "--bogus", "x"], "--bogus"),
+            (&["migrate_to", "node-b"], "node-b"),
+            (&["meta-data", "--name", "x"], "--name"),
+        ] {
+            match parse(args(a), Env::default()) {
+                Request::Exit(o) => {
+                    assert_eq!(o.rc, OcfRc::ErrArgs, "{a:?}");
+                    assert!(o.reason.contains(named), "{a:?}: {}", o.reason);
+                    assert!(
+                        o.reason.contains(&format!("vmshift {} --help", a[0])),
+                        "{}",
+                        o.reason
+                    );
+                }
+                other => panic!("{a:?}: {other:?}"),
+            }
+        }
+        // What Pacemaker passes: the action alone.
         let (action, env) = run_env(&["meta-data"]);
         assert_eq!(action, Action::MetaData);
         assert_eq!(env.reskey("name").unwrap(), None);

@@ -6,7 +6,7 @@
 use std::cell::{Cell, RefCell};
 use std::sync::mpsc;
 
-use crate::hypervisor::{DomainState, Hypervisor, Observe, Postcopy};
+use crate::hypervisor::{DomainState, Hypervisor, Observe, Postcopy, Qemu, Status};
 use crate::libvirt;
 
 /// A scripted hypervisor: `states` are returned in order (the last one
@@ -15,8 +15,17 @@ pub struct Fake {
     pub states: RefCell<Vec<Result<DomainState, ()>>>,
     pub calls: RefCell<Vec<&'static str>>,
     pub autostart: Cell<bool>,
-    pub pid: Option<u32>,
-    pub pid_dir: bool,
+    /// A QEMU process libvirt does not know about (or, for an unreachable
+    /// libvirtd, the one that lives); None: as the state says.
+    pub pid: Cell<Option<u32>>,
+    /// The process table cannot be read.
+    pub qemu_unknown: bool,
+    /// libvirt paused the domain for a migration, in order like `states`.
+    pub migrating: RefCell<Vec<bool>>,
+    /// The domain's current job, in order like `states`.
+    pub jobs: RefCell<Vec<Option<libvirt::JobProgress>>>,
+    /// An abort leaves the job running (as one at its very end does).
+    pub abort_ignored: bool,
     /// The state after a shutdown request (None: the guest ignores it).
     pub after_shutdown: Option<DomainState>,
     /// Post-copy sides, in order like `states`.
@@ -33,8 +42,11 @@ impl Fake {
             states: RefCell::new(states.iter().copied().map(Ok).collect()),
             calls: RefCell::default(),
             autostart: Cell::new(false),
-            pid: None,
-            pid_dir: true,
+            pid: Cell::new(None),
+            qemu_unknown: false,
+            migrating: RefCell::new(vec![false]),
+            jobs: RefCell::new(vec![None]),
+            abort_ignored: false,
             after_shutdown: Some(DomainState::Shutoff),
             postcopy: RefCell::new(vec![None]),
             migrations: RefCell::default(),
@@ -55,25 +67,27 @@ impl Fake {
 }
 
 impl Observe for Fake {
-    fn state_and_postcopy(
-        &self,
-        _: &str,
-    ) -> Result<(DomainState, Option<Postcopy>), libvirt::Error> {
-        let mut s = self.states.borrow_mut();
-        let next = if s.len() > 1 { s.remove(0) } else { s[0] };
-        let mut p = self.postcopy.borrow_mut();
-        let postcopy = if p.len() > 1 { p.remove(0) } else { p[0] };
-        next.map(|s| (s, postcopy))
+    fn status(&self, _: &str) -> Result<Status, libvirt::Error> {
+        let state = next(&mut self.states.borrow_mut());
+        let postcopy = next(&mut self.postcopy.borrow_mut());
+        let migrating = next(&mut self.migrating.borrow_mut());
+        state
+            .map(|state| Status {
+                state,
+                postcopy,
+                migrating,
+            })
             .map_err(|()| libvirt::Error::Timeout { what: "get state" })
     }
     /// An active domain has a QEMU process, as in libvirt; `pid`
     /// forces one (a QEMU libvirt does not know about).
-    fn qemu_pid(&self, _: &str) -> Option<u32> {
+    fn qemu(&self, _: &str) -> Qemu {
         let active = matches!(self.states.borrow().first(), Some(Ok(s)) if s.is_active());
-        self.pid.or(active.then_some(4242))
-    }
-    fn knows_qemu_pids(&self) -> bool {
-        self.pid_dir
+        match self.pid.get().or(active.then_some(4242)) {
+            _ if self.qemu_unknown => Qemu::Unreadable("scripted".into()),
+            Some(pid) => Qemu::Alive(pid),
+            None => Qemu::Gone,
+        }
     }
 }
 
@@ -131,15 +145,34 @@ impl Hypervisor for Fake {
         Ok(())
     }
     fn job(&self, _: &str) -> Result<Option<libvirt::JobProgress>, libvirt::Error> {
-        Ok(None)
+        Ok(next(&mut self.jobs.borrow_mut()))
     }
     fn completed_job(&self, _: &str) -> Result<Option<libvirt::JobProgress>, libvirt::Error> {
         Ok(None)
     }
     fn abort_job(&self, _: &str) -> Result<(), libvirt::Error> {
+        self.calls.borrow_mut().push("abort");
+        if !self.abort_ignored {
+            *self.jobs.borrow_mut() = vec![None];
+        }
         Ok(())
     }
     fn start_postcopy(&self, _: &str) -> Result<(), libvirt::Error> {
         unimplemented!("no unit test switches a migration to post-copy")
+    }
+    fn kill_qemu(&self, _: &str, _: u32) -> Result<(), libvirt::Error> {
+        self.calls.borrow_mut().push("kill");
+        self.pid.set(None);
+        self.set(DomainState::Shutoff);
+        Ok(())
+    }
+}
+
+/// The next scripted answer: the list's first, the last one repeating.
+fn next<T: Clone>(list: &mut Vec<T>) -> T {
+    if list.len() > 1 {
+        list.remove(0)
+    } else {
+        list[0].clone()
     }
 }

@@ -73,29 +73,53 @@ pub enum Postcopy {
     Failed,
 }
 
+/// What libvirt says of a domain on this node: one question
+/// (virDomainGetState's state and reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    pub state: DomainState,
+    /// Its side of a post-copy migration, if it is in one.
+    pub postcopy: Option<Postcopy>,
+    /// Paused by libvirt for a migration (reason "migrating"): the
+    /// incoming copy on a target, or a source at the switchover. A guest
+    /// that was paused before the move arrives paused for another reason.
+    pub migrating: bool,
+}
+
+/// Whether a QEMU process of a domain lives on this node, as the process
+/// table (and libvirt's pid file) tell it, without asking libvirtd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Qemu {
+    /// This live QEMU process runs the domain.
+    Alive(u32),
+    /// No QEMU process of the domain lives here.
+    Gone,
+    /// This URI's QEMU processes are not visible from here (a remote or
+    /// session libvirtd): libvirt's answer is all there is.
+    Unseen,
+    /// The process table did not answer in time: never read as "gone".
+    Unreadable(String),
+}
+
 /// The questions monitor asks: answered by [`crate::libvirt::rpc`] without
 /// loading libvirt.so, and by every [`Hypervisor`]. Every call is bounded
 /// by the action's deadline: an implementation returns [`Error::Timeout`]
 /// rather than block past it.
 pub trait Observe {
-    /// The domain's state on this node, and its side of a post-copy
-    /// migration if it is in one: one question to libvirt
-    /// (virDomainGetState's state and reason).
-    fn state_and_postcopy(&self, name: &str) -> Result<(DomainState, Option<Postcopy>), Error>;
+    /// The domain's state on this node, its side of a post-copy and
+    /// whether libvirt paused it for a migration.
+    fn status(&self, name: &str) -> Result<Status, Error>;
     /// The domain's state on this node.
     fn state(&self, name: &str) -> Result<DomainState, Error> {
-        self.state_and_postcopy(name).map(|(s, _)| s)
+        self.status(name).map(|s| s.state)
     }
     /// The domain's side of a post-copy migration, if it is in one.
     fn postcopy(&self, name: &str) -> Result<Option<Postcopy>, Error> {
-        self.state_and_postcopy(name).map(|(_, p)| p)
+        self.status(name).map(|s| s.postcopy)
     }
-    /// The pid of a live QEMU process of this domain on this node, found
-    /// without asking libvirtd (for when it is down or hung).
-    fn qemu_pid(&self, name: &str) -> Option<u32>;
-    /// Whether [`Observe::qemu_pid`] can see this hypervisor's QEMU
-    /// processes at all, so that its `None` means "none lives here".
-    fn knows_qemu_pids(&self) -> bool;
+    /// The domain's QEMU process on this node, found without asking
+    /// libvirtd (for when it is down or hung, or says something else).
+    fn qemu(&self, name: &str) -> Qemu;
 }
 
 /// What the other actions need from a hypervisor, bounded like
@@ -127,4 +151,8 @@ pub trait Hypervisor: Observe {
     /// Switches the running migration to post-copy: the guest resumes on
     /// the target and fetches the pages it still lacks from here.
     fn start_postcopy(&self, name: &str) -> Result<(), Error>;
+    /// Kills QEMU process `pid` of domain `name` without libvirtd (SIGTERM,
+    /// then SIGKILL), if it is still that domain's; Ok once it is gone,
+    /// bounded by the deadline.
+    fn kill_qemu(&self, name: &str, pid: u32) -> Result<(), Error>;
 }

@@ -18,6 +18,7 @@ pub mod migrate;
 pub mod migration_net;
 pub mod netif;
 pub mod ocf;
+pub mod uri;
 
 use std::ffi::OsString;
 use std::io::Write;

@@ -18,10 +18,11 @@ use log::{info, warn};
 
 use crate::agent::{chain, ensure_no_autostart, hv_err, wait_state, wait_status, Error};
 use crate::converge::{Decision, Ladder, Step};
-use crate::hypervisor::{DomainState, Hypervisor, Postcopy};
+use crate::hypervisor::{DomainState, Hypervisor, Postcopy, Qemu, Status};
 use crate::libvirt::{mib, JobProgress, Migration, MigrationRequest};
 use crate::migration_net::{self, Choice, Net};
 use crate::ocf::{Deadline, OcfRc, Outcome, Params, Transport};
+use crate::uri;
 
 /// How often the migration's result is waited for between checks.
 const POLL: Duration = Duration::from_millis(250);
@@ -53,25 +54,16 @@ pub fn preflight_budget(timeout: Duration) -> Duration {
 
 /// The URI the source libvirtd uses to reach the target's: the local
 /// hypervisor URI with the transport and the target host put in
-/// (`qemu:///system` → `qemu+ssh://root@node-b/system`). The control
-/// channel goes to the base name: it stays on the back-channel.
-pub fn peer_uri(
-    hypervisor: &str,
-    transport: Transport,
-    user: Option<&str>,
-    target: &str,
-) -> String {
-    let (scheme, rest) = hypervisor
-        .split_once("://")
-        .unwrap_or((hypervisor, "/system"));
-    let driver = scheme.split('+').next().unwrap_or(scheme);
-    // Keep the path (and query) of the local URI; drop its host, if any.
-    let path = rest.find('/').map_or("/system", |i| &rest[i..]);
-    let user = match (transport, user) {
-        (Transport::Ssh, Some(u)) => format!("{u}@"),
-        _ => String::new(),
-    };
-    format!("{driver}+{}://{user}{target}{path}", transport.as_str())
+/// (`qemu:///system` → `qemu+ssh://root@node-b/system`), never the local
+/// query. The control channel goes to the base name: it stays on the
+/// back-channel. `node` must have passed [`crate::uri::check_host`].
+pub fn peer_uri(p: &Params, node: &str) -> String {
+    uri::peer_uri(
+        &p.local_uri,
+        p.migration_transport.as_str(),
+        p.migration_user.as_deref(),
+        node,
+    )
 }
 
 /// Whether the domain is seen on `side` of a post-copy here. A state that
@@ -147,15 +139,18 @@ pub fn migrate_to(
     peer: &dyn Hypervisor,
     net: &dyn Net,
     p: &Params,
-    target: Option<&str>,
+    target: &str,
     deadline: &Deadline,
 ) -> Result<Outcome, Error> {
     let name = p.name.as_str();
-    let target = target.ok_or(Error::NoTarget)?;
     let abort_at = deadline.earlier_by(abort_reserve(deadline.timeout()));
     follow_earlier_migration(local, name, target, abort_at, deadline)?;
-    let (here, postcopy) = local
-        .state_and_postcopy(name)
+    let Status {
+        state: here,
+        postcopy,
+        ..
+    } = local
+        .status(name)
         .map_err(hv_err("get the state of", name))?;
     if postcopy == Some(Postcopy::Failed) {
         // An earlier move's post-copy broke and was not resumed: no new
@@ -287,12 +282,7 @@ pub fn migrate_to(
 /// The migration libvirt is asked for, before any convergence step.
 fn request(p: &Params, target: &str, choice: &Choice) -> MigrationRequest {
     MigrationRequest {
-        dconn_uri: peer_uri(
-            &p.hypervisor,
-            p.migration_transport,
-            p.migration_user.as_deref(),
-            target,
-        ),
+        dconn_uri: peer_uri(p, target),
         data_uri: choice.data_uri(),
         bandwidth: p.migration_speed,
         max_downtime_ms: p.migration_downtime,
@@ -523,8 +513,8 @@ fn failed(
     e: crate::libvirt::Error,
 ) -> Result<Outcome, Error> {
     let (here, postcopy) = local
-        .state_and_postcopy(name)
-        .map_or((None, None), |(s, p)| (Some(s), p));
+        .status(name)
+        .map_or((None, None), |s| (Some(s.state), s.postcopy));
     if let (Some(state), Some(Postcopy::Failed)) = (here, postcopy) {
         warn!(
             "live migration of {name} to {target} failed in post-copy: {}",
@@ -694,8 +684,8 @@ fn timed_out(
 ) -> Result<Outcome, Error> {
     let here = wait_state(local, name, deadline.at(), |s| s == DomainState::Running).ok();
     // No state before the deadline: the QEMU process still tells.
-    let here_text = match (here, local.qemu_pid(name)) {
-        (None, Some(pid)) => format!("not read in time, QEMU pid {pid} alive"),
+    let here_text = match (here, local.qemu(name)) {
+        (None, Qemu::Alive(pid)) => format!("not read in time, QEMU pid {pid} alive"),
         (here, _) => state_text(here),
     };
     if here != Some(DomainState::Running) {
@@ -720,7 +710,16 @@ fn timed_out(
     })
 }
 
-/// migrate_from: 0 once the domain runs here, within the deadline.
+/// Whether the domain has arrived here: it runs, or it is paused for
+/// another reason than the migration (libvirt keeps a guest that was paused
+/// before the move paused on the target, reason "user").
+fn arrived(s: Status) -> bool {
+    s.state == DomainState::Running
+        || (s.state == DomainState::Paused && !s.migrating && s.postcopy.is_none())
+}
+
+/// migrate_from: 0 once the domain runs here (or arrived paused, as it was
+/// paused on the source), within the deadline.
 pub fn migrate_from(
     hv: &dyn Hypervisor,
     p: &Params,
@@ -731,12 +730,14 @@ pub fn migrate_from(
     let source = source.unwrap_or("the source");
     let t0 = Instant::now();
     let grace = t0 + ARRIVAL_GRACE;
-    // Running: arrived. Paused or otherwise active: still arriving, keep
-    // waiting. Nothing here after the grace period: it is not coming.
-    let state = wait_state(hv, name, deadline.at(), |s| {
-        s == DomainState::Running || (!s.is_active() && Instant::now() >= grace)
+    // Arrived: done. Paused for the migration or otherwise active: still
+    // arriving, keep waiting. Nothing here after the grace period: it is
+    // not coming.
+    let status = wait_status(hv, name, deadline.at(), |s| {
+        arrived(s) || (!s.state.is_active() && Instant::now() >= grace)
     })?;
-    if state != DomainState::Running {
+    let state = status.state;
+    if !arrived(status) {
         return Err(Error::NotArrived {
             name: name.into(),
             from: source.into(),
@@ -751,11 +752,11 @@ pub fn migrate_from(
     // still runs here, which is what migrate_from reports.
     // A state that cannot be read now says nothing of a post-copy: the
     // guest was seen running here.
-    match wait_status(hv, name, deadline.at(), |_, p| {
-        p != Some(Postcopy::Incoming)
+    match wait_status(hv, name, deadline.at(), |s| {
+        s.postcopy != Some(Postcopy::Incoming)
     })
     .ok()
-    .and_then(|(_, p)| p)
+    .and_then(|s| s.postcopy)
     {
         Some(Postcopy::Incoming) => {
             warn!("domain {name} runs here, but post-copy still fetches its memory from {source}");
@@ -779,15 +780,19 @@ pub fn migrate_from(
         .and_then(|j| j.downtime_ms)
         .map(|ms| format!(", downtime {ms} ms"))
         .unwrap_or_default();
+    let how = if state == DomainState::Paused {
+        "is paused here, as it was on the source"
+    } else {
+        "runs here"
+    };
     Ok(Outcome::new(
         OcfRc::Success,
-        format!("domain {name} arrived from {source} and runs here{downtime}"),
+        format!("domain {name} arrived from {source} and {how}{downtime}"),
     ))
 }
 
 /// plan-migration: prints what migrate_to would do, and changes nothing.
-pub fn plan(net: &dyn Net, p: &Params, target: Option<&str>) -> Result<Outcome, Error> {
-    let target = target.ok_or(Error::NoTarget)?;
+pub fn plan(net: &dyn Net, p: &Params, target: &str) -> Result<Outcome, Error> {
     let choice = migration_net::choose(
         net,
         target,
@@ -852,23 +857,48 @@ mod tests {
     use crate::fake::Fake;
 
     #[test]
-    fn peer_uris() {
+    fn peer_uris_never_carry_the_local_query() {
+        let p = |pairs: &[(&str, &str)]| {
+            let env: crate::ocf::Env = [("OCF_RESKEY_name", "vm1")]
+                .into_iter()
+                .chain(pairs.iter().copied())
+                .collect();
+            Params::from_env(&env).unwrap()
+        };
+        let user = ("OCF_RESKEY_migration_user", "root");
         assert_eq!(
-            peer_uri("qemu:///system", Transport::Ssh, Some("root"), "node-b"),
+            peer_uri(&p(&[user]), "node-b"),
             "qemu+ssh://root@node-b/system"
         );
+        let tcp = ("OCF_RESKEY_migration_transport", "tcp");
         assert_eq!(
-            peer_uri("qemu:///system", Transport::Tcp, Some("root"), "node-b"),
+            peer_uri(&p(&[user, tcp]), "node-b"),
             "qemu+tcp://node-b/system"
         );
+        let local = ("OCF_RESKEY_hypervisor", "qemu+unix:///system?socket=/run/x");
         assert_eq!(
-            peer_uri("qemu+unix:///system", Transport::Tls, None, "node-b"),
-            "qemu+tls://node-b/system"
+            peer_uri(&p(&[local, tcp]), "[fd00::2]"),
+            "qemu+tcp://[fd00::2]/system"
         );
-        assert_eq!(
-            peer_uri("qemu://host-a/system", Transport::Tcp, None, "node-b"),
-            "qemu+tcp://node-b/system"
-        );
+    }
+
+    #[test]
+    fn a_guest_paused_before_the_move_arrives_paused() {
+        let p = Params::from_env(&[("OCF_RESKEY_name", "vm1")].into_iter().collect()).unwrap();
+        // Paused for the incoming copy first, then paused as on the source.
+        let f = Fake::new(&[DomainState::Paused]);
+        *f.migrating.borrow_mut() = vec![true, true, false];
+        let t = Instant::now();
+        let out = migrate_from(
+            &f,
+            &p,
+            Some("node-a"),
+            &Deadline::new(Duration::from_secs(20)),
+        )
+        .unwrap();
+        assert_eq!(out.rc, OcfRc::Success);
+        assert!(out.reason.contains("paused here"), "{}", out.reason);
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     }
 
     #[test]

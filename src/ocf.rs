@@ -11,6 +11,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::uri::{self, HostError, LocalUri, UriError, UserError};
+
 /// The meta-data document, embedded at build time so that `meta-data`
 /// prints exactly the bytes of `ocf-metadata.xml` and needs nothing at run
 /// time (ocf-tester runs it as `nobody`, with no libvirt anywhere).
@@ -248,18 +250,56 @@ pub enum ParamError {
     DowntimeMaxBelowStart { max: u64, start: u64 },
     #[error("migration_postcopy=true and migration_parallel={parallel} exclude each other: QEMU refuses post-copy on a multifd migration (\"Postcopy is not yet compatible with multifd\"), so every move would fail; set one of them")]
     PostcopyWithParallel { parallel: u32 },
+    #[error("hypervisor={value:?} is refused")]
+    BadUri {
+        value: String,
+        #[source]
+        source: UriError,
+    },
+    #[error("{name}={value:?} cannot be a node's host name")]
+    BadHost {
+        name: &'static str,
+        value: String,
+        #[source]
+        source: HostError,
+    },
+    #[error("migration_user={value:?} cannot be a user name")]
+    BadUser {
+        value: String,
+        #[source]
+        source: UserError,
+    },
     #[error("config {path:?} is not readable")]
     ConfigUnreadable {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    #[error("config {path:?} is refused: {why}")]
+    ConfigRefused { path: PathBuf, why: ConfigProblem },
+    #[error("config {path:?} is not a domain XML (its root element is not <domain>)")]
+    ConfigNotDomain { path: PathBuf },
 }
 
 impl ParamError {
+    /// The `name` parameter is missing or one no libvirt domain can have
+    /// ([`check_name`] follows libvirt's own rule): nothing by that name
+    /// can run on this node.
+    pub fn name_is_impossible(&self) -> bool {
+        match self {
+            ParamError::MissingName | ParamError::BadName { .. } => true,
+            ParamError::NotUtf8 { name } => name == "name",
+            _ => false,
+        }
+    }
+
     pub fn rc(&self) -> OcfRc {
         match self {
-            ParamError::ConfigUnreadable { .. } => OcfRc::ErrInstalled,
+            // The file on this node: another node's may be fine (5 bans
+            // only this one). What it says is wrong everywhere (6).
+            ParamError::ConfigUnreadable { .. } | ParamError::ConfigRefused { .. } => {
+                OcfRc::ErrInstalled
+            }
             _ => OcfRc::ErrConfigured,
         }
     }
@@ -270,7 +310,9 @@ impl ParamError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Params {
     pub name: String,
+    /// The local libvirt URI, as given and as parsed.
     pub hypervisor: String,
+    pub local_uri: LocalUri,
     pub config: Option<PathBuf>,
     pub migration_network_suffix: String,
     pub migration_transport: Transport,
@@ -296,6 +338,11 @@ pub const DEFAULT_DOWNTIME_MAX_MS: u64 = 1200;
 /// QEMU's multifd-channels allows up to 255; beyond a few dozen, more
 /// streams only cost threads on both hosts.
 const MAX_PARALLEL: u64 = 64;
+/// libvirt refuses a migration bandwidth above QEMU_DOMAIN_MIG_BANDWIDTH_MAX
+/// (INT64_MAX bytes/s in MiB/s): every move would fail at its start.
+const MAX_BANDWIDTH_MIB_S: u64 = (i64::MAX as u64) / (1024 * 1024);
+/// QEMU refuses a downtime limit above 2000 s (MAX_MIGRATE_DOWNTIME_SECONDS).
+const MAX_DOWNTIME_MS: u64 = 2_000_000;
 
 /// Parameter names in meta-data order; the CLI mirrors them as flags.
 pub const PARAM_NAMES: [&str; 13] = [
@@ -314,11 +361,16 @@ pub const PARAM_NAMES: [&str; 13] = [
     "peer",
 ];
 
-/// libvirt keeps a persistent domain as `<name>.xml` in a directory, so a
-/// name must fit a file name (NAME_MAX 255 minus ".xml" and libvirt's own
-/// temporary suffixes) and libvirt refuses '/' and control characters.
-const MAX_NAME_LEN: usize = 200;
+/// libvirt saves a domain as `<name>.xml`, written through `<name>.xml.new`
+/// (virFileRewrite), so a name must leave room for ".xml.new" in NAME_MAX
+/// (255): "File name too long" above 247 bytes.
+const MAX_NAME_LEN: usize = 247;
 
+/// The names libvirt accepts, exactly: a name it refuses cannot be a
+/// domain on any node, which is what lets stop answer 0 for it. libvirt
+/// refuses '/' and '\n' in a name (virDomainDefParseXML), and a domain XML
+/// cannot carry the other C0 controls but tab and carriage return (XML
+/// 1.0's Char production); DEL, C1 controls and '\r' are valid names.
 fn check_name(value: &str) -> Result<(), ParamError> {
     let bad = |why| {
         Err(ParamError::BadName {
@@ -327,11 +379,13 @@ fn check_name(value: &str) -> Result<(), ParamError> {
         })
     };
     if value.len() > MAX_NAME_LEN {
-        bad("longer than 200 bytes")
+        bad("longer than 247 bytes (libvirt stores <name>.xml.new)")
     } else if value.contains('/') {
         bad("contains '/'")
-    } else if value.chars().any(char::is_control) {
-        bad("contains a control character")
+    } else if value.contains('\n') {
+        bad("contains a newline")
+    } else if value.chars().any(|c| c < ' ' && c != '\t' && c != '\r') {
+        bad("contains a control character XML cannot carry")
     } else {
         Ok(())
     }
@@ -419,6 +473,7 @@ impl Params {
         let mut params = Params {
             name: name.to_owned(),
             hypervisor: DEFAULT_HYPERVISOR.to_owned(),
+            local_uri: LocalUri::parse(DEFAULT_HYPERVISOR).expect("the default URI parses"),
             config: config.map(PathBuf::from),
             migration_network_suffix: DEFAULT_SUFFIX.to_owned(),
             migration_transport: Transport::Ssh,
@@ -437,18 +492,17 @@ impl Params {
             }
         };
         if let Some(uri) = hypervisor {
-            check(
-                if uri.contains(':') && !uri.chars().any(char::is_whitespace) {
+            check(match LocalUri::parse(uri) {
+                Ok(parsed) => {
                     params.hypervisor = uri.to_owned();
+                    params.local_uri = parsed;
                     Ok(())
-                } else {
-                    Err(ParamError::Invalid {
-                        name: "hypervisor",
-                        value: uri.into(),
-                        expected: "a libvirt URI such as qemu:///system",
-                    })
-                },
-            );
+                }
+                Err(source) => Err(ParamError::BadUri {
+                    value: uri.into(),
+                    source,
+                }),
+            });
         }
         if let Some(s) = suffix {
             check(if is_hostname_chars(s) {
@@ -478,42 +532,37 @@ impl Params {
             );
         }
         if let Some(u) = user {
-            // The same rule VirtualDomain applies: the user goes into a URI.
-            let ok = u.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-                && u.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-            check(if ok {
-                params.migration_user = Some(u.to_owned());
-                Ok(())
-            } else {
-                Err(ParamError::Invalid {
-                    name: "migration_user",
-                    value: u.into(),
-                    expected: "a user name ([a-z_][a-z0-9_-]*)",
-                })
-            });
+            // It goes into the peer's qemu+ssh:// URI.
+            check(
+                uri::check_user(u)
+                    .map(|()| params.migration_user = Some(u.to_owned()))
+                    .map_err(|source| ParamError::BadUser {
+                        value: u.into(),
+                        source,
+                    }),
+            );
         }
         if let Some(s) = speed {
             check(
                 parse_u64(
                     "migration_speed",
                     s,
-                    0..=u64::MAX,
-                    "a whole number of MiB/s (0 = unlimited)",
+                    0..=MAX_BANDWIDTH_MIB_S,
+                    "MiB/s from 0 (unlimited) to 8796093022207 (libvirt's maximum)",
                 )
                 .map(|v| params.migration_speed = v),
             );
         }
-        const MS: &str = "a whole number of milliseconds > 0";
+        const MS: &str = "milliseconds from 1 to 2000000 (QEMU's limit)";
         if let Some(d) = downtime {
             check(
-                parse_u64("migration_downtime", d, 1..=u64::MAX, MS)
+                parse_u64("migration_downtime", d, 1..=MAX_DOWNTIME_MS, MS)
                     .map(|v| params.migration_downtime = v),
             );
         }
         match downtime_max {
             Some(d) => check(
-                parse_u64("migration_downtime_max", d, 1..=u64::MAX, MS).and_then(|max| {
+                parse_u64("migration_downtime_max", d, 1..=MAX_DOWNTIME_MS, MS).and_then(|max| {
                     params.migration_downtime_max = max;
                     if max < params.migration_downtime {
                         Err(ParamError::DowntimeMaxBelowStart {
@@ -541,7 +590,7 @@ impl Params {
                     "migration_parallel",
                     v,
                     1..=MAX_PARALLEL,
-                    "a number of connections from 1 to 64",
+                    "connections from 1 to 64 (QEMU takes up to 255; more only cost threads)",
                 )
                 .map(|v| params.migration_parallel = v as u32),
             );
@@ -559,29 +608,157 @@ impl Params {
             check(parse_bool("force_stop", f).map(|v| params.force_stop = v));
         }
         if let Some(n) = peer {
-            check(if is_hostname_chars(n) && !n.starts_with(['.', '-']) {
-                params.peer = Some(n.to_owned());
-                Ok(())
-            } else {
-                Err(ParamError::Invalid {
-                    name: "peer",
-                    value: n.into(),
-                    expected: "a node name (letters, digits, '.', '-')",
-                })
-            });
+            // It goes into the peer's libvirt URI as its host.
+            check(
+                uri::check_host(n)
+                    .map(|()| params.peer = Some(n.to_owned()))
+                    .map_err(|source| ParamError::BadHost {
+                        name: "peer",
+                        value: n.into(),
+                        source,
+                    }),
+            );
         }
         Ok((params, problems))
     }
 
-    /// The domain XML from `config`, read now. Unreadable is a node-local
-    /// problem (5: ban this node), as ANCHORS' Pacemaker rules ask.
-    pub fn read_config(&self) -> Option<Result<String, ParamError>> {
+    /// The domain XML from `config`, read now within `budget` (a file on a
+    /// hung network filesystem must not hold the action). Only a regular
+    /// file that root owns and nobody else may write is read, and at most
+    /// [`MAX_CONFIG_BYTES`]: libvirt defines whatever it says, as root, and
+    /// a FIFO or a device would block or never end. Problems with the file
+    /// are this node's (5); a file that is not domain XML is 6, said
+    /// without quoting what is in it.
+    pub fn read_config(&self, budget: Duration) -> Option<Result<String, ParamError>> {
         self.config.as_ref().map(|path| {
-            std::fs::read_to_string(path).map_err(|e| ParamError::ConfigUnreadable {
+            let owned = path.clone();
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            let spawned = std::thread::Builder::new()
+                .name("config".into())
+                .spawn(move || {
+                    let _ = tx.send(read_config_file(&owned));
+                });
+            let refused = |why| ParamError::ConfigRefused {
                 path: path.clone(),
-                source: e,
-            })
+                why,
+            };
+            match spawned {
+                Err(e) => Err(ParamError::ConfigUnreadable {
+                    path: path.clone(),
+                    source: e,
+                }),
+                Ok(_) => match rx.recv_timeout(budget) {
+                    Ok(Ok(xml)) if is_domain_xml(&xml) => Ok(xml),
+                    Ok(Ok(_)) => Err(ParamError::ConfigNotDomain { path: path.clone() }),
+                    Ok(Err(ReadError::Io(source))) => Err(ParamError::ConfigUnreadable {
+                        path: path.clone(),
+                        source,
+                    }),
+                    Ok(Err(ReadError::Refused(why))) => Err(refused(why)),
+                    Err(_) => Err(refused(ConfigProblem::Slow(budget))),
+                },
+            }
         })
+    }
+}
+
+/// The most of `config` that is read: a domain XML with dozens of disks
+/// and interfaces is well under 1 MiB.
+pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
+/// How long reading `config` may take at most.
+pub const CONFIG_BUDGET: Duration = Duration::from_secs(2);
+
+/// Why a `config` file is not read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigProblem {
+    #[error("it is a {0}, not a regular file")]
+    NotRegular(&'static str),
+    #[error("it is owned by uid {0}, not root")]
+    NotRoot(u32),
+    #[error("others may write to it (mode {0:o})")]
+    Writable(u32),
+    #[error("it is larger than {} MiB", MAX_CONFIG_BYTES >> 20)]
+    TooLarge,
+    #[error("reading it took longer than {0:?}")]
+    Slow(Duration),
+    #[error("it is not UTF-8 text")]
+    NotText,
+}
+
+enum ReadError {
+    Io(std::io::Error),
+    Refused(ConfigProblem),
+}
+
+fn read_config_file(path: &std::path::Path) -> Result<String, ReadError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+    // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
+    // writer; O_NOCTTY: a terminal never becomes ours. The checks are made
+    // on the opened file (fstat), so the file read is the file checked.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(ReadError::Io)?;
+    let meta = file.metadata().map_err(ReadError::Io)?;
+    let kind = meta.file_type();
+    let not_regular = if kind.is_dir() {
+        Some("directory")
+    } else if kind.is_fifo() {
+        Some("FIFO")
+    } else if kind.is_char_device() || kind.is_block_device() {
+        Some("device")
+    } else if kind.is_socket() {
+        Some("socket")
+    } else {
+        None
+    };
+    if let Some(k) = not_regular {
+        return Err(ReadError::Refused(ConfigProblem::NotRegular(k)));
+    }
+    if meta.uid() != 0 {
+        return Err(ReadError::Refused(ConfigProblem::NotRoot(meta.uid())));
+    }
+    if meta.mode() & 0o002 != 0 {
+        return Err(ReadError::Refused(ConfigProblem::Writable(
+            meta.mode() & 0o7777,
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Io)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(ReadError::Refused(ConfigProblem::TooLarge));
+    }
+    String::from_utf8(bytes).map_err(|_| ReadError::Refused(ConfigProblem::NotText))
+}
+
+/// Whether the document's root element is `<domain>`, after an optional
+/// XML declaration, comments and whitespace: enough to keep a file that is
+/// something else (a key, /etc/shadow) from reaching libvirt, whose parse
+/// errors quote the offending line.
+fn is_domain_xml(xml: &str) -> bool {
+    let mut rest = xml.trim_start_matches('\u{feff}').trim_start();
+    loop {
+        if let Some(r) = rest.strip_prefix("<?") {
+            let Some(end) = r.find("?>") else {
+                return false;
+            };
+            rest = r[end + 2..].trim_start();
+        } else if let Some(r) = rest.strip_prefix("<!--") {
+            let Some(end) = r.find("-->") else {
+                return false;
+            };
+            rest = r[end + 3..].trim_start();
+        } else {
+            return rest
+                .strip_prefix("<domain")
+                .and_then(|r| r.chars().next())
+                .is_some_and(|c| c == '>' || c.is_ascii_whitespace());
+        }
     }
 }
 
@@ -701,10 +878,25 @@ mod tests {
             Params::from_env(&env(&[("name", "")])),
             Err(ParamError::MissingName)
         ));
-        for bad in ["a/b", "a\nb", &"x".repeat(201)] {
+        for bad in ["a/b", "a\nb", "a\u{1}b", &"x".repeat(248)] {
             let e = Params::from_env(&env(&[("name", bad)])).unwrap_err();
             assert!(matches!(e, ParamError::BadName { .. }), "{bad:?}: {e}");
             assert_eq!(e.rc(), OcfRc::ErrConfigured);
+            assert!(e.name_is_impossible());
+        }
+        // What libvirt 9.0 accepts (tried with virsh define in the lab).
+        for good in [
+            "a\tb",
+            "a\rb",
+            "a\u{7f}b",
+            "a\u{85}b",
+            "srv 01, \"q\" 'é'",
+            &"x".repeat(247),
+        ] {
+            assert!(
+                Params::from_env(&env(&[("name", good)])).is_ok(),
+                "{good:?}"
+            );
         }
     }
 
@@ -723,7 +915,13 @@ mod tests {
             ("migration_network_suffix", ".mn;x"),
             ("force_stop", "maybe"),
             ("peer", "node b"),
+            ("peer", "node-b?command=sh"),
+            ("peer", "root@node-b"),
             ("hypervisor", "no uri"),
+            ("hypervisor", "qemu+ssh://node-b/system?command=/bin/sh"),
+            ("hypervisor", "qemu+ext:///system?command=/bin/true"),
+            ("hypervisor", "qemu:///system?no_verify=1"),
+            ("migration_user", "root@evil"),
         ] {
             let e = Params::from_env(&env(&[("name", "vm1"), (k, v)])).unwrap_err();
             assert_eq!(e.rc(), OcfRc::ErrConfigured, "{k}={v}");
@@ -789,8 +987,44 @@ mod tests {
     fn unreadable_config_is_not_installed() {
         let p =
             Params::from_env(&env(&[("name", "vm1"), ("config", "/nonexistent/x.xml")])).unwrap();
-        let e = p.read_config().unwrap().unwrap_err();
+        let e = p.read_config(CONFIG_BUDGET).unwrap().unwrap_err();
         assert_eq!(e.rc(), OcfRc::ErrInstalled);
+    }
+
+    #[test]
+    fn numbers_stop_where_libvirt_and_qemu_stop() {
+        let ok = |k: &str, v: &str| Params::from_env(&env(&[("name", "vm1"), (k, v)])).is_ok();
+        assert!(ok("migration_speed", "8796093022207"));
+        assert!(!ok("migration_speed", "8796093022208"));
+        assert!(ok("migration_downtime", "2000000"));
+        assert!(!ok("migration_downtime", "2000001"));
+        assert!(!ok("migration_downtime_max", "2000001"));
+        let e = Params::from_env(&env(&[
+            ("name", "vm1"),
+            ("migration_speed", "9999999999999"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("8796093022207"), "{e}");
+    }
+
+    #[test]
+    fn only_domain_xml_is_passed_on() {
+        for xml in [
+            "<domain type='kvm'>",
+            "<?xml version='1.0'?>\n<!-- made by hand -->\n<domain>",
+            "\u{feff}  <domain\n type='qemu'>",
+        ] {
+            assert!(is_domain_xml(xml), "{xml:?}");
+        }
+        for xml in [
+            "root:$6$secret:19000::::::",
+            "<domains>",
+            "<network>",
+            "<!-- <domain>",
+            "",
+        ] {
+            assert!(!is_domain_xml(xml), "{xml:?}");
+        }
     }
 
     #[test]

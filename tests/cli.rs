@@ -171,12 +171,44 @@ fn flags_mirror_parameters() {
         &[],
         6,
     );
-    // Extra arguments never change the result of an OCF call.
-    check(
-        &["validate-all", "unexpected", "--nonsense"],
+    // A flag the action does not know is the admin's typo: exit 2 naming
+    // it, never a run with the other flags silently dropped (here the
+    // environment's valid name would have made it 0).
+    let o = check(
+        &["validate-all", "--name", "x/y", "--nonsense"],
         &[("OCF_RESKEY_name", "vm1")],
-        0,
+        2,
     );
+    assert!(stderr(&o).contains("'--nonsense'"), "{}", stderr(&o));
+}
+
+#[test]
+fn stop_of_a_name_no_domain_can_have_is_0_not_a_fence() {
+    // A failed stop gets the node fenced; libvirt refuses each of these
+    // names, so nothing by them can run. No libvirt is asked (the URI
+    // points nowhere).
+    let nowhere = (
+        "OCF_RESKEY_hypervisor",
+        "qemu+unix:///system?socket=/nonexistent",
+    );
+    for name in ["", "a/b", "a\nb", &"x".repeat(248)] {
+        let o = check(&["stop"], &[("OCF_RESKEY_name", name), nowhere], 0);
+        assert!(
+            stderr(&o).contains("no such domain can be running"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    let o = Command::new(BIN)
+        .arg("stop")
+        .env_clear()
+        .env("HA_LOGFACILITY", "none")
+        .env("OCF_RESKEY_name", std::ffi::OsStr::from_bytes(b"vm\xff1"))
+        .output()
+        .unwrap();
+    assert_eq!(rc(&o), 0, "{}", stderr(&o));
+    // start and validate-all still refuse them (6).
+    check(&["validate-all"], &[("OCF_RESKEY_name", "a/b")], 6);
 }
 
 #[test]
@@ -337,4 +369,54 @@ fn meta_data_as_nobody() {
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(o.stdout.starts_with(b"<?xml"));
+}
+
+#[test]
+fn config_must_be_a_small_regular_root_file_and_is_never_quoted() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root (files owned by root and by nobody)");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("vmshift-cli-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |n: &str| dir.join(n);
+    let fifo = path("fifo.xml");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let world = path("world.xml");
+    std::fs::write(&world, "<domain><name>vm1</name></domain>").unwrap();
+    std::fs::set_permissions(&world, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let theirs = path("theirs.xml");
+    std::fs::write(&theirs, "<domain><name>vm1</name></domain>").unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
+    let big = path("big.xml");
+    std::fs::write(&big, vec![b' '; (4 << 20) + 1]).unwrap();
+    let secret = path("shadow");
+    std::fs::write(&secret, "root:$6$SECRETHASH:19000:0:99999:7:::\n").unwrap();
+    let dir_s = dir.to_str().unwrap();
+    for (cfg, rc_want, says) in [
+        (fifo.to_str().unwrap(), 5, "FIFO"),
+        (dir_s, 5, "directory"),
+        ("/dev/null", 5, "device"),
+        (world.to_str().unwrap(), 5, "others may write"),
+        (theirs.to_str().unwrap(), 5, "uid 65534"),
+        (big.to_str().unwrap(), 5, "larger than 4 MiB"),
+        (secret.to_str().unwrap(), 6, "not a domain XML"),
+    ] {
+        let t = std::time::Instant::now();
+        let o = check(
+            &["validate-all"],
+            &[("OCF_RESKEY_name", "vm1"), ("OCF_RESKEY_config", cfg)],
+            rc_want,
+        );
+        let err = stderr(&o);
+        assert!(err.contains(says), "{cfg}: {err}");
+        assert!(!err.contains("SECRETHASH"), "{cfg}: {err}");
+        assert!(t.elapsed() < std::time::Duration::from_secs(3), "{cfg}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

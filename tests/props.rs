@@ -14,6 +14,7 @@ use vmshift::cli::{self, Request};
 use vmshift::migrate::peer_uri;
 use vmshift::migration_net::{candidate, choose, Net};
 use vmshift::ocf::{Env, OcfRc, Params, Transport, PARAM_NAMES};
+use vmshift::uri::check_host;
 
 /// Values that have broken shell agents, and arbitrary bytes.
 fn value() -> impl Strategy<Value = Vec<u8>> {
@@ -91,11 +92,30 @@ proptest! {
     }
 
     #[test]
-    fn uri_builders_never_panic(host in "[ -~]{0,80}", suffix in "[ -~]{0,10}", uri in "[ -~]{0,40}") {
+    fn peer_uris_carry_no_query_whatever_the_input(
+        host in prop_oneof!["[ -~]{0,40}", "[a-z0-9.-]{1,30}"],
+        suffix in "[ -~]{0,10}",
+        local in prop_oneof![
+            "[ -~]{0,40}",
+            "qemu(\\+(unix|ssh|tcp|tls|ext))?://[a-z.@-]{0,10}/system(\\?[a-z_]{1,8}=[ -~]{0,10}){0,2}",
+        ],
+    ) {
         let c = candidate(&host, &suffix);
         prop_assert!(c.ends_with(&suffix));
-        let u = peer_uri(&uri, Transport::Ssh, Some("root"), &host);
-        prop_assert!(u.contains("+ssh://root@"));
+        // Only what passes the checks is ever put together; what is put
+        // together then names one host and runs nothing.
+        let env: Env = [
+            ("OCF_RESKEY_name", "vm1"),
+            ("OCF_RESKEY_hypervisor", local.as_str()),
+            ("OCF_RESKEY_migration_user", "root"),
+        ]
+        .into_iter()
+        .collect();
+        if let (Ok(p), Ok(())) = (Params::from_env(&env), check_host(&host)) {
+            let u = peer_uri(&p, &host);
+            prop_assert!(u.contains(&format!("+ssh://root@{host}/")), "{}", u);
+            prop_assert!(!u.contains(['?', '#', '%', ';', ' ']), "{}", u);
+        }
     }
 
     #[test]

@@ -19,10 +19,10 @@
 //!   ([`load`]); monitor asks libvirtd without it ([`rpc`]).
 
 mod load;
+pub mod qemu_proc;
 pub mod rpc;
 
 use std::cell::{Cell, OnceCell};
-use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,7 @@ use virt::domain::{DomainState as VirtState, DomainStateEnum};
 use virt::error::ErrorNumber;
 use virt::sys;
 
-use crate::hypervisor::{DomainState, Hypervisor, Observe, Postcopy};
+use crate::hypervisor::{DomainState, Hypervisor, Observe, Postcopy, Qemu, Status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -56,6 +56,8 @@ pub enum Error {
     Thread(#[source] std::io::Error),
     #[error(transparent)]
     Load(&'static load::Error),
+    #[error("{0}")]
+    Kill(String),
     #[error("libvirtd's RPC {what} failed")]
     Rpc {
         what: &'static str,
@@ -91,6 +93,17 @@ impl Error {
             self,
             Error::Connect { .. } | Error::Timeout { .. } | Error::Load(_)
         ) || matches!(self, Error::Rpc { source, .. } if source.is_unreachable())
+    }
+
+    /// The first line of libvirt's message: its XML parser adds the
+    /// offending line of the document after it, which must not reach a
+    /// log or an exit reason when the document is not what it should be.
+    pub fn first_line(&self) -> String {
+        let text = match self {
+            Error::Call { source, .. } => source.message().to_owned(),
+            other => other.to_string(),
+        };
+        text.lines().next().unwrap_or_default().trim().to_owned()
     }
 
     /// libvirt.so.0 is missing or unusable on this node.
@@ -344,6 +357,11 @@ impl Libvirt {
         self
     }
 
+    /// The time the process table may take, within the deadline.
+    fn proc_budget(&self) -> Duration {
+        qemu_proc::PROC_BUDGET.min(self.deadline.saturating_duration_since(Instant::now()))
+    }
+
     /// Runs `f` on a worker thread and waits for it until the deadline.
     fn bounded<T, F>(&self, what: &'static str, f: F) -> Result<T, Error>
     where
@@ -423,21 +441,6 @@ where
         .unwrap_or(Err(Error::Timeout { what }))
 }
 
-/// Where libvirt's QEMU driver keeps `<name>.pid` for this URI. Only the
-/// privileged driver has a fixed place (`/run/libvirt/qemu`).
-fn pid_dir(uri: &str) -> Option<PathBuf> {
-    let system = matches!(uri, "qemu:///system" | "qemu+unix:///system");
-    system.then(|| PathBuf::from("/run/libvirt/qemu"))
-}
-
-/// The pid of a live QEMU process libvirt started for domain `name`, from
-/// the pid file libvirt writes for it.
-fn qemu_pid(uri: &str, name: &str) -> Option<u32> {
-    let file = pid_dir(uri)?.join(format!("{name}.pid"));
-    let pid = std::fs::read_to_string(file).ok()?.trim().parse().ok()?;
-    qemu_process_alive(pid, name).then_some(pid)
-}
-
 impl Drop for Libvirt {
     fn drop(&mut self) {
         // The agent is a one-shot process: the kernel closes the socket at
@@ -468,15 +471,21 @@ fn postcopy_side(state: std::os::raw::c_int, reason: std::os::raw::c_int) -> Opt
 
 /// virDomainGetState's answer as the agent reads it, whichever client
 /// asked (libvirt.so or [`rpc`]).
-fn observed(
-    state: std::os::raw::c_int,
-    reason: std::os::raw::c_int,
-) -> (DomainState, Option<Postcopy>) {
-    (
-        map_state(DomainStateEnum::from_raw(state as sys::virDomainState)),
-        postcopy_side(state, reason),
-    )
+fn observed(state: std::os::raw::c_int, reason: std::os::raw::c_int) -> Status {
+    Status {
+        state: map_state(DomainStateEnum::from_raw(state as sys::virDomainState)),
+        postcopy: postcopy_side(state, reason),
+        migrating: u32::try_from(state) == Ok(sys::VIR_DOMAIN_PAUSED)
+            && u32::try_from(reason) == Ok(sys::VIR_DOMAIN_PAUSED_MIGRATION),
+    }
 }
+
+/// A domain libvirt does not know (VIR_ERR_NO_DOMAIN).
+const UNDEFINED: Status = Status {
+    state: DomainState::Undefined,
+    postcopy: None,
+    migrating: false,
+};
 
 fn map_state(s: virt::domain::DomainStateEnum) -> DomainState {
     match s {
@@ -495,7 +504,7 @@ fn map_state(s: virt::domain::DomainStateEnum) -> DomainState {
 }
 
 impl Observe for Libvirt {
-    fn state_and_postcopy(&self, name: &str) -> Result<(DomainState, Option<Postcopy>), Error> {
+    fn status(&self, name: &str) -> Result<Status, Error> {
         let got = self.with_domain("get state", name, |d| {
             let (mut state, mut reason) = (-1, -1);
             // SAFETY: `d` is a live domain handle for the duration of this
@@ -509,20 +518,14 @@ impl Observe for Libvirt {
         match got {
             Ok((state, reason)) => Ok(observed(state, reason)),
             Err(Error::Call { source, .. }) if source.code().is(ErrorNumber::NoDomain) => {
-                Ok((DomainState::Undefined, None))
+                Ok(UNDEFINED)
             }
             Err(e) => Err(e),
         }
     }
 
-    fn qemu_pid(&self, name: &str) -> Option<u32> {
-        qemu_pid(&self.uri, name)
-    }
-
-    fn knows_qemu_pids(&self) -> bool {
-        // libvirt writes a pid file for every QEMU it starts, and /run is
-        // emptied at boot: no file means no QEMU of this domain.
-        pid_dir(&self.uri).is_some()
+    fn qemu(&self, name: &str) -> Qemu {
+        qemu_proc::find(&self.uri, name, self.proc_budget())
     }
 }
 
@@ -635,33 +638,10 @@ impl Hypervisor for Libvirt {
             status(unsafe { sys::virDomainMigrateStartPostCopy(d.as_ptr(), 0) })
         })
     }
-}
 
-/// Whether `pid` is a live (not zombie) QEMU process started by libvirt for
-/// domain `name`. libvirt passes `-name guest=<name>,...` with commas in the
-/// name doubled (QEMU's option escaping); checking it guards against a pid
-/// reused by another process after a stale pid file.
-fn qemu_process_alive(pid: u32, name: &str) -> bool {
-    let proc = PathBuf::from(format!("/proc/{pid}"));
-    let Ok(stat) = std::fs::read_to_string(proc.join("stat")) else {
-        return false;
-    };
-    // Field 3 follows the command name in parentheses, which may itself
-    // contain spaces or parentheses (proc(5)).
-    let zombie = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next())
-        .is_none_or(|state| state == "Z" || state == "X");
-    if zombie {
-        return false;
+    fn kill_qemu(&self, name: &str, pid: u32) -> Result<(), Error> {
+        qemu_proc::kill(name, pid, self.deadline).map_err(Error::Kill)
     }
-    let Ok(cmdline) = std::fs::read(proc.join("cmdline")) else {
-        return false;
-    };
-    let want = format!("guest={},", name.replace(',', ",,"));
-    cmdline
-        .split(|&b| b == 0)
-        .any(|arg| arg.starts_with(want.as_bytes()))
 }
 
 #[cfg(test)]
@@ -730,12 +710,6 @@ mod tests {
     }
 
     #[test]
-    fn own_process_is_not_a_qemu_guest() {
-        assert!(!qemu_process_alive(std::process::id(), "vm1"));
-        assert!(!qemu_process_alive(u32::MAX, "vm1"));
-    }
-
-    #[test]
     fn unreachable_libvirt_is_an_error_not_a_state() {
         let deadline = Instant::now() + Duration::from_secs(5);
         let lv = Libvirt::new("qemu+unix:///system?socket=/nonexistent/sock", deadline);
@@ -751,7 +725,7 @@ mod tests {
         assert_eq!(lv.state("nope").unwrap(), DomainState::Undefined);
         lv.destroy("test").unwrap();
         assert_eq!(lv.state("test").unwrap(), DomainState::Shutoff);
-        assert_eq!(lv.qemu_pid("test"), None);
+        assert_eq!(lv.qemu("test"), Qemu::Unseen);
     }
 
     #[test]

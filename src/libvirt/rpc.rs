@@ -15,12 +15,12 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use virt::sys;
 
-use super::{bounded, observed, pid_dir, qemu_pid, Error as LibvirtError, Libvirt};
-use crate::hypervisor::{DomainState, Observe, Postcopy};
+use super::{bounded, observed, qemu_proc, Error as LibvirtError, Libvirt, UNDEFINED};
+use crate::hypervisor::{Observe, Qemu, Status};
 
 /// The only URI asked directly: the local privileged QEMU driver, the
 /// agent's default. Other URIs (a `?socket=`, another transport, a session
@@ -297,26 +297,27 @@ fn remote_mode(conf: &str) -> Option<&str> {
 pub struct Rpc {
     socket: PathBuf,
     deadline: Instant,
+    /// The question ends this long after it is asked (within the deadline).
+    ask_budget: Duration,
 }
 
 impl Rpc {
     /// For `uri` if it is the local system QEMU driver, else None (ask
     /// through [`Libvirt`]).
-    pub fn for_uri(uri: &str, deadline: Instant) -> Option<Rpc> {
+    pub fn for_uri(uri: &str, deadline: Instant, ask_budget: Duration) -> Option<Rpc> {
         (uri == SYSTEM_URI).then(|| Rpc {
             socket: system_socket(),
             deadline,
+            ask_budget,
         })
     }
 }
 
 impl Observe for Rpc {
-    fn state_and_postcopy(
-        &self,
-        name: &str,
-    ) -> Result<(DomainState, Option<Postcopy>), LibvirtError> {
+    fn status(&self, name: &str) -> Result<Status, LibvirtError> {
         let (socket, owned) = (self.socket.clone(), name.to_owned());
-        let got = bounded("get state", self.deadline, move || {
+        let until = (Instant::now() + self.ask_budget).min(self.deadline);
+        let got = bounded("get state", until, move || {
             let mut c = Client::open(&socket)?;
             match c.lookup(&owned).map_err(step("lookup"))? {
                 Some(dom) => c.state(&dom).map(Some).map_err(step("get state")),
@@ -325,26 +326,26 @@ impl Observe for Rpc {
         });
         match got {
             Ok(Some((state, reason))) => Ok(observed(state, reason)),
-            Ok(None) => Ok((DomainState::Undefined, None)),
+            Ok(None) => Ok(UNDEFINED),
             Err(LibvirtError::Rpc { source, .. }) if matches!(*source, Error::Sasl) => {
-                Libvirt::new(SYSTEM_URI, self.deadline).state_and_postcopy(name)
+                Libvirt::new(SYSTEM_URI, self.deadline)
+                    .per_call(self.ask_budget)
+                    .status(name)
             }
             Err(e) => Err(e),
         }
     }
 
-    fn qemu_pid(&self, name: &str) -> Option<u32> {
-        qemu_pid(SYSTEM_URI, name)
-    }
-
-    fn knows_qemu_pids(&self) -> bool {
-        pid_dir(SYSTEM_URI).is_some()
+    fn qemu(&self, name: &str) -> Qemu {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        qemu_proc::find(SYSTEM_URI, name, qemu_proc::PROC_BUDGET.min(left))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hypervisor::{DomainState, Postcopy};
 
     #[test]
     fn strings_are_padded_to_four_bytes_and_read_back() {
@@ -380,14 +381,17 @@ mod tests {
     #[test]
     fn only_the_local_system_driver_is_asked_directly() {
         let d = Instant::now();
-        assert!(Rpc::for_uri("qemu:///system", d).is_some());
+        assert!(Rpc::for_uri("qemu:///system", d, Duration::from_secs(1)).is_some());
         for uri in [
             "qemu+unix:///system?socket=/tmp/s",
             "qemu+ssh://node-b/system",
             "qemu:///session",
             "test:///default",
         ] {
-            assert!(Rpc::for_uri(uri, d).is_none(), "{uri}");
+            assert!(
+                Rpc::for_uri(uri, d, Duration::from_secs(1)).is_none(),
+                "{uri}"
+            );
         }
     }
 
@@ -444,7 +448,8 @@ mod tests {
         });
         let rpc = Rpc {
             socket,
-            deadline: Instant::now() + std::time::Duration::from_secs(5),
+            deadline: Instant::now() + Duration::from_secs(5),
+            ask_budget: Duration::from_secs(5),
         };
         (rpc, rx)
     }
@@ -469,9 +474,10 @@ mod tests {
             }
             _ => Err((1, "unexpected")),
         });
+        let got = rpc.status("vm1").unwrap();
         assert_eq!(
-            rpc.state_and_postcopy("vm1").unwrap(),
-            (DomainState::Paused, Some(Postcopy::Outgoing))
+            (got.state, got.postcopy, got.migrating),
+            (DomainState::Paused, Some(Postcopy::Outgoing), false)
         );
         assert_eq!(procs.recv().unwrap(), [66, 1, 23, 212]);
     }
@@ -514,7 +520,8 @@ mod tests {
     fn a_missing_socket_is_unreachable() {
         let rpc = Rpc {
             socket: PathBuf::from("/nonexistent/libvirt-sock"),
-            deadline: Instant::now() + std::time::Duration::from_secs(5),
+            deadline: Instant::now() + Duration::from_secs(5),
+            ask_budget: Duration::from_secs(5),
         };
         let e = rpc.state("vm1").unwrap_err();
         assert!(e.is_unreachable(), "{e:?}");
