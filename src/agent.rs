@@ -12,7 +12,10 @@ use crate::hypervisor::{DomainState, Hypervisor, Observe, Postcopy, Qemu, Status
 use crate::libvirt::{self, rpc::Rpc, Libvirt};
 use crate::migrate;
 use crate::migration_net::SystemNet;
-use crate::ocf::{Deadline, Env, OcfRc, Outcome, ParamError, Params, CONFIG_BUDGET, METADATA};
+use crate::ocf::{
+    short, short_path, short_text, Deadline, Env, OcfRc, Outcome, ParamError, Params,
+    CONFIG_BUDGET, METADATA,
+};
 use crate::uri;
 
 /// The OCF actions this agent knows (Pacemaker's names).
@@ -65,54 +68,56 @@ impl Action {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    // Each message is the exit reason Pacemaker shows (it keeps 128 bytes):
+    // what failed first, names through `short`, the long story in the log.
     #[error(transparent)]
     Param(#[from] ParamError),
-    #[error("domain {name} is not defined on this node and no config is set")]
+    #[error("domain {} is not defined on this node and no config is set", short(.name))]
     NotDefined { name: String },
-    #[error("config defines domain {found:?}, not {name:?}")]
+    #[error("config names domain \"{}\", not \"{}\"", short(.found), short(.name))]
     ConfigNames { name: String, found: String },
-    #[error("cannot {what} domain {name}")]
+    #[error("cannot {what} domain {}", short(.name))]
     Libvirt {
         what: &'static str,
         name: String,
         #[source]
         source: libvirt::Error,
     },
-    #[error("domain {name} is {state}, not running, {waited:.1?} after start")]
+    #[error("domain {} is {state}, not running, {waited:.1?} after start", short(.name))]
     NotStarted {
         name: String,
         state: DomainState,
         waited: Duration,
     },
-    #[error("domain {name} is still {state} after destroy")]
+    #[error("domain {} is still {state} after destroy", short(.name))]
     StillActive { name: String, state: DomainState },
-    #[error("domain {name} still hands its memory over by post-copy after {waited:.1?}: stopping it here would kill the guest on the target")]
+    #[error("domain {} still in post-copy after {waited:.1?}: stopping it here would kill the guest on the target", short(.name))]
     PostcopyRunning { name: String, waited: Duration },
-    #[error("the post-copy migration of domain {name} failed ({state} here): its memory is split between the two nodes; `virsh migrate --postcopy-resume` over a working link can still finish the copy, otherwise the server must restart")]
+    #[error("post-copy of {} failed ({state} here): virsh migrate --postcopy-resume, or restart it", short(.name))]
     PostcopyFailed { name: String, state: DomainState },
-    #[error("libvirtd does not answer and QEMU pid {pid} of domain {name} still runs")]
+    #[error("libvirtd does not answer and QEMU pid {pid} of domain {} still runs", short(.name))]
     QemuAlive {
         name: String,
         pid: u32,
         #[source]
         source: libvirt::Error,
     },
-    #[error("libvirt reports domain {name} {state}, but its QEMU pid {pid} still runs")]
+    #[error("QEMU pid {pid} of domain {} still runs, though libvirt says {state}", short(.name))]
     QemuUnknownToLibvirt {
         name: String,
         state: DomainState,
         pid: u32,
     },
-    #[error("cannot tell whether a QEMU of domain {name} runs: {why}")]
+    #[error("cannot tell whether a QEMU of domain {} runs: {why}", short(.name))]
     QemuUnreadable { name: String, why: String },
-    #[error("QEMU pid {pid} of domain {name} survived SIGKILL")]
+    #[error("QEMU pid {pid} of domain {} survived SIGKILL", short(.name))]
     QemuSurvived { name: String, pid: u32 },
-    #[error("config {path:?} is not a valid domain XML: {problem}")]
+    #[error("config {} is not a valid domain XML: {}", short_path(.path), short_text(.problem))]
     BadConfig {
         path: std::path::PathBuf,
         problem: String,
     },
-    #[error("domain {name} already runs on {peer} ({state}): not starting a second copy")]
+    #[error("domain {} already runs on {} ({state}): not starting a second copy", short(.name), short(.peer))]
     RunningOnPeer {
         name: String,
         peer: String,
@@ -120,32 +125,32 @@ pub enum Error {
     },
     #[error("no migration target (OCF_RESKEY_CRM_meta_migrate_target, --target) given")]
     NoTarget,
-    #[error("node name {node:?} cannot be a host in a libvirt URI")]
+    #[error("node name \"{}\" cannot be a host in a libvirt URI", short(.node))]
     BadNode {
         node: String,
         #[source]
         source: uri::HostError,
     },
-    #[error("cannot ask {node} about the domain")]
+    #[error("cannot ask {} about the domain", short(.node))]
     Peer {
         node: String,
         #[source]
         source: libvirt::Error,
     },
-    #[error("domain {name} runs neither here ({here}) nor on {target} ({there})")]
+    #[error("domain {} runs neither here ({here}) nor on {} ({there})", short(.name), short(.target))]
     NotRunningAnywhere {
         name: String,
         here: DomainState,
         target: String,
         there: DomainState,
     },
-    #[error("domain {name} is active here and on {target} ({there}): not migrating")]
+    #[error("domain {} is active here and on {} ({there}): not migrating", short(.name), short(.target))]
     ActiveOnBoth {
         name: String,
         target: String,
         there: DomainState,
     },
-    #[error("live migration of {name} to {target} failed, domain here: {here}")]
+    #[error("live migration of {} to {} failed, domain here: {here}", short(.name), short(.target))]
     MigrationFailed {
         name: String,
         target: String,
@@ -153,17 +158,13 @@ pub enum Error {
         #[source]
         source: libvirt::Error,
     },
-    #[error(
-        "live migration of {name} to {target} did not finish in {waited:.1?}: aborted (ended: {ended}), domain here: {here}"
-    )]
+    #[error("migration of {} to {} did not finish; aborted, here {here}", short(.name), short(.target))]
     MigrationTimedOut {
         name: String,
         target: String,
-        waited: Duration,
-        ended: bool,
         here: String,
     },
-    #[error("domain {name} did not arrive from {from}: {state} here after {waited:.1?}")]
+    #[error("domain {} did not arrive from {}: {state} here after {waited:.1?}", short(.name), short(.from))]
     NotArrived {
         name: String,
         from: String,
@@ -366,17 +367,15 @@ pub fn validate_all(env: &Env, deadline: &Deadline) -> Result<Outcome, Error> {
     for e in &errors {
         log::error!("validate-all: {}", chain(e));
     }
-    // A configuration error anywhere (6) outranks this node's problem (5).
-    let rc = errors
-        .iter()
-        .map(Error::rc)
-        .max_by_key(|&rc| rc == OcfRc::ErrConfigured)
-        .unwrap_or(OcfRc::ErrConfigured);
-    let reason = errors
-        .iter()
-        .map(|e| chain(e))
-        .collect::<Vec<_>>()
-        .join("; ");
+    // A configuration error anywhere (6) outranks this node's problem (5),
+    // and leads the reason: Pacemaker shows its first 128 bytes, the log
+    // has every problem.
+    errors.sort_by_key(|e| e.rc() != OcfRc::ErrConfigured);
+    let rc = errors[0].rc();
+    let mut reason = chain(&errors[0]);
+    if errors.len() > 1 {
+        reason = format!("{} problems, first: {reason}", errors.len());
+    }
     Ok(Outcome::new(rc, reason))
 }
 
@@ -885,7 +884,10 @@ pub fn monitor<H: Observe>(hv: &H, p: &Params) -> Result<Outcome, Error> {
         Some(Postcopy::Outgoing) => {
             return Ok(Outcome::new(
                 OcfRc::NotRunning,
-                format!("domain {name} runs on the target of its post-copy; only pages it has not fetched yet are left here, and libvirt shuts this side off when the copy ends"),
+                format!(
+                    "domain {} runs on the target of its post-copy; only its unfetched pages are left here",
+                    short(name)
+                ),
             ))
         }
         Some(Postcopy::Failed) => {
@@ -905,7 +907,7 @@ pub fn monitor<H: Observe>(hv: &H, p: &Params) -> Result<Outcome, Error> {
     if !matches!(state, DomainState::Shutoff | DomainState::Undefined) {
         return Ok(Outcome::new(
             OcfRc::ErrGeneric,
-            format!("domain {name} is {state}"),
+            format!("domain {} is {state}", short(name)),
         ));
     }
     match hv.qemu(name) {
@@ -920,7 +922,7 @@ pub fn monitor<H: Observe>(hv: &H, p: &Params) -> Result<Outcome, Error> {
         }),
         Qemu::Gone | Qemu::Unseen => Ok(Outcome::new(
             OcfRc::NotRunning,
-            format!("domain {name} is {state}"),
+            format!("domain {} is {state}", short(name)),
         )),
     }
 }
@@ -1250,6 +1252,279 @@ mod tests {
         assert_eq!(stop_ask_budget(s(20)), s(5));
         assert_eq!(stop_ask_budget(s(4)), s(2));
         assert_eq!(stop_ask_budget(s(600)), s(15));
+    }
+
+    /// Which variant an error is: the match has no wildcard, so a new
+    /// variant does not compile until the reason test below covers it.
+    fn variant(e: &Error) -> usize {
+        match e {
+            Error::Param(_) => 0,
+            Error::NotDefined { .. } => 1,
+            Error::ConfigNames { .. } => 2,
+            Error::Libvirt { .. } => 3,
+            Error::NotStarted { .. } => 4,
+            Error::StillActive { .. } => 5,
+            Error::PostcopyRunning { .. } => 6,
+            Error::PostcopyFailed { .. } => 7,
+            Error::QemuAlive { .. } => 8,
+            Error::QemuUnknownToLibvirt { .. } => 9,
+            Error::QemuUnreadable { .. } => 10,
+            Error::QemuSurvived { .. } => 11,
+            Error::BadConfig { .. } => 12,
+            Error::RunningOnPeer { .. } => 13,
+            Error::NoTarget => 14,
+            Error::BadNode { .. } => 15,
+            Error::Peer { .. } => 16,
+            Error::NotRunningAnywhere { .. } => 17,
+            Error::ActiveOnBoth { .. } => 18,
+            Error::MigrationFailed { .. } => 19,
+            Error::MigrationTimedOut { .. } => 20,
+            Error::NotArrived { .. } => 21,
+        }
+    }
+
+    /// As [`variant`], for the parameter errors.
+    fn param_variant(e: &ParamError) -> usize {
+        match e {
+            ParamError::MissingName => 0,
+            ParamError::NotUtf8 { .. } => 1,
+            ParamError::BadName { .. } => 2,
+            ParamError::Invalid { .. } => 3,
+            ParamError::DowntimeMaxBelowStart { .. } => 4,
+            ParamError::PostcopyWithParallel { .. } => 5,
+            ParamError::BadUri { .. } => 6,
+            ParamError::BadHost { .. } => 7,
+            ParamError::BadUser { .. } => 8,
+            ParamError::ConfigUnreadable { .. } => 9,
+            ParamError::ConfigRefused { .. } => 10,
+            ParamError::ConfigNotDomain { .. } => 11,
+        }
+    }
+
+    /// Every reason vmshift can give Pacemaker, with the longest names,
+    /// nodes, paths, states, times and pids there can be (a 247-byte name
+    /// of two-byte characters, a 253-byte host name, PID_MAX_LIMIT).
+    fn worst_cases() -> Vec<Error> {
+        let name = "é".repeat(123);
+        let node = [
+            "n".repeat(63),
+            "o".repeat(63),
+            "d".repeat(63),
+            "e".repeat(61),
+        ]
+        .join(".");
+        let path = std::path::PathBuf::from(format!("/{}/vm.xml", "p".repeat(4000)));
+        let state = DomainState::ShuttingDown;
+        let waited = Duration::from_secs(99_999);
+        let pid = 4_194_304;
+        let lv = || libvirt::Error::Timeout {
+            what: "get completed job stats (a libvirtd that does not answer)",
+        };
+        let mut all = vec![
+            Error::NotDefined { name: name.clone() },
+            Error::ConfigNames {
+                name: name.clone(),
+                found: name.clone(),
+            },
+            Error::Libvirt {
+                what: "set the maximum downtime of",
+                name: name.clone(),
+                source: lv(),
+            },
+            Error::NotStarted {
+                name: name.clone(),
+                state,
+                waited,
+            },
+            Error::StillActive {
+                name: name.clone(),
+                state,
+            },
+            Error::PostcopyRunning {
+                name: name.clone(),
+                waited,
+            },
+            Error::PostcopyFailed {
+                name: name.clone(),
+                state,
+            },
+            Error::QemuAlive {
+                name: name.clone(),
+                pid,
+                source: lv(),
+            },
+            Error::QemuUnknownToLibvirt {
+                name: name.clone(),
+                state: DomainState::Undefined,
+                pid,
+            },
+            Error::QemuUnreadable {
+                name: name.clone(),
+                why: "/proc did not answer in 1s (a process in D state?)".into(),
+            },
+            Error::QemuSurvived {
+                name: name.clone(),
+                pid,
+            },
+            Error::BadConfig {
+                path: path.clone(),
+                problem: "x".repeat(500),
+            },
+            Error::RunningOnPeer {
+                name: name.clone(),
+                peer: node.clone(),
+                state,
+            },
+            Error::NoTarget,
+            Error::BadNode {
+                node: node.clone() + "?command=/bin/sh",
+                source: uri::check_host("a?").unwrap_err(),
+            },
+            Error::Peer {
+                node: node.clone(),
+                source: lv(),
+            },
+            Error::NotRunningAnywhere {
+                name: name.clone(),
+                here: state,
+                target: node.clone(),
+                there: state,
+            },
+            Error::ActiveOnBoth {
+                name: name.clone(),
+                target: node.clone(),
+                there: state,
+            },
+            Error::MigrationFailed {
+                name: name.clone(),
+                target: node.clone(),
+                here: DomainState::PmSuspended.to_string(),
+                source: lv(),
+            },
+            Error::MigrationTimedOut {
+                name: name.clone(),
+                target: node.clone(),
+                here: format!("QEMU pid {pid} alive"),
+            },
+            Error::NotArrived {
+                name: name.clone(),
+                from: node.clone(),
+                state,
+                waited,
+            },
+        ];
+        // Every parameter error, from the parser itself: each parameter
+        // given a long hostile value, every name libvirt refuses, and the
+        // config file problems.
+        let long = format!("{}?command=/bin/sh;{}", "é".repeat(100), "x".repeat(300));
+        for key in crate::ocf::PARAM_NAMES.into_iter().filter(|&k| k != "name") {
+            let env: Env = [
+                ("OCF_RESKEY_name", "vm1"),
+                (&*format!("OCF_RESKEY_{key}"), &*long),
+            ]
+            .into_iter()
+            .collect();
+            let (_, problems) = Params::from_env_lenient(&env).unwrap();
+            all.extend(problems.into_iter().map(Error::from));
+        }
+        for bad in [&*"é".repeat(124), "a/b", "a\nb", "a\u{1}b"] {
+            let env: Env = [("OCF_RESKEY_name", bad)].into_iter().collect();
+            all.push(Params::from_env(&env).unwrap_err().into());
+        }
+        let mut env: Env = [("OCF_RESKEY_migration_postcopy", "true")]
+            .into_iter()
+            .collect();
+        env.set("OCF_RESKEY_name", "vm1");
+        env.set("OCF_RESKEY_migration_parallel", "64");
+        env.set("OCF_RESKEY_migration_downtime", "2000000");
+        env.set("OCF_RESKEY_migration_downtime_max", "1999999");
+        all.extend(
+            Params::from_env_lenient(&env)
+                .unwrap()
+                .1
+                .into_iter()
+                .map(Error::from),
+        );
+        all.push(ParamError::MissingName.into());
+        all.push(
+            ParamError::NotUtf8 {
+                name: "migration_network_suffix".into(),
+            }
+            .into(),
+        );
+        for why in [
+            crate::ocf::ConfigProblem::NotRegular("directory"),
+            crate::ocf::ConfigProblem::NotRoot(u32::MAX),
+            crate::ocf::ConfigProblem::Writable(0o7777),
+            crate::ocf::ConfigProblem::TooLarge,
+            crate::ocf::ConfigProblem::Slow(Duration::from_secs(2)),
+            crate::ocf::ConfigProblem::NotText,
+        ] {
+            all.push(
+                ParamError::ConfigRefused {
+                    path: path.clone(),
+                    why,
+                }
+                .into(),
+            );
+        }
+        all.push(ParamError::ConfigNotDomain { path: path.clone() }.into());
+        all.push(
+            ParamError::ConfigUnreadable {
+                path,
+                source: std::io::Error::from_raw_os_error(libc::ENAMETOOLONG),
+            }
+            .into(),
+        );
+        all
+    }
+
+    #[test]
+    fn every_reason_fits_pacemakers_128_bytes_decisive_part_first() {
+        let all = worst_cases();
+        let mut seen: Vec<usize> = all.iter().map(variant).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(
+            seen,
+            (0..=21).collect::<Vec<_>>(),
+            "a variant has no worst case"
+        );
+        let mut params = std::collections::BTreeSet::new();
+        for e in &all {
+            // The message of our own, without its causes, fits whole: what
+            // failed is never what Pacemaker cuts off.
+            let own = e.to_string();
+            assert!(
+                own.len() <= crate::ocf::EXIT_REASON_MAX,
+                "{} bytes: {own}",
+                own.len()
+            );
+            // With the causes, the printed reason is cut to fit.
+            let printed = crate::ocf::exit_reason(&chain(e)).into_owned();
+            assert!(printed.len() <= crate::ocf::EXIT_REASON_MAX, "{printed}");
+            let lead: String = own.chars().take(40).collect();
+            assert!(printed.starts_with(&lead), "{printed}");
+            if let Error::Param(p) = e {
+                params.insert(param_variant(p));
+            }
+        }
+        assert_eq!(params.len(), 12, "every ParamError variant is covered");
+        // The other reasons of a non-zero exit.
+        let long = "é".repeat(123);
+        let p =
+            Params::from_env(&[("OCF_RESKEY_name", long.as_str())].into_iter().collect()).unwrap();
+        let f = Fake::new(&[DomainState::Paused]);
+        *f.postcopy.borrow_mut() = vec![Some(Postcopy::Outgoing)];
+        let f2 = Fake::new(&[DomainState::Crashed]);
+        for out in [monitor(&f, &p).unwrap(), monitor(&f2, &p).unwrap()] {
+            assert_ne!(out.rc, OcfRc::Success);
+            assert!(
+                out.reason.len() <= crate::ocf::EXIT_REASON_MAX,
+                "{}",
+                out.reason
+            );
+        }
     }
 
     #[test]

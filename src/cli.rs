@@ -13,7 +13,7 @@ use std::ffi::OsString;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use crate::agent::Action;
-use crate::ocf::{param_docs, Env, OcfRc, Outcome};
+use crate::ocf::{param_docs, short, short_text, Env, OcfRc, Outcome};
 
 /// The exit codes as `--help` and the man page explain them.
 pub const EXIT_CODES: [(u8, &str); 7] = [
@@ -190,10 +190,7 @@ pub fn parse(args: Vec<OsString>, mut env: Env) -> Request {
     let Some(first) = first else {
         return Request::Exit(Outcome::new(
             OcfRc::ErrArgs,
-            format!(
-                "no action given; usage: vmshift <{}> [--name NAME ...]",
-                Action::ALL.map(Action::name).join("|")
-            ),
+            "no action given; see vmshift --help",
         ));
     };
     if first == "usage" {
@@ -203,7 +200,7 @@ pub fn parse(args: Vec<OsString>, mut env: Env) -> Request {
     if action.is_none() && !first.starts_with('-') && first != "help" {
         return Request::Exit(Outcome::new(
             OcfRc::ErrUnimplemented,
-            format!("unknown action {first:?}"),
+            format!("unknown action \"{}\"", short(&first)),
         ));
     }
     match command().try_get_matches_from(&args) {
@@ -222,7 +219,7 @@ pub fn parse(args: Vec<OsString>, mut env: Env) -> Request {
                 OcfRc::ErrArgs,
                 format!(
                     "{}; see vmshift {}--help",
-                    clap_problem(&e),
+                    short_text(&clap_problem(&e)),
                     action.map(|a| format!("{} ", a.name())).unwrap_or_default()
                 ),
             )),
@@ -300,6 +297,19 @@ mod tests {
                     );
                 }
                 other => panic!("{a:?}: {other:?}"),
+            }
+        }
+        // Long words still give a reason Pacemaker keeps whole.
+        let long = format!("--{}", "é".repeat(200));
+        for a in [vec!["stop", long.as_str()], vec![&long[2..]], vec![]] {
+            if let Request::Exit(o) = parse(args(&a), Env::default()) {
+                assert!(
+                    o.reason.len() <= crate::ocf::EXIT_REASON_MAX,
+                    "{}",
+                    o.reason
+                );
+            } else {
+                panic!("{a:?}");
             }
         }
         // What Pacemaker passes: the action alone.

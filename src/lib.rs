@@ -58,7 +58,7 @@ pub fn main_with(args: Vec<OsString>, env: Env) -> u8 {
         let _ = writeln!(
             std::io::stderr().lock(),
             "{prefix}{}",
-            logging::sanitize(&reason)
+            ocf::exit_reason(&logging::sanitize(&reason))
         );
     }
     // Syslog's queue gets a moment to drain; a stuck /dev/log costs this
@@ -76,9 +76,9 @@ pub fn install_panic_hook() {
         let main = std::thread::current().name() == Some("main");
         let _ = writeln!(
             std::io::stderr().lock(),
-            "{}internal error: {}",
+            "{}{}",
             if main { "ocf-exit-reason:" } else { "" },
-            logging::sanitize(&info.to_string())
+            ocf::exit_reason(&logging::sanitize(&format!("internal error: {info}")))
         );
         if main {
             std::process::exit(OcfRc::ErrGeneric as i32);

@@ -485,11 +485,14 @@ fn follow_earlier_migration(
                 warn!("abort failed: {}", chain(&e));
             }
             let here = wait_state(local, name, deadline.at(), |s| s == DomainState::Running).ok();
+            warn!(
+                "the earlier migration of {name} to {target} was aborted after {:.1?} (job ended: {})",
+                t0.elapsed(),
+                !matches!(local.job(name), Ok(Some(_)))
+            );
             return Err(Error::MigrationTimedOut {
                 name: name.into(),
                 target: target.into(),
-                waited: t0.elapsed(),
-                ended: !matches!(local.job(name), Ok(Some(_))),
                 here: state_text(here),
             });
         }
@@ -685,7 +688,7 @@ fn timed_out(
     let here = wait_state(local, name, deadline.at(), |s| s == DomainState::Running).ok();
     // No state before the deadline: the QEMU process still tells.
     let here_text = match (here, local.qemu(name)) {
-        (None, Qemu::Alive(pid)) => format!("not read in time, QEMU pid {pid} alive"),
+        (None, Qemu::Alive(pid)) => format!("QEMU pid {pid} alive"),
         (here, _) => state_text(here),
     };
     if here != Some(DomainState::Running) {
@@ -701,11 +704,14 @@ fn timed_out(
             }
         }
     }
+    warn!(
+        "migration of {name} to {target} aborted after {:.1?} (the copy ended: {}); here: {here_text}",
+        t0.elapsed(),
+        ended.is_some()
+    );
     Err(Error::MigrationTimedOut {
         name: name.into(),
         target: target.into(),
-        waited: t0.elapsed(),
-        ended: ended.is_some(),
         here: here_text,
     })
 }

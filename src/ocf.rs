@@ -73,6 +73,76 @@ impl Outcome {
     }
 }
 
+/// Pacemaker keeps the first 128 bytes of an exit reason
+/// (EXIT_REASON_MAX_LEN in its services_linux.c): every reason is written
+/// to fit, with what failed first, and cut here if a cause makes it longer.
+pub const EXIT_REASON_MAX: usize = 128;
+
+/// How much of a domain or node name an exit reason shows: a reason
+/// names two of them and a state and still fits in [`EXIT_REASON_MAX`].
+const SHORT_NAME: usize = 24;
+/// How much of a path an exit reason shows (its end: the file name).
+const SHORT_PATH: usize = 40;
+/// How much of a libvirt message is quoted inside a reason of ours.
+const SHORT_TEXT: usize = 40;
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a
+/// character boundary.
+fn prefix(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// A name as an exit reason shows it: whole when short, else its first
+/// [`SHORT_NAME`] bytes and "…" (the log has it whole).
+pub fn short(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.len() <= SHORT_NAME {
+        s.into()
+    } else {
+        format!("{}…", prefix(s, SHORT_NAME)).into()
+    }
+}
+
+/// A message quoted inside a reason: its first [`SHORT_TEXT`] bytes.
+pub fn short_text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.len() <= SHORT_TEXT {
+        s.into()
+    } else {
+        format!("{}…", prefix(s, SHORT_TEXT)).into()
+    }
+}
+
+/// A path as an exit reason shows it, quoted: its last [`SHORT_PATH`]
+/// bytes when longer, which keep the file name.
+pub fn short_path(p: &std::path::Path) -> String {
+    let s = p.to_string_lossy();
+    if s.len() <= SHORT_PATH {
+        return format!("{s:?}");
+    }
+    let mut start = s.len() - SHORT_PATH;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("\"…{}\"", &s[start..])
+}
+
+/// The exit reason as printed: at most [`EXIT_REASON_MAX`] bytes, cut on a
+/// character boundary with "…" when a cause made it longer.
+pub fn exit_reason(reason: &str) -> std::borrow::Cow<'_, str> {
+    if reason.len() <= EXIT_REASON_MAX {
+        return reason.into();
+    }
+    let ellipsis = "…";
+    format!(
+        "{}{ellipsis}",
+        prefix(reason, EXIT_REASON_MAX - ellipsis.len())
+    )
+    .into()
+}
+
 /// `OCF_RESKEY_CRM_meta_timeout` when unset: crm_resource uses 20 s.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(20_000);
 
@@ -238,9 +308,9 @@ pub enum ParamError {
     MissingName,
     #[error("parameter '{name}' is not valid UTF-8")]
     NotUtf8 { name: String },
-    #[error("name {value:?} cannot be a libvirt domain name: {why}")]
+    #[error("name \"{}\" cannot be a libvirt domain name: {why}", short(.value))]
     BadName { value: String, why: &'static str },
-    #[error("{name}={value:?} is not valid: expected {expected}")]
+    #[error("{name}=\"{}\" is not valid: expected {expected}", short(.value))]
     Invalid {
         name: &'static str,
         value: String,
@@ -248,36 +318,36 @@ pub enum ParamError {
     },
     #[error("migration_downtime_max={max} is below migration_downtime={start}")]
     DowntimeMaxBelowStart { max: u64, start: u64 },
-    #[error("migration_postcopy=true and migration_parallel={parallel} exclude each other: QEMU refuses post-copy on a multifd migration (\"Postcopy is not yet compatible with multifd\"), so every move would fail; set one of them")]
+    #[error("migration_postcopy=true and migration_parallel={parallel} exclude each other: QEMU refuses post-copy with multifd")]
     PostcopyWithParallel { parallel: u32 },
-    #[error("hypervisor={value:?} is refused")]
+    #[error("hypervisor=\"{}\" is refused", short(.value))]
     BadUri {
         value: String,
         #[source]
         source: UriError,
     },
-    #[error("{name}={value:?} cannot be a node's host name")]
+    #[error("{name}=\"{}\" cannot be a node's host name", short(.value))]
     BadHost {
         name: &'static str,
         value: String,
         #[source]
         source: HostError,
     },
-    #[error("migration_user={value:?} cannot be a user name")]
+    #[error("migration_user=\"{}\" cannot be a user name", short(.value))]
     BadUser {
         value: String,
         #[source]
         source: UserError,
     },
-    #[error("config {path:?} is not readable")]
+    #[error("config {} is not readable", short_path(.path))]
     ConfigUnreadable {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("config {path:?} is refused: {why}")]
+    #[error("config {} is refused: {why}", short_path(.path))]
     ConfigRefused { path: PathBuf, why: ConfigProblem },
-    #[error("config {path:?} is not a domain XML (its root element is not <domain>)")]
+    #[error("config {} is not a domain XML (its root element is not <domain>)", short_path(.path))]
     ConfigNotDomain { path: PathBuf },
 }
 
@@ -512,7 +582,7 @@ impl Params {
                 Err(ParamError::Invalid {
                     name: "migration_network_suffix",
                     value: s.into(),
-                    expected: "a host-name suffix such as .mn (letters, digits, '.', '-')",
+                    expected: "a suffix such as .mn (letters, digits, '.', '-')",
                 })
             });
         }
@@ -548,7 +618,7 @@ impl Params {
                     "migration_speed",
                     s,
                     0..=MAX_BANDWIDTH_MIB_S,
-                    "MiB/s from 0 (unlimited) to 8796093022207 (libvirt's maximum)",
+                    "0 (unlimited) to 8796093022207 MiB/s (libvirt's max)",
                 )
                 .map(|v| params.migration_speed = v),
             );
@@ -590,7 +660,7 @@ impl Params {
                     "migration_parallel",
                     v,
                     1..=MAX_PARALLEL,
-                    "connections from 1 to 64 (QEMU takes up to 255; more only cost threads)",
+                    "1 to 64 connections (more only cost threads)",
                 )
                 .map(|v| params.migration_parallel = v as u32),
             );

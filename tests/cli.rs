@@ -137,7 +137,8 @@ fn validate_all() {
         5,
     );
     // Every rejected parameter is explained, each on a line of its own in
-    // the log and all of them in the one exit reason.
+    // the log; the exit reason (128 bytes in crm_mon) counts them and
+    // leads with a configuration error (6) rather than this node's (5).
     let o = check(
         &["validate-all"],
         &[
@@ -158,8 +159,13 @@ fn validate_all() {
         .lines()
         .find(|l| l.starts_with("ocf-exit-reason:"))
         .unwrap();
+    assert!(
+        reason.starts_with("ocf-exit-reason:3 problems, first: migration_speed="),
+        "{reason}"
+    );
+    assert!(reason.len() <= "ocf-exit-reason:".len() + 128, "{reason}");
     for word in ["migration_speed", "force_stop", "config"] {
-        assert!(reason.contains(word), "{reason}");
+        assert!(err.contains(word), "{err}");
     }
 }
 

@@ -768,14 +768,26 @@ fn a_broken_post_copy_is_restarted_once_and_never_runs_twice() {
     }
     let log = logs.iter().map(LogMark::since).collect::<String>();
     for want in [
-        "post-copy migration of domain srv-pc-broken failed",
+        "post-copy of srv-pc-broken failed",
         "resuming the post-copy of srv-pc-broken failed",
         "destroyed (its post-copy had failed)",
     ] {
         assert!(log.contains(want), "{want}:\n{log}");
     }
-    let failed: Vec<_> = s.failures().into_iter().map(|f| f.0).collect();
+    let failures = s.failures();
+    let failed: Vec<_> = failures.iter().map(|f| f.0.as_str()).collect();
     assert_eq!(failed, ["migrate_to"], "{}", crm_mon_text());
+    // What the admin reads in crm_mon: Pacemaker keeps 128 bytes of the
+    // reason, and vmshift's fits, with what failed first.
+    let reason = &failures[0].2;
+    assert!(
+        reason.starts_with("post-copy of srv-pc-broken failed") && reason.len() <= 128,
+        "{reason}"
+    );
+    assert!(
+        log.contains(&format!("ocf-exit-reason:{reason}")) || log.contains(reason.as_str()),
+        "the agent's own line:\n{log}"
+    );
 }
 
 #[test]
@@ -1098,4 +1110,96 @@ fn force_check_is_0_on_the_active_node_and_7_on_the_other() {
         assert_eq!(o.status.code(), Some(want), "force-check on node-{n}");
     }
     s.assert_only_on(&node);
+}
+
+/// The pid of the agent running `action` for resource `id`, found in the
+/// process table by its arguments and its OCF_RESOURCE_INSTANCE: the test
+/// freezes this process, which Pacemaker started, and nothing else.
+fn agent_pid(action: &str, id: &str) -> Option<i32> {
+    let instance = format!("OCF_RESOURCE_INSTANCE={id}");
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| {
+            let read = |f: &str| std::fs::read(format!("/proc/{pid}/{f}")).unwrap_or_default();
+            let cmdline = read("cmdline");
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            args.len() >= 2
+                && args[0].ends_with(b"/server")
+                && args[1] == action.as_bytes()
+                && read("environ")
+                    .split(|&b| b == 0)
+                    .any(|v| v == instance.as_bytes())
+        })
+}
+
+#[test]
+#[ignore = "needs the cluster lab: make cluster-test"]
+fn a_migrate_to_pacemaker_kills_is_stopped_on_both_nodes_and_runs_once() {
+    // Pacemaker SIGKILLs a migrate_to at its timeout. libvirt's
+    // peer-to-peer job goes on without the agent, and Pacemaker, taking
+    // the server for active on both nodes, stops it on both: the source
+    // still copies, the target holds the paused incoming copy, and
+    // libvirt's job lock refuses a shutdown for 30 s. Both stops must
+    // succeed in time (a failed stop is a fence), and the server must then
+    // run once. The agent is frozen (SIGSTOP) mid-copy so that only
+    // Pacemaker's kill can end it, as with an agent stuck past its time.
+    let ops = Ops {
+        migrate_to: 20,
+        ..OPS
+    };
+    let s = Server::create_with("srv-killed", ops, &[("migration_speed", "5")]);
+    let from = s.wait_started(None, Duration::from_secs(120));
+    let to = peer(&from);
+    s.wait_heartbeat(&from);
+    let boots = s.boots();
+    let logs = [LogMark::new("a"), LogMark::new("b")];
+    let node_to = format!("node-{to}");
+    on_ok(
+        &from,
+        &["crm_resource", "--move", "-r", &s.id, "-N", &node_to],
+    );
+    // The copy has begun once the target holds the incoming domain.
+    let until = Instant::now() + Duration::from_secs(60);
+    let incoming = || text(&virsh(to, &["domstate", &s.id]).stdout).trim() == "paused";
+    while !incoming() {
+        assert!(Instant::now() < until, "no incoming copy on node-{to}");
+        sleep(Duration::from_millis(200));
+    }
+    let pid = agent_pid("migrate_to", &s.id).expect("the agent's migrate_to");
+    // SAFETY: kill(2) with the pid of the agent Pacemaker runs for this
+    // test's resource, found above; no memory is involved.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    settle();
+    on_ok(&from, &["crm_resource", "--clear", "-r", &s.id]);
+    settle();
+    let now = s.wait_started(None, MOVE_WAIT);
+    assert!(libvirt_running(&now, &s.id));
+    assert!(
+        !qemu_alive(peer(&now), &s.id),
+        "{} also on node-{}",
+        s.id,
+        peer(&now)
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "Pacemaker killed the frozen agent"
+    );
+    let log = logs.iter().map(LogMark::since).collect::<String>();
+    for node in ["a", "b"] {
+        let stop = format!("Result of stop operation for {} on node-{node}: ok", s.id);
+        assert!(log.contains(&stop), "{stop}:\n{log}");
+    }
+    assert!(!log.contains("state change lock"), "{log}");
+    // Only the killed migrate_to failed: no failed stop (a fence on a
+    // cluster with fencing), and the server runs once, booted once more.
+    let failed: Vec<_> = s.failures().into_iter().map(|f| f.0).collect();
+    assert_eq!(failed, ["migrate_to"], "{}", crm_mon_text());
+    let until = Instant::now() + Duration::from_secs(90);
+    while s.boots() == boots && Instant::now() < until {
+        sleep(Duration::from_millis(500));
+    }
+    assert_eq!(s.boots(), boots + 1, "started once:\n{}", crm_mon_text());
+    let tick = s.last_tick(&now).unwrap_or(0);
+    s.wait_tick_after(&now, tick);
 }

@@ -809,7 +809,7 @@ fn a_post_copy_whose_link_stays_down_is_reported_on_both_nodes_and_can_be_resume
         sleep(Duration::from_secs(2));
         break_migration_link()
     });
-    let broken = "post-copy migration of domain t-pc-broken failed";
+    let broken = "post-copy of t-pc-broken failed";
     assert_eq!(to.rc, 1, "{}", to.stderr);
     assert!(to.reason().unwrap().contains(broken), "{}", to.stderr);
     assert!(

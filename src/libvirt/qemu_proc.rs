@@ -41,7 +41,7 @@ pub fn find(uri: &str, name: &str, budget: Duration) -> Qemu {
         Some(Some(pid)) => Qemu::Alive(pid),
         Some(None) => Qemu::Gone,
         None => Qemu::Unreadable(format!(
-            "the process table did not answer within {budget:?} (a process in D state?)"
+            "/proc did not answer in {budget:?} (a process in D state?)"
         )),
     }
 }
