@@ -8,8 +8,11 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 
 use crate::cluster;
-use crate::hypervisor::{DomainState, Hypervisor, Observe, Postcopy, Qemu, Status};
-use crate::libvirt::{self, rpc::Rpc, Libvirt};
+use crate::hypervisor::wait::{ensure_no_autostart, wait_state, wait_status};
+use crate::hypervisor::{
+    self, DomainState, ErrorKind, Hypervisor, Observe, Postcopy, Qemu, Status,
+};
+use crate::libvirt::{rpc::Rpc, Libvirt};
 use crate::migrate;
 use crate::migration_net::SystemNet;
 use crate::ocf::{
@@ -81,7 +84,7 @@ pub enum Error {
         what: &'static str,
         name: String,
         #[source]
-        source: libvirt::Error,
+        source: hypervisor::Error,
     },
     #[error("domain {} is {state}, not running, {waited:.1?} after start", short(.name))]
     NotStarted {
@@ -100,7 +103,7 @@ pub enum Error {
         name: String,
         pid: u32,
         #[source]
-        source: libvirt::Error,
+        source: hypervisor::Error,
     },
     #[error("QEMU pid {pid} of domain {} still runs, though libvirt says {state}", short(.name))]
     QemuUnknownToLibvirt {
@@ -135,7 +138,7 @@ pub enum Error {
     Peer {
         node: String,
         #[source]
-        source: libvirt::Error,
+        source: hypervisor::Error,
     },
     #[error("domain {} runs neither here ({here}) nor on {} ({there})", short(.name), short(.target))]
     NotRunningAnywhere {
@@ -156,7 +159,7 @@ pub enum Error {
         target: String,
         here: String,
         #[source]
-        source: libvirt::Error,
+        source: hypervisor::Error,
     },
     #[error("migration of {} to {} did not finish; aborted, here {here}", short(.name), short(.target))]
     MigrationTimedOut {
@@ -183,7 +186,7 @@ impl Error {
             // libvirt.so.0 missing or too old on this node (OCF: "a
             // required component is missing"): the same, node-local.
             Error::Libvirt { source, .. } | Error::Peer { source, .. }
-                if source.is_not_installed() =>
+                if source.kind() == ErrorKind::NotInstalled =>
             {
                 OcfRc::ErrInstalled
             }
@@ -218,13 +221,8 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
-        // virt's Display adds codes and domains; the message is enough.
-        let part = match c.downcast_ref::<Box<virt::error::Error>>() {
-            Some(v) => v.message().to_owned(),
-            None => c.to_string(),
-        };
         text.push_str(": ");
-        text.push_str(part.trim());
+        text.push_str(c.to_string().trim());
         cause = c.source();
     }
     text
@@ -408,51 +406,9 @@ fn check_config_name(name: &str, xml: &str) -> Result<(), Error> {
     }
 }
 
-pub(crate) fn hv_err(what: &'static str, name: &str) -> impl FnOnce(libvirt::Error) -> Error {
+pub(crate) fn hv_err(what: &'static str, name: &str) -> impl FnOnce(hypervisor::Error) -> Error {
     let name = name.to_owned();
     move |source| Error::Libvirt { what, name, source }
-}
-
-/// Polls the domain's state and post-copy side until `done` holds or
-/// `until` passes; returns the last seen.
-pub(crate) fn wait_status<H: Hypervisor + ?Sized>(
-    hv: &H,
-    name: &str,
-    until: Instant,
-    done: impl Fn(Status) -> bool,
-) -> Result<Status, Error> {
-    loop {
-        let status = hv.status(name).map_err(hv_err("get the state of", name))?;
-        if done(status) || Instant::now() + POLL > until {
-            return Ok(status);
-        }
-        sleep(POLL);
-    }
-}
-
-/// [`wait_status`] for a condition on the state alone; returns the last
-/// state seen.
-pub(crate) fn wait_state<H: Hypervisor + ?Sized>(
-    hv: &H,
-    name: &str,
-    until: Instant,
-    done: impl Fn(DomainState) -> bool,
-) -> Result<DomainState, Error> {
-    wait_status(hv, name, until, |s| done(s.state)).map(|s| s.state)
-}
-
-/// A cluster-managed server must never be started by libvirtd itself when
-/// it (re)starts: it would then run twice.
-pub(crate) fn ensure_no_autostart<H: Hypervisor + ?Sized>(hv: &H, name: &str) -> Result<(), Error> {
-    if hv
-        .autostart(name)
-        .map_err(hv_err("read autostart of", name))?
-    {
-        hv.disable_autostart(name)
-            .map_err(hv_err("disable autostart of", name))?;
-        info!("domain {name}: turned libvirt autostart off (Pacemaker starts this server)");
-    }
-    Ok(())
 }
 
 /// The other node, as start sees it: its libvirtd, or why it cannot be
@@ -539,21 +495,22 @@ pub fn start<H: Hypervisor>(
             Some(xml) => xml?,
         };
         check_config_name(name, &xml)?;
-        hv.define(&xml)
-            .map_err(|source| match (&p.config, source.is_xml_error()) {
+        hv.define(&xml).map_err(|source| {
+            match (&p.config, source.kind() == ErrorKind::BadConfig) {
                 (Some(path), true) => Error::BadConfig {
                     path: path.clone(),
                     problem: source.first_line(),
                 },
                 _ => hv_err("define", name)(source),
-            })?;
+            }
+        })?;
         info!(
             "domain {name}: defined from {}",
             p.config.as_deref().unwrap_or_else(|| "".as_ref()).display()
         );
         state = hv.state(name).map_err(hv_err("get the state of", name))?;
     }
-    ensure_no_autostart(hv, name)?;
+    ensure_no_autostart(hv, name).map_err(hv_err("turn autostart off for", name))?;
     if state.is_active() {
         return Ok(Outcome::new(
             OcfRc::Success,
@@ -570,12 +527,13 @@ pub fn start<H: Hypervisor>(
     let t0 = Instant::now();
     if let Err(e) = hv.start(name) {
         // Started by someone else in between: libvirt says it is active.
-        if !e.is_operation_invalid() {
+        if e.kind() != ErrorKind::InvalidState {
             return Err(hv_err("start", name)(e));
         }
         debug!("domain {name}: start refused ({e}); checking its state");
     }
-    let state = wait_state(hv, name, deadline.at(), |s| s == DomainState::Running)?;
+    let state = wait_state(hv, name, deadline.at(), |s| s == DomainState::Running)
+        .map_err(hv_err("get the state of", name))?;
     if state != DomainState::Running {
         return Err(Error::NotStarted {
             name: name.into(),
@@ -625,7 +583,9 @@ pub fn stop<H: Hypervisor>(
     let status = if status.postcopy == Some(Postcopy::Outgoing) {
         info!("domain {name} is the source of a post-copy: waiting for the copy to end");
         let outgoing = |p| p == Some(Postcopy::Outgoing);
-        match wait_status(hv, name, deadline.at(), |s| !outgoing(s.postcopy))? {
+        match wait_status(hv, name, deadline.at(), |s| !outgoing(s.postcopy))
+            .map_err(hv_err("get the state of", name))?
+        {
             s if outgoing(s.postcopy) => {
                 return Err(Error::PostcopyRunning {
                     name: name.into(),
@@ -665,12 +625,13 @@ pub fn stop<H: Hypervisor>(
             if Instant::now() >= next_press {
                 match hv.shutdown(name) {
                     Ok(()) => debug!("domain {name}: ACPI shutdown requested"),
-                    Err(e) if e.is_operation_invalid() => {}
+                    Err(e) if e.kind() == ErrorKind::InvalidState => {}
                     Err(e) => return Err(hv_err("shut down", name)(e)),
                 }
                 next_press = Instant::now() + ACPI_REPEAT;
             }
-            state = wait_state(hv, name, graceful_end.min(next_press), |s| !s.is_active())?;
+            state = wait_state(hv, name, graceful_end.min(next_press), |s| !s.is_active())
+                .map_err(hv_err("get the state of", name))?;
         }
         if !state.is_active() {
             return Ok(Outcome::new(
@@ -687,12 +648,13 @@ pub fn stop<H: Hypervisor>(
     match hv.destroy(name) {
         Ok(()) => {}
         // Already gone by itself between the check and the destroy.
-        Err(e) if e.is_operation_invalid() => {}
+        Err(e) if e.kind() == ErrorKind::InvalidState => {}
         Err(e) => return Err(hv_err("destroy", name)(e)),
     }
     let state = wait_state(hv, name, deadline.at(), |s| {
         !s.is_active() && s != DomainState::Crashed
-    })?;
+    })
+    .map_err(hv_err("get the state of", name))?;
     if state.is_active() || state == DomainState::Crashed {
         return Err(Error::StillActive {
             name: name.into(),
@@ -812,7 +774,7 @@ fn kill_qemu<H: Hypervisor>(hv: &H, name: &str, pid: u32, why: &str) -> Result<O
 fn stop_without_libvirt<H: Hypervisor>(
     hv: &H,
     p: &Params,
-    e: libvirt::Error,
+    e: hypervisor::Error,
 ) -> Result<Outcome, Error> {
     let name = p.name.as_str();
     match hv.qemu(name) {
@@ -930,7 +892,7 @@ pub fn monitor<H: Observe>(hv: &H, p: &Params) -> Result<Outcome, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake::Fake;
+    use crate::hypervisor::fake::{timeout, Fake};
 
     fn params(extra: &[(&str, &str)]) -> Params {
         let env: Env = [("OCF_RESKEY_name", "vm1")]
@@ -1172,8 +1134,8 @@ mod tests {
         );
     }
 
-    fn outgoing_job() -> Option<libvirt::JobProgress> {
-        Some(libvirt::JobProgress {
+    fn outgoing_job() -> Option<hypervisor::JobProgress> {
+        Some(hypervisor::JobProgress {
             migration_out: true,
             ..Default::default()
         })
@@ -1317,9 +1279,7 @@ mod tests {
         let state = DomainState::ShuttingDown;
         let waited = Duration::from_secs(99_999);
         let pid = 4_194_304;
-        let lv = || libvirt::Error::Timeout {
-            what: "get completed job stats (a libvirtd that does not answer)",
-        };
+        let lv = || timeout("get completed job stats (a libvirtd that does not answer)");
         let mut all = vec![
             Error::NotDefined { name: name.clone() },
             Error::ConfigNames {

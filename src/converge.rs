@@ -20,7 +20,7 @@
 //! 4. nothing left: the copy goes on and migrate_to aborts it before its
 //!    deadline.
 
-use crate::libvirt::{mib, JobProgress};
+use crate::hypervisor::{mib, JobProgress};
 
 /// Iterations without progress before the next rung. One iteration can be
 /// unlucky (a burst of guest writes); three in a row is a trend.

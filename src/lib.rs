@@ -9,8 +9,6 @@ pub mod agent;
 pub mod cli;
 pub mod cluster;
 pub mod converge;
-#[cfg(test)]
-mod fake;
 pub mod hypervisor;
 pub mod libvirt;
 pub mod logging;

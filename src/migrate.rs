@@ -16,10 +16,11 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
-use crate::agent::{chain, ensure_no_autostart, hv_err, wait_state, wait_status, Error};
+use crate::agent::{chain, hv_err, Error};
 use crate::converge::{Decision, Ladder, Step};
-use crate::hypervisor::{DomainState, Hypervisor, Postcopy, Qemu, Status};
-use crate::libvirt::{mib, JobProgress, Migration, MigrationRequest};
+use crate::hypervisor::wait::{ensure_no_autostart, wait_state, wait_status};
+use crate::hypervisor::{self, DomainState, Hypervisor, Postcopy, Qemu, Status};
+use crate::hypervisor::{mib, JobProgress, Migration, MigrationRequest};
 use crate::migration_net::{self, Choice, Net};
 use crate::ocf::{Deadline, OcfRc, Outcome, Params, Transport};
 use crate::uri;
@@ -337,7 +338,7 @@ impl Policy<'_> {
         migration: &mut Migration,
         job: &JobProgress,
         ladder: &mut Ladder,
-    ) -> Result<Option<Result<(), crate::libvirt::Error>>, Error> {
+    ) -> Result<Option<Result<(), hypervisor::Error>>, Error> {
         let (local, name) = (self.local, self.name);
         let mut step = Some(step);
         while let Some(s) = step.take() {
@@ -393,7 +394,7 @@ enum Restart {
     /// A new copy runs, with auto-converge.
     Started(Migration),
     /// The copy ended while it was being aborted: its result.
-    Ended(Result<(), crate::libvirt::Error>),
+    Ended(Result<(), hypervisor::Error>),
     /// The copy goes on as it is, for this reason.
     NotNow(String),
 }
@@ -413,7 +414,7 @@ fn restart(
     job: &JobProgress,
     downtime_ms: u64,
     abort_at: Instant,
-) -> Result<Restart, crate::libvirt::Error> {
+) -> Result<Restart, hypervisor::Error> {
     let needed = match (job.data_total, job.mem_bps) {
         (Some(total), Some(bps)) if bps > 0 => {
             Duration::from_secs_f64(2.0 * total as f64 / bps as f64)
@@ -513,7 +514,7 @@ fn failed(
     peer: &dyn Hypervisor,
     name: &str,
     target: &str,
-    e: crate::libvirt::Error,
+    e: hypervisor::Error,
 ) -> Result<Outcome, Error> {
     let (here, postcopy) = local
         .status(name)
@@ -564,7 +565,7 @@ fn abort(
     migration: &Migration,
     t0: Instant,
     deadline: &Deadline,
-) -> Option<Result<(), crate::libvirt::Error>> {
+) -> Option<Result<(), hypervisor::Error>> {
     let progress = local.job(name).ok().flatten();
     warn!(
         "migration of {name} to {target} not done after {:.1?} ({}); aborting it before the deadline",
@@ -586,7 +587,7 @@ fn see_postcopy_through(
     migration: &Migration,
     t0: Instant,
     deadline: &Deadline,
-) -> Option<Result<(), crate::libvirt::Error>> {
+) -> Option<Result<(), hypervisor::Error>> {
     warn!(
         "migration of {name} to {target} is in post-copy after {:.1?}: the guest runs on {target} and the copy cannot be aborted; waiting for the pages still here",
         t0.elapsed()
@@ -628,9 +629,9 @@ fn resume_broken_postcopy(
     name: &str,
     target: &str,
     req: &MigrationRequest,
-    broke: crate::libvirt::Error,
+    broke: hypervisor::Error,
     deadline: &Deadline,
-) -> Option<Result<(), crate::libvirt::Error>> {
+) -> Option<Result<(), hypervisor::Error>> {
     let until = deadline.earlier_by(POLL * 4);
     let resume = MigrationRequest {
         postcopy_resume: true,
@@ -682,7 +683,7 @@ fn timed_out(
     name: &str,
     target: &str,
     t0: Instant,
-    ended: Option<Result<(), crate::libvirt::Error>>,
+    ended: Option<Result<(), hypervisor::Error>>,
     deadline: &Deadline,
 ) -> Result<Outcome, Error> {
     let here = wait_state(local, name, deadline.at(), |s| s == DomainState::Running).ok();
@@ -741,7 +742,8 @@ pub fn migrate_from(
     // not coming.
     let status = wait_status(hv, name, deadline.at(), |s| {
         arrived(s) || (!s.state.is_active() && Instant::now() >= grace)
-    })?;
+    })
+    .map_err(hv_err("get the state of", name))?;
     let state = status.state;
     if !arrived(status) {
         return Err(Error::NotArrived {
@@ -751,7 +753,7 @@ pub fn migrate_from(
             waited: t0.elapsed(),
         });
     }
-    ensure_no_autostart(hv, name)?;
+    ensure_no_autostart(hv, name).map_err(hv_err("turn autostart off for", name))?;
     // In post-copy the guest runs here while part of its memory is still
     // on the source: wait for the rest, so that the stop Pacemaker runs on
     // the source next finds the copy done. Past the deadline the guest
@@ -860,7 +862,7 @@ pub fn plan(net: &dyn Net, p: &Params, target: &str) -> Result<Outcome, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake::Fake;
+    use crate::hypervisor::fake::{timeout, Fake};
 
     #[test]
     fn peer_uris_never_carry_the_local_query() {
@@ -924,7 +926,7 @@ mod tests {
 
     /// A post-copy that broke with `Timeout { what: "the copy" }`, resumed
     /// on `f` within a `secs` timeout.
-    fn resume(f: &Fake, secs: u64) -> Option<Result<(), crate::libvirt::Error>> {
+    fn resume(f: &Fake, secs: u64) -> Option<Result<(), hypervisor::Error>> {
         let req = MigrationRequest {
             dconn_uri: "qemu+tcp://node-b/system".into(),
             data_uri: "tcp://10.251.11.2".into(),
@@ -936,7 +938,7 @@ mod tests {
             postcopy: true,
             postcopy_resume: false,
         };
-        let broke = crate::libvirt::Error::Timeout { what: "the copy" };
+        let broke = timeout("the copy");
         let deadline = Deadline::new(Duration::from_secs(secs));
         resume_broken_postcopy(f, "vm1", "node-b", &req, broke, &deadline)
     }
@@ -960,10 +962,7 @@ mod tests {
         let f = Fake::new(&[DomainState::Running]);
         let r = resume(&f, 10);
         assert!(
-            matches!(
-                r,
-                Some(Err(crate::libvirt::Error::Timeout { what: "the copy" }))
-            ),
+            matches!(&r, Some(Err(e)) if e.to_string().contains("the copy")),
             "{r:?}"
         );
         assert!(f.calls().is_empty());
@@ -983,10 +982,7 @@ mod tests {
         *f.migrations.borrow_mut() = vec![Some(Err(())); 4];
         let r = resume(&f, 3);
         assert!(
-            matches!(
-                r,
-                Some(Err(crate::libvirt::Error::Timeout { what: "migrate" }))
-            ),
+            matches!(&r, Some(Err(e)) if e.to_string().contains("migrate")),
             "{r:?}"
         );
         assert!(t0.elapsed() < Duration::from_secs(3));

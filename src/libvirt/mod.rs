@@ -32,17 +32,40 @@ use virt::domain::{DomainState as VirtState, DomainStateEnum};
 use virt::error::ErrorNumber;
 use virt::sys;
 
-use crate::hypervisor::{DomainState, Hypervisor, Observe, Postcopy, Qemu, Status};
+use crate::hypervisor::{
+    DomainState, Error as HvError, ErrorKind, Hypervisor, JobProgress, Migration, MigrationRequest,
+    Observe, Postcopy, Qemu, Status,
+};
 
+/// libvirt's own error, shown by its message alone: virt's Display adds
+/// the error's codes and domain, which say nothing to an admin. Boxed: it
+/// carries a message and codes, and would make every Result large.
+#[derive(Debug)]
+pub struct Message(Box<virt::error::Error>);
+
+impl std::fmt::Display for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.message().trim())
+    }
+}
+
+impl std::error::Error for Message {}
+
+impl From<virt::error::Error> for Message {
+    fn from(e: virt::error::Error) -> Self {
+        Message(Box::new(e))
+    }
+}
+
+/// What went wrong inside this backend; the traits see it as a
+/// [`HvError`] of the right [`ErrorKind`].
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    // virt's errors are boxed: they carry a message and codes, and would
-    // make every Result in the agent large.
     #[error("cannot connect to libvirt at {uri}")]
     Connect {
         uri: String,
         #[source]
-        source: Box<virt::error::Error>,
+        source: Message,
     },
     #[error("libvirtd did not answer {what} in time")]
     Timeout { what: &'static str },
@@ -50,14 +73,12 @@ pub enum Error {
     Call {
         what: &'static str,
         #[source]
-        source: Box<virt::error::Error>,
+        source: Message,
     },
     #[error("cannot start a thread for a libvirt call")]
     Thread(#[source] std::io::Error),
     #[error(transparent)]
     Load(&'static load::Error),
-    #[error("{0}")]
-    Kill(String),
     #[error("libvirtd's RPC {what} failed")]
     Rpc {
         what: &'static str,
@@ -67,71 +88,38 @@ pub enum Error {
 }
 
 impl Error {
-    /// libvirt answered that the operation does not apply to the domain's
-    /// current state (e.g. shutdown of a domain that is already off).
-    pub fn is_operation_invalid(&self) -> bool {
-        matches!(self, Error::Call { source, .. } if source.code().is(ErrorNumber::OperationInvalid))
-    }
-
-    /// libvirt rejected a domain XML: the config file is wrong, wherever
-    /// it is used.
-    pub fn is_xml_error(&self) -> bool {
-        matches!(self, Error::Call { source, .. } if [
-            ErrorNumber::XmlError,
-            ErrorNumber::XmlDetail,
-            ErrorNumber::XmlInvalidSchema,
-        ]
-        .into_iter()
-        .any(|n| source.code().is(n)))
-    }
-
-    /// libvirt was not reachable or did not answer: the domain's state is
-    /// unknown, not "stopped". A libvirt.so.0 that cannot be loaded cannot
-    /// be asked either.
-    pub fn is_unreachable(&self) -> bool {
-        matches!(
-            self,
-            Error::Connect { .. } | Error::Timeout { .. } | Error::Load(_)
-        ) || matches!(self, Error::Rpc { source, .. } if source.is_unreachable())
-    }
-
-    /// The first line of libvirt's message: its XML parser adds the
-    /// offending line of the document after it, which must not reach a
-    /// log or an exit reason when the document is not what it should be.
-    pub fn first_line(&self) -> String {
-        let text = match self {
-            Error::Call { source, .. } => source.message().to_owned(),
-            other => other.to_string(),
-        };
-        text.lines().next().unwrap_or_default().trim().to_owned()
-    }
-
-    /// libvirt.so.0 is missing or unusable on this node.
-    pub fn is_not_installed(&self) -> bool {
-        matches!(self, Error::Load(_))
+    fn kind(&self) -> ErrorKind {
+        let code = |n| matches!(self, Error::Call { source, .. } if source.0.code().is(n));
+        match self {
+            Error::Connect { .. } => ErrorKind::Unreachable,
+            Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::Load(_) => ErrorKind::NotInstalled,
+            Error::Rpc { source, .. } if source.is_unreachable() => ErrorKind::Unreachable,
+            // libvirt answered that the operation does not apply to the
+            // domain's current state (e.g. shutdown of a domain that is
+            // already off).
+            _ if code(ErrorNumber::OperationInvalid) => ErrorKind::InvalidState,
+            // libvirt rejected a domain XML: the config file is wrong,
+            // wherever it is used.
+            _ if [
+                ErrorNumber::XmlError,
+                ErrorNumber::XmlDetail,
+                ErrorNumber::XmlInvalidSchema,
+            ]
+            .into_iter()
+            .any(code) =>
+            {
+                ErrorKind::BadConfig
+            }
+            _ => ErrorKind::Other,
+        }
     }
 }
 
-/// Progress (or the result) of a domain's migration job, from
-/// virDomainGetJobStats. Sizes in bytes, times in ms.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct JobProgress {
-    pub elapsed_ms: Option<u64>,
-    pub data_total: Option<u64>,
-    pub data_processed: Option<u64>,
-    pub data_remaining: Option<u64>,
-    /// Bytes per second of the RAM copy.
-    pub mem_bps: Option<u64>,
-    /// Pre-copy iterations so far.
-    pub iteration: Option<u64>,
-    /// Guest pages dirtied per second.
-    pub dirty_rate: Option<u64>,
-    /// The freeze at the end, once known.
-    pub downtime_ms: Option<u64>,
-    /// How much auto-converge slows the guest's vCPUs, in percent.
-    pub throttle_pct: Option<u64>,
-    /// The job is an outgoing migration (not, say, a dump or a backup).
-    pub migration_out: bool,
+impl From<Error> for HvError {
+    fn from(e: Error) -> Self {
+        HvError::new(e.kind(), e)
+    }
 }
 
 /// A libvirt call's status return: -1 is failure, with the details in
@@ -142,11 +130,6 @@ fn status(rc: std::os::raw::c_int) -> Result<(), virt::error::Error> {
     } else {
         Ok(())
     }
-}
-
-/// Job statistics count bytes; the logs speak MiB.
-pub fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
 }
 
 /// virDomainGetJobStats, read with libvirt's own typed-parameter getters.
@@ -210,30 +193,6 @@ fn job_progress(
     Ok((job_type != sys::VIR_DOMAIN_JOB_NONE as i32).then_some(progress))
 }
 
-/// What a live migration needs from the caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MigrationRequest {
-    /// The target's libvirtd, reached by the source libvirtd (peer-to-peer).
-    pub dconn_uri: String,
-    /// Where QEMU sends the RAM (`tcp://<address>`).
-    pub data_uri: String,
-    /// MiB/s; 0 = unlimited.
-    pub bandwidth: u64,
-    pub max_downtime_ms: u64,
-    /// TCP connections for the RAM copy; above 1, libvirt's PARALLEL.
-    pub parallel: u32,
-    /// Encrypt the RAM copy with QEMU's native TLS, checking the target's
-    /// certificate against this host name.
-    pub tls_host: Option<String>,
-    /// Let QEMU throttle the vCPUs when the copy falls behind.
-    pub auto_converge: bool,
-    /// Allow a later switch to post-copy ([`Hypervisor::start_postcopy`]).
-    pub postcopy: bool,
-    /// Resume this migration's broken post-copy over a new connection
-    /// instead of starting one.
-    pub postcopy_resume: bool,
-}
-
 /// auto-converge's first throttle and its step, in percent (QEMU's own
 /// defaults are 20 and 10). The policy only turns it on after the copy has
 /// stalled at the largest allowed downtime, so the throttle starts where
@@ -241,87 +200,57 @@ pub struct MigrationRequest {
 const AUTO_CONVERGE_INITIAL_PCT: i32 = 30;
 const AUTO_CONVERGE_INCREMENT_PCT: i32 = 20;
 
-impl MigrationRequest {
-    /// virDomainMigrateToURI3's flags and typed parameters for this request.
-    fn flags_and_params(&self) -> (sys::virDomainMigrateFlags, MigrateParameters) {
-        // Peer-to-peer: the source libvirtd drives the migration and talks
-        // to the target itself, so the agent can be killed without
-        // orphaning a half-done job on the target (migrate3 refuses
-        // PEER2PEER: migrate_to_uri3). PERSIST_DEST without
-        // UNDEFINE_SOURCE: both nodes keep the definition, so Pacemaker can
-        // start the server on either one after a failover.
-        let mut flags = sys::VIR_MIGRATE_LIVE
-            | sys::VIR_MIGRATE_PEER2PEER
-            | sys::VIR_MIGRATE_PERSIST_DEST
-            | sys::VIR_MIGRATE_ABORT_ON_ERROR;
-        let mut params = MigrateParameters {
-            uri: Some(self.data_uri.clone()),
-            bandwidth: (self.bandwidth > 0).then_some(self.bandwidth),
-            ..MigrateParameters::default()
-        };
-        if self.parallel > 1 {
-            flags |= sys::VIR_MIGRATE_PARALLEL;
-            params.parallel_connections = i32::try_from(self.parallel).ok();
-        }
-        if let Some(host) = &self.tls_host {
-            // Native TLS on the data stream (not TUNNELLED, which would
-            // push the RAM through libvirtd). QEMU checks the target's
-            // certificate against the host of the data URI, an address
-            // when the migration network was chosen: tls.destination names
-            // the host the certificate is issued to instead.
-            flags |= sys::VIR_MIGRATE_TLS;
-            params.tls_destination = Some(host.clone());
-        }
-        if self.auto_converge {
-            flags |= sys::VIR_MIGRATE_AUTO_CONVERGE;
-            params.auto_converge_initial = Some(AUTO_CONVERGE_INITIAL_PCT);
-            params.auto_converge_increment = Some(AUTO_CONVERGE_INCREMENT_PCT);
-        }
-        if self.postcopy {
-            // Only enables the capability on both sides; the switch itself
-            // is virDomainMigrateStartPostCopy, if the policy gets there.
-            flags |= sys::VIR_MIGRATE_POSTCOPY;
-            // QEMU limits post-copy separately (max-postcopy-bandwidth,
-            // unlimited unless set): without this the cap that protects
-            // the link's other traffic (corosync, DRBD) would end where
-            // post-copy begins. Ganeti sets both for the same reason.
-            params.bandwidth_postcopy = params.bandwidth;
-        }
-        if self.postcopy_resume {
-            // libvirt wants the flags of the migration that broke, plus
-            // this one (virDomainMigrateToURI3, "post-copy recovery").
-            flags |= sys::VIR_MIGRATE_POSTCOPY_RESUME;
-        }
-        (flags, params)
+/// virDomainMigrateToURI3's flags and typed parameters for a request.
+fn flags_and_params(req: &MigrationRequest) -> (sys::virDomainMigrateFlags, MigrateParameters) {
+    // Peer-to-peer: the source libvirtd drives the migration and talks
+    // to the target itself, so the agent can be killed without
+    // orphaning a half-done job on the target (migrate3 refuses
+    // PEER2PEER: migrate_to_uri3). PERSIST_DEST without
+    // UNDEFINE_SOURCE: both nodes keep the definition, so Pacemaker can
+    // start the server on either one after a failover.
+    let mut flags = sys::VIR_MIGRATE_LIVE
+        | sys::VIR_MIGRATE_PEER2PEER
+        | sys::VIR_MIGRATE_PERSIST_DEST
+        | sys::VIR_MIGRATE_ABORT_ON_ERROR;
+    let mut params = MigrateParameters {
+        uri: Some(req.data_uri.clone()),
+        bandwidth: (req.bandwidth > 0).then_some(req.bandwidth),
+        ..MigrateParameters::default()
+    };
+    if req.parallel > 1 {
+        flags |= sys::VIR_MIGRATE_PARALLEL;
+        params.parallel_connections = i32::try_from(req.parallel).ok();
     }
-}
-
-/// A migration in flight: virDomainMigrateToURI3 blocks until the
-/// migration ends, so it runs on its own thread and this is its answer.
-pub struct Migration {
-    rx: mpsc::Receiver<Result<(), Error>>,
-}
-
-impl Migration {
-    pub fn new(rx: mpsc::Receiver<Result<(), Error>>) -> Self {
-        Migration { rx }
+    if let Some(host) = &req.tls_host {
+        // Native TLS on the data stream (not TUNNELLED, which would
+        // push the RAM through libvirtd). QEMU checks the target's
+        // certificate against the host of the data URI, an address
+        // when the migration network was chosen: tls.destination names
+        // the host the certificate is issued to instead.
+        flags |= sys::VIR_MIGRATE_TLS;
+        params.tls_destination = Some(host.clone());
     }
-
-    /// The migration's result if it ends by `until`.
-    pub fn wait_until(&self, until: Instant) -> Option<Result<(), Error>> {
-        self.wait(until.saturating_duration_since(Instant::now()))
+    if req.auto_converge {
+        flags |= sys::VIR_MIGRATE_AUTO_CONVERGE;
+        params.auto_converge_initial = Some(AUTO_CONVERGE_INITIAL_PCT);
+        params.auto_converge_increment = Some(AUTO_CONVERGE_INCREMENT_PCT);
     }
-
-    /// The migration's result if it ends within `wait`.
-    pub fn wait(&self, wait: Duration) -> Option<Result<(), Error>> {
-        match self.rx.recv_timeout(wait) {
-            Ok(r) => Some(r),
-            Err(mpsc::RecvTimeoutError::Timeout) => None,
-            Err(mpsc::RecvTimeoutError::Disconnected) => Some(Err(Error::Timeout {
-                what: "migrate (the migration thread ended without an answer)",
-            })),
-        }
+    if req.postcopy {
+        // Only enables the capability on both sides; the switch itself
+        // is virDomainMigrateStartPostCopy, if the policy gets there.
+        flags |= sys::VIR_MIGRATE_POSTCOPY;
+        // QEMU limits post-copy separately (max-postcopy-bandwidth,
+        // unlimited unless set): without this the cap that protects
+        // the link's other traffic (corosync, DRBD) would end where
+        // post-copy begins. Ganeti sets both for the same reason.
+        params.bandwidth_postcopy = params.bandwidth;
     }
+    if req.postcopy_resume {
+        // libvirt wants the flags of the migration that broke, plus
+        // this one (virDomainMigrateToURI3, "post-copy recovery").
+        flags |= sys::VIR_MIGRATE_POSTCOPY_RESUME;
+    }
+    (flags, params)
 }
 
 /// A libvirt connection whose every call ends by `deadline`.
@@ -396,10 +325,19 @@ impl Libvirt {
                 .map(Arc::new)
                 .map_err(|source| Error::Connect {
                     uri,
-                    source: Box::new(source),
+                    source: source.into(),
                 })
         })?;
         Ok(Arc::clone(self.conn.get_or_init(|| conn)))
+    }
+
+    /// [`Libvirt::with_domain`], as the traits see its error.
+    fn call<T, F>(&self, what: &'static str, name: &str, f: F) -> Result<T, HvError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&virt::domain::Domain) -> Result<T, virt::error::Error> + Send + 'static,
+    {
+        self.with_domain(what, name, f).map_err(HvError::from)
     }
 
     /// One bounded call with the connection and the named domain.
@@ -415,7 +353,7 @@ impl Libvirt {
                 .and_then(|dom| f(&dom))
                 .map_err(|source| Error::Call {
                     what,
-                    source: Box::new(source),
+                    source: source.into(),
                 })
         })
     }
@@ -504,7 +442,7 @@ fn map_state(s: virt::domain::DomainStateEnum) -> DomainState {
 }
 
 impl Observe for Libvirt {
-    fn status(&self, name: &str) -> Result<Status, Error> {
+    fn status(&self, name: &str) -> Result<Status, HvError> {
         let got = self.with_domain("get state", name, |d| {
             let (mut state, mut reason) = (-1, -1);
             // SAFETY: `d` is a live domain handle for the duration of this
@@ -517,10 +455,10 @@ impl Observe for Libvirt {
         });
         match got {
             Ok((state, reason)) => Ok(observed(state, reason)),
-            Err(Error::Call { source, .. }) if source.code().is(ErrorNumber::NoDomain) => {
+            Err(Error::Call { source, .. }) if source.0.code().is(ErrorNumber::NoDomain) => {
                 Ok(UNDEFINED)
             }
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -530,40 +468,41 @@ impl Observe for Libvirt {
 }
 
 impl Hypervisor for Libvirt {
-    fn define(&self, xml: &str) -> Result<String, Error> {
-        let conn = self.connection()?;
+    fn define(&self, xml: &str) -> Result<String, HvError> {
+        let conn = self.connection().map_err(HvError::from)?;
         let xml = xml.to_owned();
         self.bounded("define", move || {
             conn.define_domain_xml(&xml)
                 .and_then(|d| d.name())
                 .map_err(|source| Error::Call {
                     what: "define",
-                    source: Box::new(source),
+                    source: source.into(),
                 })
         })
+        .map_err(HvError::from)
     }
 
-    fn start(&self, name: &str) -> Result<(), Error> {
-        self.with_domain("start", name, |d| d.create())
+    fn start(&self, name: &str) -> Result<(), HvError> {
+        self.call("start", name, |d| d.create())
     }
 
-    fn shutdown(&self, name: &str) -> Result<(), Error> {
-        self.with_domain("shutdown", name, |d| d.shutdown())
+    fn shutdown(&self, name: &str) -> Result<(), HvError> {
+        self.call("shutdown", name, |d| d.shutdown())
     }
 
-    fn destroy(&self, name: &str) -> Result<(), Error> {
-        self.with_domain("destroy", name, |d| d.destroy())
+    fn destroy(&self, name: &str) -> Result<(), HvError> {
+        self.call("destroy", name, |d| d.destroy())
     }
 
-    fn autostart(&self, name: &str) -> Result<bool, Error> {
-        self.with_domain("get autostart", name, |d| d.autostart())
+    fn autostart(&self, name: &str) -> Result<bool, HvError> {
+        self.call("get autostart", name, |d| d.autostart())
     }
 
-    fn disable_autostart(&self, name: &str) -> Result<(), Error> {
-        self.with_domain("disable autostart", name, |d| d.set_autostart(false))
+    fn disable_autostart(&self, name: &str) -> Result<(), HvError> {
+        self.call("disable autostart", name, |d| d.set_autostart(false))
     }
 
-    fn migrate(&self, name: &str, req: &MigrationRequest) -> Result<Migration, Error> {
+    fn migrate(&self, name: &str, req: &MigrationRequest) -> Result<Migration, HvError> {
         let (uri, name, req) = (self.uri.clone(), name.to_owned(), req.clone());
         let (tx, rx) = mpsc::sync_channel(1);
         std::thread::Builder::new()
@@ -579,38 +518,42 @@ impl Hypervisor for Libvirt {
                     Err(source) => {
                         let _ = tx.send(Err(Error::Connect {
                             uri,
-                            source: Box::new(source),
-                        }));
+                            source: source.into(),
+                        }
+                        .into()));
                         return;
                     }
                 };
                 let r = conn.lookup_domain_by_name(&name).and_then(|dom| {
-                    let (flags, params) = req.flags_and_params();
+                    let (flags, params) = flags_and_params(&req);
                     dom.migrate_to_uri3(Some(&req.dconn_uri), params, flags)
                 });
-                let _ = tx.send(r.map_err(|source| Error::Call {
-                    what: "migrate",
-                    source: Box::new(source),
+                let _ = tx.send(r.map_err(|source| {
+                    Error::Call {
+                        what: "migrate",
+                        source: source.into(),
+                    }
+                    .into()
                 }));
                 // Leaked like the main connection (see `Drop for Libvirt`).
                 std::mem::forget(conn);
             })
-            .map_err(Error::Thread)?;
+            .map_err(|e| HvError::from(Error::Thread(e)))?;
         Ok(Migration::new(rx))
     }
 
-    fn set_max_downtime(&self, name: &str, ms: u64) -> Result<(), Error> {
-        self.with_domain("set the maximum downtime", name, move |d| {
+    fn set_max_downtime(&self, name: &str, ms: u64) -> Result<(), HvError> {
+        self.call("set the maximum downtime", name, move |d| {
             d.migrate_set_max_downtime(ms, 0)
         })
     }
 
-    fn job(&self, name: &str) -> Result<Option<JobProgress>, Error> {
-        self.with_domain("get job stats", name, |d| job_progress(d, 0))
+    fn job(&self, name: &str) -> Result<Option<JobProgress>, HvError> {
+        self.call("get job stats", name, |d| job_progress(d, 0))
     }
 
-    fn completed_job(&self, name: &str) -> Result<Option<JobProgress>, Error> {
-        self.with_domain("get completed job stats", name, |d| {
+    fn completed_job(&self, name: &str) -> Result<Option<JobProgress>, HvError> {
+        self.call("get completed job stats", name, |d| {
             // KEEP_COMPLETED: without it libvirt deletes the statistics
             // as it returns them, and `virsh domjobinfo --completed` shows
             // the admin nothing after the agent has read the downtime.
@@ -621,8 +564,8 @@ impl Hypervisor for Libvirt {
         })
     }
 
-    fn abort_job(&self, name: &str) -> Result<(), Error> {
-        self.with_domain("abort the job of", name, |d| {
+    fn abort_job(&self, name: &str) -> Result<(), HvError> {
+        self.call("abort the job of", name, |d| {
             // SAFETY: `d` is a live domain handle for the duration of this
             // closure; virDomainAbortJob only reads it (virt 0.5 has no
             // wrapper for it).
@@ -630,8 +573,8 @@ impl Hypervisor for Libvirt {
         })
     }
 
-    fn start_postcopy(&self, name: &str) -> Result<(), Error> {
-        self.with_domain("switch to post-copy", name, |d| {
+    fn start_postcopy(&self, name: &str) -> Result<(), HvError> {
+        self.call("switch to post-copy", name, |d| {
             // SAFETY: `d` is a live domain handle for the duration of this
             // closure; virDomainMigrateStartPostCopy only reads it (virt
             // 0.5 has no wrapper for it). Flags must be 0.
@@ -639,8 +582,8 @@ impl Hypervisor for Libvirt {
         })
     }
 
-    fn kill_qemu(&self, name: &str, pid: u32) -> Result<(), Error> {
-        qemu_proc::kill(name, pid, self.deadline).map_err(Error::Kill)
+    fn kill_qemu(&self, name: &str, pid: u32) -> Result<(), HvError> {
+        qemu_proc::kill(name, pid, self.deadline).map_err(|e| HvError::new(ErrorKind::Other, e))
     }
 }
 
@@ -696,15 +639,15 @@ mod tests {
             postcopy,
             postcopy_resume: false,
         };
-        let (flags, params) = req(8, true).flags_and_params();
+        let (flags, params) = flags_and_params(&req(8, true));
         assert_ne!(flags & sys::VIR_MIGRATE_POSTCOPY, 0);
         assert_eq!(
             (params.bandwidth, params.bandwidth_postcopy),
             (Some(8), Some(8))
         );
-        let (_, params) = req(0, true).flags_and_params();
+        let (_, params) = flags_and_params(&req(0, true));
         assert_eq!((params.bandwidth, params.bandwidth_postcopy), (None, None));
-        let (flags, params) = req(8, false).flags_and_params();
+        let (flags, params) = flags_and_params(&req(8, false));
         assert_eq!(flags & sys::VIR_MIGRATE_POSTCOPY, 0);
         assert_eq!(params.bandwidth_postcopy, None);
     }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use virt::sys;
 
 use super::{bounded, observed, qemu_proc, Error as LibvirtError, Libvirt, UNDEFINED};
-use crate::hypervisor::{Observe, Qemu, Status};
+use crate::hypervisor::{Error as HvError, Observe, Qemu, Status};
 
 /// The only URI asked directly: the local privileged QEMU driver, the
 /// agent's default. Other URIs (a `?socket=`, another transport, a session
@@ -314,7 +314,7 @@ impl Rpc {
 }
 
 impl Observe for Rpc {
-    fn status(&self, name: &str) -> Result<Status, LibvirtError> {
+    fn status(&self, name: &str) -> Result<Status, HvError> {
         let (socket, owned) = (self.socket.clone(), name.to_owned());
         let until = (Instant::now() + self.ask_budget).min(self.deadline);
         let got = bounded("get state", until, move || {
@@ -332,7 +332,7 @@ impl Observe for Rpc {
                     .per_call(self.ask_budget)
                     .status(name)
             }
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 

@@ -1,11 +1,178 @@
 //! The boundary between the agent's decisions and the hypervisor: two small
 //! traits the actions are written against (monitor's questions, and the
-//! rest), implemented for real by [`crate::libvirt`] and by a fake in unit
-//! tests of decision logic.
+//! rest) and every type they speak, the error included. It is implemented
+//! for real by `crate::libvirt`, which stands below it, and by a scripted
+//! fake in unit tests of decision logic ([`fake`]). The waits built on the
+//! traits are in [`wait`].
+
+#[cfg(test)]
+pub mod fake;
+pub mod wait;
 
 use std::fmt;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
-use crate::libvirt::{Error, JobProgress, Migration, MigrationRequest};
+/// What kind of failure a hypervisor call had, as the actions tell them
+/// apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The hypervisor cannot be reached (not listening, connection refused
+    /// or broken).
+    Unreachable,
+    /// It did not answer in time (hung, or stopped).
+    Timeout,
+    /// Its client library is missing or unusable on this node.
+    NotInstalled,
+    /// The operation does not apply to the domain's current state (e.g. a
+    /// shutdown of a domain that is already off).
+    InvalidState,
+    /// It rejected a domain XML.
+    BadConfig,
+    /// Anything else.
+    Other,
+}
+
+/// A failed hypervisor call: its kind, and what the backend said.
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    inner: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl Error {
+    pub fn new(
+        kind: ErrorKind,
+        inner: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Error {
+            kind,
+            inner: inner.into(),
+        }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The hypervisor was not reachable or did not answer: the domain's
+    /// state is unknown, not "stopped". A client library that cannot be
+    /// loaded cannot ask either.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::Unreachable | ErrorKind::Timeout | ErrorKind::NotInstalled
+        )
+    }
+
+    /// The first line of the innermost message: libvirt's XML parser adds
+    /// the offending line of the document after it, which must not reach a
+    /// log or an exit reason when the document is not what it should be.
+    pub fn first_line(&self) -> String {
+        let mut last: &dyn std::error::Error = &*self.inner;
+        while let Some(s) = last.source() {
+            last = s;
+        }
+        last.to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner.source()
+    }
+}
+
+/// Progress (or the result) of a domain's migration job, from
+/// virDomainGetJobStats. Sizes in bytes, times in ms.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobProgress {
+    pub elapsed_ms: Option<u64>,
+    pub data_total: Option<u64>,
+    pub data_processed: Option<u64>,
+    pub data_remaining: Option<u64>,
+    /// Bytes per second of the RAM copy.
+    pub mem_bps: Option<u64>,
+    /// Pre-copy iterations so far.
+    pub iteration: Option<u64>,
+    /// Guest pages dirtied per second.
+    pub dirty_rate: Option<u64>,
+    /// The freeze at the end, once known.
+    pub downtime_ms: Option<u64>,
+    /// How much auto-converge slows the guest's vCPUs, in percent.
+    pub throttle_pct: Option<u64>,
+    /// The job is an outgoing migration (not, say, a dump or a backup).
+    pub migration_out: bool,
+}
+
+/// Job statistics count bytes; the logs speak MiB.
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// What a live migration needs from the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationRequest {
+    /// The target's libvirtd, reached by the source libvirtd (peer-to-peer).
+    pub dconn_uri: String,
+    /// Where QEMU sends the RAM (`tcp://<address>`).
+    pub data_uri: String,
+    /// MiB/s; 0 = unlimited.
+    pub bandwidth: u64,
+    pub max_downtime_ms: u64,
+    /// TCP connections for the RAM copy; above 1, libvirt's PARALLEL.
+    pub parallel: u32,
+    /// Encrypt the RAM copy with QEMU's native TLS, checking the target's
+    /// certificate against this host name.
+    pub tls_host: Option<String>,
+    /// Let QEMU throttle the vCPUs when the copy falls behind.
+    pub auto_converge: bool,
+    /// Allow a later switch to post-copy ([`Hypervisor::start_postcopy`]).
+    pub postcopy: bool,
+    /// Resume this migration's broken post-copy over a new connection
+    /// instead of starting one.
+    pub postcopy_resume: bool,
+}
+
+/// A migration in flight: virDomainMigrateToURI3 blocks until the
+/// migration ends, so it runs on its own thread and this is its answer.
+pub struct Migration {
+    rx: mpsc::Receiver<Result<(), Error>>,
+}
+
+impl Migration {
+    pub fn new(rx: mpsc::Receiver<Result<(), Error>>) -> Self {
+        Migration { rx }
+    }
+
+    /// The migration's result if it ends by `until`.
+    pub fn wait_until(&self, until: Instant) -> Option<Result<(), Error>> {
+        self.wait(until.saturating_duration_since(Instant::now()))
+    }
+
+    /// The migration's result if it ends within `wait`.
+    pub fn wait(&self, wait: Duration) -> Option<Result<(), Error>> {
+        match self.rx.recv_timeout(wait) {
+            Ok(r) => Some(r),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => Some(Err(Error::new(
+                ErrorKind::Other,
+                "the migration thread ended without an answer",
+            ))),
+        }
+    }
+}
 
 /// A domain's state as the agent needs it, mapped from libvirt's
 /// `virDomainState`. `Undefined` is libvirt's VIR_ERR_NO_DOMAIN: the domain

@@ -6,8 +6,10 @@
 use std::cell::{Cell, RefCell};
 use std::sync::mpsc;
 
-use crate::hypervisor::{DomainState, Hypervisor, Observe, Postcopy, Qemu, Status};
-use crate::libvirt;
+use super::{
+    DomainState, Error, ErrorKind, Hypervisor, JobProgress, Migration, MigrationRequest, Observe,
+    Postcopy, Qemu, Status,
+};
 
 /// A scripted hypervisor: `states` are returned in order (the last one
 /// repeats); calls are recorded.
@@ -23,7 +25,7 @@ pub struct Fake {
     /// libvirt paused the domain for a migration, in order like `states`.
     pub migrating: RefCell<Vec<bool>>,
     /// The domain's current job, in order like `states`.
-    pub jobs: RefCell<Vec<Option<libvirt::JobProgress>>>,
+    pub jobs: RefCell<Vec<Option<JobProgress>>>,
     /// An abort leaves the job running (as one at its very end does).
     pub abort_ignored: bool,
     /// The state after a shutdown request (None: the guest ignores it).
@@ -33,7 +35,7 @@ pub struct Fake {
     /// How each migration started ends, in order: Err(()) fails it, None
     /// leaves it running (its sender is kept in `running`).
     pub migrations: RefCell<Vec<Option<Result<(), ()>>>>,
-    running: RefCell<Vec<mpsc::SyncSender<Result<(), libvirt::Error>>>>,
+    running: RefCell<Vec<mpsc::SyncSender<Result<(), Error>>>>,
 }
 
 impl Fake {
@@ -67,7 +69,7 @@ impl Fake {
 }
 
 impl Observe for Fake {
-    fn status(&self, _: &str) -> Result<Status, libvirt::Error> {
+    fn status(&self, _: &str) -> Result<Status, Error> {
         let state = next(&mut self.states.borrow_mut());
         let postcopy = next(&mut self.postcopy.borrow_mut());
         let migrating = next(&mut self.migrating.borrow_mut());
@@ -77,7 +79,7 @@ impl Observe for Fake {
                 postcopy,
                 migrating,
             })
-            .map_err(|()| libvirt::Error::Timeout { what: "get state" })
+            .map_err(|()| timeout("get state"))
     }
     /// An active domain has a QEMU process, as in libvirt; `pid`
     /// forces one (a QEMU libvirt does not know about).
@@ -92,41 +94,37 @@ impl Observe for Fake {
 }
 
 impl Hypervisor for Fake {
-    fn define(&self, _: &str) -> Result<String, libvirt::Error> {
+    fn define(&self, _: &str) -> Result<String, Error> {
         self.calls.borrow_mut().push("define");
         self.set(DomainState::Shutoff);
         Ok("vm1".into())
     }
-    fn start(&self, _: &str) -> Result<(), libvirt::Error> {
+    fn start(&self, _: &str) -> Result<(), Error> {
         self.calls.borrow_mut().push("start");
         self.set(DomainState::Running);
         Ok(())
     }
-    fn shutdown(&self, _: &str) -> Result<(), libvirt::Error> {
+    fn shutdown(&self, _: &str) -> Result<(), Error> {
         self.calls.borrow_mut().push("shutdown");
         if let Some(s) = self.after_shutdown {
             self.set(s);
         }
         Ok(())
     }
-    fn destroy(&self, _: &str) -> Result<(), libvirt::Error> {
+    fn destroy(&self, _: &str) -> Result<(), Error> {
         self.calls.borrow_mut().push("destroy");
         self.set(DomainState::Shutoff);
         Ok(())
     }
-    fn autostart(&self, _: &str) -> Result<bool, libvirt::Error> {
+    fn autostart(&self, _: &str) -> Result<bool, Error> {
         Ok(self.autostart.get())
     }
-    fn disable_autostart(&self, _: &str) -> Result<(), libvirt::Error> {
+    fn disable_autostart(&self, _: &str) -> Result<(), Error> {
         self.calls.borrow_mut().push("autostart off");
         self.autostart.set(false);
         Ok(())
     }
-    fn migrate(
-        &self,
-        _: &str,
-        req: &libvirt::MigrationRequest,
-    ) -> Result<libvirt::Migration, libvirt::Error> {
+    fn migrate(&self, _: &str, req: &MigrationRequest) -> Result<Migration, Error> {
         self.calls.borrow_mut().push(if req.postcopy_resume {
             "migrate (resume)"
         } else {
@@ -134,33 +132,31 @@ impl Hypervisor for Fake {
         });
         let (tx, rx) = mpsc::sync_channel(1);
         match self.migrations.borrow_mut().remove(0) {
-            Some(r) => tx
-                .send(r.map_err(|()| libvirt::Error::Timeout { what: "migrate" }))
-                .unwrap(),
+            Some(r) => tx.send(r.map_err(|()| timeout("migrate"))).unwrap(),
             None => self.running.borrow_mut().push(tx),
         }
-        Ok(libvirt::Migration::new(rx))
+        Ok(Migration::new(rx))
     }
-    fn set_max_downtime(&self, _: &str, _: u64) -> Result<(), libvirt::Error> {
+    fn set_max_downtime(&self, _: &str, _: u64) -> Result<(), Error> {
         Ok(())
     }
-    fn job(&self, _: &str) -> Result<Option<libvirt::JobProgress>, libvirt::Error> {
+    fn job(&self, _: &str) -> Result<Option<JobProgress>, Error> {
         Ok(next(&mut self.jobs.borrow_mut()))
     }
-    fn completed_job(&self, _: &str) -> Result<Option<libvirt::JobProgress>, libvirt::Error> {
+    fn completed_job(&self, _: &str) -> Result<Option<JobProgress>, Error> {
         Ok(None)
     }
-    fn abort_job(&self, _: &str) -> Result<(), libvirt::Error> {
+    fn abort_job(&self, _: &str) -> Result<(), Error> {
         self.calls.borrow_mut().push("abort");
         if !self.abort_ignored {
             *self.jobs.borrow_mut() = vec![None];
         }
         Ok(())
     }
-    fn start_postcopy(&self, _: &str) -> Result<(), libvirt::Error> {
+    fn start_postcopy(&self, _: &str) -> Result<(), Error> {
         unimplemented!("no unit test switches a migration to post-copy")
     }
-    fn kill_qemu(&self, _: &str, _: u32) -> Result<(), libvirt::Error> {
+    fn kill_qemu(&self, _: &str, _: u32) -> Result<(), Error> {
         self.calls.borrow_mut().push("kill");
         self.pid.set(None);
         self.set(DomainState::Shutoff);
@@ -175,4 +171,12 @@ fn next<T: Clone>(list: &mut Vec<T>) -> T {
     } else {
         list[0].clone()
     }
+}
+
+/// What a libvirtd that does not answer `what` gives.
+pub fn timeout(what: &str) -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        format!("libvirtd did not answer {what} in time"),
+    )
 }
