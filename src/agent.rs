@@ -16,7 +16,7 @@ use crate::libvirt::{rpc::Rpc, Libvirt};
 use crate::migrate;
 use crate::migration_net::SystemNet;
 use crate::ocf::{
-    short, short_path, short_text, Deadline, Env, OcfRc, Outcome, ParamError, Params,
+    config, short, short_path, short_text, Deadline, Env, OcfRc, Outcome, ParamError, Params,
     CONFIG_BUDGET, METADATA,
 };
 use crate::uri;
@@ -77,8 +77,6 @@ pub enum Error {
     Param(#[from] ParamError),
     #[error("domain {} is not defined on this node and no config is set", short(.name))]
     NotDefined { name: String },
-    #[error("config names domain \"{}\", not \"{}\"", short(.found), short(.name))]
-    ConfigNames { name: String, found: String },
     #[error("cannot {what} domain {}", short(.name))]
     Libvirt {
         what: &'static str,
@@ -190,7 +188,7 @@ impl Error {
             {
                 OcfRc::ErrInstalled
             }
-            Error::ConfigNames { .. } | Error::BadConfig { .. } => OcfRc::ErrConfigured,
+            Error::BadConfig { .. } => OcfRc::ErrConfigured,
             // Everything else is soft: Pacemaker may recover in place or
             // move; none of it proves the configuration wrong everywhere.
             Error::Libvirt { .. }
@@ -355,7 +353,7 @@ pub fn validate_all(env: &Env, deadline: &Deadline) -> Result<Outcome, Error> {
     let mut errors: Vec<Error> = problems.into_iter().map(Error::from).collect();
     if let Some(xml) = p.read_config(config_budget(deadline)) {
         match xml {
-            Ok(xml) => errors.extend(check_config_name(&p.name, &xml).err()),
+            Ok(xml) => errors.extend(config::check_name(&p.name, &xml).err().map(Error::from)),
             Err(e) => errors.push(e.into()),
         }
     }
@@ -379,31 +377,6 @@ pub fn validate_all(env: &Env, deadline: &Deadline) -> Result<Outcome, Error> {
 
 fn config_budget(deadline: &Deadline) -> Duration {
     CONFIG_BUDGET.min(deadline.remaining())
-}
-
-/// The first `<name>` of a domain XML, unescaped: libvirt puts the
-/// domain's name there, before any device.
-fn config_domain_name(xml: &str) -> Option<String> {
-    let start = xml.find("<name>")? + "<name>".len();
-    let len = xml[start..].find("</name>")?;
-    let raw = xml[start..start + len].trim();
-    Some(
-        raw.replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&quot;", "\"")
-            .replace("&apos;", "'")
-            .replace("&amp;", "&"),
-    )
-}
-
-fn check_config_name(name: &str, xml: &str) -> Result<(), Error> {
-    match config_domain_name(xml) {
-        Some(found) if found != name => Err(Error::ConfigNames {
-            name: name.into(),
-            found,
-        }),
-        _ => Ok(()),
-    }
 }
 
 pub(crate) fn hv_err(what: &'static str, name: &str) -> impl FnOnce(hypervisor::Error) -> Error {
@@ -494,7 +467,7 @@ pub fn start<H: Hypervisor>(
             None => return Err(Error::NotDefined { name: name.into() }),
             Some(xml) => xml?,
         };
-        check_config_name(name, &xml)?;
+        config::check_name(name, &xml)?;
         hv.define(&xml).map_err(|source| {
             match (&p.config, source.kind() == ErrorKind::BadConfig) {
                 (Some(path), true) => Error::BadConfig {
@@ -1011,16 +984,6 @@ mod tests {
     }
 
     #[test]
-    fn config_naming_another_domain_is_refused() {
-        assert_eq!(
-            config_domain_name("<domain><name>a&amp;b</name><x><name>y</name></x></domain>"),
-            Some("a&b".into())
-        );
-        let e = check_config_name("vm1", "<domain><name>vm2</name></domain>").unwrap_err();
-        assert_eq!(e.rc(), OcfRc::ErrConfigured);
-    }
-
-    #[test]
     fn stop_graceful() {
         let f = Fake::new(&[DomainState::Running]);
         let out = stop(&f, &f, &params(&[]), &deadline(20)).unwrap();
@@ -1222,26 +1185,25 @@ mod tests {
         match e {
             Error::Param(_) => 0,
             Error::NotDefined { .. } => 1,
-            Error::ConfigNames { .. } => 2,
-            Error::Libvirt { .. } => 3,
-            Error::NotStarted { .. } => 4,
-            Error::StillActive { .. } => 5,
-            Error::PostcopyRunning { .. } => 6,
-            Error::PostcopyFailed { .. } => 7,
-            Error::QemuAlive { .. } => 8,
-            Error::QemuUnknownToLibvirt { .. } => 9,
-            Error::QemuUnreadable { .. } => 10,
-            Error::QemuSurvived { .. } => 11,
-            Error::BadConfig { .. } => 12,
-            Error::RunningOnPeer { .. } => 13,
-            Error::NoTarget => 14,
-            Error::BadNode { .. } => 15,
-            Error::Peer { .. } => 16,
-            Error::NotRunningAnywhere { .. } => 17,
-            Error::ActiveOnBoth { .. } => 18,
-            Error::MigrationFailed { .. } => 19,
-            Error::MigrationTimedOut { .. } => 20,
-            Error::NotArrived { .. } => 21,
+            Error::Libvirt { .. } => 2,
+            Error::NotStarted { .. } => 3,
+            Error::StillActive { .. } => 4,
+            Error::PostcopyRunning { .. } => 5,
+            Error::PostcopyFailed { .. } => 6,
+            Error::QemuAlive { .. } => 7,
+            Error::QemuUnknownToLibvirt { .. } => 8,
+            Error::QemuUnreadable { .. } => 9,
+            Error::QemuSurvived { .. } => 10,
+            Error::BadConfig { .. } => 11,
+            Error::RunningOnPeer { .. } => 12,
+            Error::NoTarget => 13,
+            Error::BadNode { .. } => 14,
+            Error::Peer { .. } => 15,
+            Error::NotRunningAnywhere { .. } => 16,
+            Error::ActiveOnBoth { .. } => 17,
+            Error::MigrationFailed { .. } => 18,
+            Error::MigrationTimedOut { .. } => 19,
+            Error::NotArrived { .. } => 20,
         }
     }
 
@@ -1260,6 +1222,7 @@ mod tests {
             ParamError::ConfigUnreadable { .. } => 9,
             ParamError::ConfigRefused { .. } => 10,
             ParamError::ConfigNotDomain { .. } => 11,
+            ParamError::ConfigNames { .. } => 12,
         }
     }
 
@@ -1282,10 +1245,10 @@ mod tests {
         let lv = || timeout("get completed job stats (a libvirtd that does not answer)");
         let mut all = vec![
             Error::NotDefined { name: name.clone() },
-            Error::ConfigNames {
+            Error::Param(ParamError::ConfigNames {
                 name: name.clone(),
                 found: name.clone(),
-            },
+            }),
             Error::Libvirt {
                 what: "set the maximum downtime of",
                 name: name.clone(),
@@ -1447,7 +1410,7 @@ mod tests {
         seen.dedup();
         assert_eq!(
             seen,
-            (0..=21).collect::<Vec<_>>(),
+            (0..=20).collect::<Vec<_>>(),
             "a variant has no worst case"
         );
         let mut params = std::collections::BTreeSet::new();
@@ -1469,7 +1432,7 @@ mod tests {
                 params.insert(param_variant(p));
             }
         }
-        assert_eq!(params.len(), 12, "every ParamError variant is covered");
+        assert_eq!(params.len(), 13, "every ParamError variant is covered");
         // The other reasons of a non-zero exit.
         let long = "é".repeat(123);
         let p =

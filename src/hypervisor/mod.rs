@@ -268,9 +268,9 @@ pub enum Qemu {
     Unreadable(String),
 }
 
-/// The questions monitor asks: answered by [`crate::libvirt::rpc`] without
+/// The questions monitor asks: answered by the libvirt backend's RPC client without
 /// loading libvirt.so, and by every [`Hypervisor`]. Every call is bounded
-/// by the action's deadline: an implementation returns [`Error::Timeout`]
+/// by the action's deadline: an implementation fails with [`ErrorKind::Timeout`]
 /// rather than block past it.
 pub trait Observe {
     /// The domain's state on this node, its side of a post-copy and

@@ -147,6 +147,33 @@ fn is_domain_xml(xml: &str) -> bool {
     }
 }
 
+/// The first `<name>` of a domain XML, unescaped: libvirt puts the
+/// domain's name there, before any device.
+fn domain_name(xml: &str) -> Option<String> {
+    let start = xml.find("<name>")? + "<name>".len();
+    let len = xml[start..].find("</name>")?;
+    let raw = xml[start..start + len].trim();
+    Some(
+        raw.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&"),
+    )
+}
+
+/// A config that names another domain is refused: start would define and
+/// boot that one.
+pub fn check_name(name: &str, xml: &str) -> Result<(), ParamError> {
+    match domain_name(xml) {
+        Some(found) if found != name => Err(ParamError::ConfigNames {
+            name: name.into(),
+            found,
+        }),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,5 +212,15 @@ mod tests {
         ] {
             assert!(!is_domain_xml(xml), "{xml:?}");
         }
+    }
+
+    #[test]
+    fn config_naming_another_domain_is_refused() {
+        assert_eq!(
+            domain_name("<domain><name>a&amp;b</name><x><name>y</name></x></domain>"),
+            Some("a&b".into())
+        );
+        let e = check_name("vm1", "<domain><name>vm2</name></domain>").unwrap_err();
+        assert_eq!(e.rc(), OcfRc::ErrConfigured);
     }
 }

@@ -74,6 +74,8 @@ pub enum ParamError {
     },
     #[error("config {} is refused: {why}", short_path(.path))]
     ConfigRefused { path: PathBuf, why: ConfigProblem },
+    #[error("config names domain \"{}\", not \"{}\"", short(.found), short(.name))]
+    ConfigNames { name: String, found: String },
     #[error("config {} is not a domain XML (its root element is not <domain>)", short_path(.path))]
     ConfigNotDomain { path: PathBuf },
 }
