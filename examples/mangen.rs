@@ -22,7 +22,7 @@ fn main() -> std::io::Result<()> {
 
     let mut actions = Roff::new();
     actions.control("SH", ["ACTIONS"]);
-    for a in vmshift::agent::Action::ALL {
+    for a in vmshift::actions::Action::ALL {
         actions
             .control("TP", [])
             .text([bold(a.name())])

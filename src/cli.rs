@@ -12,7 +12,7 @@ use std::ffi::OsString;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
-use crate::agent::Action;
+use crate::actions::Action;
 use crate::ocf::{param_docs, short, short_text, Env, OcfRc, Outcome};
 
 /// The exit codes as `--help` and the man page explain them.

@@ -1,27 +1,32 @@
 //! vmshift: the OCF resource agent `ocf:vmshift:server` for libvirt/QEMU
 //! servers on a two-node Pacemaker cluster.
 //!
-//! Modules: [`ocf`] (the contract with Pacemaker), [`cli`] (argv to an
-//! action), [`agent`] (what each action decides), [`hypervisor`] (the
-//! backend traits), [`libvirt`] (the real backend), [`logging`].
+//! Modules, from the top down (every import points down):
+//! [`cli`] (argv to an action), [`actions`] (one file per OCF action, and
+//! the only place that builds backends), [`migration`] (the request, the
+//! network choice, the convergence policy), [`peer`] (the other node and
+//! its URI), [`cluster`] (what Pacemaker says), [`error`] (the agent's
+//! error, its exit code and reason), [`logging`], [`ocf`] (the contract
+//! with Pacemaker: exit codes, parameters, budget, meta-data), [`libvirt`]
+//! (the real backend, the only module that names `virt`), [`uri`] (host
+//! names and libvirt URIs), [`hypervisor`] (the traits and their types).
 
-pub mod agent;
+pub mod actions;
 pub mod cli;
 pub mod cluster;
-pub mod converge;
+pub mod error;
 pub mod hypervisor;
 pub mod libvirt;
 pub mod logging;
-pub mod migrate;
-pub mod migration_net;
-pub mod netif;
+pub mod migration;
 pub mod ocf;
+pub mod peer;
 pub mod uri;
 
 use std::ffi::OsString;
 use std::io::Write;
 
-use crate::agent::Action;
+use crate::actions::Action;
 use crate::cli::Request;
 use crate::ocf::{Env, OcfRc, Outcome};
 
@@ -40,7 +45,7 @@ pub fn main_with(args: Vec<OsString>, env: Env) -> u8 {
             return OcfRc::Success as u8;
         }
         Request::Exit(outcome) => ("vmshift", outcome),
-        Request::Run(action, env) => (action.name(), agent::run(action, &env)),
+        Request::Run(action, env) => (action.name(), actions::run(action, &env)),
     };
     let Outcome { rc, reason } = outcome;
     // One line per action saying what it decided and why; meta-data decides

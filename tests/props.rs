@@ -9,11 +9,11 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 
 use proptest::prelude::*;
-use vmshift::agent::{self, Action};
+use vmshift::actions::{self, Action};
 use vmshift::cli::{self, Request};
-use vmshift::migrate::peer_uri;
-use vmshift::migration_net::{candidate, choose, Net};
+use vmshift::migration::network::{candidate, choose, Net};
 use vmshift::ocf::{Env, OcfRc, Params, Transport, PARAM_NAMES};
+use vmshift::peer::peer_uri;
 use vmshift::uri::check_host;
 
 /// Values that have broken shell agents, and arbitrary bytes.
@@ -59,7 +59,7 @@ proptest! {
 
     #[test]
     fn validate_all_answers_with_a_documented_code(env in env()) {
-        let out = agent::run(Action::ValidateAll, &env);
+        let out = actions::run(Action::ValidateAll, &env);
         prop_assert!(DOCUMENTED.contains(&out.rc));
         prop_assert!(out.rc == OcfRc::Success || !out.reason.is_empty());
         // validate-all and the other actions agree on what is valid.
@@ -123,14 +123,14 @@ proptest! {
         struct NoNet;
         impl Net for NoNet {
             fn resolve(&self, _: &str, _: std::time::Duration)
-                -> Result<Vec<std::net::IpAddr>, vmshift::migration_net::Error> {
-                Err(vmshift::migration_net::Error::NoAddress)
+                -> Result<Vec<std::net::IpAddr>, vmshift::migration::network::Error> {
+                Err(vmshift::migration::network::Error::NoAddress)
             }
-            fn route(&self, _: std::net::IpAddr) -> Result<String, vmshift::migration_net::Error> {
+            fn route(&self, _: std::net::IpAddr) -> Result<String, vmshift::migration::network::Error> {
                 Ok("lo".into())
             }
             fn connect(&self, _: std::net::SocketAddr, _: std::time::Duration)
-                -> Result<(), vmshift::migration_net::Error> {
+                -> Result<(), vmshift::migration::network::Error> {
                 Ok(())
             }
         }

@@ -58,6 +58,49 @@ impl Deadline {
     }
 }
 
+/// The time stop keeps for destroy after the graceful phase: libvirt's
+/// destroy sends SIGTERM, waits up to 10 s, then SIGKILLs (virDomainDestroy),
+/// so a quarter of the timeout, between 2 s and 15 s.
+pub fn destroy_reserve(timeout: Duration) -> Duration {
+    (timeout / 4).clamp(Duration::from_secs(2), Duration::from_secs(15))
+}
+
+/// How long stop waits for an aborted migration to end: libvirt cancels a
+/// copy in about a second, 2 s on a busy host with the link cut; an eighth
+/// of the timeout, 2 s to 10 s.
+pub fn abort_wait(timeout: Duration) -> Duration {
+    (timeout / 8).clamp(Duration::from_secs(2), Duration::from_secs(10))
+}
+
+/// How long monitor waits for libvirtd's answer: min(2 s, a quarter of its
+/// timeout). A hung libvirtd then costs a monitor two seconds, and the QEMU
+/// process decides, instead of the whole timeout.
+pub fn monitor_ask_budget(timeout: Duration) -> Duration {
+    (timeout / 4).min(Duration::from_secs(2))
+}
+
+/// How long stop waits for libvirtd's first answer: a quarter of its
+/// timeout, 2 s to 15 s, so that a hung libvirtd leaves most of the budget
+/// for making sure of (or, with force_stop, killing) the QEMU process.
+pub fn stop_ask_budget(timeout: Duration) -> Duration {
+    (timeout / 4).clamp(Duration::from_secs(2), Duration::from_secs(15))
+}
+
+/// The time kept after aborting a migration to see it end and to confirm
+/// the guest still runs here: an eighth of the timeout, 3 s to 10 s. With
+/// the migration link cut, libvirt needs about 2 s on a busy host to
+/// cancel the copy and drop the target's incoming domain.
+pub fn abort_reserve(timeout: Duration) -> Duration {
+    (timeout / 8).clamp(Duration::from_secs(3), Duration::from_secs(10))
+}
+
+/// How long the target's libvirtd may take to answer before the migration
+/// starts: a quarter of the timeout, 3 s to 15 s. A hung target must cost
+/// a clear error early, not the whole migrate_to budget.
+pub fn preflight_budget(timeout: Duration) -> Duration {
+    (timeout / 4).clamp(Duration::from_secs(3), Duration::from_secs(15))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +116,15 @@ mod tests {
         let d = Deadline::new(Duration::from_millis(1000));
         assert!(d.remaining() > Duration::from_millis(400));
         assert!(d.earlier_by(Duration::from_secs(100)) <= Instant::now());
+    }
+
+    #[test]
+    fn budgets_for_the_first_question() {
+        let s = Duration::from_secs;
+        assert_eq!(monitor_ask_budget(s(10)), Duration::from_millis(2000));
+        assert_eq!(monitor_ask_budget(s(4)), s(1));
+        assert_eq!(stop_ask_budget(s(20)), s(5));
+        assert_eq!(stop_ask_budget(s(4)), s(2));
+        assert_eq!(stop_ask_budget(s(600)), s(15));
     }
 }

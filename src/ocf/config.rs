@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::params::{ParamError, Params};
+use super::params::{ConfigProblem, ParamError, Params, MAX_CONFIG_BYTES};
 
 impl Params {
     /// The domain XML from `config`, read now within `budget` (a file on a
@@ -47,29 +47,8 @@ impl Params {
     }
 }
 
-/// The most of `config` that is read: a domain XML with dozens of disks
-/// and interfaces is well under 1 MiB.
-pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
-
 /// How long reading `config` may take at most.
 pub const CONFIG_BUDGET: Duration = Duration::from_secs(2);
-
-/// Why a `config` file is not read.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigProblem {
-    #[error("it is a {0}, not a regular file")]
-    NotRegular(&'static str),
-    #[error("it is owned by uid {0}, not root")]
-    NotRoot(u32),
-    #[error("others may write to it (mode {0:o})")]
-    Writable(u32),
-    #[error("it is larger than {} MiB", MAX_CONFIG_BYTES >> 20)]
-    TooLarge,
-    #[error("reading it took longer than {0:?}")]
-    Slow(Duration),
-    #[error("it is not UTF-8 text")]
-    NotText,
-}
 
 enum ReadError {
     Io(std::io::Error),

@@ -3,8 +3,8 @@
 //! and monitor use.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use super::config::ConfigProblem;
 use super::{short, short_path, Env, OcfRc};
 use crate::uri::{self, HostError, LocalUri, UriError, UserError};
 
@@ -419,6 +419,27 @@ impl Params {
         }
         Ok((params, problems))
     }
+}
+
+/// The most of `config` that is read: a domain XML with dozens of disks
+/// and interfaces is well under 1 MiB.
+pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
+/// Why a `config` file is not read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigProblem {
+    #[error("it is a {0}, not a regular file")]
+    NotRegular(&'static str),
+    #[error("it is owned by uid {0}, not root")]
+    NotRoot(u32),
+    #[error("others may write to it (mode {0:o})")]
+    Writable(u32),
+    #[error("it is larger than {} MiB", MAX_CONFIG_BYTES >> 20)]
+    TooLarge,
+    #[error("reading it took longer than {0:?}")]
+    Slow(Duration),
+    #[error("it is not UTF-8 text")]
+    NotText,
 }
 
 #[cfg(test)]

@@ -1,84 +1,46 @@
-//! Live migration: `migrate_to` on the source, `migrate_from` on the target
-//! (Pacemaker's order when it moves a server with allow-migrate=true), and
-//! `plan-migration`, the admin's dry run.
+//! migrate_to on the source: live-migrates the domain to the target
+//! Pacemaker names, bounded by its own timeout.
 //!
-//! migrate_to is bounded by its own timeout: the job is polled, and aborted
-//! a margin before the deadline with the guest left running on the source,
-//! unless it is in post-copy, which libvirt cannot abort: the guest then
-//! already runs on the target, and that is what is reported. A post-copy
-//! whose connection breaks is resumed over a new one until the deadline.
-//! A migrate_to that Pacemaker has to kill instead makes it assume the
-//! server may run on both nodes (`unpack_migrate_to_failure`), and the
-//! default recovery is then to stop it everywhere.
+//! The job is polled, and aborted a margin before the deadline with the
+//! guest left running on the source, unless it is in post-copy, which
+//! libvirt cannot abort: the guest then already runs on the target, and
+//! that is what is reported. A post-copy whose connection breaks is
+//! resumed over a new one until the deadline. A migrate_to that Pacemaker
+//! has to kill instead makes it assume the server may run on both nodes
+//! (`unpack_migrate_to_failure`), and the default recovery is then to stop
+//! it everywhere.
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
-use crate::agent::{chain, hv_err, Error};
-use crate::converge::{Decision, Ladder, Step};
-use crate::hypervisor::wait::{ensure_no_autostart, wait_state, wait_status};
-use crate::hypervisor::{self, DomainState, Hypervisor, Postcopy, Qemu, Status};
-use crate::hypervisor::{mib, JobProgress, Migration, MigrationRequest};
-use crate::migration_net::{self, Choice, Net};
-use crate::ocf::{Deadline, OcfRc, Outcome, Params, Transport};
-use crate::uri;
+use crate::error::{chain, hv_err, Error};
+use crate::hypervisor::wait::wait_state;
+use crate::hypervisor::{
+    self, mib, DomainState, Hypervisor, JobProgress, Migration, MigrationRequest, Postcopy, Qemu,
+    Status,
+};
+use crate::migration::converge::{Decision, Ladder, Step};
+use crate::migration::network::{self, Choice, Net};
+use crate::migration::{bandwidth, request};
+use crate::ocf::budget::abort_reserve;
+use crate::ocf::{Deadline, OcfRc, Outcome, Params};
 
 /// How often the migration's result is waited for between checks.
 const POLL: Duration = Duration::from_millis(250);
+
 /// How often progress is logged while the RAM is copied.
 const PROGRESS_EVERY: Duration = Duration::from_secs(3);
-/// How long migrate_from waits for a domain that is not even paused here:
-/// after a successful migrate_to it already runs, so a missing domain is
-/// not going to appear.
-const ARRIVAL_GRACE: Duration = Duration::from_secs(5);
+
 /// The pause between attempts to resume a broken post-copy: a link that is
 /// down refuses at once (no route), and each attempt costs both libvirtds
 /// a prepare phase.
 const RESUME_EVERY: Duration = Duration::from_secs(1);
 
-/// The time kept after aborting a migration to see it end and to confirm
-/// the guest still runs here: an eighth of the timeout, 3 s to 10 s. With
-/// the migration link cut, libvirt needs about 2 s on a busy host to
-/// cancel the copy and drop the target's incoming domain.
-fn abort_reserve(timeout: Duration) -> Duration {
-    (timeout / 8).clamp(Duration::from_secs(3), Duration::from_secs(10))
-}
-
-/// How long the target's libvirtd may take to answer before the migration
-/// starts: a quarter of the timeout, 3 s to 15 s. A hung target must cost
-/// a clear error early, not the whole migrate_to budget.
-pub fn preflight_budget(timeout: Duration) -> Duration {
-    (timeout / 4).clamp(Duration::from_secs(3), Duration::from_secs(15))
-}
-
-/// The URI the source libvirtd uses to reach the target's: the local
-/// hypervisor URI with the transport and the target host put in
-/// (`qemu:///system` → `qemu+ssh://root@node-b/system`), never the local
-/// query. The control channel goes to the base name: it stays on the
-/// back-channel. `node` must have passed [`crate::uri::check_host`].
-pub fn peer_uri(p: &Params, node: &str) -> String {
-    uri::peer_uri(
-        &p.local_uri,
-        p.migration_transport.as_str(),
-        p.migration_user.as_deref(),
-        node,
-    )
-}
-
 /// Whether the domain is seen on `side` of a post-copy here. A state that
 /// cannot be read counts as no: the caller goes on as without a post-copy.
 fn in_postcopy(local: &dyn Hypervisor, name: &str, side: Postcopy) -> bool {
     local.postcopy(name).ok().flatten() == Some(side)
-}
-
-/// `migration_speed` for people: 0 is libvirt's "no cap".
-fn bandwidth(mib_s: u64) -> String {
-    match mib_s {
-        0 => "unlimited".to_owned(),
-        b => format!("{b} MiB/s"),
-    }
 }
 
 /// A state that could not be read (libvirtd gone quiet) says so.
@@ -192,7 +154,7 @@ pub fn migrate_to(
         _ => {}
     }
 
-    let choice = migration_net::choose(
+    let choice = network::choose(
         net,
         target,
         &p.migration_network_suffix,
@@ -277,22 +239,6 @@ pub fn migrate_to(
             ))
         }
         Err(e) => failed(local, peer, name, target, e),
-    }
-}
-
-/// The migration libvirt is asked for, before any convergence step.
-fn request(p: &Params, target: &str, choice: &Choice) -> MigrationRequest {
-    MigrationRequest {
-        dconn_uri: peer_uri(p, target),
-        data_uri: choice.data_uri(),
-        bandwidth: p.migration_speed,
-        max_downtime_ms: p.migration_downtime,
-        parallel: p.migration_parallel,
-        // tls encrypts the RAM copy as well as the control channel.
-        tls_host: (p.migration_transport == Transport::Tls).then(|| choice.host().to_owned()),
-        auto_converge: false,
-        postcopy: p.migration_postcopy,
-        postcopy_resume: false,
     }
 }
 
@@ -717,197 +663,10 @@ fn timed_out(
     })
 }
 
-/// Whether the domain has arrived here: it runs, or it is paused for
-/// another reason than the migration (libvirt keeps a guest that was paused
-/// before the move paused on the target, reason "user").
-fn arrived(s: Status) -> bool {
-    s.state == DomainState::Running
-        || (s.state == DomainState::Paused && !s.migrating && s.postcopy.is_none())
-}
-
-/// migrate_from: 0 once the domain runs here (or arrived paused, as it was
-/// paused on the source), within the deadline.
-pub fn migrate_from(
-    hv: &dyn Hypervisor,
-    p: &Params,
-    source: Option<&str>,
-    deadline: &Deadline,
-) -> Result<Outcome, Error> {
-    let name = p.name.as_str();
-    let source = source.unwrap_or("the source");
-    let t0 = Instant::now();
-    let grace = t0 + ARRIVAL_GRACE;
-    // Arrived: done. Paused for the migration or otherwise active: still
-    // arriving, keep waiting. Nothing here after the grace period: it is
-    // not coming.
-    let status = wait_status(hv, name, deadline.at(), |s| {
-        arrived(s) || (!s.state.is_active() && Instant::now() >= grace)
-    })
-    .map_err(hv_err("get the state of", name))?;
-    let state = status.state;
-    if !arrived(status) {
-        return Err(Error::NotArrived {
-            name: name.into(),
-            from: source.into(),
-            state,
-            waited: t0.elapsed(),
-        });
-    }
-    ensure_no_autostart(hv, name).map_err(hv_err("turn autostart off for", name))?;
-    // In post-copy the guest runs here while part of its memory is still
-    // on the source: wait for the rest, so that the stop Pacemaker runs on
-    // the source next finds the copy done. Past the deadline the guest
-    // still runs here, which is what migrate_from reports.
-    // A state that cannot be read now says nothing of a post-copy: the
-    // guest was seen running here.
-    match wait_status(hv, name, deadline.at(), |s| {
-        s.postcopy != Some(Postcopy::Incoming)
-    })
-    .ok()
-    .and_then(|s| s.postcopy)
-    {
-        Some(Postcopy::Incoming) => {
-            warn!("domain {name} runs here, but post-copy still fetches its memory from {source}");
-            return Ok(Outcome::new(
-                OcfRc::Success,
-                format!("domain {name} arrived from {source} and runs here; post-copy still fetches its memory from there"),
-            ));
-        }
-        Some(Postcopy::Failed) => {
-            return Err(Error::PostcopyFailed {
-                name: name.into(),
-                state,
-            })
-        }
-        _ => {}
-    }
-    let downtime = hv
-        .completed_job(name)
-        .ok()
-        .flatten()
-        .and_then(|j| j.downtime_ms)
-        .map(|ms| format!(", downtime {ms} ms"))
-        .unwrap_or_default();
-    let how = if state == DomainState::Paused {
-        "is paused here, as it was on the source"
-    } else {
-        "runs here"
-    };
-    Ok(Outcome::new(
-        OcfRc::Success,
-        format!("domain {name} arrived from {source} and {how}{downtime}"),
-    ))
-}
-
-/// plan-migration: prints what migrate_to would do, and changes nothing.
-pub fn plan(net: &dyn Net, p: &Params, target: &str) -> Result<Outcome, Error> {
-    let choice = migration_net::choose(
-        net,
-        target,
-        &p.migration_network_suffix,
-        p.migration_transport,
-    );
-    let mut out = format!(
-        "migration of {} to {target}\n  candidate: {}\n  addresses: {}\n",
-        p.name,
-        choice.candidate,
-        if choice.addresses.is_empty() {
-            "(none)".to_owned()
-        } else {
-            choice
-                .addresses
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        }
-    );
-    for c in &choice.checks {
-        let (ok, text) = match &c.result {
-            Ok(t) => ("ok", t),
-            Err(t) => ("FAILED", t),
-        };
-        out.push_str(&format!(
-            "  check: {:<32} {ok}: {text} ({:.1?})\n",
-            c.what, c.took
-        ));
-    }
-    let req = request(p, target, &choice);
-    let tls = req
-        .tls_host
-        .as_ref()
-        .map(|h| format!(", TLS checked against {h}"))
-        .unwrap_or_default();
-    out.push_str(&format!(
-        "  decision: {choice}\n  control: {} (source libvirtd to target libvirtd)\n  data: {} (QEMU's RAM copy{tls})\n  connections: {}, bandwidth: {}\n  downtime: {} ms, raised up to {} ms if the copy stalls, then auto-converge, {}\n",
-        req.dconn_uri,
-        req.data_uri,
-        req.parallel,
-        bandwidth(req.bandwidth),
-        req.max_downtime_ms,
-        p.migration_downtime_max,
-        if req.postcopy {
-            "then post-copy"
-        } else {
-            "no post-copy"
-        }
-    ));
-    let _ = std::io::stdout().lock().write_all(out.as_bytes());
-    Ok(Outcome::new(
-        OcfRc::Success,
-        format!("planned (nothing changed): {choice}"),
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::hypervisor::fake::{timeout, Fake};
-
-    #[test]
-    fn peer_uris_never_carry_the_local_query() {
-        let p = |pairs: &[(&str, &str)]| {
-            let env: crate::ocf::Env = [("OCF_RESKEY_name", "vm1")]
-                .into_iter()
-                .chain(pairs.iter().copied())
-                .collect();
-            Params::from_env(&env).unwrap()
-        };
-        let user = ("OCF_RESKEY_migration_user", "root");
-        assert_eq!(
-            peer_uri(&p(&[user]), "node-b"),
-            "qemu+ssh://root@node-b/system"
-        );
-        let tcp = ("OCF_RESKEY_migration_transport", "tcp");
-        assert_eq!(
-            peer_uri(&p(&[user, tcp]), "node-b"),
-            "qemu+tcp://node-b/system"
-        );
-        let local = ("OCF_RESKEY_hypervisor", "qemu+unix:///system?socket=/run/x");
-        assert_eq!(
-            peer_uri(&p(&[local, tcp]), "[fd00::2]"),
-            "qemu+tcp://[fd00::2]/system"
-        );
-    }
-
-    #[test]
-    fn a_guest_paused_before_the_move_arrives_paused() {
-        let p = Params::from_env(&[("OCF_RESKEY_name", "vm1")].into_iter().collect()).unwrap();
-        // Paused for the incoming copy first, then paused as on the source.
-        let f = Fake::new(&[DomainState::Paused]);
-        *f.migrating.borrow_mut() = vec![true, true, false];
-        let t = Instant::now();
-        let out = migrate_from(
-            &f,
-            &p,
-            Some("node-a"),
-            &Deadline::new(Duration::from_secs(20)),
-        )
-        .unwrap();
-        assert_eq!(out.rc, OcfRc::Success);
-        assert!(out.reason.contains("paused here"), "{}", out.reason);
-        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
-    }
 
     #[test]
     fn lines() {

@@ -122,7 +122,7 @@ pub trait Net: Sync {
     /// Whether a local interface holds `addr`. The system's answer unless
     /// overridden: it only reads this node's interface list.
     fn is_local(&self, addr: IpAddr) -> bool {
-        crate::netif::is_local(addr)
+        super::netif::is_local(addr)
     }
 }
 
@@ -167,7 +167,7 @@ impl Net for SystemNet {
         sock.connect(SocketAddr::new(addr, 9))
             .map_err(|e| Error::NoRoute(addr, e))?;
         let local = sock.local_addr().map_err(|e| Error::NoRoute(addr, e))?.ip();
-        match crate::netif::interface_of(local) {
+        match super::netif::interface_of(local) {
             Some(iface) if iface.up => Ok(iface.name),
             Some(iface) => Err(Error::InterfaceDown {
                 addr,
@@ -315,7 +315,7 @@ pub fn choose(net: &dyn Net, target: &str, suffix: &str, transport: Transport) -
     let addrs = match resolved {
         Ok(a) => a,
         Err(e) => {
-            choice.fallback_reason = Some(crate::agent::chain(&e));
+            choice.fallback_reason = Some(crate::error::chain(&e));
             return choice;
         }
     };
@@ -354,7 +354,7 @@ pub fn choose(net: &dyn Net, target: &str, suffix: &str, transport: Transport) -
             Ok(()) => {
                 choice.address.get_or_insert(addr);
             }
-            Err(e) => last_problem = Some(crate::agent::chain(&e)),
+            Err(e) => last_problem = Some(crate::error::chain(&e)),
         }
     }
     if choice.address.is_none() {
@@ -368,7 +368,7 @@ pub fn choose(net: &dyn Net, target: &str, suffix: &str, transport: Transport) -
 fn check(what: String, result: Result<String, &Error>, took: Duration) -> Check {
     Check {
         what,
-        result: result.map_err(|e| crate::agent::chain(e)),
+        result: result.map_err(|e| crate::error::chain(e)),
         took,
     }
 }

@@ -1,0 +1,160 @@
+//! The OCF actions, one file each, and [`run`], the only place that builds
+//! backends (the local libvirt, the peer's, the system's network) and
+//! hands them to an action. No action imports another.
+
+mod meta_data;
+mod migrate_from;
+mod migrate_to;
+mod monitor;
+mod plan_migration;
+mod start;
+mod stop;
+mod validate_all;
+
+use log::warn;
+
+use crate::error::{chain, Error};
+use crate::libvirt::{rpc::Rpc, Libvirt};
+use crate::migration::network::SystemNet;
+use crate::ocf::budget::{monitor_ask_budget, preflight_budget, stop_ask_budget};
+use crate::ocf::{Deadline, Env, OcfRc, Outcome, Params};
+use crate::peer::{self, Peer};
+
+/// The OCF actions this agent knows (Pacemaker's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Start,
+    Stop,
+    Monitor,
+    /// An alias of monitor kept for old tools (OCF 1.0 `status`).
+    Status,
+    MigrateTo,
+    MigrateFrom,
+    MetaData,
+    ValidateAll,
+    /// Not an OCF action: the admin's dry run of a migration.
+    PlanMigration,
+}
+
+impl Action {
+    pub const ALL: [Action; 9] = [
+        Action::Start,
+        Action::Stop,
+        Action::Monitor,
+        Action::Status,
+        Action::MigrateTo,
+        Action::MigrateFrom,
+        Action::MetaData,
+        Action::ValidateAll,
+        Action::PlanMigration,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Start => "start",
+            Action::Stop => "stop",
+            Action::Monitor => "monitor",
+            Action::Status => "status",
+            Action::MigrateTo => "migrate_to",
+            Action::MigrateFrom => "migrate_from",
+            Action::MetaData => "meta-data",
+            Action::ValidateAll => "validate-all",
+            Action::PlanMigration => "plan-migration",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.name() == name)
+    }
+}
+
+/// Runs one action with the parameters in `env`.
+pub fn run(action: Action, env: &Env) -> Outcome {
+    let deadline = Deadline::new(env.timeout());
+    let result = match action {
+        Action::MetaData => meta_data::meta_data(),
+        Action::ValidateAll => validate_all::validate_all(env, &deadline),
+        Action::Start => Params::from_env(env).map_err(Error::from).and_then(|p| {
+            let hv = Libvirt::new(&p.hypervisor, deadline.at());
+            let peer = Peer::find(env, &p, &deadline, |node| {
+                Box::new(peer_libvirt(&p, node, &deadline))
+            });
+            start::start(&hv, &peer, &p, &deadline)
+        }),
+        Action::Stop => match lenient(env) {
+            Ok(p) => {
+                let hv = Libvirt::new(&p.hypervisor, deadline.at());
+                let ask = stop_ask_budget(deadline.timeout());
+                let probe = Libvirt::new(&p.hypervisor, deadline.at()).per_call(ask);
+                stop::stop(&hv, &probe, &p, &deadline)
+            }
+            // A failed stop gets the node fenced: a name no libvirt domain
+            // can have names nothing that could run here.
+            Err(Error::Param(e)) if e.name_is_impossible() => Ok(Outcome::new(
+                OcfRc::Success,
+                format!("{}: no such domain can be running", chain(&e)),
+            )),
+            Err(e) => Err(e),
+        },
+        Action::Monitor | Action::Status => lenient(env).and_then(|p| {
+            let ask = monitor_ask_budget(deadline.timeout());
+            // Asked without loading libvirt.so when the URI allows it.
+            match Rpc::for_uri(&p.hypervisor, deadline.at(), ask) {
+                Some(rpc) => monitor::monitor(&rpc, &p),
+                None => monitor::monitor(
+                    &Libvirt::new(&p.hypervisor, deadline.at()).per_call(ask),
+                    &p,
+                ),
+            }
+        }),
+        Action::MigrateTo => Params::from_env(env).map_err(Error::from).and_then(|p| {
+            let target = peer::migration_target(env)?;
+            let hv = Libvirt::new(&p.hypervisor, deadline.at());
+            let peer = peer_libvirt(&p, target, &deadline);
+            migrate_to::migrate_to(&hv, &peer, &SystemNet, &p, target, &deadline)
+        }),
+        Action::MigrateFrom => Params::from_env(env).map_err(Error::from).and_then(|p| {
+            let hv = Libvirt::new(&p.hypervisor, deadline.at());
+            let source = env.text("OCF_RESKEY_CRM_meta_migrate_source");
+            migrate_from::migrate_from(&hv, &p, source, &deadline)
+        }),
+        Action::PlanMigration => Params::from_env(env).map_err(Error::from).and_then(|p| {
+            plan_migration::plan_migration(&SystemNet, &p, peer::migration_target(env)?)
+        }),
+    };
+    result.unwrap_or_else(Outcome::from)
+}
+
+/// Parameters for stop and monitor: invalid optional parameters are logged
+/// and replaced by their defaults. A stop that fails over a typo in, say,
+/// `migration_speed` would get the node fenced for nothing.
+fn lenient(env: &Env) -> Result<Params, Error> {
+    let (params, problems) = Params::from_env_lenient(env)?;
+    for p in problems {
+        warn!("ignoring an invalid parameter for this action: {p}");
+    }
+    Ok(params)
+}
+
+/// The peer node's libvirtd, reached like a migration target
+/// (`qemu+<migration_transport>://...`), each call given the migration
+/// pre-flight budget: a hung peer must cost an answer early, not the whole
+/// action, and a live one can still be asked after a long migration.
+/// `node` has passed [`checked_node`].
+fn peer_libvirt(p: &Params, node: &str, deadline: &Deadline) -> Libvirt {
+    Libvirt::new(&peer::peer_uri(p, node), deadline.at())
+        .per_call(preflight_budget(deadline.timeout()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_round_trip_names() {
+        for a in Action::ALL {
+            assert_eq!(Action::from_name(a.name()), Some(a));
+        }
+        assert_eq!(Action::from_name("promote"), None);
+    }
+}

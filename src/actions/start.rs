@@ -1,0 +1,194 @@
+//! start: define from `config` when unknown here, never libvirt's
+//! autostart, never a second copy beside the peer's, boot, wait.
+
+use std::time::Instant;
+
+use log::{debug, info, warn};
+
+use super::validate_all::config_budget;
+use crate::error::{chain, hv_err, Error};
+use crate::hypervisor::wait::{ensure_no_autostart, wait_state};
+use crate::hypervisor::{DomainState, ErrorKind, Hypervisor};
+use crate::ocf::{config, Deadline, OcfRc, Outcome, Params};
+use crate::peer::Peer;
+
+/// Refuses to boot a server that runs on the peer: two copies of one
+/// server write to the same disks. A peer that cannot be asked is logged
+/// and left to Pacemaker's probes (they run on every node before a start).
+fn check_peer(peer: &Peer, name: &str) -> Result<(), Error> {
+    match peer {
+        Peer::Unknown(why) => {
+            warn!("cannot tell which node is the peer ({why}); relying on Pacemaker's probes");
+            Ok(())
+        }
+        Peer::Known { node, hv } => match hv.state(name) {
+            Ok(state) if state.is_active() => Err(Error::RunningOnPeer {
+                name: name.into(),
+                peer: node.clone(),
+                state,
+            }),
+            Ok(state) => {
+                debug!("domain {name} on {node}: {state}");
+                Ok(())
+            }
+            Err(e) => {
+                warn!(
+                    "cannot ask {node} whether domain {name} runs there ({}); relying on Pacemaker's probes",
+                    chain(&e)
+                );
+                Ok(())
+            }
+        },
+    }
+}
+
+/// start: 0 once the domain runs (at once if it already does).
+pub fn start<H: Hypervisor>(
+    hv: &H,
+    peer: &Peer,
+    p: &Params,
+    deadline: &Deadline,
+) -> Result<Outcome, Error> {
+    let name = p.name.as_str();
+    let mut state = hv.state(name).map_err(hv_err("get the state of", name))?;
+    if state == DomainState::Undefined {
+        let xml = match p.read_config(config_budget(deadline)) {
+            None => return Err(Error::NotDefined { name: name.into() }),
+            Some(xml) => xml?,
+        };
+        config::check_name(name, &xml)?;
+        hv.define(&xml).map_err(|source| {
+            match (&p.config, source.kind() == ErrorKind::BadConfig) {
+                (Some(path), true) => Error::BadConfig {
+                    path: path.clone(),
+                    problem: source.first_line(),
+                },
+                _ => hv_err("define", name)(source),
+            }
+        })?;
+        info!(
+            "domain {name}: defined from {}",
+            p.config.as_deref().unwrap_or_else(|| "".as_ref()).display()
+        );
+        state = hv.state(name).map_err(hv_err("get the state of", name))?;
+    }
+    ensure_no_autostart(hv, name).map_err(hv_err("turn autostart off for", name))?;
+    if state.is_active() {
+        return Ok(Outcome::new(
+            OcfRc::Success,
+            format!("domain {name} is already active ({state})"),
+        ));
+    }
+    if state == DomainState::Crashed {
+        // A crashed domain kept by on_crash=preserve still holds its QEMU;
+        // libvirt refuses to boot it until it is destroyed.
+        info!("domain {name} is crashed: destroying it before the start");
+        hv.destroy(name).map_err(hv_err("destroy", name))?;
+    }
+    check_peer(peer, name)?;
+    let t0 = Instant::now();
+    if let Err(e) = hv.start(name) {
+        // Started by someone else in between: libvirt says it is active.
+        if e.kind() != ErrorKind::InvalidState {
+            return Err(hv_err("start", name)(e));
+        }
+        debug!("domain {name}: start refused ({e}); checking its state");
+    }
+    let state = wait_state(hv, name, deadline.at(), |s| s == DomainState::Running)
+        .map_err(hv_err("get the state of", name))?;
+    if state != DomainState::Running {
+        return Err(Error::NotStarted {
+            name: name.into(),
+            state,
+            waited: t0.elapsed(),
+        });
+    }
+    Ok(Outcome::new(
+        OcfRc::Success,
+        format!("domain {name} started in {:.1?}", t0.elapsed()),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hypervisor::fake::Fake;
+    use crate::ocf::Env;
+    use std::time::Duration;
+
+    fn params(extra: &[(&str, &str)]) -> Params {
+        let env: Env = [("OCF_RESKEY_name", "vm1")]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        Params::from_env(&env).unwrap()
+    }
+
+    fn deadline(secs: u64) -> Deadline {
+        Deadline::new(Duration::from_secs(secs))
+    }
+
+    #[test]
+    fn start_defines_from_config_and_turns_autostart_off() {
+        let dir = std::env::temp_dir().join(format!("vmshift-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("vm1.xml");
+        std::fs::write(&cfg, "<domain type='qemu'><name>vm1</name></domain>").unwrap();
+        let p = params(&[("OCF_RESKEY_config", cfg.to_str().unwrap())]);
+        let f = Fake::new(&[DomainState::Undefined]);
+        f.autostart.set(true);
+        let out = start(&f, &Peer::Unknown("test".into()), &p, &deadline(20)).unwrap();
+        assert_eq!(out.rc, OcfRc::Success);
+        assert_eq!(f.calls(), ["define", "autostart off", "start"]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn start_refuses_a_server_running_on_the_peer() {
+        let f = Fake::new(&[DomainState::Shutoff]);
+        let peer = Peer::Known {
+            node: "node-b".into(),
+            hv: Box::new(Fake::new(&[DomainState::Running])),
+        };
+        let e = start(&f, &peer, &params(&[]), &deadline(20)).unwrap_err();
+        assert!(matches!(e, Error::RunningOnPeer { .. }), "{e}");
+        assert!(f.calls().is_empty(), "nothing booted");
+        // A peer that cannot be asked does not block the start.
+        let peer = Peer::Known {
+            node: "node-b".into(),
+            hv: Box::new(Fake::unreachable()),
+        };
+        assert_eq!(
+            start(&f, &peer, &params(&[]), &deadline(20)).unwrap().rc,
+            OcfRc::Success
+        );
+    }
+
+    #[test]
+    fn start_unknown_domain_without_config_is_not_installed() {
+        let e = start(
+            &Fake::new(&[DomainState::Undefined]),
+            &Peer::Unknown("test".into()),
+            &params(&[]),
+            &deadline(20),
+        );
+        assert_eq!(e.unwrap_err().rc(), OcfRc::ErrInstalled);
+    }
+
+    #[test]
+    fn start_running_domain_is_success_at_once() {
+        let f = Fake::new(&[DomainState::Running]);
+        assert_eq!(
+            start(
+                &f,
+                &Peer::Unknown("test".into()),
+                &params(&[]),
+                &deadline(20)
+            )
+            .unwrap()
+            .rc,
+            OcfRc::Success
+        );
+        assert!(f.calls().is_empty());
+    }
+}

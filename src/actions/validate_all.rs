@@ -1,0 +1,42 @@
+//! validate-all: every parameter checked, and the config file, without
+//! libvirtd.
+
+use crate::error::{chain, Error};
+use crate::ocf::{config, Deadline, Env, OcfRc, Outcome, Params, CONFIG_BUDGET};
+
+/// validate-all: syntax of every parameter (6), then what this node must
+/// have (5: `config` readable). It does not contact libvirt: validation
+/// must answer even where libvirtd is down, as `crm_resource --validate`
+/// is used to debug exactly that.
+pub fn validate_all(env: &Env, deadline: &Deadline) -> Result<Outcome, Error> {
+    let (p, problems) = Params::from_env_lenient(env)?;
+    // Every rejected parameter is named, one log line each, so an admin
+    // running `crm_resource --validate` fixes them all in one go.
+    let mut errors: Vec<Error> = problems.into_iter().map(Error::from).collect();
+    if let Some(xml) = p.read_config(config_budget(deadline)) {
+        match xml {
+            Ok(xml) => errors.extend(config::check_name(&p.name, &xml).err().map(Error::from)),
+            Err(e) => errors.push(e.into()),
+        }
+    }
+    if errors.is_empty() {
+        return Ok(Outcome::new(OcfRc::Success, "parameters are valid"));
+    }
+    for e in &errors {
+        log::error!("validate-all: {}", chain(e));
+    }
+    // A configuration error anywhere (6) outranks this node's problem (5),
+    // and leads the reason: Pacemaker shows its first 128 bytes, the log
+    // has every problem.
+    errors.sort_by_key(|e| e.rc() != OcfRc::ErrConfigured);
+    let rc = errors[0].rc();
+    let mut reason = chain(&errors[0]);
+    if errors.len() > 1 {
+        reason = format!("{} problems, first: {reason}", errors.len());
+    }
+    Ok(Outcome::new(rc, reason))
+}
+
+pub fn config_budget(deadline: &Deadline) -> std::time::Duration {
+    CONFIG_BUDGET.min(deadline.remaining())
+}
