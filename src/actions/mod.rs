@@ -98,13 +98,13 @@ pub fn run(action: Action, env: &Env) -> Outcome {
         },
         Action::Monitor | Action::Status => lenient(env).and_then(|p| {
             let ask = monitor_ask_budget(deadline.timeout());
+            // libvirt.so, connected on first use: only a libvirtd that
+            // wants SASL makes the direct client hand the question to it.
+            let libvirt = || Libvirt::new(&p.hypervisor, deadline.at()).per_call(ask);
             // Asked without loading libvirt.so when the URI allows it.
-            match Rpc::for_uri(&p.hypervisor, deadline.at(), ask) {
+            match Rpc::for_uri(&p.hypervisor, deadline.at(), ask, || Box::new(libvirt())) {
                 Some(rpc) => monitor::monitor(&rpc, &p),
-                None => monitor::monitor(
-                    &Libvirt::new(&p.hypervisor, deadline.at()).per_call(ask),
-                    &p,
-                ),
+                None => monitor::monitor(&libvirt(), &p),
             }
         }),
         Action::MigrateTo => Params::from_env(env).map_err(Error::from).and_then(|p| {

@@ -5,10 +5,10 @@ use std::time::Instant;
 
 use log::{debug, info, warn};
 
-use super::validate_all::config_budget;
 use crate::error::{chain, hv_err, Error};
 use crate::hypervisor::wait::{ensure_no_autostart, wait_state};
 use crate::hypervisor::{DomainState, ErrorKind, Hypervisor};
+use crate::ocf::budget::config_budget;
 use crate::ocf::{config, Deadline, OcfRc, Outcome, Params};
 use crate::peer::Peer;
 

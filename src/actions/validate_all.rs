@@ -2,7 +2,8 @@
 //! libvirtd.
 
 use crate::error::{chain, Error};
-use crate::ocf::{config, Deadline, Env, OcfRc, Outcome, Params, CONFIG_BUDGET};
+use crate::ocf::budget::config_budget;
+use crate::ocf::{config, Deadline, Env, OcfRc, Outcome, Params};
 
 /// validate-all: syntax of every parameter (6), then what this node must
 /// have (5: `config` readable). It does not contact libvirt: validation
@@ -35,8 +36,4 @@ pub fn validate_all(env: &Env, deadline: &Deadline) -> Result<Outcome, Error> {
         reason = format!("{} problems, first: {reason}", errors.len());
     }
     Ok(Outcome::new(rc, reason))
-}
-
-pub fn config_budget(deadline: &Deadline) -> std::time::Duration {
-    CONFIG_BUDGET.min(deadline.remaining())
 }

@@ -18,9 +18,11 @@
 //! * libvirt.so.0 is loaded by the first connection, not at exec
 //!   ([`load`]); monitor asks libvirtd without it ([`rpc`]).
 
+mod bounded;
 mod load;
 pub mod qemu_proc;
 pub mod rpc;
+mod state;
 
 use std::cell::{Cell, OnceCell};
 use std::sync::{mpsc, Arc};
@@ -28,13 +30,14 @@ use std::time::{Duration, Instant};
 
 use virt::connect::Connect;
 use virt::domain::MigrateParameters;
-use virt::domain::{DomainState as VirtState, DomainStateEnum};
 use virt::error::ErrorNumber;
 use virt::sys;
 
+use state::{observed, UNDEFINED};
+
 use crate::hypervisor::{
-    DomainState, Error as HvError, ErrorKind, Hypervisor, JobProgress, Migration, MigrationRequest,
-    Observe, Postcopy, Qemu, Status,
+    Error as HvError, ErrorKind, Hypervisor, JobProgress, Migration, MigrationRequest, Observe,
+    Qemu, Status,
 };
 
 /// libvirt's own error, shown by its message alone: virt's Display adds
@@ -79,12 +82,6 @@ pub enum Error {
     Thread(#[source] std::io::Error),
     #[error(transparent)]
     Load(&'static load::Error),
-    #[error("libvirtd's RPC {what} failed")]
-    Rpc {
-        what: &'static str,
-        #[source]
-        source: Box<rpc::Error>,
-    },
 }
 
 impl Error {
@@ -94,7 +91,6 @@ impl Error {
             Error::Connect { .. } => ErrorKind::Unreachable,
             Error::Timeout { .. } => ErrorKind::Timeout,
             Error::Load(_) => ErrorKind::NotInstalled,
-            Error::Rpc { source, .. } if source.is_unreachable() => ErrorKind::Unreachable,
             // libvirt answered that the operation does not apply to the
             // domain's current state (e.g. shutdown of a domain that is
             // already off).
@@ -304,7 +300,7 @@ impl Libvirt {
         let until = self
             .call_budget
             .map_or(self.deadline, |b| (now + b).min(self.deadline));
-        let r = bounded(what, until, f);
+        let r = bounded::on_worker(what, until, f).unwrap_or(Err(Error::Timeout { what }));
         if matches!(r, Err(Error::Timeout { .. })) {
             self.hung.set(true);
         }
@@ -359,26 +355,6 @@ impl Libvirt {
     }
 }
 
-/// Runs `f` on a worker thread and waits for it until `until`. A libvirtd
-/// that is SIGSTOPped or stuck accepts the socket connection and then
-/// never answers: the worker may block for good, the action does not.
-fn bounded<T, F>(what: &'static str, until: Instant, f: F) -> Result<T, Error>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T, Error> + Send + 'static,
-{
-    let (tx, rx) = mpsc::sync_channel(1);
-    std::thread::Builder::new()
-        .name(what.into())
-        .spawn(move || {
-            // The receiver is gone once the deadline has passed.
-            let _ = tx.send(f());
-        })
-        .map_err(Error::Thread)?;
-    rx.recv_timeout(until.saturating_duration_since(Instant::now()))
-        .unwrap_or(Err(Error::Timeout { what }))
-}
-
 impl Drop for Libvirt {
     fn drop(&mut self) {
         // The agent is a one-shot process: the kernel closes the socket at
@@ -388,56 +364,6 @@ impl Drop for Libvirt {
         if let Some(conn) = self.conn.take() {
             std::mem::forget(conn);
         }
-    }
-}
-
-/// virDomainGetState's state and reason during a post-copy migration: the
-/// source is paused and the target runs, both with reason post-copy
-/// (`virsh domstate --reason`). The `_FAILED` reasons mean the copy broke.
-fn postcopy_side(state: std::os::raw::c_int, reason: std::os::raw::c_int) -> Option<Postcopy> {
-    let (state, reason) = (u32::try_from(state).ok()?, u32::try_from(reason).ok()?);
-    match (state, reason) {
-        (sys::VIR_DOMAIN_PAUSED, sys::VIR_DOMAIN_PAUSED_POSTCOPY) => Some(Postcopy::Outgoing),
-        (sys::VIR_DOMAIN_RUNNING, sys::VIR_DOMAIN_RUNNING_POSTCOPY) => Some(Postcopy::Incoming),
-        (sys::VIR_DOMAIN_PAUSED, sys::VIR_DOMAIN_PAUSED_POSTCOPY_FAILED)
-        | (sys::VIR_DOMAIN_RUNNING, sys::VIR_DOMAIN_RUNNING_POSTCOPY_FAILED) => {
-            Some(Postcopy::Failed)
-        }
-        _ => None,
-    }
-}
-
-/// virDomainGetState's answer as the agent reads it, whichever client
-/// asked (libvirt.so or [`rpc`]).
-fn observed(state: std::os::raw::c_int, reason: std::os::raw::c_int) -> Status {
-    Status {
-        state: map_state(DomainStateEnum::from_raw(state as sys::virDomainState)),
-        postcopy: postcopy_side(state, reason),
-        migrating: u32::try_from(state) == Ok(sys::VIR_DOMAIN_PAUSED)
-            && u32::try_from(reason) == Ok(sys::VIR_DOMAIN_PAUSED_MIGRATION),
-    }
-}
-
-/// A domain libvirt does not know (VIR_ERR_NO_DOMAIN).
-const UNDEFINED: Status = Status {
-    state: DomainState::Undefined,
-    postcopy: None,
-    migrating: false,
-};
-
-fn map_state(s: virt::domain::DomainStateEnum) -> DomainState {
-    match s {
-        virt::enumutil::Enum::Known(k) => match k {
-            VirtState::NoState => DomainState::NoState,
-            VirtState::Running => DomainState::Running,
-            VirtState::Blocked => DomainState::Blocked,
-            VirtState::Paused => DomainState::Paused,
-            VirtState::Shutdown => DomainState::ShuttingDown,
-            VirtState::Shutoff => DomainState::Shutoff,
-            VirtState::Crashed => DomainState::Crashed,
-            VirtState::PMSuspended => DomainState::PmSuspended,
-        },
-        virt::enumutil::Enum::Unknown(_) => DomainState::NoState,
     }
 }
 
@@ -590,41 +516,7 @@ impl Hypervisor for Libvirt {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn postcopy_sides_follow_virsh_domstate_reason() {
-        let side = |s: u32, r: u32| postcopy_side(s as i32, r as i32);
-        // paused (post-copy) | running (post-copy)
-        assert_eq!(
-            side(sys::VIR_DOMAIN_PAUSED, sys::VIR_DOMAIN_PAUSED_POSTCOPY),
-            Some(Postcopy::Outgoing)
-        );
-        assert_eq!(
-            side(sys::VIR_DOMAIN_RUNNING, sys::VIR_DOMAIN_RUNNING_POSTCOPY),
-            Some(Postcopy::Incoming)
-        );
-        // A broken copy, on either side.
-        for (s, r) in [
-            (
-                sys::VIR_DOMAIN_PAUSED,
-                sys::VIR_DOMAIN_PAUSED_POSTCOPY_FAILED,
-            ),
-            (
-                sys::VIR_DOMAIN_RUNNING,
-                sys::VIR_DOMAIN_RUNNING_POSTCOPY_FAILED,
-            ),
-        ] {
-            assert_eq!(side(s, r), Some(Postcopy::Failed), "{s} {r}");
-        }
-        // A plain pause, a migrated guest, and libvirt's -1.
-        for (s, r) in [
-            (sys::VIR_DOMAIN_PAUSED, sys::VIR_DOMAIN_PAUSED_USER),
-            (sys::VIR_DOMAIN_RUNNING, sys::VIR_DOMAIN_RUNNING_MIGRATED),
-        ] {
-            assert_eq!(side(s, r), None, "{s} {r}");
-        }
-        assert_eq!(postcopy_side(-1, -1), None);
-    }
+    use crate::hypervisor::DomainState;
 
     #[test]
     fn the_bandwidth_cap_holds_in_post_copy_too() {

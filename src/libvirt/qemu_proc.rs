@@ -10,9 +10,9 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use super::bounded::on_worker;
 use crate::hypervisor::Qemu;
 
 /// How long the process table may take to read: a few hundred small files
@@ -37,7 +37,9 @@ pub fn find(uri: &str, name: &str, budget: Duration) -> Qemu {
         return Qemu::Unseen;
     };
     let name = name.to_owned();
-    match on_worker(budget, move || find_now(&dir, &name)) {
+    match on_worker("proc", Instant::now() + budget, move || {
+        find_now(&dir, &name)
+    }) {
         Some(Some(pid)) => Qemu::Alive(pid),
         Some(None) => Qemu::Gone,
         None => Qemu::Unreadable(format!(
@@ -52,24 +54,8 @@ pub fn find(uri: &str, name: &str, budget: Duration) -> Qemu {
 pub fn kill(name: &str, pid: u32, until: Instant) -> Result<(), String> {
     let name = name.to_owned();
     let budget = until.saturating_duration_since(Instant::now());
-    on_worker(budget, move || kill_now(&name, pid, until))
+    on_worker("kill", until, move || kill_now(&name, pid, until))
         .unwrap_or_else(|| Err(format!("QEMU pid {pid} could not be killed in {budget:?}")))
-}
-
-/// Runs `f` on a thread and waits `budget` for its answer.
-fn on_worker<T: Send + 'static>(
-    budget: Duration,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Option<T> {
-    let (tx, rx) = mpsc::sync_channel(1);
-    std::thread::Builder::new()
-        .name("proc".into())
-        .spawn(move || {
-            // The receiver is gone once the budget has passed.
-            let _ = tx.send(f());
-        })
-        .ok()?;
-    rx.recv_timeout(budget).ok()
 }
 
 fn find_now(dir: &Path, name: &str) -> Option<u32> {

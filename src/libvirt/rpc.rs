@@ -19,8 +19,10 @@ use std::time::{Duration, Instant};
 
 use virt::sys;
 
-use super::{bounded, observed, qemu_proc, Error as LibvirtError, Libvirt, UNDEFINED};
-use crate::hypervisor::{Error as HvError, Observe, Qemu, Status};
+use super::bounded::on_worker;
+use super::qemu_proc;
+use super::state::{observed, UNDEFINED};
+use crate::hypervisor::{Error as HvError, ErrorKind, Observe, Qemu, Status};
 
 /// The only URI asked directly: the local privileged QEMU driver, the
 /// agent's default. Other URIs (a `?socket=`, another transport, a session
@@ -202,7 +204,7 @@ impl Client {
     /// libvirt's remote driver does: libvirtd lets root in on the UNIX
     /// socket without asking (its AUTH_LIST answer turns polkit into none
     /// for uid 0), others through polkit; SASL is left to libvirt.so.
-    fn open(socket: &Path) -> Result<Client, LibvirtError> {
+    fn open(socket: &Path) -> Result<Client, StepError> {
         let sock = UnixStream::connect(socket).map_err(|source| {
             step("connect")(Error::Connect {
                 socket: socket.to_owned(),
@@ -262,10 +264,27 @@ impl Client {
     }
 }
 
-fn step(what: &'static str) -> impl FnOnce(Error) -> LibvirtError {
-    move |source| LibvirtError::Rpc {
-        what,
-        source: Box::new(source),
+/// A call of the exchange that failed, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("libvirtd's RPC {what} failed")]
+pub struct StepError {
+    what: &'static str,
+    #[source]
+    source: Error,
+}
+
+fn step(what: &'static str) -> impl FnOnce(Error) -> StepError {
+    move |source| StepError { what, source }
+}
+
+impl From<StepError> for HvError {
+    fn from(e: StepError) -> Self {
+        let kind = if e.source.is_unreachable() {
+            ErrorKind::Unreachable
+        } else {
+            ErrorKind::Other
+        };
+        HvError::new(kind, e)
     }
 }
 
@@ -299,16 +318,25 @@ pub struct Rpc {
     deadline: Instant,
     /// The question ends this long after it is asked (within the deadline).
     ask_budget: Duration,
+    /// Who asks instead when libvirtd wants SASL, which only libvirt.so
+    /// speaks.
+    fallback: Box<dyn Observe>,
 }
 
 impl Rpc {
     /// For `uri` if it is the local system QEMU driver, else None (ask
-    /// through [`Libvirt`]).
-    pub fn for_uri(uri: &str, deadline: Instant, ask_budget: Duration) -> Option<Rpc> {
+    /// through libvirt.so).
+    pub fn for_uri(
+        uri: &str,
+        deadline: Instant,
+        ask_budget: Duration,
+        fallback: impl FnOnce() -> Box<dyn Observe>,
+    ) -> Option<Rpc> {
         (uri == SYSTEM_URI).then(|| Rpc {
             socket: system_socket(),
             deadline,
             ask_budget,
+            fallback: fallback(),
         })
     }
 }
@@ -317,7 +345,7 @@ impl Observe for Rpc {
     fn status(&self, name: &str) -> Result<Status, HvError> {
         let (socket, owned) = (self.socket.clone(), name.to_owned());
         let until = (Instant::now() + self.ask_budget).min(self.deadline);
-        let got = bounded("get state", until, move || {
+        let got = on_worker("get state", until, move || {
             let mut c = Client::open(&socket)?;
             match c.lookup(&owned).map_err(step("lookup"))? {
                 Some(dom) => c.state(&dom).map(Some).map_err(step("get state")),
@@ -325,14 +353,17 @@ impl Observe for Rpc {
             }
         });
         match got {
-            Ok(Some((state, reason))) => Ok(observed(state, reason)),
-            Ok(None) => Ok(UNDEFINED),
-            Err(LibvirtError::Rpc { source, .. }) if matches!(*source, Error::Sasl) => {
-                Libvirt::new(SYSTEM_URI, self.deadline)
-                    .per_call(self.ask_budget)
-                    .status(name)
-            }
-            Err(e) => Err(e.into()),
+            Some(Ok(Some((state, reason)))) => Ok(observed(state, reason)),
+            Some(Ok(None)) => Ok(UNDEFINED),
+            Some(Err(StepError {
+                source: Error::Sasl,
+                ..
+            })) => self.fallback.status(name),
+            Some(Err(e)) => Err(e.into()),
+            None => Err(HvError::new(
+                ErrorKind::Timeout,
+                "libvirtd did not answer get state in time",
+            )),
         }
     }
 
@@ -381,7 +412,9 @@ mod tests {
     #[test]
     fn only_the_local_system_driver_is_asked_directly() {
         let d = Instant::now();
-        assert!(Rpc::for_uri("qemu:///system", d, Duration::from_secs(1)).is_some());
+        let fake =
+            || -> Box<dyn Observe> { Box::new(crate::hypervisor::fake::Fake::unreachable()) };
+        assert!(Rpc::for_uri("qemu:///system", d, Duration::from_secs(1), fake).is_some());
         for uri in [
             "qemu+unix:///system?socket=/tmp/s",
             "qemu+ssh://node-b/system",
@@ -389,7 +422,7 @@ mod tests {
             "test:///default",
         ] {
             assert!(
-                Rpc::for_uri(uri, d, Duration::from_secs(1)).is_none(),
+                Rpc::for_uri(uri, d, Duration::from_secs(1), fake).is_none(),
                 "{uri}"
             );
         }
@@ -450,6 +483,7 @@ mod tests {
             socket,
             deadline: Instant::now() + Duration::from_secs(5),
             ask_budget: Duration::from_secs(5),
+            fallback: Box::new(crate::hypervisor::fake::Fake::unreachable()),
         };
         (rpc, rx)
     }
@@ -517,11 +551,22 @@ mod tests {
     }
 
     #[test]
+    fn sasl_is_left_to_the_fallback() {
+        let (mut rpc, _) = libvirtd(|proc_, _| match proc_ {
+            PROC_AUTH_LIST => Ok(Xdr::default().u32(1).u32(1).0),
+            _ => Err((1, "unexpected")),
+        });
+        rpc.fallback = Box::new(crate::hypervisor::fake::Fake::new(&[DomainState::Paused]));
+        assert_eq!(rpc.state("vm1").unwrap(), DomainState::Paused);
+    }
+
+    #[test]
     fn a_missing_socket_is_unreachable() {
         let rpc = Rpc {
             socket: PathBuf::from("/nonexistent/libvirt-sock"),
             deadline: Instant::now() + Duration::from_secs(5),
             ask_budget: Duration::from_secs(5),
+            fallback: Box::new(crate::hypervisor::fake::Fake::unreachable()),
         };
         let e = rpc.state("vm1").unwrap_err();
         assert!(e.is_unreachable(), "{e:?}");

@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use super::config::CONFIG_BUDGET;
+
 /// When an action must be done by. Pacemaker SIGKILLs the agent's process
 /// group when `CRM_meta_timeout` runs out, and a killed action is worse
 /// than a failed one (a killed migrate_to makes Pacemaker assume the server
@@ -99,6 +101,12 @@ pub fn abort_reserve(timeout: Duration) -> Duration {
 /// a clear error early, not the whole migrate_to budget.
 pub fn preflight_budget(timeout: Duration) -> Duration {
     (timeout / 4).clamp(Duration::from_secs(3), Duration::from_secs(15))
+}
+
+/// How long reading `config` may take: [`CONFIG_BUDGET`], within the
+/// deadline.
+pub fn config_budget(deadline: &Deadline) -> Duration {
+    CONFIG_BUDGET.min(deadline.remaining())
 }
 
 #[cfg(test)]
