@@ -13,11 +13,11 @@
 
 pub mod actions;
 pub mod cli;
-pub mod cluster;
-pub mod error;
-pub mod hypervisor;
-pub mod libvirt;
-pub mod logging;
+pub(crate) mod cluster;
+pub(crate) mod error;
+pub(crate) mod hypervisor;
+pub(crate) mod libvirt;
+pub(crate) mod logging;
 pub mod migration;
 pub mod ocf;
 pub mod peer;

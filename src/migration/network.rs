@@ -226,10 +226,6 @@ impl Choice {
             None => &self.target,
         }
     }
-
-    pub fn uses_migration_network(&self) -> bool {
-        self.address.is_some()
-    }
 }
 
 impl fmt::Display for Choice {

@@ -43,14 +43,6 @@ impl Deadline {
         self.at.saturating_duration_since(Instant::now())
     }
 
-    pub fn expired(&self) -> bool {
-        Instant::now() >= self.at
-    }
-
-    pub fn elapsed(&self) -> Duration {
-        self.start.elapsed()
-    }
-
     /// The same deadline, `reserve` earlier: stop ends its graceful phase
     /// here so that destroy still fits before the real deadline.
     pub fn earlier_by(&self, reserve: Duration) -> Instant {

@@ -210,13 +210,6 @@ impl Env {
             .filter(|&ms| ms > 0)
             .map_or(DEFAULT_TIMEOUT, Duration::from_millis)
     }
-
-    /// A probe is a monitor with `CRM_meta_interval` 0 or unset
-    /// (ocf-shellfuncs `ocf_is_probe`).
-    pub fn is_probe(&self) -> bool {
-        self.text("OCF_RESKEY_CRM_meta_interval")
-            .is_none_or(|s| s.trim() == "0")
-    }
 }
 
 impl<K: Into<String>, V: Into<OsString>> FromIterator<(K, V)> for Env {
@@ -235,14 +228,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn timeout_and_probe() {
+    fn timeout_from_pacemaker() {
         let mut e = Env::default();
         assert_eq!(e.timeout(), DEFAULT_TIMEOUT);
-        assert!(e.is_probe());
         e.set("OCF_RESKEY_CRM_meta_timeout", "7000");
         e.set("OCF_RESKEY_CRM_meta_interval", "10000");
         assert_eq!(e.timeout(), Duration::from_secs(7));
-        assert!(!e.is_probe());
         e.set("OCF_RESKEY_CRM_meta_timeout", "garbage");
         assert_eq!(e.timeout(), DEFAULT_TIMEOUT);
     }
