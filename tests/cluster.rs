@@ -338,6 +338,49 @@ impl Server {
             .collect()
     }
 
+    /// After a failed move from `from` (the cluster recovers by stopping
+    /// the server on both nodes): the move constraint cleared, the server
+    /// runs on one node only, booted once more since `boots`, with a
+    /// heartbeat after its new start line. Returns the node.
+    fn restarted_once(&self, from: &str, boots: usize) -> String {
+        settle();
+        on_ok(from, &["crm_resource", "--clear", "-r", &self.id]);
+        settle();
+        let now = self.wait_started(None, MOVE_WAIT);
+        assert!(libvirt_running(&now, &self.id));
+        assert!(
+            !qemu_alive(peer(&now), &self.id),
+            "{} also on node-{}",
+            self.id,
+            peer(&now)
+        );
+        // The restarted guest prints its start line a few seconds after
+        // QEMU starts (a TCG boot).
+        let until = Instant::now() + Duration::from_secs(90);
+        while self.boots() == boots && Instant::now() < until {
+            sleep(Duration::from_millis(500));
+        }
+        assert_eq!(
+            self.boots(),
+            boots + 1,
+            "restarted once:\n{}",
+            crm_mon_text()
+        );
+        // And it runs: a heartbeat after its start line.
+        let ticking = || {
+            let serial = self.serial(&now);
+            serial
+                .rsplit("lab-guest: start")
+                .next()
+                .is_some_and(|since| since.contains("lab-guest tick="))
+        };
+        while !ticking() {
+            assert!(Instant::now() < until, "no heartbeat after the restart");
+            sleep(Duration::from_millis(500));
+        }
+        now
+    }
+
     fn serial(&self, node: &str) -> String {
         std::fs::read_to_string(cluster(&["serial", node, &self.id])).unwrap_or_default()
     }
@@ -736,36 +779,7 @@ fn a_broken_post_copy_is_restarted_once_and_never_runs_twice() {
     move_in_postcopy(&s, &from, to);
     sleep(Duration::from_secs(2));
     let _down = break_migration_link(&from);
-    settle();
-    on_ok(&from, &["crm_resource", "--clear", "-r", &s.id]);
-    settle();
-    let now = s.wait_started(None, MOVE_WAIT);
-    assert!(libvirt_running(&now, &s.id));
-    assert!(
-        !qemu_alive(peer(&now), &s.id),
-        "{} also on node-{}",
-        s.id,
-        peer(&now)
-    );
-    // The restarted guest prints its start line a few seconds after QEMU
-    // starts (a TCG boot).
-    let until = Instant::now() + Duration::from_secs(90);
-    while s.boots() == boots && Instant::now() < until {
-        sleep(Duration::from_millis(500));
-    }
-    assert_eq!(s.boots(), boots + 1, "restarted once:\n{}", crm_mon_text());
-    // And it runs: a heartbeat after its start line.
-    let ticking = || {
-        let serial = s.serial(&now);
-        serial
-            .rsplit("lab-guest: start")
-            .next()
-            .is_some_and(|since| since.contains("lab-guest tick="))
-    };
-    while !ticking() {
-        assert!(Instant::now() < until, "no heartbeat after the restart");
-        sleep(Duration::from_millis(500));
-    }
+    let _now = s.restarted_once(&from, boots);
     let log = logs.iter().map(LogMark::since).collect::<String>();
     for want in [
         "post-copy of srv-pc-broken failed",
@@ -1170,17 +1184,7 @@ fn a_migrate_to_pacemaker_kills_is_stopped_on_both_nodes_and_runs_once() {
     // SAFETY: kill(2) with the pid of the agent Pacemaker runs for this
     // test's resource, found above; no memory is involved.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
-    settle();
-    on_ok(&from, &["crm_resource", "--clear", "-r", &s.id]);
-    settle();
-    let now = s.wait_started(None, MOVE_WAIT);
-    assert!(libvirt_running(&now, &s.id));
-    assert!(
-        !qemu_alive(peer(&now), &s.id),
-        "{} also on node-{}",
-        s.id,
-        peer(&now)
-    );
+    s.restarted_once(&from, boots);
     assert!(
         !std::path::Path::new(&format!("/proc/{pid}")).exists(),
         "Pacemaker killed the frozen agent"
@@ -1195,11 +1199,4 @@ fn a_migrate_to_pacemaker_kills_is_stopped_on_both_nodes_and_runs_once() {
     // cluster with fencing), and the server runs once, booted once more.
     let failed: Vec<_> = s.failures().into_iter().map(|f| f.0).collect();
     assert_eq!(failed, ["migrate_to"], "{}", crm_mon_text());
-    let until = Instant::now() + Duration::from_secs(90);
-    while s.boots() == boots && Instant::now() < until {
-        sleep(Duration::from_millis(500));
-    }
-    assert_eq!(s.boots(), boots + 1, "started once:\n{}", crm_mon_text());
-    let tick = s.last_tick(&now).unwrap_or(0);
-    s.wait_tick_after(&now, tick);
 }

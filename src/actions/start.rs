@@ -113,15 +113,10 @@ pub fn start<H: Hypervisor>(
 mod tests {
     use super::*;
     use crate::hypervisor::fake::Fake;
-    use crate::ocf::Env;
     use std::time::Duration;
 
     fn params(extra: &[(&str, &str)]) -> Params {
-        let env: Env = [("OCF_RESKEY_name", "vm1")]
-            .into_iter()
-            .chain(extra.iter().copied())
-            .collect();
-        Params::from_env(&env).unwrap()
+        Params::vm1(extra)
     }
 
     fn deadline(secs: u64) -> Deadline {

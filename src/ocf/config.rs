@@ -159,10 +159,7 @@ mod tests {
     use crate::ocf::{Env, OcfRc};
 
     fn env(pairs: &[(&str, &str)]) -> Env {
-        pairs
-            .iter()
-            .map(|(k, v)| (format!("OCF_RESKEY_{k}"), *v))
-            .collect()
+        Env::reskeys(pairs)
     }
 
     #[test]

@@ -223,6 +223,30 @@ impl<K: Into<String>, V: Into<OsString>> FromIterator<(K, V)> for Env {
     }
 }
 
+/// Environments and parameters for unit tests.
+#[cfg(test)]
+impl Env {
+    /// `OCF_RESKEY_<k>=<v>` for each pair.
+    pub fn reskeys(pairs: &[(&str, &str)]) -> Env {
+        pairs
+            .iter()
+            .map(|(k, v)| (format!("OCF_RESKEY_{k}"), *v))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+impl Params {
+    /// Domain vm1's parameters, with the environment variables `extra`.
+    pub fn vm1(extra: &[(&str, &str)]) -> Params {
+        let env: Env = [("OCF_RESKEY_name", "vm1")]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        Params::from_env(&env).expect("valid test parameters")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -449,10 +449,7 @@ mod tests {
     use std::os::unix::ffi::OsStringExt;
 
     fn env(pairs: &[(&str, &str)]) -> Env {
-        pairs
-            .iter()
-            .map(|(k, v)| (format!("OCF_RESKEY_{k}"), *v))
-            .collect()
+        Env::reskeys(pairs)
     }
 
     #[test]
