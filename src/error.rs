@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::hypervisor::{self, DomainState, ErrorKind};
+use crate::hypervisor::{self, DomainState, ErrorKind, Qemu};
 use crate::ocf::{short, short_path, short_text, OcfRc, Outcome, ParamError};
 use crate::uri;
 
@@ -115,6 +115,24 @@ pub enum Error {
 }
 
 impl Error {
+    /// libvirt says the domain is `state` (stopped): the error that is,
+    /// given what the process table shows, if a QEMU of it still runs or
+    /// cannot be ruled out. None when nothing of it is left.
+    pub fn stopped_but(name: &str, state: DomainState, qemu: Qemu) -> Option<Error> {
+        match qemu {
+            Qemu::Alive(pid) => Some(Error::QemuUnknownToLibvirt {
+                name: name.into(),
+                state,
+                pid,
+            }),
+            Qemu::Unreadable(why) => Some(Error::QemuUnreadable {
+                name: name.into(),
+                why,
+            }),
+            Qemu::Gone | Qemu::Unseen => None,
+        }
+    }
+
     pub fn rc(&self) -> OcfRc {
         match self {
             Error::Param(e) => e.rc(),

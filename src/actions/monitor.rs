@@ -69,17 +69,9 @@ pub fn monitor<H: Observe>(hv: &H, p: &Params) -> Result<Outcome, Error> {
             format!("domain {} is {state}", short(name)),
         ));
     }
-    match hv.qemu(name) {
-        Qemu::Alive(pid) => Err(Error::QemuUnknownToLibvirt {
-            name: name.into(),
-            state,
-            pid,
-        }),
-        Qemu::Unreadable(why) => Err(Error::QemuUnreadable {
-            name: name.into(),
-            why,
-        }),
-        Qemu::Gone | Qemu::Unseen => Ok(Outcome::new(
+    match Error::stopped_but(name, state, hv.qemu(name)) {
+        Some(e) => Err(e),
+        None => Ok(Outcome::new(
             OcfRc::NotRunning,
             format!("domain {} is {state}", short(name)),
         )),

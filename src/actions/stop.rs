@@ -193,20 +193,16 @@ fn stopped_per_libvirt<H: Hypervisor>(
 ) -> Result<Outcome, Error> {
     let name = p.name.as_str();
     match hv.qemu(name) {
-        Qemu::Gone | Qemu::Unseen => Ok(Outcome::new(
-            OcfRc::Success,
-            format!("domain {name} is already stopped ({state})"),
-        )),
-        Qemu::Alive(pid) if p.force_stop => kill_qemu(hv, name, pid, "libvirt reports it {state}"),
-        Qemu::Alive(pid) => Err(Error::QemuUnknownToLibvirt {
-            name: name.into(),
-            state,
-            pid,
-        }),
-        Qemu::Unreadable(why) => Err(Error::QemuUnreadable {
-            name: name.into(),
-            why,
-        }),
+        Qemu::Alive(pid) if p.force_stop => {
+            kill_qemu(hv, name, pid, &format!("libvirt reports it {state}"))
+        }
+        qemu => match Error::stopped_but(name, state, qemu) {
+            Some(e) => Err(e),
+            None => Ok(Outcome::new(
+                OcfRc::Success,
+                format!("domain {name} is already stopped ({state})"),
+            )),
+        },
     }
 }
 
@@ -427,7 +423,12 @@ mod tests {
         let out = stop(&f, &f, &p, &deadline(20)).unwrap();
         assert_eq!(out.rc, OcfRc::Success);
         assert_eq!(f.calls(), ["kill"]);
-        assert!(out.reason.contains("pid 42 killed"), "{}", out.reason);
+        assert!(
+            out.reason
+                .contains("pid 42 killed (libvirt reports it shut off"),
+            "{}",
+            out.reason
+        );
     }
 
     #[test]
