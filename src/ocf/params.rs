@@ -247,32 +247,40 @@ impl Params {
     pub fn from_env_lenient(env: &Env) -> Result<(Params, Vec<ParamError>), ParamError> {
         let name = env.reskey("name")?.ok_or(ParamError::MissingName)?;
         check_name(name)?;
+        let mut params = Params::defaults(name);
         let mut problems = Vec::new();
-        let mut get = |key: &'static str| match env.reskey(key) {
-            Ok(v) => v,
-            Err(e) => {
-                problems.push(e);
-                None
+        for (key, parse) in PARSERS {
+            match env.reskey(key) {
+                Ok(Some(value)) => problems.extend(parse(&mut params, value).err()),
+                Ok(None) => {}
+                Err(e) => problems.push(e),
             }
-        };
-        let hypervisor = get("hypervisor");
-        let config = get("config");
-        let suffix = get("migration_network_suffix");
-        let transport = get("migration_transport");
-        let user = get("migration_user");
-        let speed = get("migration_speed");
-        let downtime = get("migration_downtime");
-        let downtime_max = get("migration_downtime_max");
-        let postcopy = get("migration_postcopy");
-        let parallel = get("migration_parallel");
-        let force_stop = get("force_stop");
-        let peer = get("peer");
+        }
+        // Only the start was set, above the default ceiling: the ceiling
+        // follows it rather than refusing a valid start.
+        if !matches!(env.reskey("migration_downtime_max"), Ok(Some(_))) {
+            params.migration_downtime_max =
+                params.migration_downtime_max.max(params.migration_downtime);
+        }
+        // QEMU (10.0 and older) refuses the postcopy-ram capability next to
+        // multifd when the migration starts: a move would fail, and a
+        // failed migrate_to costs a restart under Pacemaker's default
+        // multiple-active=stop_start. Said here, it shows at validation.
+        if params.migration_postcopy && params.migration_parallel > 1 {
+            problems.push(ParamError::PostcopyWithParallel {
+                parallel: params.migration_parallel,
+            });
+        }
+        Ok((params, problems))
+    }
 
-        let mut params = Params {
+    /// Every optional parameter at its default.
+    fn defaults(name: &str) -> Params {
+        Params {
             name: name.to_owned(),
             hypervisor: DEFAULT_HYPERVISOR.to_owned(),
             local_uri: LocalUri::parse(DEFAULT_HYPERVISOR).expect("the default URI parses"),
-            config: config.map(PathBuf::from),
+            config: None,
             migration_network_suffix: DEFAULT_SUFFIX.to_owned(),
             migration_transport: Transport::Ssh,
             migration_user: None,
@@ -283,142 +291,140 @@ impl Params {
             migration_parallel: 1,
             force_stop: false,
             peer: None,
-        };
-        let mut check = |r: Result<(), ParamError>| {
-            if let Err(e) = r {
-                problems.push(e);
-            }
-        };
-        if let Some(uri) = hypervisor {
-            check(match LocalUri::parse(uri) {
-                Ok(parsed) => {
-                    params.hypervisor = uri.to_owned();
-                    params.local_uri = parsed;
-                    Ok(())
-                }
-                Err(source) => Err(ParamError::BadUri {
-                    value: uri.into(),
-                    source,
-                }),
-            });
         }
-        if let Some(s) = suffix {
-            check(if is_hostname_chars(s) {
-                params.migration_network_suffix = s.to_owned();
-                Ok(())
-            } else {
-                Err(ParamError::Invalid {
-                    name: "migration_network_suffix",
-                    value: s.into(),
-                    expected: "a suffix such as .mn (letters, digits, '.', '-')",
-                })
-            });
-        }
-        if let Some(t) = transport {
-            check(
-                match t {
-                    "ssh" => Ok(Transport::Ssh),
-                    "tcp" => Ok(Transport::Tcp),
-                    "tls" => Ok(Transport::Tls),
-                    _ => Err(ParamError::Invalid {
-                        name: "migration_transport",
-                        value: t.into(),
-                        expected: "ssh, tcp or tls",
-                    }),
-                }
-                .map(|t| params.migration_transport = t),
-            );
-        }
-        if let Some(u) = user {
-            // It goes into the peer's qemu+ssh:// URI.
-            check(
-                uri::check_user(u)
-                    .map(|()| params.migration_user = Some(u.to_owned()))
-                    .map_err(|source| ParamError::BadUser {
-                        value: u.into(),
-                        source,
-                    }),
-            );
-        }
-        if let Some(s) = speed {
-            check(
-                parse_u64(
-                    "migration_speed",
-                    s,
-                    0..=MAX_BANDWIDTH_MIB_S,
-                    "0 (unlimited) to 8796093022207 MiB/s (libvirt's max)",
-                )
-                .map(|v| params.migration_speed = v),
-            );
-        }
-        const MS: &str = "milliseconds from 1 to 2000000 (QEMU's limit)";
-        if let Some(d) = downtime {
-            check(
-                parse_u64("migration_downtime", d, 1..=MAX_DOWNTIME_MS, MS)
-                    .map(|v| params.migration_downtime = v),
-            );
-        }
-        match downtime_max {
-            Some(d) => check(
-                parse_u64("migration_downtime_max", d, 1..=MAX_DOWNTIME_MS, MS).and_then(|max| {
-                    params.migration_downtime_max = max;
-                    if max < params.migration_downtime {
-                        Err(ParamError::DowntimeMaxBelowStart {
-                            max,
-                            start: params.migration_downtime,
-                        })
-                    } else {
-                        Ok(())
-                    }
-                }),
-            ),
-            // Only the start was set, above the default ceiling: the
-            // ceiling follows it rather than refusing a valid start.
-            None => {
-                params.migration_downtime_max =
-                    params.migration_downtime_max.max(params.migration_downtime)
-            }
-        }
-        if let Some(v) = postcopy {
-            check(parse_bool("migration_postcopy", v).map(|v| params.migration_postcopy = v));
-        }
-        if let Some(v) = parallel {
-            check(
-                parse_u64(
-                    "migration_parallel",
-                    v,
-                    1..=MAX_PARALLEL,
-                    "1 to 64 connections (more only cost threads)",
-                )
-                .map(|v| params.migration_parallel = v as u32),
-            );
-        }
-        // QEMU (10.0 and older) refuses the postcopy-ram capability next to
-        // multifd when the migration starts: a move would fail, and a
-        // failed migrate_to costs a restart under Pacemaker's default
-        // multiple-active=stop_start. Said here, it shows at validation.
-        if params.migration_postcopy && params.migration_parallel > 1 {
-            check(Err(ParamError::PostcopyWithParallel {
-                parallel: params.migration_parallel,
-            }));
-        }
-        if let Some(f) = force_stop {
-            check(parse_bool("force_stop", f).map(|v| params.force_stop = v));
-        }
-        if let Some(n) = peer {
-            // It goes into the peer's libvirt URI as its host.
-            check(
-                uri::check_host(n)
-                    .map(|()| params.peer = Some(n.to_owned()))
-                    .map_err(|source| ParamError::BadHost {
-                        name: "peer",
-                        value: n.into(),
-                        source,
-                    }),
-            );
-        }
-        Ok((params, problems))
     }
+}
+
+/// One parser per optional parameter, in meta-data order (a parameter may
+/// rely on the ones before it: the downtime ceiling on the start).
+type Parser = fn(&mut Params, &str) -> Result<(), ParamError>;
+const PARSERS: [(&str, Parser); 12] = [
+    ("hypervisor", hypervisor),
+    ("config", config),
+    ("migration_network_suffix", migration_network_suffix),
+    ("migration_transport", migration_transport),
+    ("migration_user", migration_user),
+    ("migration_speed", migration_speed),
+    ("migration_downtime", migration_downtime),
+    ("migration_downtime_max", migration_downtime_max),
+    ("migration_postcopy", migration_postcopy),
+    ("migration_parallel", migration_parallel),
+    ("force_stop", force_stop),
+    ("peer", peer),
+];
+
+fn hypervisor(p: &mut Params, v: &str) -> Result<(), ParamError> {
+    p.local_uri = LocalUri::parse(v).map_err(|source| ParamError::BadUri {
+        value: v.into(),
+        source,
+    })?;
+    p.hypervisor = v.to_owned();
+    Ok(())
+}
+
+fn config(p: &mut Params, v: &str) -> Result<(), ParamError> {
+    // What the file must be is checked when it is read (config.rs).
+    p.config = Some(PathBuf::from(v));
+    Ok(())
+}
+
+fn migration_network_suffix(p: &mut Params, v: &str) -> Result<(), ParamError> {
+    if !is_hostname_chars(v) {
+        return Err(ParamError::Invalid {
+            name: "migration_network_suffix",
+            value: v.into(),
+            expected: "a suffix such as .mn (letters, digits, '.', '-')",
+        });
+    }
+    p.migration_network_suffix = v.to_owned();
+    Ok(())
+}
+
+fn migration_transport(p: &mut Params, v: &str) -> Result<(), ParamError> {
+    p.migration_transport = match v {
+        "ssh" => Transport::Ssh,
+        "tcp" => Transport::Tcp,
+        "tls" => Transport::Tls,
+        _ => {
+            return Err(ParamError::Invalid {
+                name: "migration_transport",
+                value: v.into(),
+                expected: "ssh, tcp or tls",
+            })
+        }
+    };
+    Ok(())
+}
+
+/// It goes into the peer's qemu+ssh:// URI.
+fn migration_user(p: &mut Params, v: &str) -> Result<(), ParamError> {
+    uri::check_user(v).map_err(|source| ParamError::BadUser {
+        value: v.into(),
+        source,
+    })?;
+    p.migration_user = Some(v.to_owned());
+    Ok(())
+}
+
+fn migration_speed(p: &mut Params, v: &str) -> Result<(), ParamError> {
+    p.migration_speed = parse_u64(
+        "migration_speed",
+        v,
+        0..=MAX_BANDWIDTH_MIB_S,
+        "0 (unlimited) to 8796093022207 MiB/s (libvirt's max)",
+    )?;
+    Ok(())
+}
+
+const MS: &str = "milliseconds from 1 to 2000000 (QEMU's limit)";
+
+fn migration_downtime(p: &mut Params, v: &str) -> Result<(), ParamError> {
+    p.migration_downtime = parse_u64("migration_downtime", v, 1..=MAX_DOWNTIME_MS, MS)?;
+    Ok(())
+}
+
+fn migration_downtime_max(p: &mut Params, v: &str) -> Result<(), ParamError> {
+    let max = parse_u64("migration_downtime_max", v, 1..=MAX_DOWNTIME_MS, MS)?;
+    p.migration_downtime_max = max;
+    if max < p.migration_downtime {
+        return Err(ParamError::DowntimeMaxBelowStart {
+            max,
+            start: p.migration_downtime,
+        });
+    }
+    Ok(())
+}
+
+fn migration_postcopy(p: &mut Params, v: &str) -> Result<(), ParamError> {
+    p.migration_postcopy = parse_bool("migration_postcopy", v)?;
+    Ok(())
+}
+
+fn migration_parallel(p: &mut Params, v: &str) -> Result<(), ParamError> {
+    let n = parse_u64(
+        "migration_parallel",
+        v,
+        1..=MAX_PARALLEL,
+        "1 to 64 connections (more only cost threads)",
+    )?;
+    p.migration_parallel = u32::try_from(n).unwrap_or(1);
+    Ok(())
+}
+
+fn force_stop(p: &mut Params, v: &str) -> Result<(), ParamError> {
+    p.force_stop = parse_bool("force_stop", v)?;
+    Ok(())
+}
+
+/// It goes into the peer's libvirt URI as its host.
+fn peer(p: &mut Params, v: &str) -> Result<(), ParamError> {
+    uri::check_host(v).map_err(|source| ParamError::BadHost {
+        name: "peer",
+        value: v.into(),
+        source,
+    })?;
+    p.peer = Some(v.to_owned());
+    Ok(())
 }
 
 /// The most of `config` that is read: a domain XML with dozens of disks
@@ -450,6 +456,12 @@ mod tests {
 
     fn env(pairs: &[(&str, &str)]) -> Env {
         Env::reskeys(pairs)
+    }
+
+    #[test]
+    fn one_parser_per_parameter_in_meta_data_order() {
+        let names: Vec<_> = PARSERS.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, PARAM_NAMES[1..]);
     }
 
     #[test]
