@@ -667,6 +667,183 @@ fn timed_out(
 mod tests {
     use super::*;
     use crate::hypervisor::fake::{timeout, Fake};
+    use crate::migration::network::Error as NetError;
+
+    /// No migration network: every move falls back to the base name.
+    struct NoMn;
+
+    impl Net for NoMn {
+        fn resolve(&self, _: &str, _: Duration) -> Result<Vec<std::net::IpAddr>, NetError> {
+            Err(NetError::NoAddress)
+        }
+        fn route(&self, _: std::net::IpAddr) -> Result<String, NetError> {
+            Ok("mn0".into())
+        }
+        fn connect(&self, _: std::net::SocketAddr, _: Duration) -> Result<(), NetError> {
+            Ok(())
+        }
+    }
+
+    /// The guest running here, not on node-b.
+    fn source() -> (Fake, Fake) {
+        (
+            Fake::new(&[DomainState::Running]),
+            Fake::new(&[DomainState::Shutoff]),
+        )
+    }
+
+    fn move_with(
+        local: &Fake,
+        peer: &Fake,
+        extra: &[(&str, &str)],
+        secs: u64,
+    ) -> Result<Outcome, Error> {
+        let deadline = Deadline::new(Duration::from_secs(secs));
+        migrate_to(local, peer, &NoMn, &Params::vm1(extra), "node-b", &deadline)
+    }
+
+    /// A pre-copy sample: pass `iteration`, `left_mib` still to copy of
+    /// 128 MiB, at 100 MiB/s.
+    fn pass(iteration: u64, left_mib: u64) -> Option<JobProgress> {
+        Some(JobProgress {
+            iteration: Some(iteration),
+            data_remaining: Some(left_mib << 20),
+            data_total: Some(128 << 20),
+            mem_bps: Some(100 << 20),
+            migration_out: true,
+            ..JobProgress::default()
+        })
+    }
+
+    #[test]
+    fn a_move_that_completes_is_0_and_says_how() {
+        let (local, peer) = source();
+        *local.migrations.borrow_mut() = vec![Some(Ok(()))];
+        let out = move_with(&local, &peer, &[], 20).unwrap();
+        assert_eq!(out.rc, OcfRc::Success);
+        assert!(
+            out.reason
+                .contains("vm1 migrated to node-b over fallback node-b"),
+            "{}",
+            out.reason
+        );
+        assert_eq!(local.calls(), ["downtime 300", "migrate"]);
+    }
+
+    #[test]
+    fn a_move_that_fails_with_the_guest_here_is_1() {
+        let (local, peer) = source();
+        *local.migrations.borrow_mut() = vec![Some(Err(()))];
+        let e = move_with(&local, &peer, &[], 20).unwrap_err();
+        assert!(matches!(e, Error::MigrationFailed { .. }), "{e}");
+        assert_eq!(e.rc(), OcfRc::ErrGeneric);
+    }
+
+    #[test]
+    fn a_move_libvirt_fails_after_the_guest_moved_is_0() {
+        // Seen running here before the move, shut off after it; running on
+        // node-b by then.
+        let local = Fake::new(&[DomainState::Running, DomainState::Shutoff]);
+        let peer = Fake::new(&[DomainState::Shutoff, DomainState::Running]);
+        *local.migrations.borrow_mut() = vec![Some(Err(()))];
+        let out = move_with(&local, &peer, &[], 20).unwrap();
+        assert_eq!(out.rc, OcfRc::Success);
+        assert!(out.reason.contains("runs on node-b"), "{}", out.reason);
+    }
+
+    #[test]
+    fn a_move_at_its_abort_point_is_aborted_and_the_guest_stays() {
+        let (local, peer) = source();
+        let t = Instant::now();
+        // 4 s: the abort point (3 s before the deadline) has come at once.
+        let e = move_with(&local, &peer, &[], 4).unwrap_err();
+        assert!(matches!(e, Error::MigrationTimedOut { .. }), "{e}");
+        assert!(e.to_string().contains("here running"), "{e}");
+        assert_eq!(local.calls(), ["downtime 300", "migrate", "abort"]);
+        assert!(t.elapsed() < Duration::from_secs(4));
+    }
+
+    #[test]
+    fn a_move_that_completes_while_aborted_is_0() {
+        let (mut local, peer) = source();
+        local.abort_completes = true;
+        let out = move_with(&local, &peer, &[], 4).unwrap();
+        assert_eq!(out.rc, OcfRc::Success);
+        assert_eq!(local.calls(), ["downtime 300", "migrate", "abort"]);
+    }
+
+    #[test]
+    fn a_retried_migrate_to_follows_the_earlier_job_first() {
+        let (local, peer) = source();
+        *local.jobs.borrow_mut() = vec![pass(3, 40), pass(4, 20), None];
+        *local.migrations.borrow_mut() = vec![Some(Ok(()))];
+        let out = move_with(&local, &peer, &[], 20).unwrap();
+        assert_eq!(out.rc, OcfRc::Success);
+        assert_eq!(local.calls(), ["downtime 300", "migrate"]);
+    }
+
+    #[test]
+    fn a_copy_that_stalls_climbs_the_ladder_then_is_aborted() {
+        let (mut local, peer) = source();
+        local.abort_keeps_jobs = true;
+        // No follow-up job before the move; then one pass per poll, none
+        // getting anywhere.
+        *local.jobs.borrow_mut() = [None]
+            .into_iter()
+            .chain((1..=40).map(|i| pass(i, 30)))
+            .collect();
+        let e = move_with(&local, &peer, &[], 12).unwrap_err();
+        assert!(matches!(e, Error::MigrationTimedOut { .. }), "{e}");
+        assert_eq!(
+            local.calls(),
+            [
+                "downtime 300",
+                "migrate",
+                // 30 MiB left take 300 ms: doubled, then the max.
+                "downtime 600",
+                "downtime 1200",
+                // auto-converge: the copy restarts with it.
+                "abort",
+                "downtime 1200",
+                "migrate",
+                // Nothing left (no post-copy allowed): aborted in time.
+                "abort",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_deadline_in_post_copy_reports_the_guest_on_the_target() {
+        let (mut local, peer) = source();
+        local.abort_keeps_jobs = true;
+        *local.jobs.borrow_mut() = [None]
+            .into_iter()
+            .chain((1..=60).map(|i| pass(i, 100)))
+            .collect();
+        let out = move_with(
+            &local,
+            &peer,
+            &[("OCF_RESKEY_migration_postcopy", "true")],
+            14,
+        )
+        .unwrap();
+        assert_eq!(out.rc, OcfRc::Success);
+        assert!(
+            out.reason.contains("post-copy still copies"),
+            "{}",
+            out.reason
+        );
+        let calls = local.calls();
+        assert_eq!(
+            calls.last().map(String::as_str),
+            Some("postcopy"),
+            "{calls:?}"
+        );
+        assert!(
+            !calls[calls.len() - 3..].contains(&"abort".to_owned()),
+            "{calls:?}"
+        );
+    }
 
     #[test]
     fn lines() {

@@ -295,7 +295,7 @@ mod tests {
         let out = stop(&f, &f, &params(&[]), &Deadline::new(Duration::from_secs(4))).unwrap();
         assert_eq!(out.rc, OcfRc::Success);
         assert!(out.reason.contains("ignored ACPI"), "{}", out.reason);
-        assert_eq!(f.calls().last(), Some(&"destroy"));
+        assert_eq!(f.calls().last().map(String::as_str), Some("destroy"));
         assert!(t.elapsed() < Duration::from_secs(3));
     }
 

@@ -1,7 +1,8 @@
-//! A scripted [`Hypervisor`] for unit tests of the actions' decisions
-//! (`agent`, `migrate`): it answers what a test lists and records what was
-//! asked of it. It proves decision logic only; the lab tests prove the
-//! actions against real libvirt and QEMU.
+//! A scripted [`Hypervisor`] for unit tests of the actions' decisions: it
+//! answers what a test lists (states, jobs over time, how each migration
+//! ends, what an abort does) and records what was asked of it. It proves
+//! decision logic only; the lab tests prove the actions against real
+//! libvirt and QEMU.
 
 use std::cell::{Cell, RefCell};
 use std::sync::mpsc;
@@ -15,7 +16,7 @@ use super::{
 /// repeats); calls are recorded.
 pub struct Fake {
     pub states: RefCell<Vec<Result<DomainState, ()>>>,
-    pub calls: RefCell<Vec<&'static str>>,
+    pub calls: RefCell<Vec<String>>,
     pub autostart: Cell<bool>,
     /// A QEMU process libvirt does not know about (or, for an unreachable
     /// libvirtd, the one that lives); None: as the state says.
@@ -28,12 +29,17 @@ pub struct Fake {
     pub jobs: RefCell<Vec<Option<JobProgress>>>,
     /// An abort leaves the job running (as one at its very end does).
     pub abort_ignored: bool,
+    /// An abort comes too late: the running migrations complete.
+    pub abort_completes: bool,
+    /// An abort leaves the scripted job samples to the next migration.
+    pub abort_keeps_jobs: bool,
     /// The state after a shutdown request (None: the guest ignores it).
     pub after_shutdown: Option<DomainState>,
     /// Post-copy sides, in order like `states`.
     pub postcopy: RefCell<Vec<Option<Postcopy>>>,
     /// How each migration started ends, in order: Err(()) fails it, None
-    /// leaves it running (its sender is kept in `running`).
+    /// (and every migration past the list) leaves it running until an
+    /// abort ends it.
     pub migrations: RefCell<Vec<Option<Result<(), ()>>>>,
     running: RefCell<Vec<mpsc::SyncSender<Result<(), Error>>>>,
 }
@@ -49,6 +55,8 @@ impl Fake {
             migrating: RefCell::new(vec![false]),
             jobs: RefCell::new(vec![None]),
             abort_ignored: false,
+            abort_completes: false,
+            abort_keeps_jobs: false,
             after_shutdown: Some(DomainState::Shutoff),
             postcopy: RefCell::new(vec![None]),
             migrations: RefCell::default(),
@@ -63,7 +71,7 @@ impl Fake {
     pub fn set(&self, s: DomainState) {
         *self.states.borrow_mut() = vec![Ok(s)];
     }
-    pub fn calls(&self) -> Vec<&'static str> {
+    pub fn calls(&self) -> Vec<String> {
         self.calls.borrow().clone()
     }
 }
@@ -95,24 +103,24 @@ impl Observe for Fake {
 
 impl Hypervisor for Fake {
     fn define(&self, _: &str) -> Result<String, Error> {
-        self.calls.borrow_mut().push("define");
+        self.calls.borrow_mut().push("define".into());
         self.set(DomainState::Shutoff);
         Ok("vm1".into())
     }
     fn start(&self, _: &str) -> Result<(), Error> {
-        self.calls.borrow_mut().push("start");
+        self.calls.borrow_mut().push("start".into());
         self.set(DomainState::Running);
         Ok(())
     }
     fn shutdown(&self, _: &str) -> Result<(), Error> {
-        self.calls.borrow_mut().push("shutdown");
+        self.calls.borrow_mut().push("shutdown".into());
         if let Some(s) = self.after_shutdown {
             self.set(s);
         }
         Ok(())
     }
     fn destroy(&self, _: &str) -> Result<(), Error> {
-        self.calls.borrow_mut().push("destroy");
+        self.calls.borrow_mut().push("destroy".into());
         self.set(DomainState::Shutoff);
         Ok(())
     }
@@ -120,24 +128,29 @@ impl Hypervisor for Fake {
         Ok(self.autostart.get())
     }
     fn disable_autostart(&self, _: &str) -> Result<(), Error> {
-        self.calls.borrow_mut().push("autostart off");
+        self.calls.borrow_mut().push("autostart off".into());
         self.autostart.set(false);
         Ok(())
     }
     fn migrate(&self, _: &str, req: &MigrationRequest) -> Result<Migration, Error> {
-        self.calls.borrow_mut().push(if req.postcopy_resume {
-            "migrate (resume)"
-        } else {
-            "migrate"
-        });
+        self.calls.borrow_mut().push(
+            if req.postcopy_resume {
+                "migrate (resume)"
+            } else {
+                "migrate"
+            }
+            .into(),
+        );
         let (tx, rx) = mpsc::sync_channel(1);
-        match self.migrations.borrow_mut().remove(0) {
+        let mut scripted = self.migrations.borrow_mut();
+        match (!scripted.is_empty()).then(|| scripted.remove(0)).flatten() {
             Some(r) => tx.send(r.map_err(|()| timeout("migrate"))).unwrap(),
             None => self.running.borrow_mut().push(tx),
         }
         Ok(Migration::new(rx))
     }
-    fn set_max_downtime(&self, _: &str, _: u64) -> Result<(), Error> {
+    fn set_max_downtime(&self, _: &str, ms: u64) -> Result<(), Error> {
+        self.calls.borrow_mut().push(format!("downtime {ms}"));
         Ok(())
     }
     fn job(&self, _: &str) -> Result<Option<JobProgress>, Error> {
@@ -147,17 +160,32 @@ impl Hypervisor for Fake {
         Ok(None)
     }
     fn abort_job(&self, _: &str) -> Result<(), Error> {
-        self.calls.borrow_mut().push("abort");
+        self.calls.borrow_mut().push("abort".into());
         if !self.abort_ignored {
-            *self.jobs.borrow_mut() = vec![None];
+            if !self.abort_keeps_jobs {
+                *self.jobs.borrow_mut() = vec![None];
+            }
+            // libvirt answers the aborted migration's call with an error,
+            // unless it completed first.
+            for tx in self.running.borrow_mut().drain(..) {
+                let end = if self.abort_completes {
+                    Ok(())
+                } else {
+                    Err(timeout("migrate (aborted)"))
+                };
+                let _ = tx.send(end);
+            }
         }
         Ok(())
     }
     fn start_postcopy(&self, _: &str) -> Result<(), Error> {
-        unimplemented!("no unit test switches a migration to post-copy")
+        self.calls.borrow_mut().push("postcopy".into());
+        *self.states.borrow_mut() = vec![Ok(DomainState::Paused)];
+        *self.postcopy.borrow_mut() = vec![Some(Postcopy::Outgoing)];
+        Ok(())
     }
     fn kill_qemu(&self, _: &str, _: u32) -> Result<(), Error> {
-        self.calls.borrow_mut().push("kill");
+        self.calls.borrow_mut().push("kill".into());
         self.pid.set(None);
         self.set(DomainState::Shutoff);
         Ok(())
