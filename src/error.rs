@@ -415,7 +415,13 @@ mod tests {
                 .into(),
             );
         }
-        all.push(ParamError::ConfigNotDomain { path: path.clone() }.into());
+        all.push(
+            ParamError::ConfigNotDomain {
+                path: path.clone(),
+                why: "its root element is not <domain>",
+            }
+            .into(),
+        );
         all.push(
             ParamError::ConfigUnreadable {
                 path,

@@ -33,8 +33,13 @@ impl Params {
                     source: e,
                 }),
                 Ok(_) => match rx.recv_timeout(budget) {
-                    Ok(Ok(xml)) if is_domain_xml(&xml) => Ok(xml),
-                    Ok(Ok(_)) => Err(ParamError::ConfigNotDomain { path: path.clone() }),
+                    Ok(Ok(xml)) => match domain_doc(&xml) {
+                        Ok(_) => Ok(xml),
+                        Err(why) => Err(ParamError::ConfigNotDomain {
+                            path: path.clone(),
+                            why,
+                        }),
+                    },
                     Ok(Err(ReadError::Io(source))) => Err(ParamError::ConfigUnreadable {
                         path: path.clone(),
                         source,
@@ -100,51 +105,27 @@ fn read_config_file(path: &std::path::Path) -> Result<String, ReadError> {
     String::from_utf8(bytes).map_err(|_| ReadError::Refused(ConfigProblem::NotText))
 }
 
-/// Whether the document's root element is `<domain>`, after an optional
-/// XML declaration, comments and whitespace: enough to keep a file that is
-/// something else (a key, /etc/shadow) from reaching libvirt, whose parse
-/// errors quote the offending line.
-fn is_domain_xml(xml: &str) -> bool {
-    let mut rest = xml.trim_start_matches('\u{feff}').trim_start();
-    loop {
-        if let Some(r) = rest.strip_prefix("<?") {
-            let Some(end) = r.find("?>") else {
-                return false;
-            };
-            rest = r[end + 2..].trim_start();
-        } else if let Some(r) = rest.strip_prefix("<!--") {
-            let Some(end) = r.find("-->") else {
-                return false;
-            };
-            rest = r[end + 3..].trim_start();
-        } else {
-            return rest
-                .strip_prefix("<domain")
-                .and_then(|r| r.chars().next())
-                .is_some_and(|c| c == '>' || c.is_ascii_whitespace());
-        }
+/// The `<name>` of a domain XML, once the document is shown to be one:
+/// well-formed, with `<domain>` as its root element. That keeps a file that
+/// is something else (a key, /etc/shadow) from reaching libvirt, whose
+/// parse errors quote the offending line; the reason never quotes it.
+fn domain_doc(xml: &str) -> Result<Option<String>, &'static str> {
+    let doc = roxmltree::Document::parse(xml).map_err(|_| "it is not well-formed XML")?;
+    let root = doc.root_element();
+    if !root.has_tag_name("domain") {
+        return Err("its root element is not <domain>");
     }
-}
-
-/// The first `<name>` of a domain XML, unescaped: libvirt puts the
-/// domain's name there, before any device.
-fn domain_name(xml: &str) -> Option<String> {
-    let start = xml.find("<name>")? + "<name>".len();
-    let len = xml[start..].find("</name>")?;
-    let raw = xml[start..start + len].trim();
-    Some(
-        raw.replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&quot;", "\"")
-            .replace("&apos;", "'")
-            .replace("&amp;", "&"),
-    )
+    Ok(root
+        .children()
+        .find(|n| n.has_tag_name("name"))
+        .and_then(|n| n.text())
+        .map(|t| t.trim().to_owned()))
 }
 
 /// A config that names another domain is refused: start would define and
 /// boot that one.
 pub fn check_name(name: &str, xml: &str) -> Result<(), ParamError> {
-    match domain_name(xml) {
+    match domain_doc(xml).ok().flatten() {
         Some(found) if found != name => Err(ParamError::ConfigNames {
             name: name.into(),
             found,
@@ -173,28 +154,29 @@ mod tests {
     #[test]
     fn only_domain_xml_is_passed_on() {
         for xml in [
-            "<domain type='kvm'>",
-            "<?xml version='1.0'?>\n<!-- made by hand -->\n<domain>",
-            "\u{feff}  <domain\n type='qemu'>",
+            "<domain type='kvm'/>",
+            "<?xml version='1.0'?>\n<!-- made by hand -->\n<domain><name>a</name></domain>",
+            "\u{feff}  <domain\n type='qemu'></domain>",
         ] {
-            assert!(is_domain_xml(xml), "{xml:?}");
+            assert!(domain_doc(xml).is_ok(), "{xml:?}");
         }
         for xml in [
             "root:$6$secret:19000::::::",
-            "<domains>",
-            "<network>",
-            "<!-- <domain>",
+            "<domains/>",
+            "<network/>",
+            "<!-- <domain> -->",
+            "<domain><memory>oops</domain>",
             "",
         ] {
-            assert!(!is_domain_xml(xml), "{xml:?}");
+            assert!(domain_doc(xml).is_err(), "{xml:?}");
         }
     }
 
     #[test]
     fn config_naming_another_domain_is_refused() {
         assert_eq!(
-            domain_name("<domain><name>a&amp;b</name><x><name>y</name></x></domain>"),
-            Some("a&b".into())
+            domain_doc("<domain><x><name>y</name></x><name> a&amp;b </name></domain>"),
+            Ok(Some("a&b".into()))
         );
         let e = check_name("vm1", "<domain><name>vm2</name></domain>").unwrap_err();
         assert_eq!(e.rc(), OcfRc::ErrConfigured);

@@ -76,8 +76,8 @@ pub enum ParamError {
     ConfigRefused { path: PathBuf, why: ConfigProblem },
     #[error("config names domain \"{}\", not \"{}\"", short(.found), short(.name))]
     ConfigNames { name: String, found: String },
-    #[error("config {} is not a domain XML (its root element is not <domain>)", short_path(.path))]
-    ConfigNotDomain { path: PathBuf },
+    #[error("config {} is not a domain XML: {why}", short_path(.path))]
+    ConfigNotDomain { path: PathBuf, why: &'static str },
 }
 
 impl ParamError {
