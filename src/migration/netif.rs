@@ -31,7 +31,7 @@ fn holding(addr: IpAddr) -> Option<(String, InterfaceFlags)> {
             (_, Some(v6)) => IpAddr::V6(v6.ip()),
             _ => return None,
         };
-        (ip == addr).then(|| (ifa.interface_name, ifa.flags))
+        (ip == addr).then_some((ifa.interface_name, ifa.flags))
     })
 }
 
