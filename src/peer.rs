@@ -5,8 +5,7 @@
 use crate::cluster;
 use crate::error::{chain, Error};
 use crate::hypervisor::Hypervisor;
-use crate::ocf::budget::preflight_budget;
-use crate::ocf::{Deadline, Env, Params};
+use crate::ocf::{Budget, Env, Params};
 use crate::uri;
 
 /// The other node, as start sees it: its libvirtd, or why it cannot be
@@ -25,10 +24,10 @@ impl Peer {
     pub fn find(
         env: &Env,
         p: &Params,
-        deadline: &Deadline,
+        deadline: &Budget,
         connect: impl FnOnce(&str) -> Box<dyn Hypervisor>,
     ) -> Peer {
-        let budget = preflight_budget(deadline.timeout());
+        let budget = deadline.preflight();
         let node = match &p.peer {
             Some(n) => n.clone(),
             None => match cluster::peer_from_pacemaker(env, budget.min(deadline.remaining())) {

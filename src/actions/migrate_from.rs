@@ -8,7 +8,7 @@ use log::warn;
 use crate::error::{hv_err, Error};
 use crate::hypervisor::wait::{ensure_no_autostart, wait_status};
 use crate::hypervisor::{DomainState, Hypervisor, Postcopy, Status};
-use crate::ocf::{Deadline, OcfRc, Outcome, Params};
+use crate::ocf::{Budget, OcfRc, Outcome, Params};
 
 /// How long migrate_from waits for a domain that is not even paused here:
 /// after a successful migrate_to it already runs, so a missing domain is
@@ -29,7 +29,7 @@ pub fn migrate_from(
     hv: &dyn Hypervisor,
     p: &Params,
     source: Option<&str>,
-    deadline: &Deadline,
+    deadline: &Budget,
 ) -> Result<Outcome, Error> {
     let name = p.name.as_str();
     let source = source.unwrap_or("the source");
@@ -113,7 +113,7 @@ mod tests {
             &f,
             &p,
             Some("node-a"),
-            &Deadline::new(Duration::from_secs(20)),
+            &Budget::new(Duration::from_secs(20)),
         )
         .unwrap();
         assert_eq!(out.rc, OcfRc::Success);

@@ -23,8 +23,7 @@ use crate::hypervisor::{
 use crate::migration::converge::{Decision, Ladder, Step};
 use crate::migration::network::{self, Choice, Net};
 use crate::migration::{bandwidth, request};
-use crate::ocf::budget::abort_reserve;
-use crate::ocf::{Deadline, OcfRc, Outcome, Params};
+use crate::ocf::{Budget, OcfRc, Outcome, Params};
 
 /// How often the migration's result is waited for between checks.
 const POLL: Duration = Duration::from_millis(250);
@@ -103,10 +102,10 @@ pub fn migrate_to(
     net: &dyn Net,
     p: &Params,
     target: &str,
-    deadline: &Deadline,
+    deadline: &Budget,
 ) -> Result<Outcome, Error> {
     let name = p.name.as_str();
-    let abort_at = deadline.earlier_by(abort_reserve(deadline.timeout()));
+    let abort_at = deadline.earlier_by(deadline.abort_reserve());
     follow_earlier_migration(local, name, target, abort_at, deadline)?;
     let Status {
         state: here,
@@ -270,7 +269,7 @@ struct Policy<'a> {
     local: &'a dyn Hypervisor,
     name: &'a str,
     abort_at: Instant,
-    deadline: &'a Deadline,
+    deadline: &'a Budget,
 }
 
 impl Policy<'_> {
@@ -327,7 +326,7 @@ impl Policy<'_> {
                     }
                 }
                 Step::GiveUp => {
-                    info!("convergence: {why}: nothing left to try (migration_postcopy=false); the copy goes on and is aborted {:.0?} before the deadline if it does not end", abort_reserve(self.deadline.timeout()));
+                    info!("convergence: {why}: nothing left to try (migration_postcopy=false); the copy goes on and is aborted {:.0?} before the deadline if it does not end", self.deadline.abort_reserve());
                 }
             }
         }
@@ -402,7 +401,7 @@ fn follow_earlier_migration(
     name: &str,
     target: &str,
     abort_at: Instant,
-    deadline: &Deadline,
+    deadline: &Budget,
 ) -> Result<(), Error> {
     let t0 = Instant::now();
     let mut logged = false;
@@ -510,7 +509,7 @@ fn abort(
     target: &str,
     migration: &Migration,
     t0: Instant,
-    deadline: &Deadline,
+    deadline: &Budget,
 ) -> Option<Result<(), hypervisor::Error>> {
     let progress = local.job(name).ok().flatten();
     warn!(
@@ -532,7 +531,7 @@ fn see_postcopy_through(
     target: &str,
     migration: &Migration,
     t0: Instant,
-    deadline: &Deadline,
+    deadline: &Budget,
 ) -> Option<Result<(), hypervisor::Error>> {
     warn!(
         "migration of {name} to {target} is in post-copy after {:.1?}: the guest runs on {target} and the copy cannot be aborted; waiting for the pages still here",
@@ -576,7 +575,7 @@ fn resume_broken_postcopy(
     target: &str,
     req: &MigrationRequest,
     broke: hypervisor::Error,
-    deadline: &Deadline,
+    deadline: &Budget,
 ) -> Option<Result<(), hypervisor::Error>> {
     let until = deadline.earlier_by(POLL * 4);
     let resume = MigrationRequest {
@@ -630,7 +629,7 @@ fn timed_out(
     target: &str,
     t0: Instant,
     ended: Option<Result<(), hypervisor::Error>>,
-    deadline: &Deadline,
+    deadline: &Budget,
 ) -> Result<Outcome, Error> {
     let here = wait_state(local, name, deadline.at(), |s| s == DomainState::Running).ok();
     // No state before the deadline: the QEMU process still tells.
@@ -698,7 +697,7 @@ mod tests {
         extra: &[(&str, &str)],
         secs: u64,
     ) -> Result<Outcome, Error> {
-        let deadline = Deadline::new(Duration::from_secs(secs));
+        let deadline = Budget::new(Duration::from_secs(secs));
         migrate_to(local, peer, &NoMn, &Params::vm1(extra), "node-b", &deadline)
     }
 
@@ -875,7 +874,7 @@ mod tests {
             postcopy_resume: false,
         };
         let broke = timeout("the copy");
-        let deadline = Deadline::new(Duration::from_secs(secs));
+        let deadline = Budget::new(Duration::from_secs(secs));
         resume_broken_postcopy(f, "vm1", "node-b", &req, broke, &deadline)
     }
 

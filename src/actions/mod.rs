@@ -16,8 +16,7 @@ use log::warn;
 use crate::error::{chain, Error};
 use crate::libvirt::{rpc::Rpc, Libvirt};
 use crate::migration::network::SystemNet;
-use crate::ocf::budget::{monitor_ask_budget, preflight_budget, stop_ask_budget};
-use crate::ocf::{Deadline, Env, OcfRc, Outcome, Params};
+use crate::ocf::{Budget, Env, OcfRc, Outcome, Params};
 use crate::peer::{self, Peer};
 
 /// The OCF actions this agent knows (Pacemaker's names).
@@ -70,7 +69,7 @@ impl Action {
 
 /// Runs one action with the parameters in `env`.
 pub fn run(action: Action, env: &Env) -> Outcome {
-    let deadline = Deadline::new(env.timeout());
+    let deadline = Budget::new(env.timeout());
     let result = match action {
         Action::MetaData => meta_data::meta_data(),
         Action::ValidateAll => validate_all::validate_all(env, &deadline),
@@ -84,7 +83,7 @@ pub fn run(action: Action, env: &Env) -> Outcome {
         Action::Stop => match lenient(env) {
             Ok(p) => {
                 let hv = Libvirt::new(&p.hypervisor, deadline.at());
-                let ask = stop_ask_budget(deadline.timeout());
+                let ask = deadline.stop_ask();
                 let probe = Libvirt::new(&p.hypervisor, deadline.at()).per_call(ask);
                 stop::stop(&hv, &probe, &p, &deadline)
             }
@@ -97,7 +96,7 @@ pub fn run(action: Action, env: &Env) -> Outcome {
             Err(e) => Err(e),
         },
         Action::Monitor | Action::Status => lenient(env).and_then(|p| {
-            let ask = monitor_ask_budget(deadline.timeout());
+            let ask = deadline.monitor_ask();
             // libvirt.so, connected on first use: only a libvirtd that
             // wants SASL makes the direct client hand the question to it.
             let libvirt = || Libvirt::new(&p.hypervisor, deadline.at()).per_call(ask);
@@ -141,9 +140,8 @@ fn lenient(env: &Env) -> Result<Params, Error> {
 /// pre-flight budget: a hung peer must cost an answer early, not the whole
 /// action, and a live one can still be asked after a long migration.
 /// `node` has passed [`checked_node`].
-fn peer_libvirt(p: &Params, node: &str, deadline: &Deadline) -> Libvirt {
-    Libvirt::new(&peer::peer_uri(p, node), deadline.at())
-        .per_call(preflight_budget(deadline.timeout()))
+fn peer_libvirt(p: &Params, node: &str, deadline: &Budget) -> Libvirt {
+    Libvirt::new(&peer::peer_uri(p, node), deadline.at()).per_call(deadline.preflight())
 }
 
 #[cfg(test)]

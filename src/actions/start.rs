@@ -8,8 +8,7 @@ use log::{debug, info, warn};
 use crate::error::{chain, hv_err, Error};
 use crate::hypervisor::wait::{ensure_no_autostart, wait_state};
 use crate::hypervisor::{DomainState, ErrorKind, Hypervisor};
-use crate::ocf::budget::config_budget;
-use crate::ocf::{config, Deadline, OcfRc, Outcome, Params};
+use crate::ocf::{config, Budget, OcfRc, Outcome, Params};
 use crate::peer::Peer;
 
 /// Refuses to boot a server that runs on the peer: two copies of one
@@ -47,12 +46,12 @@ pub fn start<H: Hypervisor>(
     hv: &H,
     peer: &Peer,
     p: &Params,
-    deadline: &Deadline,
+    deadline: &Budget,
 ) -> Result<Outcome, Error> {
     let name = p.name.as_str();
     let mut state = hv.state(name).map_err(hv_err("get the state of", name))?;
     if state == DomainState::Undefined {
-        let xml = match p.read_config(config_budget(deadline)) {
+        let xml = match p.read_config(deadline.config_read()) {
             None => return Err(Error::NotDefined { name: name.into() }),
             Some(xml) => xml?,
         };
@@ -119,8 +118,8 @@ mod tests {
         Params::vm1(extra)
     }
 
-    fn deadline(secs: u64) -> Deadline {
-        Deadline::new(Duration::from_secs(secs))
+    fn deadline(secs: u64) -> Budget {
+        Budget::new(Duration::from_secs(secs))
     }
 
     #[test]

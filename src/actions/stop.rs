@@ -12,8 +12,7 @@ use crate::hypervisor::wait::{wait_state, wait_status, POLL};
 use crate::hypervisor::{
     self, DomainState, ErrorKind, Hypervisor, Observe, Postcopy, Qemu, Status,
 };
-use crate::ocf::budget::{abort_wait, destroy_reserve};
-use crate::ocf::{Deadline, OcfRc, Outcome, Params};
+use crate::ocf::{Budget, OcfRc, Outcome, Params};
 
 /// How often stop presses the ACPI power button again: a guest that is
 /// still booting (no ACPI handler loaded yet) misses the first press.
@@ -28,7 +27,7 @@ pub fn stop<H: Hypervisor>(
     hv: &H,
     probe: &dyn Observe,
     p: &Params,
-    deadline: &Deadline,
+    deadline: &Budget,
 ) -> Result<Outcome, Error> {
     let name = p.name.as_str();
     // Every running domain has a live QEMU process; with none, nothing of
@@ -90,7 +89,7 @@ pub fn stop<H: Hypervisor>(
         how = why;
     }
     if graceful {
-        let graceful_end = deadline.earlier_by(destroy_reserve(deadline.timeout()));
+        let graceful_end = deadline.earlier_by(deadline.destroy_reserve());
         let mut state = state;
         let mut next_press = Instant::now();
         while state.is_active() && Instant::now() < graceful_end {
@@ -152,7 +151,7 @@ fn end_migration<H: Hypervisor>(
     hv: &H,
     name: &str,
     status: Status,
-    deadline: &Deadline,
+    deadline: &Budget,
 ) -> Result<(Status, Option<&'static str>), Error> {
     // Only the source has job statistics ("migration statistics are
     // available only on the source host" on the target).
@@ -167,7 +166,7 @@ fn end_migration<H: Hypervisor>(
     if let Err(e) = hv.abort_job(name) {
         warn!("abort failed: {}", chain(&e));
     }
-    let until = Instant::now() + abort_wait(deadline.timeout()).min(deadline.remaining());
+    let until = Instant::now() + deadline.abort_wait().min(deadline.remaining());
     while matches!(hv.job(name), Ok(Some(_))) && Instant::now() < until {
         sleep(POLL);
     }
@@ -266,8 +265,8 @@ mod tests {
         Params::vm1(extra)
     }
 
-    fn deadline(secs: u64) -> Deadline {
-        Deadline::new(Duration::from_secs(secs))
+    fn deadline(secs: u64) -> Budget {
+        Budget::new(Duration::from_secs(secs))
     }
 
     #[test]
@@ -292,7 +291,7 @@ mod tests {
         f.after_shutdown = None;
         // 4 s timeout: deadline at 3 s, destroy reserve 2 s -> 1 s graceful.
         let t = Instant::now();
-        let out = stop(&f, &f, &params(&[]), &Deadline::new(Duration::from_secs(4))).unwrap();
+        let out = stop(&f, &f, &params(&[]), &Budget::new(Duration::from_secs(4))).unwrap();
         assert_eq!(out.rc, OcfRc::Success);
         assert!(out.reason.contains("ignored ACPI"), "{}", out.reason);
         assert_eq!(f.calls().last().map(String::as_str), Some("destroy"));
@@ -313,7 +312,7 @@ mod tests {
         let f = Fake::new(&[DomainState::Paused]);
         *f.postcopy.borrow_mut() = vec![Some(Postcopy::Outgoing)];
         let t = Instant::now();
-        let e = stop(&f, &f, &params(&[]), &Deadline::new(Duration::from_secs(2))).unwrap_err();
+        let e = stop(&f, &f, &params(&[]), &Budget::new(Duration::from_secs(2))).unwrap_err();
         assert!(matches!(e, Error::PostcopyRunning { .. }), "{e}");
         assert!(f.calls().is_empty(), "{:?}", f.calls());
         assert!(t.elapsed() < Duration::from_secs(2));

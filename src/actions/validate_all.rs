@@ -2,19 +2,18 @@
 //! libvirtd.
 
 use crate::error::{chain, Error};
-use crate::ocf::budget::config_budget;
-use crate::ocf::{config, Deadline, Env, OcfRc, Outcome, Params};
+use crate::ocf::{config, Budget, Env, OcfRc, Outcome, Params};
 
 /// validate-all: syntax of every parameter (6), then what this node must
 /// have (5: `config` readable). It does not contact libvirt: validation
 /// must answer even where libvirtd is down, as `crm_resource --validate`
 /// is used to debug exactly that.
-pub fn validate_all(env: &Env, deadline: &Deadline) -> Result<Outcome, Error> {
+pub fn validate_all(env: &Env, deadline: &Budget) -> Result<Outcome, Error> {
     let (p, problems) = Params::from_env_lenient(env)?;
     // Every rejected parameter is named, one log line each, so an admin
     // running `crm_resource --validate` fixes them all in one go.
     let mut errors: Vec<Error> = problems.into_iter().map(Error::from).collect();
-    if let Some(xml) = p.read_config(config_budget(deadline)) {
+    if let Some(xml) = p.read_config(deadline.config_read()) {
         match xml {
             Ok(xml) => errors.extend(config::check_name(&p.name, &xml).err().map(Error::from)),
             Err(e) => errors.push(e.into()),

@@ -1,5 +1,8 @@
-//! When an action must be done by: one deadline per action, from
-//! Pacemaker's `CRM_meta_timeout`.
+//! One time budget per action, built once from Pacemaker's
+//! `CRM_meta_timeout`: the deadline every wait ends at, and every wait an
+//! action makes on the way there (the first question to libvirtd, the
+//! peer's pre-flight, the graceful phase of stop, the abort point of a
+//! migration and the time kept after it). Nothing else computes a margin.
 
 use std::time::{Duration, Instant};
 
@@ -11,20 +14,20 @@ use super::config::CONFIG_BUDGET;
 /// runs on both nodes), so every wait ends at `deadline`, a margin before
 /// the timeout.
 #[derive(Debug, Clone, Copy)]
-pub struct Deadline {
+pub struct Budget {
     start: Instant,
     at: Instant,
     timeout: Duration,
 }
 
-impl Deadline {
+impl Budget {
     /// The margin kept before Pacemaker's timeout: a tenth of it, at least
     /// 1 s and at most 5 s (time to log, print the reason and exit).
     pub fn new(timeout: Duration) -> Self {
         let margin = (timeout / 10).clamp(Duration::from_secs(1), Duration::from_secs(5));
         let start = Instant::now();
         let budget = timeout.saturating_sub(margin).max(timeout / 2);
-        Deadline {
+        Budget {
             start,
             at: start + budget,
             timeout,
@@ -50,55 +53,55 @@ impl Deadline {
             .checked_sub(reserve)
             .map_or(self.start, |t| t.max(self.start))
     }
-}
 
-/// The time stop keeps for destroy after the graceful phase: libvirt's
-/// destroy sends SIGTERM, waits up to 10 s, then SIGKILLs (virDomainDestroy),
-/// so a quarter of the timeout, between 2 s and 15 s.
-pub fn destroy_reserve(timeout: Duration) -> Duration {
-    (timeout / 4).clamp(Duration::from_secs(2), Duration::from_secs(15))
-}
+    /// The time stop keeps for destroy after the graceful phase: libvirt's
+    /// destroy sends SIGTERM, waits up to 10 s, then SIGKILLs (virDomainDestroy),
+    /// so a quarter of the timeout, between 2 s and 15 s.
+    pub fn destroy_reserve(&self) -> Duration {
+        (self.timeout / 4).clamp(Duration::from_secs(2), Duration::from_secs(15))
+    }
 
-/// How long stop waits for an aborted migration to end: libvirt cancels a
-/// copy in about a second, 2 s on a busy host with the link cut; an eighth
-/// of the timeout, 2 s to 10 s.
-pub fn abort_wait(timeout: Duration) -> Duration {
-    (timeout / 8).clamp(Duration::from_secs(2), Duration::from_secs(10))
-}
+    /// How long stop waits for an aborted migration to end: libvirt cancels a
+    /// copy in about a second, 2 s on a busy host with the link cut; an eighth
+    /// of the timeout, 2 s to 10 s.
+    pub fn abort_wait(&self) -> Duration {
+        (self.timeout / 8).clamp(Duration::from_secs(2), Duration::from_secs(10))
+    }
 
-/// How long monitor waits for libvirtd's answer: min(2 s, a quarter of its
-/// timeout). A hung libvirtd then costs a monitor two seconds, and the QEMU
-/// process decides, instead of the whole timeout.
-pub fn monitor_ask_budget(timeout: Duration) -> Duration {
-    (timeout / 4).min(Duration::from_secs(2))
-}
+    /// How long monitor waits for libvirtd's answer: min(2 s, a quarter of its
+    /// timeout). A hung libvirtd then costs a monitor two seconds, and the QEMU
+    /// process decides, instead of the whole timeout.
+    pub fn monitor_ask(&self) -> Duration {
+        (self.timeout / 4).min(Duration::from_secs(2))
+    }
 
-/// How long stop waits for libvirtd's first answer: a quarter of its
-/// timeout, 2 s to 15 s, so that a hung libvirtd leaves most of the budget
-/// for making sure of (or, with force_stop, killing) the QEMU process.
-pub fn stop_ask_budget(timeout: Duration) -> Duration {
-    (timeout / 4).clamp(Duration::from_secs(2), Duration::from_secs(15))
-}
+    /// How long stop waits for libvirtd's first answer: a quarter of its
+    /// timeout, 2 s to 15 s, so that a hung libvirtd leaves most of the budget
+    /// for making sure of (or, with force_stop, killing) the QEMU process.
+    pub fn stop_ask(&self) -> Duration {
+        (self.timeout / 4).clamp(Duration::from_secs(2), Duration::from_secs(15))
+    }
 
-/// The time kept after aborting a migration to see it end and to confirm
-/// the guest still runs here: an eighth of the timeout, 3 s to 10 s. With
-/// the migration link cut, libvirt needs about 2 s on a busy host to
-/// cancel the copy and drop the target's incoming domain.
-pub fn abort_reserve(timeout: Duration) -> Duration {
-    (timeout / 8).clamp(Duration::from_secs(3), Duration::from_secs(10))
-}
+    /// The time kept after aborting a migration to see it end and to confirm
+    /// the guest still runs here: an eighth of the timeout, 3 s to 10 s. With
+    /// the migration link cut, libvirt needs about 2 s on a busy host to
+    /// cancel the copy and drop the target's incoming domain.
+    pub fn abort_reserve(&self) -> Duration {
+        (self.timeout / 8).clamp(Duration::from_secs(3), Duration::from_secs(10))
+    }
 
-/// How long the target's libvirtd may take to answer before the migration
-/// starts: a quarter of the timeout, 3 s to 15 s. A hung target must cost
-/// a clear error early, not the whole migrate_to budget.
-pub fn preflight_budget(timeout: Duration) -> Duration {
-    (timeout / 4).clamp(Duration::from_secs(3), Duration::from_secs(15))
-}
+    /// How long the target's libvirtd may take to answer before the migration
+    /// starts: a quarter of the timeout, 3 s to 15 s. A hung target must cost
+    /// a clear error early, not the whole migrate_to budget.
+    pub fn preflight(&self) -> Duration {
+        (self.timeout / 4).clamp(Duration::from_secs(3), Duration::from_secs(15))
+    }
 
-/// How long reading `config` may take: [`CONFIG_BUDGET`], within the
-/// deadline.
-pub fn config_budget(deadline: &Deadline) -> Duration {
-    CONFIG_BUDGET.min(deadline.remaining())
+    /// How long reading `config` may take: [`CONFIG_BUDGET`], within the
+    /// deadline.
+    pub fn config_read(&self) -> Duration {
+        CONFIG_BUDGET.min(self.remaining())
+    }
 }
 
 #[cfg(test)]
@@ -106,14 +109,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn deadline_keeps_a_margin() {
-        let d = Deadline::new(Duration::from_secs(20));
+    fn the_deadline_keeps_a_margin() {
+        let d = Budget::new(Duration::from_secs(20));
         let r = d.remaining();
         assert!(r <= Duration::from_secs(18) && r > Duration::from_secs(17));
-        let d = Deadline::new(Duration::from_secs(600));
+        let d = Budget::new(Duration::from_secs(600));
         assert!(d.remaining() > Duration::from_secs(594));
         // Never less than half the timeout, even for tiny timeouts.
-        let d = Deadline::new(Duration::from_millis(1000));
+        let d = Budget::new(Duration::from_millis(1000));
         assert!(d.remaining() > Duration::from_millis(400));
         assert!(d.earlier_by(Duration::from_secs(100)) <= Instant::now());
     }
@@ -121,10 +124,51 @@ mod tests {
     #[test]
     fn budgets_for_the_first_question() {
         let s = Duration::from_secs;
-        assert_eq!(monitor_ask_budget(s(10)), Duration::from_millis(2000));
-        assert_eq!(monitor_ask_budget(s(4)), s(1));
-        assert_eq!(stop_ask_budget(s(20)), s(5));
-        assert_eq!(stop_ask_budget(s(4)), s(2));
-        assert_eq!(stop_ask_budget(s(600)), s(15));
+        let b = |t| Budget::new(s(t));
+        assert_eq!(b(10).monitor_ask(), Duration::from_millis(2000));
+        assert_eq!(b(4).monitor_ask(), s(1));
+        assert_eq!(b(20).stop_ask(), s(5));
+        assert_eq!(b(4).stop_ask(), s(2));
+        assert_eq!(b(600).stop_ask(), s(15));
+    }
+
+    /// At the smallest and the largest timeouts, every action ends before
+    /// its deadline with time left to print its reason, and each wait it
+    /// is handed fits in what it has.
+    #[test]
+    fn the_waits_add_up_at_every_timeout() {
+        for ms in [
+            1_000, 2_000, 4_000, 10_000, 20_000, 120_000, 600_000, 86_400_000,
+        ] {
+            let t = Duration::from_millis(ms);
+            let b = Budget::new(t);
+            let whole = b.at - b.start;
+            // The margin: at least half a second, at most 5 s.
+            let margin = t - whole;
+            assert!(margin >= Duration::from_millis(500), "{t:?}: {margin:?}");
+            assert!(margin <= Duration::from_secs(5), "{t:?}");
+            // monitor: one question, then the process table (1 s).
+            assert!(b.monitor_ask() <= whole, "{t:?}");
+            // stop: the first question and the destroy reserve both fit;
+            // the graceful phase ends where the reserve begins, never
+            // before the action started.
+            assert!(b.stop_ask() <= b.timeout / 2 || ms < 8_000, "{t:?}");
+            assert!(b.earlier_by(b.destroy_reserve()) >= b.start);
+            assert!(b.earlier_by(b.destroy_reserve()) <= b.at);
+            // migrate_to: from the abort point, the reserve reaches the
+            // deadline exactly; the pre-flight and the network checks
+            // (1 s lookup + 1 s probes) come before the abort point from
+            // the timeouts a migration is run with (README: 120 s).
+            let abort_at = b.earlier_by(b.abort_reserve());
+            assert!(abort_at <= b.at && abort_at >= b.start, "{t:?}");
+            if ms >= 20_000 {
+                let before_abort = abort_at - b.start;
+                assert!(
+                    b.preflight() + Duration::from_secs(2) < before_abort,
+                    "{t:?}"
+                );
+            }
+            assert!(b.config_read() <= whole);
+        }
     }
 }

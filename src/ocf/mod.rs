@@ -17,7 +17,7 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::time::Duration;
 
-pub use budget::Deadline;
+pub use budget::Budget;
 pub use config::CONFIG_BUDGET;
 pub use metadata::{param_docs, ParamDoc, METADATA};
 pub use params::{ConfigProblem, ParamError, Params, Transport, MAX_CONFIG_BYTES, PARAM_NAMES};
