@@ -1,7 +1,8 @@
 //! The house's rules, read from the source itself: every import points
 //! down (no circle between modules), only `src/libvirt/` names the `virt`
 //! crate, `hypervisor/` knows nothing of `libvirt/`, no action imports
-//! another, and only `actions/mod.rs` builds backends.
+//! another, only `actions/mod.rs` builds backends, and only the loader
+//! opens a libvirt connection.
 //!
 //! A module is a file (`src/a/b.rs` is `a::b`, `src/a/mod.rs` is `a`). An
 //! import is a `crate::`, `super::` or `self::` path, or, in a folder's
@@ -333,6 +334,12 @@ fn the_layers_keep_to_themselves() {
         assert!(
             !names_virt || m.starts_with("libvirt"),
             "{m} names the virt crate"
+        );
+        // libvirt.so.0 is bound at first use: a connection, the only way
+        // into `virt`, is opened through the loader's proof alone.
+        assert!(
+            !text.contains("Connect::open(") || m == "libvirt::load",
+            "{m} opens a libvirt connection without the loader"
         );
         let builds = ["Libvirt::new(", "Rpc::for_uri(", "SystemNet"]
             .into_iter()

@@ -426,3 +426,42 @@ fn config_must_be_a_small_regular_root_file_and_is_never_quoted() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn every_libvirt_function_the_binary_calls_is_a_trampoline() {
+    // libvirt.so.0 is bound at first use (src/libvirt/load.rs): the binary
+    // neither lists it nor leaves a libvirt symbol to the dynamic loader.
+    // A function `virt` calls that the trampoline list misses would be
+    // taken from libvirt.so.0 by the linker again, and show here.
+    let tool = |cmd: &str, args: &[&str]| {
+        let o = Command::new(cmd).args(args).arg(BIN).output();
+        o.ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let (Some(dynamic), Some(undefined)) = (
+        tool("readelf", &["-d"]),
+        tool("nm", &["-D", "--undefined-only"]),
+    ) else {
+        eprintln!("skipped: readelf or nm missing");
+        return;
+    };
+    assert!(!dynamic.contains("libvirt"), "{dynamic}");
+    let libvirt: Vec<_> = undefined
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .filter(|s| s.starts_with("vir"))
+        .collect();
+    assert!(libvirt.is_empty(), "left to the loader: {libvirt:?}");
+    let defined = tool("nm", &["--defined-only"]).unwrap_or_default();
+    for f in [
+        "virConnectOpen",
+        "virDomainMigrateToURI3",
+        "virDomainGetState",
+    ] {
+        assert!(
+            defined.lines().any(|l| l.ends_with(&format!(" {f}"))),
+            "{f} is not a trampoline"
+        );
+    }
+}

@@ -19,6 +19,7 @@ use std::ffi::{c_void, CStr};
 use std::os::raw::{c_char, c_int, c_uint, c_ulonglong};
 use std::sync::OnceLock;
 
+use virt::connect::Connect;
 use virt::sys::{virConnectPtr, virDomainPtr, virErrorFunc, virErrorPtr, virTypedParameterPtr};
 
 /// The library's SONAME: the ABI libvirt has kept since 0.x.
@@ -178,18 +179,32 @@ fn loaded() -> &'static Result<Api, Error> {
     })
 }
 
-/// Loads libvirt.so.0 and finds every function `virt` may call. Must
-/// succeed before the first `virt` call: the libvirt wrapper calls it
-/// before it opens a connection, the only way into `virt`.
-pub fn load() -> Result<(), &'static Error> {
-    loaded().as_ref().map(|_| ())
+/// Proof that libvirt.so.0 is loaded and every function `virt` may call
+/// was found. It is the only way to open a connection, and every `virt`
+/// call goes through a connection: no trampoline can run before the load.
+#[derive(Debug, Clone, Copy)]
+pub struct Loaded(());
+
+/// Loads libvirt.so.0 and finds every function `virt` may call.
+pub fn load() -> Result<Loaded, &'static Error> {
+    loaded().as_ref().map(|_| Loaded(()))
+}
+
+impl Loaded {
+    /// A connection to `uri` (it may block: callers bound it).
+    pub fn open(self, uri: &str) -> Result<Connect, virt::error::Error> {
+        // Without this, libvirt prints every error to stderr by itself, in
+        // addition to returning it (virt 0.5 docs, `clear_error_callback`).
+        virt::error::clear_error_callback();
+        Connect::open(Some(uri))
+    }
 }
 
 fn api() -> &'static Api {
     match loaded() {
         Ok(api) => api,
-        // Unreachable: every `virt` call happens on a connection, and
-        // connections are opened only after `load` succeeded. A trampoline
+        // Unreachable: every `virt` call happens on a connection, and a
+        // connection is opened only through a `Loaded`. A trampoline
         // cannot return an error to a caller that expects libvirt's.
         Err(e) => {
             eprintln!("ocf-exit-reason:{e}");

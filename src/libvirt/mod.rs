@@ -311,13 +311,10 @@ impl Libvirt {
         if let Some(c) = self.conn.get() {
             return Ok(Arc::clone(c));
         }
-        load::load().map_err(Error::Load)?;
-        // Without this, libvirt prints every error to stderr by itself, in
-        // addition to returning it (virt 0.5 docs, `clear_error_callback`).
-        virt::error::clear_error_callback();
+        let lib = load::load().map_err(Error::Load)?;
         let uri = self.uri.clone();
         let conn = self.bounded("connect", move || {
-            Connect::open(Some(&uri))
+            lib.open(&uri)
                 .map(Arc::new)
                 .map_err(|source| Error::Connect {
                     uri,
@@ -429,6 +426,7 @@ impl Hypervisor for Libvirt {
     }
 
     fn migrate(&self, name: &str, req: &MigrationRequest) -> Result<Migration, HvError> {
+        let lib = load::load().map_err(|e| HvError::from(Error::Load(e)))?;
         let (uri, name, req) = (self.uri.clone(), name.to_owned(), req.clone());
         let (tx, rx) = mpsc::sync_channel(1);
         std::thread::Builder::new()
@@ -439,7 +437,7 @@ impl Hypervisor for Libvirt {
                 // another thread on the same connection hung now and then
                 // (libvirt 9.0's client without an event loop), which
                 // would leave the migration impossible to abort.
-                let conn = match Connect::open(Some(&uri)) {
+                let conn = match lib.open(&uri) {
                     Ok(c) => c,
                     Err(source) => {
                         let _ = tx.send(Err(Error::Connect {
