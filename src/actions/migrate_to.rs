@@ -714,6 +714,19 @@ mod tests {
         })
     }
 
+    /// The guest here, its copy making no progress: `passes` pre-copy
+    /// passes each leaving `left_mib`, the samples kept across a restart.
+    fn stalled(passes: u64, left_mib: u64) -> (Fake, Fake) {
+        let (mut local, peer) = source();
+        local.abort_keeps_jobs = true;
+        // No earlier job before the move; then one pass per poll.
+        *local.jobs.borrow_mut() = [None]
+            .into_iter()
+            .chain((1..=passes).map(|i| pass(i, left_mib)))
+            .collect();
+        (local, peer)
+    }
+
     #[test]
     fn a_move_that_completes_is_0_and_says_how() {
         let (local, peer) = source();
@@ -783,14 +796,7 @@ mod tests {
 
     #[test]
     fn a_copy_that_stalls_climbs_the_ladder_then_is_aborted() {
-        let (mut local, peer) = source();
-        local.abort_keeps_jobs = true;
-        // No follow-up job before the move; then one pass per poll, none
-        // getting anywhere.
-        *local.jobs.borrow_mut() = [None]
-            .into_iter()
-            .chain((1..=40).map(|i| pass(i, 30)))
-            .collect();
+        let (local, peer) = stalled(40, 30);
         let e = move_with(&local, &peer, &[], 12).unwrap_err();
         assert!(matches!(e, Error::MigrationTimedOut { .. }), "{e}");
         assert_eq!(
@@ -813,12 +819,7 @@ mod tests {
 
     #[test]
     fn a_deadline_in_post_copy_reports_the_guest_on_the_target() {
-        let (mut local, peer) = source();
-        local.abort_keeps_jobs = true;
-        *local.jobs.borrow_mut() = [None]
-            .into_iter()
-            .chain((1..=60).map(|i| pass(i, 100)))
-            .collect();
+        let (local, peer) = stalled(60, 100);
         let out = move_with(
             &local,
             &peer,

@@ -83,13 +83,9 @@ mod tests {
     use super::*;
     use crate::hypervisor::fake::Fake;
 
-    fn params(extra: &[(&str, &str)]) -> Params {
-        Params::vm1(extra)
-    }
-
     #[test]
     fn monitor_maps_states() {
-        let p = params(&[]);
+        let p = Params::vm1(&[]);
         for (s, rc) in [
             (DomainState::Running, OcfRc::Success),
             (DomainState::Paused, OcfRc::Success),
@@ -107,7 +103,7 @@ mod tests {
 
     #[test]
     fn monitor_never_says_stopped_while_qemu_lives() {
-        let p = params(&[]);
+        let p = Params::vm1(&[]);
         let f = Fake::new(&[DomainState::Undefined]);
         f.pid.set(Some(42));
         let e = monitor(&f, &p).unwrap_err();
@@ -131,16 +127,19 @@ mod tests {
     fn monitor_leaves_a_post_copy_source_to_the_target() {
         let f = Fake::new(&[DomainState::Paused]);
         *f.postcopy.borrow_mut() = vec![Some(Postcopy::Outgoing)];
-        assert_eq!(monitor(&f, &params(&[])).unwrap().rc, OcfRc::NotRunning);
+        assert_eq!(
+            monitor(&f, &Params::vm1(&[])).unwrap().rc,
+            OcfRc::NotRunning
+        );
         // The target of the same copy runs the guest.
         let f = Fake::new(&[DomainState::Running]);
         *f.postcopy.borrow_mut() = vec![Some(Postcopy::Incoming)];
-        assert_eq!(monitor(&f, &params(&[])).unwrap().rc, OcfRc::Success);
+        assert_eq!(monitor(&f, &Params::vm1(&[])).unwrap().rc, OcfRc::Success);
         // A broken copy: the guest cannot run on either side.
         for s in [DomainState::Running, DomainState::Paused] {
             let f = Fake::new(&[s]);
             *f.postcopy.borrow_mut() = vec![Some(Postcopy::Failed)];
-            let e = monitor(&f, &params(&[])).unwrap_err();
+            let e = monitor(&f, &Params::vm1(&[])).unwrap_err();
             assert!(matches!(e, Error::PostcopyFailed { .. }), "{e}");
             assert_eq!(e.rc(), OcfRc::ErrGeneric);
         }

@@ -114,24 +114,22 @@ mod tests {
     use crate::hypervisor::fake::Fake;
     use std::time::Duration;
 
-    fn params(extra: &[(&str, &str)]) -> Params {
-        Params::vm1(extra)
-    }
-
-    fn deadline(secs: u64) -> Budget {
-        Budget::new(Duration::from_secs(secs))
-    }
-
     #[test]
     fn start_defines_from_config_and_turns_autostart_off() {
         let dir = std::env::temp_dir().join(format!("vmshift-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let cfg = dir.join("vm1.xml");
         std::fs::write(&cfg, "<domain type='qemu'><name>vm1</name></domain>").unwrap();
-        let p = params(&[("OCF_RESKEY_config", cfg.to_str().unwrap())]);
+        let p = Params::vm1(&[("OCF_RESKEY_config", cfg.to_str().unwrap())]);
         let f = Fake::new(&[DomainState::Undefined]);
         f.autostart.set(true);
-        let out = start(&f, &Peer::Unknown("test".into()), &p, &deadline(20)).unwrap();
+        let out = start(
+            &f,
+            &Peer::Unknown("test".into()),
+            &p,
+            &Budget::new(Duration::from_secs(20)),
+        )
+        .unwrap();
         assert_eq!(out.rc, OcfRc::Success);
         assert_eq!(f.calls(), ["define", "autostart off", "start"]);
         std::fs::remove_dir_all(dir).unwrap();
@@ -144,7 +142,13 @@ mod tests {
             node: "node-b".into(),
             hv: Box::new(Fake::new(&[DomainState::Running])),
         };
-        let e = start(&f, &peer, &params(&[]), &deadline(20)).unwrap_err();
+        let e = start(
+            &f,
+            &peer,
+            &Params::vm1(&[]),
+            &Budget::new(Duration::from_secs(20)),
+        )
+        .unwrap_err();
         assert!(matches!(e, Error::RunningOnPeer { .. }), "{e}");
         assert!(f.calls().is_empty(), "nothing booted");
         // A peer that cannot be asked does not block the start.
@@ -153,7 +157,14 @@ mod tests {
             hv: Box::new(Fake::unreachable()),
         };
         assert_eq!(
-            start(&f, &peer, &params(&[]), &deadline(20)).unwrap().rc,
+            start(
+                &f,
+                &peer,
+                &Params::vm1(&[]),
+                &Budget::new(Duration::from_secs(20))
+            )
+            .unwrap()
+            .rc,
             OcfRc::Success
         );
     }
@@ -163,8 +174,8 @@ mod tests {
         let e = start(
             &Fake::new(&[DomainState::Undefined]),
             &Peer::Unknown("test".into()),
-            &params(&[]),
-            &deadline(20),
+            &Params::vm1(&[]),
+            &Budget::new(Duration::from_secs(20)),
         );
         assert_eq!(e.unwrap_err().rc(), OcfRc::ErrInstalled);
     }
@@ -176,8 +187,8 @@ mod tests {
             start(
                 &f,
                 &Peer::Unknown("test".into()),
-                &params(&[]),
-                &deadline(20)
+                &Params::vm1(&[]),
+                &Budget::new(Duration::from_secs(20))
             )
             .unwrap()
             .rc,

@@ -261,18 +261,16 @@ mod tests {
     use super::*;
     use crate::hypervisor::fake::Fake;
 
-    fn params(extra: &[(&str, &str)]) -> Params {
-        Params::vm1(extra)
-    }
-
-    fn deadline(secs: u64) -> Budget {
-        Budget::new(Duration::from_secs(secs))
-    }
-
     #[test]
     fn stop_graceful() {
         let f = Fake::new(&[DomainState::Running]);
-        let out = stop(&f, &f, &params(&[]), &deadline(20)).unwrap();
+        let out = stop(
+            &f,
+            &f,
+            &Params::vm1(&[]),
+            &Budget::new(Duration::from_secs(20)),
+        )
+        .unwrap();
         assert_eq!(out.rc, OcfRc::Success);
         assert_eq!(f.calls(), ["shutdown"]);
     }
@@ -280,8 +278,13 @@ mod tests {
     #[test]
     fn stop_force_destroys_at_once() {
         let f = Fake::new(&[DomainState::Running]);
-        let p = params(&[("OCF_RESKEY_force_stop", "true")]);
-        assert_eq!(stop(&f, &f, &p, &deadline(20)).unwrap().rc, OcfRc::Success);
+        let p = Params::vm1(&[("OCF_RESKEY_force_stop", "true")]);
+        assert_eq!(
+            stop(&f, &f, &p, &Budget::new(Duration::from_secs(20)))
+                .unwrap()
+                .rc,
+            OcfRc::Success
+        );
         assert_eq!(f.calls(), ["destroy"]);
     }
 
@@ -291,7 +294,13 @@ mod tests {
         f.after_shutdown = None;
         // 4 s timeout: deadline at 3 s, destroy reserve 2 s -> 1 s graceful.
         let t = Instant::now();
-        let out = stop(&f, &f, &params(&[]), &Budget::new(Duration::from_secs(4))).unwrap();
+        let out = stop(
+            &f,
+            &f,
+            &Params::vm1(&[]),
+            &Budget::new(Duration::from_secs(4)),
+        )
+        .unwrap();
         assert_eq!(out.rc, OcfRc::Success);
         assert!(out.reason.contains("ignored ACPI"), "{}", out.reason);
         assert_eq!(f.calls().last().map(String::as_str), Some("destroy"));
@@ -302,7 +311,13 @@ mod tests {
     fn stop_waits_for_an_outgoing_post_copy_and_touches_nothing() {
         let f = Fake::new(&[DomainState::Paused, DomainState::Shutoff]);
         *f.postcopy.borrow_mut() = vec![Some(Postcopy::Outgoing), Some(Postcopy::Outgoing), None];
-        let out = stop(&f, &f, &params(&[]), &deadline(20)).unwrap();
+        let out = stop(
+            &f,
+            &f,
+            &Params::vm1(&[]),
+            &Budget::new(Duration::from_secs(20)),
+        )
+        .unwrap();
         assert_eq!(out.rc, OcfRc::Success);
         assert!(f.calls().is_empty(), "{:?}", f.calls());
     }
@@ -312,7 +327,13 @@ mod tests {
         let f = Fake::new(&[DomainState::Paused]);
         *f.postcopy.borrow_mut() = vec![Some(Postcopy::Outgoing)];
         let t = Instant::now();
-        let e = stop(&f, &f, &params(&[]), &Budget::new(Duration::from_secs(2))).unwrap_err();
+        let e = stop(
+            &f,
+            &f,
+            &Params::vm1(&[]),
+            &Budget::new(Duration::from_secs(2)),
+        )
+        .unwrap_err();
         assert!(matches!(e, Error::PostcopyRunning { .. }), "{e}");
         assert!(f.calls().is_empty(), "{:?}", f.calls());
         assert!(t.elapsed() < Duration::from_secs(2));
@@ -323,7 +344,13 @@ mod tests {
         for s in [DomainState::Running, DomainState::Paused] {
             let f = Fake::new(&[s]);
             *f.postcopy.borrow_mut() = vec![Some(Postcopy::Failed), None];
-            let out = stop(&f, &f, &params(&[]), &deadline(20)).unwrap();
+            let out = stop(
+                &f,
+                &f,
+                &Params::vm1(&[]),
+                &Budget::new(Duration::from_secs(20)),
+            )
+            .unwrap();
             assert_eq!(out.rc, OcfRc::Success);
             assert_eq!(f.calls(), ["destroy"], "{s}");
             assert!(
@@ -339,7 +366,14 @@ mod tests {
         for s in [DomainState::Shutoff, DomainState::Undefined] {
             let f = Fake::new(&[s]);
             assert_eq!(
-                stop(&f, &f, &params(&[]), &deadline(20)).unwrap().rc,
+                stop(
+                    &f,
+                    &f,
+                    &Params::vm1(&[]),
+                    &Budget::new(Duration::from_secs(20))
+                )
+                .unwrap()
+                .rc,
                 OcfRc::Success
             );
             assert!(f.calls().is_empty());
@@ -348,18 +382,27 @@ mod tests {
 
     #[test]
     fn stop_without_libvirt() {
-        let p = params(&[]);
+        let p = Params::vm1(&[]);
         let mut f = Fake::unreachable();
-        assert_eq!(stop(&f, &f, &p, &deadline(20)).unwrap().rc, OcfRc::Success);
+        assert_eq!(
+            stop(&f, &f, &p, &Budget::new(Duration::from_secs(20)))
+                .unwrap()
+                .rc,
+            OcfRc::Success
+        );
         f.pid.set(Some(7));
         assert_eq!(
-            stop(&f, &f, &p, &deadline(20)).unwrap_err().rc(),
+            stop(&f, &f, &p, &Budget::new(Duration::from_secs(20)))
+                .unwrap_err()
+                .rc(),
             OcfRc::ErrGeneric
         );
         f.pid.set(None);
         f.qemu_unknown = true;
         assert_eq!(
-            stop(&f, &f, &p, &deadline(20)).unwrap_err().rc(),
+            stop(&f, &f, &p, &Budget::new(Duration::from_secs(20)))
+                .unwrap_err()
+                .rc(),
             OcfRc::ErrGeneric
         );
     }
@@ -375,7 +418,13 @@ mod tests {
     fn stop_aborts_an_outgoing_migration_then_shuts_down() {
         let f = Fake::new(&[DomainState::Running]);
         *f.jobs.borrow_mut() = vec![outgoing_job()];
-        let out = stop(&f, &f, &params(&[]), &deadline(20)).unwrap();
+        let out = stop(
+            &f,
+            &f,
+            &Params::vm1(&[]),
+            &Budget::new(Duration::from_secs(20)),
+        )
+        .unwrap();
         assert_eq!(out.rc, OcfRc::Success);
         assert_eq!(f.calls(), ["abort", "shutdown"]);
     }
@@ -386,7 +435,13 @@ mod tests {
         *f.jobs.borrow_mut() = vec![outgoing_job()];
         f.abort_ignored = true;
         let t = Instant::now();
-        let out = stop(&f, &f, &params(&[]), &deadline(16)).unwrap();
+        let out = stop(
+            &f,
+            &f,
+            &Params::vm1(&[]),
+            &Budget::new(Duration::from_secs(16)),
+        )
+        .unwrap();
         assert_eq!(out.rc, OcfRc::Success);
         assert_eq!(f.calls(), ["abort", "destroy"]);
         assert!(
@@ -401,7 +456,13 @@ mod tests {
     fn stop_destroys_an_incoming_copy_at_once() {
         let f = Fake::new(&[DomainState::Paused]);
         *f.migrating.borrow_mut() = vec![true, false];
-        let out = stop(&f, &f, &params(&[]), &deadline(20)).unwrap();
+        let out = stop(
+            &f,
+            &f,
+            &Params::vm1(&[]),
+            &Budget::new(Duration::from_secs(20)),
+        )
+        .unwrap();
         assert_eq!(out.rc, OcfRc::Success);
         assert_eq!(f.calls(), ["destroy"]);
         assert!(out.reason.contains("incoming copy"), "{}", out.reason);
@@ -411,15 +472,21 @@ mod tests {
     fn stop_never_says_stopped_while_a_qemu_libvirt_lost_lives() {
         let f = Fake::new(&[DomainState::Shutoff]);
         f.pid.set(Some(42));
-        let e = stop(&f, &f, &params(&[]), &deadline(20)).unwrap_err();
+        let e = stop(
+            &f,
+            &f,
+            &Params::vm1(&[]),
+            &Budget::new(Duration::from_secs(20)),
+        )
+        .unwrap_err();
         assert!(
             matches!(e, Error::QemuUnknownToLibvirt { pid: 42, .. }),
             "{e}"
         );
         assert!(e.to_string().contains("42"), "{e}");
         // force_stop kills it, and says so.
-        let p = params(&[("OCF_RESKEY_force_stop", "true")]);
-        let out = stop(&f, &f, &p, &deadline(20)).unwrap();
+        let p = Params::vm1(&[("OCF_RESKEY_force_stop", "true")]);
+        let out = stop(&f, &f, &p, &Budget::new(Duration::from_secs(20))).unwrap();
         assert_eq!(out.rc, OcfRc::Success);
         assert_eq!(f.calls(), ["kill"]);
         assert!(
@@ -434,10 +501,21 @@ mod tests {
     fn stop_with_libvirtd_hung_kills_the_qemu_only_with_force_stop() {
         let f = Fake::unreachable();
         f.pid.set(Some(7));
-        let e = stop(&f, &f, &params(&[]), &deadline(20)).unwrap_err();
+        let e = stop(
+            &f,
+            &f,
+            &Params::vm1(&[]),
+            &Budget::new(Duration::from_secs(20)),
+        )
+        .unwrap_err();
         assert!(matches!(e, Error::QemuAlive { pid: 7, .. }), "{e}");
-        let p = params(&[("OCF_RESKEY_force_stop", "true")]);
-        assert_eq!(stop(&f, &f, &p, &deadline(20)).unwrap().rc, OcfRc::Success);
+        let p = Params::vm1(&[("OCF_RESKEY_force_stop", "true")]);
+        assert_eq!(
+            stop(&f, &f, &p, &Budget::new(Duration::from_secs(20)))
+                .unwrap()
+                .rc,
+            OcfRc::Success
+        );
         assert_eq!(f.calls(), ["kill"]);
     }
 }
