@@ -261,16 +261,19 @@ mod tests {
     use super::*;
     use crate::hypervisor::fake::Fake;
 
+    fn stop_with(f: &Fake, extra: &[(&str, &str)], secs: u64) -> Result<Outcome, Error> {
+        stop(
+            f,
+            f,
+            &Params::vm1(extra),
+            &Budget::new(Duration::from_secs(secs)),
+        )
+    }
+
     #[test]
     fn stop_graceful() {
         let f = Fake::new(&[DomainState::Running]);
-        let out = stop(
-            &f,
-            &f,
-            &Params::vm1(&[]),
-            &Budget::new(Duration::from_secs(20)),
-        )
-        .unwrap();
+        let out = stop_with(&f, &[], 20).unwrap();
         assert_eq!(out.rc, OcfRc::Success);
         assert_eq!(f.calls(), ["shutdown"]);
     }
@@ -294,13 +297,7 @@ mod tests {
         f.after_shutdown = None;
         // 4 s timeout: deadline at 3 s, destroy reserve 2 s -> 1 s graceful.
         let t = Instant::now();
-        let out = stop(
-            &f,
-            &f,
-            &Params::vm1(&[]),
-            &Budget::new(Duration::from_secs(4)),
-        )
-        .unwrap();
+        let out = stop_with(&f, &[], 4).unwrap();
         assert_eq!(out.rc, OcfRc::Success);
         assert!(out.reason.contains("ignored ACPI"), "{}", out.reason);
         assert_eq!(f.calls().last().map(String::as_str), Some("destroy"));
@@ -311,13 +308,7 @@ mod tests {
     fn stop_waits_for_an_outgoing_post_copy_and_touches_nothing() {
         let f = Fake::new(&[DomainState::Paused, DomainState::Shutoff]);
         *f.postcopy.borrow_mut() = vec![Some(Postcopy::Outgoing), Some(Postcopy::Outgoing), None];
-        let out = stop(
-            &f,
-            &f,
-            &Params::vm1(&[]),
-            &Budget::new(Duration::from_secs(20)),
-        )
-        .unwrap();
+        let out = stop_with(&f, &[], 20).unwrap();
         assert_eq!(out.rc, OcfRc::Success);
         assert!(f.calls().is_empty(), "{:?}", f.calls());
     }
@@ -327,13 +318,7 @@ mod tests {
         let f = Fake::new(&[DomainState::Paused]);
         *f.postcopy.borrow_mut() = vec![Some(Postcopy::Outgoing)];
         let t = Instant::now();
-        let e = stop(
-            &f,
-            &f,
-            &Params::vm1(&[]),
-            &Budget::new(Duration::from_secs(2)),
-        )
-        .unwrap_err();
+        let e = stop_with(&f, &[], 2).unwrap_err();
         assert!(matches!(e, Error::PostcopyRunning { .. }), "{e}");
         assert!(f.calls().is_empty(), "{:?}", f.calls());
         assert!(t.elapsed() < Duration::from_secs(2));
@@ -344,13 +329,7 @@ mod tests {
         for s in [DomainState::Running, DomainState::Paused] {
             let f = Fake::new(&[s]);
             *f.postcopy.borrow_mut() = vec![Some(Postcopy::Failed), None];
-            let out = stop(
-                &f,
-                &f,
-                &Params::vm1(&[]),
-                &Budget::new(Duration::from_secs(20)),
-            )
-            .unwrap();
+            let out = stop_with(&f, &[], 20).unwrap();
             assert_eq!(out.rc, OcfRc::Success);
             assert_eq!(f.calls(), ["destroy"], "{s}");
             assert!(
@@ -365,17 +344,7 @@ mod tests {
     fn stop_stopped_is_success() {
         for s in [DomainState::Shutoff, DomainState::Undefined] {
             let f = Fake::new(&[s]);
-            assert_eq!(
-                stop(
-                    &f,
-                    &f,
-                    &Params::vm1(&[]),
-                    &Budget::new(Duration::from_secs(20))
-                )
-                .unwrap()
-                .rc,
-                OcfRc::Success
-            );
+            assert_eq!(stop_with(&f, &[], 20).unwrap().rc, OcfRc::Success);
             assert!(f.calls().is_empty());
         }
     }
@@ -418,13 +387,7 @@ mod tests {
     fn stop_aborts_an_outgoing_migration_then_shuts_down() {
         let f = Fake::new(&[DomainState::Running]);
         *f.jobs.borrow_mut() = vec![outgoing_job()];
-        let out = stop(
-            &f,
-            &f,
-            &Params::vm1(&[]),
-            &Budget::new(Duration::from_secs(20)),
-        )
-        .unwrap();
+        let out = stop_with(&f, &[], 20).unwrap();
         assert_eq!(out.rc, OcfRc::Success);
         assert_eq!(f.calls(), ["abort", "shutdown"]);
     }
@@ -435,13 +398,7 @@ mod tests {
         *f.jobs.borrow_mut() = vec![outgoing_job()];
         f.abort_ignored = true;
         let t = Instant::now();
-        let out = stop(
-            &f,
-            &f,
-            &Params::vm1(&[]),
-            &Budget::new(Duration::from_secs(16)),
-        )
-        .unwrap();
+        let out = stop_with(&f, &[], 16).unwrap();
         assert_eq!(out.rc, OcfRc::Success);
         assert_eq!(f.calls(), ["abort", "destroy"]);
         assert!(
@@ -456,13 +413,7 @@ mod tests {
     fn stop_destroys_an_incoming_copy_at_once() {
         let f = Fake::new(&[DomainState::Paused]);
         *f.migrating.borrow_mut() = vec![true, false];
-        let out = stop(
-            &f,
-            &f,
-            &Params::vm1(&[]),
-            &Budget::new(Duration::from_secs(20)),
-        )
-        .unwrap();
+        let out = stop_with(&f, &[], 20).unwrap();
         assert_eq!(out.rc, OcfRc::Success);
         assert_eq!(f.calls(), ["destroy"]);
         assert!(out.reason.contains("incoming copy"), "{}", out.reason);
@@ -472,13 +423,7 @@ mod tests {
     fn stop_never_says_stopped_while_a_qemu_libvirt_lost_lives() {
         let f = Fake::new(&[DomainState::Shutoff]);
         f.pid.set(Some(42));
-        let e = stop(
-            &f,
-            &f,
-            &Params::vm1(&[]),
-            &Budget::new(Duration::from_secs(20)),
-        )
-        .unwrap_err();
+        let e = stop_with(&f, &[], 20).unwrap_err();
         assert!(
             matches!(e, Error::QemuUnknownToLibvirt { pid: 42, .. }),
             "{e}"
@@ -501,13 +446,7 @@ mod tests {
     fn stop_with_libvirtd_hung_kills_the_qemu_only_with_force_stop() {
         let f = Fake::unreachable();
         f.pid.set(Some(7));
-        let e = stop(
-            &f,
-            &f,
-            &Params::vm1(&[]),
-            &Budget::new(Duration::from_secs(20)),
-        )
-        .unwrap_err();
+        let e = stop_with(&f, &[], 20).unwrap_err();
         assert!(matches!(e, Error::QemuAlive { pid: 7, .. }), "{e}");
         let p = Params::vm1(&[("OCF_RESKEY_force_stop", "true")]);
         assert_eq!(
