@@ -880,3 +880,37 @@ fn a_post_copy_whose_link_comes_back_is_resumed_by_migrate_to() {
     g.wait_tick_after("b", tick);
     assert_eq!(assert_runs_once(&g), "b");
 }
+
+/// Proves that a guest paused before the move is moved paused and stays
+/// so: migrate_to and migrate_from succeed, migrate_from sees it "paused
+/// here, as on the source" at once (not waiting for it to run), libvirt
+/// keeps it paused on the target, and once resumed there its heartbeat
+/// goes on from where it stopped, without a second boot.
+#[test]
+#[ignore = "needs the lab: make test"]
+fn a_guest_paused_before_the_move_arrives_paused() {
+    let g = Guest::new("t-paused-move", true);
+    assert_eq!(agent("a", "start", &g.params()).rc, 0);
+    g.wait_heartbeat("a");
+    virsh("a", &["suspend", &g.name]).expect("virsh suspend");
+    let tick = g.last_tick("a").unwrap();
+    let boots = g.boots("b");
+    let env = migration_env(&g, "a", &[]);
+    let to = agent("a", "migrate_to", &env);
+    assert_eq!(to.rc, 0, "{}", to.stderr);
+    let from = agent("b", "migrate_from", &env);
+    assert_eq!(from.rc, 0, "{}", from.stderr);
+    assert!(from.took < Duration::from_secs(3), "{:?}", from.took);
+    assert!(from.said().contains("paused here"), "{}", from.stderr);
+    assert_eq!(domstate("b", &g.name), "paused");
+    assert_eq!(domstate("a", &g.name), "shut off");
+    assert_eq!(
+        agent("b", "monitor", &[g.name_env()]).rc,
+        0,
+        "paused is active"
+    );
+    assert_eq!(agent("a", "monitor", &[g.name_env()]).rc, 7);
+    virsh("b", &["resume", &g.name]).expect("virsh resume");
+    g.wait_tick_after("b", tick);
+    assert_eq!(g.boots("b"), boots, "rebooted on node-b");
+}

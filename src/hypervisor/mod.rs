@@ -247,9 +247,10 @@ pub struct Status {
     pub state: DomainState,
     /// Its side of a post-copy migration, if it is in one.
     pub postcopy: Option<Postcopy>,
-    /// Paused by libvirt for a migration (reason "migrating"): the
-    /// incoming copy on a target, or a source at the switchover. A guest
-    /// that was paused before the move arrives paused for another reason.
+    /// Paused by libvirt for a migration (reason "migrating", or "starting
+    /// up" as an incoming domain's QEMU starts): the incoming copy on a
+    /// target, or a source at the switchover. A guest that was paused
+    /// before the move arrives paused for another reason.
     pub migrating: bool,
 }
 

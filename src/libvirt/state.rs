@@ -31,8 +31,16 @@ pub fn observed(state: c_int, reason: c_int) -> Status {
     Status {
         state: map_state(DomainStateEnum::from_raw(state as sys::virDomainState)),
         postcopy: postcopy_side(state, reason),
+        // An incoming domain is "paused (starting up)" while its QEMU
+        // starts (half a second, more on a loaded host), then "paused
+        // (migrating)": in both, no guest code has run here yet.
         migrating: u32::try_from(state) == Ok(sys::VIR_DOMAIN_PAUSED)
-            && u32::try_from(reason) == Ok(sys::VIR_DOMAIN_PAUSED_MIGRATION),
+            && [
+                sys::VIR_DOMAIN_PAUSED_MIGRATION,
+                sys::VIR_DOMAIN_PAUSED_STARTING_UP,
+            ]
+            .map(Ok)
+            .contains(&u32::try_from(reason)),
     }
 }
 
@@ -62,6 +70,22 @@ fn map_state(s: DomainStateEnum) -> DomainState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_incoming_copy_is_migrating_from_its_first_moment() {
+        let paused = sys::VIR_DOMAIN_PAUSED as c_int;
+        for reason in [
+            sys::VIR_DOMAIN_PAUSED_MIGRATION,
+            sys::VIR_DOMAIN_PAUSED_STARTING_UP,
+        ] {
+            assert!(observed(paused, reason as c_int).migrating, "{reason}");
+        }
+        for reason in [sys::VIR_DOMAIN_PAUSED_USER, sys::VIR_DOMAIN_PAUSED_POSTCOPY] {
+            assert!(!observed(paused, reason as c_int).migrating, "{reason}");
+        }
+        let running = sys::VIR_DOMAIN_RUNNING as c_int;
+        assert!(!observed(running, sys::VIR_DOMAIN_RUNNING_MIGRATED as c_int).migrating);
+    }
 
     #[test]
     fn postcopy_sides_follow_virsh_domstate_reason() {

@@ -83,6 +83,19 @@ impl Call {
             .lines()
             .find_map(|l| l.strip_prefix("ocf-exit-reason:"))
     }
+
+    /// What the action said it decided, whatever its exit code: the last
+    /// `<action>: <why> -> <rc>` log line (a 0 has no exit reason).
+    pub fn said(&self) -> &str {
+        self.stderr
+            .lines()
+            .rev()
+            .find_map(|l| {
+                let (_, rest) = l.split_once(": INFO: ").or(l.split_once(": ERROR: "))?;
+                rest.contains(" -> ").then_some(rest)
+            })
+            .unwrap_or("")
+    }
 }
 
 /// Runs the agent "on" a node the way Pacemaker does: the action as the
@@ -214,6 +227,18 @@ impl Guest {
         }
     }
 
+    /// Forgets the guest's serial log on a node, so that after a restart
+    /// `wait_heartbeat` waits for the new boot's ticks, not the old ones.
+    pub fn clear_serial(&self, node: &str) {
+        let _ = std::fs::remove_file(lab(&["serial", node, &self.name]));
+    }
+
+    /// How many times the guest booted on a node (since its serial log
+    /// was last cleared).
+    pub fn boots(&self, node: &str) -> usize {
+        self.serial(node).matches("lab-guest: start").count()
+    }
+
     pub fn cleanup(&self) {
         for node in ["a", "b"] {
             let _ = virsh(node, &["destroy", &self.name]);
@@ -227,6 +252,54 @@ impl Drop for Guest {
         self.cleanup();
         let _ = std::fs::remove_file(&self.config);
     }
+}
+
+/// The pid of the QEMU process libvirt runs for `name` on a node, if any
+/// (`lab.sh qemu-pid`: libvirt's pid file, checked against the process).
+pub fn qemu_pid(node: &str, name: &str) -> Option<u32> {
+    lab(&["qemu-pid", node, name]).parse().ok()
+}
+
+/// Polls `done` every 250 ms until it holds or `within` has passed;
+/// returns whether it held.
+pub fn wait_until(within: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + within;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        sleep(Duration::from_millis(250));
+    }
+}
+
+/// `plan-migration` of domain `name` to `target`, run on a node over the
+/// tcp transport; it must succeed. Returns its stdout.
+pub fn plan_migration(node: &str, name: &str, target: &str) -> String {
+    let o = Command::new("bash")
+        .arg(lab_script())
+        .args(["exec", node, BIN, "plan-migration", "--name", name])
+        .args(["--target", target, "--migration-transport", "tcp"])
+        .output()
+        .expect("run plan-migration");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "plan-migration: {out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
+
+/// The `decision:` line of a plan-migration output.
+pub fn plan_decision(plan: &str) -> String {
+    plan.lines()
+        .find(|l| l.contains("decision:"))
+        .unwrap_or_else(|| panic!("no decision in: {plan}"))
+        .trim()
+        .to_owned()
 }
 
 /// Sends a signal to a node's libvirtd; `Stopped` sends SIGCONT when the
@@ -509,13 +582,19 @@ impl NodeFile {
 
     /// The node's hosts file with `name` pointing at `addr` (or removed).
     pub fn hosts(node: &str, name: &str, addr: Option<&str>) -> NodeFile {
+        NodeFile::hosts_all(node, name, addr.as_slice())
+    }
+
+    /// The node's hosts file with `name` on one line per address, in this
+    /// order (none: removed).
+    pub fn hosts_all(node: &str, name: &str, addrs: &[&str]) -> NodeFile {
         let now = lab(&["exec", node, "cat", "/etc/hosts"]);
         let mut kept: String = now
             .lines()
             .filter(|l| l.split_whitespace().nth(1) != Some(name))
             .map(|l| format!("{l}\n"))
             .collect();
-        if let Some(a) = addr {
+        for a in addrs {
             kept.push_str(&format!("{a} {name}\n"));
         }
         NodeFile::write(node, "hosts", &kept)
@@ -739,7 +818,10 @@ impl Case {
             "{what}: exit {} in {:.1} s{}",
             c.rc,
             c.took.as_secs_f64(),
-            c.reason().map(|r| format!(" ({r})")).unwrap_or_default()
+            c.reason()
+                .or(Some(c.said()).filter(|s| !s.is_empty()))
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
         ));
     }
 
