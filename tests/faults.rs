@@ -1215,7 +1215,8 @@ fn hostile_parameters_never_reach_libvirt() {
         case.call(&format!("monitor on node-{node} with that hypervisor"), &m);
         assert_eq!(m.rc, rc, "node-{node}: {}", m.stderr);
         assert!(
-            m.stderr.contains("ignoring an invalid parameter") && m.stderr.contains(uri),
+            // Values show their first 24 bytes in a message.
+            m.stderr.contains("ignoring an invalid parameter") && m.stderr.contains(&uri[..24]),
             "{}",
             m.stderr
         );
