@@ -809,12 +809,11 @@ fn exit_reasons_reach_crm_mon_whole_with_what_failed_first() {
         &[("name", name.as_str()), ("config", path.as_str())],
     );
     let until = Instant::now() + Duration::from_secs(90);
-    while s.failures().is_empty() && Instant::now() < until {
+    let mut failures = s.failures();
+    while failures.len() < 2 && Instant::now() < until {
         sleep(Duration::from_millis(500));
+        failures = s.failures();
     }
-    // Both nodes tried.
-    settle();
-    let failures = s.failures();
     assert!(!failures.is_empty(), "{}", crm_mon_text());
     for (task, node, reason, _) in &failures {
         assert_eq!(task, "start", "{}", crm_mon_text());
