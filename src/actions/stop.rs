@@ -281,13 +281,8 @@ mod tests {
     #[test]
     fn stop_force_destroys_at_once() {
         let f = Fake::new(&[DomainState::Running]);
-        let p = Params::vm1(&[("OCF_RESKEY_force_stop", "true")]);
-        assert_eq!(
-            stop(&f, &f, &p, &Budget::new(Duration::from_secs(20)))
-                .unwrap()
-                .rc,
-            OcfRc::Success
-        );
+        let force = [("OCF_RESKEY_force_stop", "true")];
+        assert_eq!(stop_with(&f, &force, 20).unwrap().rc, OcfRc::Success);
         assert_eq!(f.calls(), ["destroy"]);
     }
 
@@ -448,13 +443,8 @@ mod tests {
         f.pid.set(Some(7));
         let e = stop_with(&f, &[], 20).unwrap_err();
         assert!(matches!(e, Error::QemuAlive { pid: 7, .. }), "{e}");
-        let p = Params::vm1(&[("OCF_RESKEY_force_stop", "true")]);
-        assert_eq!(
-            stop(&f, &f, &p, &Budget::new(Duration::from_secs(20)))
-                .unwrap()
-                .rc,
-            OcfRc::Success
-        );
+        let force = [("OCF_RESKEY_force_stop", "true")];
+        assert_eq!(stop_with(&f, &force, 20).unwrap().rc, OcfRc::Success);
         assert_eq!(f.calls(), ["kill"]);
     }
 }
