@@ -61,7 +61,7 @@ pub fn main_with(args: Vec<OsString>, env: Env) -> u8 {
         let _ = writeln!(
             std::io::stderr().lock(),
             "{prefix}{}",
-            ocf::exit_reason(&logging::sanitize(&reason))
+            ocf::exit_reason(&logging::for_pacemaker(&reason))
         );
     }
     // Syslog's queue gets a moment to drain; a stuck /dev/log costs this
@@ -81,7 +81,7 @@ pub fn install_panic_hook() {
             std::io::stderr().lock(),
             "{}{}",
             if main { "ocf-exit-reason:" } else { "" },
-            ocf::exit_reason(&logging::sanitize(&format!("internal error: {info}")))
+            ocf::exit_reason(&logging::for_pacemaker(&format!("internal error: {info}")))
         );
         if main {
             std::process::exit(OcfRc::ErrGeneric as i32);

@@ -157,6 +157,36 @@ pub fn sanitize(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `s` as it may go to Pacemaker on stderr (log lines and the exit
+/// reason): [`sanitize`]d, and with its non-ASCII characters written as
+/// `\u{..}` when one of them comes before a character XML must escape.
+/// Pacemaker 2.1.5's `crm_xml_escape` (Debian 12) stops escaping at the
+/// first byte pair with the high bit set (`break` where later versions
+/// `continue`), so a `"`, `<` or `&` after an `é` reaches its controller
+/// raw inside an attribute. The controller's XML parse then fails, it
+/// records a digest of mangled parameters, and it clears the fail count
+/// and starts the resource again, in a loop: 700 failed starts in 30 s in
+/// the cluster lab. Text without such a pair stays as it is (syslog always
+/// gets it as it is).
+pub fn for_pacemaker(s: &str) -> Cow<'_, str> {
+    let clean = sanitize(s);
+    let Some(first) = clean.find(|c: char| !c.is_ascii()) else {
+        return clean;
+    };
+    if !clean[first..].contains(['"', '\'', '<', '>', '&']) {
+        return clean;
+    }
+    let mut out = String::with_capacity(clean.len() + 16);
+    for c in clean.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            out.extend(c.escape_unicode());
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// Debug lines are on when `HA_debug` is set to anything but 0 (as in
 /// ocf-shellfuncs) or when `OCF_TRACE_RA` asks for a trace.
 fn debug_wanted(env: &Env) -> bool {
@@ -242,7 +272,8 @@ impl Log for OcfLogger {
             Cow::Borrowed(_) => raw,
             Cow::Owned(escaped) => escaped,
         };
-        let _ = writeln!(std::io::stderr().lock(), "{}: {line}", self.tag);
+        let out = format!("{}: {line}", self.tag);
+        let _ = writeln!(std::io::stderr().lock(), "{}", for_pacemaker(&out));
         if let Some(sink) = &self.syslog {
             sink.send(level, line);
         }
@@ -273,6 +304,23 @@ mod tests {
         assert!(debug_wanted(&trace));
         let forged: Env = [("OCF_RESOURCE_INSTANCE", "a\nb")].into_iter().collect();
         assert_eq!(process_name(&forged), "server(a\\nb)");
+    }
+
+    #[test]
+    fn for_pacemaker_spells_non_ascii_out_only_before_an_xml_special() {
+        for (raw, shown) in [
+            ("vm-é is running", "vm-é is running"),
+            (
+                r#"config "/etc/vm.xml" unreadable"#,
+                r#"config "/etc/vm.xml" unreadable"#,
+            ),
+            (r#"vm-é: config "/x""#, r#"vm-\u{e9}: config "/x""#),
+            ("vm-日 & vm-b", r"vm-\u{65e5} & vm-b"),
+            ("a \"b\" then é", "a \"b\" then é"),
+            ("é<\n", r"\u{e9}<\n"),
+        ] {
+            assert_eq!(for_pacemaker(raw), shown, "{raw}");
+        }
     }
 
     #[test]

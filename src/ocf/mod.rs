@@ -90,6 +90,11 @@ const SHORT_PATH: usize = 40;
 /// How much of a libvirt message is quoted inside a reason of ours.
 const SHORT_TEXT: usize = 40;
 
+/// What an elided name, path or reason shows where its part left out was.
+/// ASCII: see `logging::for_pacemaker` for what a non-ASCII character
+/// before a quote does to Pacemaker 2.1.5.
+const ELLIPSIS: &str = "...";
+
 /// The longest prefix of `s` of at most `max` bytes that ends on a
 /// character boundary.
 fn prefix(s: &str, max: usize) -> &str {
@@ -101,12 +106,12 @@ fn prefix(s: &str, max: usize) -> &str {
 }
 
 /// A name as an exit reason shows it: whole when short, else its first
-/// [`SHORT_NAME`] bytes and "…" (the log has it whole).
+/// [`SHORT_NAME`] bytes and "..." (the log has it whole).
 pub fn short(s: &str) -> std::borrow::Cow<'_, str> {
     if s.len() <= SHORT_NAME {
         s.into()
     } else {
-        format!("{}…", prefix(s, SHORT_NAME)).into()
+        format!("{}{ELLIPSIS}", prefix(s, SHORT_NAME)).into()
     }
 }
 
@@ -115,7 +120,7 @@ pub fn short_text(s: &str) -> std::borrow::Cow<'_, str> {
     if s.len() <= SHORT_TEXT {
         s.into()
     } else {
-        format!("{}…", prefix(s, SHORT_TEXT)).into()
+        format!("{}{ELLIPSIS}", prefix(s, SHORT_TEXT)).into()
     }
 }
 
@@ -130,19 +135,18 @@ pub fn short_path(p: &std::path::Path) -> String {
     while !s.is_char_boundary(start) {
         start += 1;
     }
-    format!("\"…{}\"", &s[start..])
+    format!("\"{ELLIPSIS}{}\"", &s[start..])
 }
 
 /// The exit reason as printed: at most [`EXIT_REASON_MAX`] bytes, cut on a
-/// character boundary with "…" when a cause made it longer.
+/// character boundary with "..." when a cause made it longer.
 pub fn exit_reason(reason: &str) -> std::borrow::Cow<'_, str> {
     if reason.len() <= EXIT_REASON_MAX {
         return reason.into();
     }
-    let ellipsis = "…";
     format!(
-        "{}{ellipsis}",
-        prefix(reason, EXIT_REASON_MAX - ellipsis.len())
+        "{}{ELLIPSIS}",
+        prefix(reason, EXIT_REASON_MAX - ELLIPSIS.len())
     )
     .into()
 }
