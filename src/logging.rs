@@ -159,8 +159,8 @@ pub fn sanitize(s: &str) -> Cow<'_, str> {
 
 /// `s` as it may go to Pacemaker on stderr (log lines and the exit
 /// reason): [`sanitize`]d, and with its non-ASCII characters written as
-/// `\u{..}` when one of them comes before a character XML must escape.
-/// Pacemaker 2.1.5's `crm_xml_escape` (Debian 12) stops escaping at the
+/// `\u{..}` when one of them comes before a character XML escapes
+/// (`"`, `'`, `<`, `>`, `&`). Pacemaker 2.1.5's `crm_xml_escape` (Debian 12) stops escaping at the
 /// first byte pair with the high bit set (`break` where later versions
 /// `continue`), so a `"`, `<` or `&` after an `é` reaches its controller
 /// raw inside an attribute. The controller's XML parse then fails, it
@@ -169,7 +169,11 @@ pub fn sanitize(s: &str) -> Cow<'_, str> {
 /// the cluster lab. Text without such a pair stays as it is (syslog always
 /// gets it as it is).
 pub fn for_pacemaker(s: &str) -> Cow<'_, str> {
-    let clean = sanitize(s);
+    xml_safe(sanitize(s))
+}
+
+/// The second half of [`for_pacemaker`], for text already [`sanitize`]d.
+fn xml_safe(clean: Cow<'_, str>) -> Cow<'_, str> {
     let Some(first) = clean.find(|c: char| !c.is_ascii()) else {
         return clean;
     };
@@ -272,8 +276,9 @@ impl Log for OcfLogger {
             Cow::Borrowed(_) => raw,
             Cow::Owned(escaped) => escaped,
         };
-        let out = format!("{}: {line}", self.tag);
-        let _ = writeln!(std::io::stderr().lock(), "{}", for_pacemaker(&out));
+        // The tag and the line are sanitized already.
+        let out = xml_safe(Cow::Owned(format!("{}: {line}", self.tag)));
+        let _ = writeln!(std::io::stderr().lock(), "{out}");
         if let Some(sink) = &self.syslog {
             sink.send(level, line);
         }

@@ -105,23 +105,25 @@ fn prefix(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// `s` whole when it has at most `limit` bytes, else its first `keep`
+/// bytes (cut on a character boundary) and [`ELLIPSIS`].
+fn elide(s: &str, limit: usize, keep: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= limit {
+        s.into()
+    } else {
+        format!("{}{ELLIPSIS}", prefix(s, keep)).into()
+    }
+}
+
 /// A name as an exit reason shows it: whole when short, else its first
 /// [`SHORT_NAME`] bytes and "..." (the log has it whole).
 pub fn short(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.len() <= SHORT_NAME {
-        s.into()
-    } else {
-        format!("{}{ELLIPSIS}", prefix(s, SHORT_NAME)).into()
-    }
+    elide(s, SHORT_NAME, SHORT_NAME)
 }
 
 /// A message quoted inside a reason: its first [`SHORT_TEXT`] bytes.
 pub fn short_text(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.len() <= SHORT_TEXT {
-        s.into()
-    } else {
-        format!("{}{ELLIPSIS}", prefix(s, SHORT_TEXT)).into()
-    }
+    elide(s, SHORT_TEXT, SHORT_TEXT)
 }
 
 /// A path as an exit reason shows it, quoted: its last [`SHORT_PATH`]
@@ -141,14 +143,7 @@ pub fn short_path(p: &std::path::Path) -> String {
 /// The exit reason as printed: at most [`EXIT_REASON_MAX`] bytes, cut on a
 /// character boundary with "..." when a cause made it longer.
 pub fn exit_reason(reason: &str) -> std::borrow::Cow<'_, str> {
-    if reason.len() <= EXIT_REASON_MAX {
-        return reason.into();
-    }
-    format!(
-        "{}{ELLIPSIS}",
-        prefix(reason, EXIT_REASON_MAX - ELLIPSIS.len())
-    )
-    .into()
+    elide(reason, EXIT_REASON_MAX, EXIT_REASON_MAX - ELLIPSIS.len())
 }
 
 /// `OCF_RESKEY_CRM_meta_timeout` when unset: crm_resource uses 20 s.
