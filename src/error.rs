@@ -24,6 +24,14 @@ pub enum Error {
         #[source]
         source: hypervisor::Error,
     },
+    #[error("cannot {what} domain {} for {waited:.0?}", short(.name))]
+    Busy {
+        what: &'static str,
+        name: String,
+        waited: Duration,
+        #[source]
+        source: hypervisor::Error,
+    },
     #[error("domain {} is {state}, not running, {waited:.1?} after start", short(.name))]
     NotStarted {
         name: String,
@@ -150,6 +158,7 @@ impl Error {
             // Everything else is soft: Pacemaker may recover in place or
             // move; none of it proves the configuration wrong everywhere.
             Error::Libvirt { .. }
+            | Error::Busy { .. }
             | Error::NotStarted { .. }
             | Error::StillActive { .. }
             | Error::PostcopyRunning { .. }
@@ -228,6 +237,7 @@ mod tests {
             Error::MigrationFailed { .. } => 18,
             Error::MigrationTimedOut { .. } => 19,
             Error::NotArrived { .. } => 20,
+            Error::Busy { .. } => 21,
         }
     }
 
@@ -282,6 +292,15 @@ mod tests {
                 name: name.clone(),
                 state,
                 waited,
+            },
+            Error::Busy {
+                what: "start",
+                name: name.clone(),
+                waited,
+                source: hypervisor::Error::new(
+                    ErrorKind::Busy,
+                    "libvirt start: job lock held by monitor=remoteDispatchDomainMigratePerform3Params",
+                ),
             },
             Error::StillActive {
                 name: name.clone(),
@@ -440,7 +459,7 @@ mod tests {
         seen.dedup();
         assert_eq!(
             seen,
-            (0..=20).collect::<Vec<_>>(),
+            (0..=21).collect::<Vec<_>>(),
             "a variant has no worst case"
         );
         let mut params = std::collections::BTreeSet::new();

@@ -1,7 +1,7 @@
 //! start: define from `config` when unknown here, never libvirt's
 //! autostart, never a second copy beside the peer's, boot, wait.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
@@ -38,6 +38,53 @@ fn check_peer(peer: &Peer, name: &str) -> Result<(), Error> {
                 Ok(())
             }
         },
+    }
+}
+
+/// The pause before a start refused for a held job lock is tried again:
+/// libvirt waited 30 s already; this only keeps a refusal that comes at
+/// once from turning into a busy loop.
+const BUSY_PAUSE: Duration = Duration::from_millis(500);
+
+/// Asks libvirt to boot the domain. A call that another call's job lock
+/// kept waiting is made again while it still fits: a migration API call
+/// that an earlier action left running in libvirtd (migrate_to returned at
+/// its deadline while libvirt's resume of a broken post-copy still ran)
+/// holds the domain for a while after the stop that destroyed it, and
+/// Pacemaker's recovery start comes at once. Failing that start on both
+/// nodes would leave the server down.
+fn boot<H: Hypervisor>(hv: &H, name: &str, deadline: &Budget) -> Result<(), Error> {
+    let t0 = Instant::now();
+    loop {
+        let t = Instant::now();
+        let e = match hv.start(name) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        match e.kind() {
+            // Started by someone else in between: libvirt says it is active.
+            ErrorKind::InvalidState => {
+                debug!("domain {name}: start refused ({e}); checking its state");
+                return Ok(());
+            }
+            ErrorKind::Busy if deadline.fits_again(t.elapsed() + BUSY_PAUSE) => {
+                warn!(
+                    "domain {name}: start waited {:.0?} for another call ({e}); trying again, {:.0?} left",
+                    t.elapsed(),
+                    deadline.remaining()
+                );
+                std::thread::sleep(BUSY_PAUSE);
+            }
+            ErrorKind::Busy => {
+                return Err(Error::Busy {
+                    what: "start",
+                    name: name.into(),
+                    waited: t0.elapsed(),
+                    source: e,
+                })
+            }
+            _ => return Err(hv_err("start", name)(e)),
+        }
     }
 }
 
@@ -86,13 +133,7 @@ pub fn start<H: Hypervisor>(
     }
     check_peer(peer, name)?;
     let t0 = Instant::now();
-    if let Err(e) = hv.start(name) {
-        // Started by someone else in between: libvirt says it is active.
-        if e.kind() != ErrorKind::InvalidState {
-            return Err(hv_err("start", name)(e));
-        }
-        debug!("domain {name}: start refused ({e}); checking its state");
-    }
+    boot(hv, name, deadline)?;
     let state = wait_state(hv, name, deadline.at(), |s| s == DomainState::Running)
         .map_err(hv_err("get the state of", name))?;
     if state != DomainState::Running {
@@ -112,7 +153,6 @@ pub fn start<H: Hypervisor>(
 mod tests {
     use super::*;
     use crate::hypervisor::fake::Fake;
-    use std::time::Duration;
 
     #[test]
     fn start_defines_from_config_and_turns_autostart_off() {
@@ -133,6 +173,43 @@ mod tests {
         assert_eq!(out.rc, OcfRc::Success);
         assert_eq!(f.calls(), ["define", "autostart off", "start"]);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_start_kept_waiting_by_another_call_is_tried_again_while_it_fits() {
+        let f = Fake::new(&[DomainState::Shutoff]);
+        f.start_busy.set(2);
+        let unknown = Peer::Unknown("test".into());
+        let out = start(
+            &f,
+            &unknown,
+            &Params::vm1(&[]),
+            &Budget::new(Duration::from_secs(20)),
+        );
+        assert_eq!(out.unwrap().rc, OcfRc::Success);
+        assert_eq!(f.calls(), ["start", "start", "start"]);
+        // No time for another whole wait: the reason names the holder.
+        let f = Fake::new(&[DomainState::Shutoff]);
+        f.start_busy.set(1);
+        let e = start(
+            &f,
+            &unknown,
+            &Params::vm1(&[]),
+            &Budget::new(Duration::from_secs(6)),
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::Busy { what: "start", .. }), "{e}");
+        assert_eq!(e.rc(), OcfRc::ErrGeneric);
+        let reason = chain(&e);
+        assert!(
+            reason.starts_with("cannot start domain vm1 for "),
+            "{reason}"
+        );
+        assert!(
+            reason.contains("held by monitor=remoteDispatch"),
+            "{reason}"
+        );
+        assert_eq!(f.calls(), ["start"]);
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct Fake {
     pub abort_keeps_jobs: bool,
     /// The state after a shutdown request (None: the guest ignores it).
     pub after_shutdown: Option<DomainState>,
+    /// How many starts are refused because another call holds the domain.
+    pub start_busy: Cell<u32>,
     /// Post-copy sides, in order like `states`.
     pub postcopy: RefCell<Vec<Option<Postcopy>>>,
     /// How each migration started ends, in order: Err(()) fails it, None
@@ -58,6 +60,7 @@ impl Fake {
             abort_completes: false,
             abort_keeps_jobs: false,
             after_shutdown: Some(DomainState::Shutoff),
+            start_busy: Cell::new(0),
             postcopy: RefCell::new(vec![None]),
             migrations: RefCell::default(),
             running: RefCell::default(),
@@ -109,6 +112,13 @@ impl Hypervisor for Fake {
     }
     fn start(&self, _: &str) -> Result<(), Error> {
         self.calls.borrow_mut().push("start".into());
+        if self.start_busy.get() > 0 {
+            self.start_busy.set(self.start_busy.get() - 1);
+            return Err(Error::new(
+                ErrorKind::Busy,
+                "libvirt start: job lock held by monitor=remoteDispatchDomainMigratePerform3Params",
+            ));
+        }
         self.set(DomainState::Running);
         Ok(())
     }

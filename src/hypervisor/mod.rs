@@ -29,6 +29,9 @@ pub enum ErrorKind {
     InvalidState,
     /// It rejected a domain XML.
     BadConfig,
+    /// Another call holds the domain (libvirt's job lock) and the
+    /// hypervisor gave up waiting for it: the call may succeed later.
+    Busy,
     /// Anything else.
     Other,
 }

@@ -78,6 +78,12 @@ pub enum Error {
         #[source]
         source: Message,
     },
+    /// libvirt's QEMU driver waited 30 s for the domain's job lock
+    /// (QEMU_JOB_WAIT_TIME in src/qemu/qemu_domainjob.c) and gave up ("cannot acquire state change lock (held by
+    /// monitor=remoteDispatchDomainMigratePerform3Params)"): `held_by` is
+    /// the call that holds it, as libvirt names it.
+    #[error("libvirt {what}: job lock held by {held_by}")]
+    Busy { what: &'static str, held_by: String },
     #[error("cannot start a thread for a libvirt call")]
     Thread(#[source] std::io::Error),
     #[error(transparent)]
@@ -91,6 +97,7 @@ impl Error {
             Error::Connect { .. } => ErrorKind::Unreachable,
             Error::Timeout { .. } => ErrorKind::Timeout,
             Error::Load(_) => ErrorKind::NotInstalled,
+            Error::Busy { .. } => ErrorKind::Busy,
             // libvirt answered that the operation does not apply to the
             // domain's current state (e.g. shutdown of a domain that is
             // already off).
@@ -115,6 +122,32 @@ impl Error {
 impl From<Error> for HvError {
     fn from(e: Error) -> Self {
         HvError::new(e.kind(), e)
+    }
+}
+
+/// A failed libvirt call on a domain. A job-lock timeout is told apart:
+/// the call that holds the lock (libvirt names its RPC in parentheses) is
+/// what the admin needs to know, and the call may succeed once it ends.
+fn call_error(what: &'static str, e: virt::error::Error) -> Error {
+    if e.code().is(ErrorNumber::OperationTimeout) {
+        let msg = e.message();
+        if let Some((_, rest)) = msg.split_once("state change lock") {
+            let held_by = rest
+                .trim()
+                .trim_start_matches("(held by ")
+                .trim_end_matches(')')
+                .trim();
+            let held_by = if held_by.is_empty() {
+                "another call".to_owned()
+            } else {
+                held_by.to_owned()
+            };
+            return Error::Busy { what, held_by };
+        }
+    }
+    Error::Call {
+        what,
+        source: e.into(),
     }
 }
 
@@ -344,10 +377,7 @@ impl Libvirt {
         self.bounded(what, move || {
             conn.lookup_domain_by_name(&name)
                 .and_then(|dom| f(&dom))
-                .map_err(|source| Error::Call {
-                    what,
-                    source: source.into(),
-                })
+                .map_err(|source| call_error(what, source))
         })
     }
 }

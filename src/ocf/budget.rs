@@ -97,6 +97,15 @@ impl Budget {
         (self.timeout / 4).clamp(Duration::from_secs(3), Duration::from_secs(15))
     }
 
+    /// Whether a call refused after `took` because another call held the
+    /// domain (libvirt waits 30 s for its job lock) may be made again: only
+    /// while the same wait and a boot (5 s) still fit before the deadline.
+    /// A call the deadline cut off would go on in libvirtd and boot the
+    /// server after start had reported failure.
+    pub fn fits_again(&self, took: Duration) -> bool {
+        self.remaining() > took + Duration::from_secs(5)
+    }
+
     /// How long reading `config` may take: [`CONFIG_BUDGET`], within the
     /// deadline.
     pub fn config_read(&self) -> Duration {
