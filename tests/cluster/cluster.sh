@@ -457,6 +457,7 @@ cmd_down() {
 		fi
 	done
 	if host_link_is_ours; then rm -f "$AGENT"; fi
+	disks_down
 	rm -rf "${L:?}"
 	[ "${1:-}" != --purge ] || rm -rf "${C:?}"
 	log "down in $(($(ms) - t0)) ms"

@@ -227,6 +227,63 @@ impl Guest {
         }
     }
 
+    /// The last write the guest's disk journal acknowledged on a node
+    /// (`lab-guest disk gen=G seq=N`), as (gen, seq).
+    pub fn last_disk_ack(&self, node: &str) -> Option<(u64, u64)> {
+        self.serial(node)
+            .lines()
+            .filter_map(|l| l.strip_prefix("lab-guest disk gen="))
+            .filter_map(|rest| {
+                let (gen, seq) = rest.split_once(" seq=")?;
+                Some((gen.parse().ok()?, seq.parse().ok()?))
+            })
+            .next_back()
+    }
+
+    /// Whether the guest keeps a write journal (it has a disk).
+    pub fn has_journal(&self) -> bool {
+        ["a", "b"]
+            .iter()
+            .any(|n| self.serial(n).contains("lab-guest: disk journal on"))
+    }
+
+    /// Waits until the journal acknowledges a write on `node` after
+    /// `after`: the guest goes on writing there.
+    pub fn wait_disk_ack_after(&self, node: &str, after: Option<(u64, u64)>) -> (u64, u64) {
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(ack) = self.last_disk_ack(node).filter(|&a| Some(a) > after) {
+                return ack;
+            }
+            assert!(
+                Instant::now() < until,
+                "{}: no journal write after {after:?} on {node}",
+                self.name
+            );
+            sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// `tests/lab/journal-check.py` over the guest's shared disk and its
+    /// serial logs on both nodes: no acknowledged write lost, every slot
+    /// whole. `live`: the guest still runs (one write may be in flight).
+    /// Returns the checker's summary line.
+    pub fn check_journal(&self, live: bool) -> String {
+        let (ok, out) = journal_check(
+            Path::new(&lab(&["disk", &self.name])),
+            &self.serials(),
+            live,
+        );
+        assert!(ok, "{}: {out}", self.name);
+        eprintln!("   {out}");
+        out
+    }
+
+    /// The host paths of the guest's serial logs on both nodes.
+    pub fn serials(&self) -> [PathBuf; 2] {
+        ["a", "b"].map(|n| PathBuf::from(lab(&["serial", n, &self.name])))
+    }
+
     /// Forgets the guest's serial log on a node, so that after a restart
     /// `wait_heartbeat` waits for the new boot's ticks, not the old ones.
     pub fn clear_serial(&self, node: &str) {
@@ -252,6 +309,22 @@ impl Drop for Guest {
         self.cleanup();
         let _ = std::fs::remove_file(&self.config);
     }
+}
+
+/// `tests/lab/journal-check.py IMAGE SERIALS...`: whether it passed, and
+/// what it printed.
+pub fn journal_check(image: &Path, serials: &[PathBuf], live: bool) -> (bool, String) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lab/journal-check.py");
+    let o = Command::new("python3")
+        .arg(script)
+        .args(live.then_some("--live"))
+        .arg(image)
+        .args(serials)
+        .output()
+        .expect("run journal-check.py");
+    let out = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    let err = String::from_utf8_lossy(&o.stderr);
+    (o.status.success(), format!("{out}{err}"))
 }
 
 /// The pid of the QEMU process libvirt runs for `name` on a node, if any
@@ -459,6 +532,13 @@ pub fn migrate(g: &Guest, from: &str, extra: &[(&str, &str)]) -> Move {
     // The guest kept its memory: the tick counter goes on on the target,
     // and it never booted there.
     g.wait_tick_after(to, tick);
+    // With a disk: it goes on writing there, and no acknowledged write of
+    // the source is missing from the disk.
+    if g.has_journal() {
+        let ack = g.last_disk_ack(from);
+        g.wait_disk_ack_after(to, ack);
+        g.check_journal(true);
+    }
     assert_eq!(boots(to), boots_before, "{}: rebooted on node-{to}", g.name);
     eprintln!(
         "   copy: {} MiB over the migration link, {} MiB over the back-channel",

@@ -19,17 +19,22 @@
 # `xml` defaults); and the functions log, die, usage, check_name, ip_bc and
 # ip_mn (a node's back-channel and migration-link addresses).
 
+# The virtio block stack the guest's /init loads, in dependency order
+# (Debian builds it as modules).
+GUEST_VIRTIO_KO=(virtio_ring.ko virtio.ko virtio_pci_modern_dev.ko virtio_pci_legacy_dev.ko
+	virtio_pci.ko virtio_blk.ko)
+
 # apt must not write its caches to the real /var/cache/apt
 APT_OPTS=(-o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache= -o APT::Sandbox::User=root)
 build_guest() {
-	local want g=$C/guest pkg deb
+	local want g=$C/guest pkg deb ko
 	[ -f "$INIT_SRC" ] || die "missing $INIT_SRC"
 	want="$GUEST_VER $(sha256sum <"$INIT_SRC" | cut -d' ' -f1)"
 	if [ -s "$g/vmlinuz" ] && [ -s "$g/initrd.gz" ] && [ "$(cat "$g/.built-$GUEST_VER" 2>/dev/null)" = "$want" ]; then
 		return 0
 	fi
 	mkdir -p "$C/dl" "$g"
-	if [ ! -s "$g/vmlinuz" ] || [ ! -s "$g/button.ko" ]; then
+	if [ ! -s "$g/vmlinuz" ] || [ ! -s "$g/button.ko" ] || [ ! -s "$g/virtio_blk.ko" ]; then
 		pkg=$(apt-cache "${APT_OPTS[@]}" depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
 		[ -n "$pkg" ] || die "apt knows no linux-image-<abi>-amd64 package (apt lists missing?)"
 		if ! ls "$C/dl/$pkg"_*.deb >/dev/null 2>&1; then
@@ -44,13 +49,16 @@ build_guest() {
 		fi
 		deb=$(ls "$C/dl/$pkg"_*.deb | head -1)
 		rm -rf "$C/dl/x" && mkdir -p "$C/dl/x"
-		dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$C/dl/x" --wildcards ./boot/ '*/drivers/acpi/button.ko' '*/drivers/input/evdev.ko'
+		dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$C/dl/x" --wildcards ./boot/ '*/drivers/acpi/button.ko' '*/drivers/input/evdev.ko' \
+			"${GUEST_VIRTIO_KO[@]/#/*/}"
 		cp "$C"/dl/x/boot/vmlinuz-* "$g/vmlinuz"
-		find "$C/dl/x/lib" \( -name button.ko -o -name evdev.ko \) -exec cp {} "$g/" \;
+		for ko in button.ko evdev.ko "${GUEST_VIRTIO_KO[@]}"; do
+			find "$C/dl/x/lib" -name "$ko" -exec cp {} "$g/" \;
+		done
 		rm -rf "$C/dl/x"
 	fi
 	gcc -static -O2 -Wall -o "$g/init" "$INIT_SRC" >&2
-	python3 - "$g/initrd.gz" "$g/init" "$g/evdev.ko" "$g/button.ko" <<'EOF'
+	python3 - "$g/initrd.gz" "$g/init" "$g/evdev.ko" "$g/button.ko" "${GUEST_VIRTIO_KO[@]/#/$g/}" <<'EOF'
 import sys, gzip, os
 out, init, mods = sys.argv[1], sys.argv[2], [m for m in sys.argv[3:] if os.path.exists(m)]
 def ent(name, mode, data=b"", ino=1):  # cpio "newc" entry
@@ -71,9 +79,18 @@ EOF
 	log "guest built: $g/{vmlinuz,initrd.gz}"
 }
 
-# domain_xml NAME ACPI DIRTY_MB RATE_MBS MEM_MB
+# domain_xml NAME ACPI DIRTY_MB RATE_MBS MEM_MB [DISK_DEV]
 domain_xml() {
-	local name=$1 acpi=$2 dirty=$3 rate=$4 mem=$5 h uuid
+	local name=$1 acpi=$2 dirty=$3 rate=$4 mem=$5 dev=${6:-} h uuid disk=''
+	# A block device both nodes see at the same path, as a SAN LUN or a
+	# DRBD device is seen: libvirt migrates it without copying (cache=none,
+	# which its migration safety check asks of shared disks).
+	[ -z "$dev" ] || disk="
+    <disk type='block' device='disk'>
+      <driver name='qemu' type='raw' cache='none' io='native'/>
+      <source dev='$dev'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>"
 	h=$(printf '%s' "$GUEST_UUID_NS:$name" | md5sum | cut -c1-32)
 	uuid="${h:0:8}-${h:8:4}-4${h:13:3}-8${h:17:3}-${h:20:12}" # same NAME -> same UUID on both nodes
 	cat <<EOF
@@ -94,7 +111,7 @@ domain_xml() {
   <on_crash>destroy</on_crash>
   <devices>
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <controller type='usb' model='none'/>
+    <controller type='usb' model='none'/>$disk
     <serial type='file'>
       <source path='/var/log/libvirt/qemu/$name-serial.log' append='on'/>
       <target port='0'/>
@@ -109,8 +126,28 @@ domain_xml() {
 EOF
 }
 
+# shared_disk NAME: the loop device of NAME's shared disk (a 4 MiB file in
+# the state dir, attached once; disks_down detaches it).
+shared_disk() {
+	local img=$L/disks/$1.img dev
+	mkdir -p "$L/disks"
+	[ -e "$img" ] || truncate -s 4M "$img"
+	dev=$(losetup -j "$img" | cut -d: -f1 | head -1)
+	[ -n "$dev" ] || dev=$(losetup -f --show "$img") || die "losetup $img"
+	echo "$dev"
+}
+
+# disks_down: detaches the loop devices of the lab's disk files, and only those.
+disks_down() {
+	local img dev
+	for img in "$L"/disks/*.img; do
+		[ -e "$img" ] || continue
+		for dev in $(losetup -j "$img" | cut -d: -f1); do losetup -d "$dev" || true; done
+	done
+}
+
 cmd_xml() {
-	local name=${1:-} acpi=1 dirty=${LAB_DIRTY_MB:-32} rate=${LAB_RATE_MBS:-20} mem=${LAB_MEM_MB:-128} a
+	local name=${1:-} acpi=1 dirty=${LAB_DIRTY_MB:-32} rate=${LAB_RATE_MBS:-20} mem=${LAB_MEM_MB:-128} a dev=
 	check_name "$name"
 	shift
 	for a in "$@"; do
@@ -119,12 +156,14 @@ cmd_xml() {
 		dirty_mb=[0-9]*) dirty=${a#*=} ;;
 		rate_mbs=[0-9]*) rate=${a#*=} ;;
 		mem_mb=[0-9]*) mem=${a#*=} ;;
+		disk=none) dev='' ;;
+		disk=shared) dev=$(shared_disk "$name") ;;
 		*) usage ;;
 		esac
 	done
 	for a in "$dirty" "$rate" "$mem"; do [[ "$a" =~ ^[0-9]+$ ]] || usage; done
 	build_guest # no-op when the cached guest is current
-	domain_xml "$name" "$acpi" "$dirty" "$rate" "$mem"
+	domain_xml "$name" "$acpi" "$dirty" "$rate" "$mem" "$dev"
 }
 
 # write_libvirt_conf DIR LABEL UUID TLS: libvirtd.conf and qemu.conf in DIR

@@ -1,18 +1,25 @@
 /* vmshift lab guest /init (static, built by tests/lab/lab.sh into the guest
  * initramfs; the cached guest is rebuilt whenever this file changes).
  *
- * Mounts devtmpfs + proc, loads evdev.ko + button.ko (ACPI power button),
- * then forever:
+ * Mounts devtmpfs + proc, loads evdev.ko + button.ko (ACPI power button)
+ * and the virtio block stack, then forever:
  *   - dirties a working set of guest memory at a fixed rate,
  *   - prints one heartbeat line per second on ttyS0:
  *       lab-guest tick=N mono=SEC.MSEC dirtied_mib=M
+ *   - when the guest has a disk (/dev/vda), keeps a write journal on it:
+ *     every ~50 ms one 4 KiB record to slot seq % SLOTS, written with
+ *     O_DIRECT|O_DSYNC, and only after the write returned:
+ *       lab-guest disk gen=G seq=N
+ *     (record format and checks: tests/lab/journal-check.py).
  *   - on the ACPI power button (virsh shutdown): powers off, unless lab_acpi=0,
  *     in which case the press is logged and ignored.
  * First line after boot:
  *   lab-guest: start working_set=<MiB>MiB rate=<MiB/s>MiB/s acpi=<0|1> input_devs=<n>
  * Kernel command-line knobs: lab_dirty_mb=<MiB> (default 32),
  * lab_rate_mbs=<MiB/s> (default 20), lab_acpi=0|1 (default 1). */
+#define _GNU_SOURCE
 #include <fcntl.h>
+#include <stdint.h>
 #include <linux/input.h>
 #include <linux/reboot.h>
 #include <stdio.h>
@@ -37,6 +44,63 @@ static void load(const char *path) {
     if (fd >= 0) close(fd);
 }
 
+/* The write journal. A record is 4096 bytes, little-endian:
+ *   0  magic "VMSJRNL1"   8  gen (u64: boot generation, one more than the
+ *   highest found on the disk at boot)   16 seq (u64, from 1 per boot)
+ *   24 slots (u32)   28 zero (u32)   32 mono_ns (u64)
+ *   40..4088 fill: byte i = (seq * 31 + i) & 0xff
+ *   4088 FNV-1a 64 of bytes 0..4088 */
+#define J_REC 4096
+#define J_SLOTS 256
+static uint64_t fnv(const unsigned char *p, size_t n) {
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < n; i++) { h ^= p[i]; h *= 0x100000001b3ULL; }
+    return h;
+}
+static int j_fd = -1;
+static unsigned char *j_buf;
+static uint64_t j_gen, j_seq;
+
+static void journal_open(void) {
+    j_fd = open("/dev/vda", O_RDWR | O_DIRECT | O_DSYNC | O_CLOEXEC);
+    if (j_fd < 0) return;
+    if (posix_memalign((void **)&j_buf, 4096, J_REC) != 0) { close(j_fd); j_fd = -1; return; }
+    for (int s = 0; s < J_SLOTS; s++) {
+        if (pread(j_fd, j_buf, J_REC, (off_t)s * J_REC) != J_REC) break;
+        uint64_t g, sum;
+        memcpy(&sum, j_buf + J_REC - 8, 8);
+        if (memcmp(j_buf, "VMSJRNL1", 8) != 0 || sum != fnv(j_buf, J_REC - 8)) continue;
+        memcpy(&g, j_buf + 8, 8);
+        if (g > j_gen) j_gen = g;
+    }
+    j_gen++;
+    printf("lab-guest: disk journal on /dev/vda gen=%llu slots=%d\n",
+           (unsigned long long)j_gen, J_SLOTS);
+}
+
+static void journal_write(void) {
+    struct timespec now;
+    uint64_t seq = ++j_seq, mono, sum;
+    uint32_t slots = J_SLOTS, zero = 0;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    mono = (uint64_t)now.tv_sec * 1000000000ULL + (uint64_t)now.tv_nsec;
+    memcpy(j_buf, "VMSJRNL1", 8);
+    memcpy(j_buf + 8, &j_gen, 8);
+    memcpy(j_buf + 16, &seq, 8);
+    memcpy(j_buf + 24, &slots, 4);
+    memcpy(j_buf + 28, &zero, 4);
+    memcpy(j_buf + 32, &mono, 8);
+    for (int i = 40; i < J_REC - 8; i++) j_buf[i] = (unsigned char)(seq * 31 + (uint64_t)i);
+    sum = fnv(j_buf, J_REC - 8);
+    memcpy(j_buf + J_REC - 8, &sum, 8);
+    if (pwrite(j_fd, j_buf, J_REC, (off_t)(seq % J_SLOTS) * J_REC) == J_REC)
+        printf("lab-guest disk gen=%llu seq=%llu\n", (unsigned long long)j_gen,
+               (unsigned long long)seq);
+    else
+        printf("lab-guest disk gen=%llu seq=%llu write failed\n", (unsigned long long)j_gen,
+               (unsigned long long)seq);
+}
+
 int main(void) {
     mkdir("/dev", 0755); mount("devtmpfs", "/dev", "devtmpfs", 0, NULL);
     mkdir("/proc", 0755); mount("proc", "/proc", "proc", 0, NULL);
@@ -44,7 +108,11 @@ int main(void) {
     if (fd >= 0) { dup2(fd, 1); dup2(fd, 2); }
     setvbuf(stdout, NULL, _IONBF, 0);
     load("/evdev.ko"); load("/button.ko");
+    /* virtio_blk and what it needs, in dependency order */
+    load("/virtio_ring.ko"); load("/virtio.ko"); load("/virtio_pci_modern_dev.ko");
+    load("/virtio_pci_legacy_dev.ko"); load("/virtio_pci.ko"); load("/virtio_blk.ko");
     usleep(200000);
+    journal_open();
     int ev[8], nev = 0;
     for (int i = 0; i < 8; i++) {
         char p[32]; snprintf(p, sizeof p, "/dev/input/event%d", i);
@@ -62,7 +130,7 @@ int main(void) {
     if (buf == MAP_FAILED) { printf("lab-guest: mmap failed\n"); for (;;) pause(); }
     memset(buf, 0x5a, sz);
     long per_slice = rate * 256 / 100; /* pages per 10 ms slice */
-    unsigned long tick = 0, dirtied = 0;
+    unsigned long tick = 0, dirtied = 0, slice = 0;
     struct timespec ts = {0, 10 * 1000 * 1000}, now;
     printf("lab-guest: start working_set=%ldMiB rate=%ldMiB/s acpi=%ld input_devs=%d\n",
            mb, rate, acpi ? 1L : 0L, nev);
@@ -72,6 +140,7 @@ int main(void) {
         for (long i = 0; i < per_slice; i++) { buf[pos * 4096]++; pos = (pos + 1) % pages; }
         dirtied += per_slice;
         nanosleep(&ts, NULL);
+        if (j_fd >= 0 && ++slice % 5 == 0) journal_write();
         for (int i = 0; i < nev; i++) {
             struct input_event ie;
             while (read(ev[i], &ie, sizeof ie) == (ssize_t)sizeof ie)
