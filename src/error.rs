@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use crate::hypervisor::{self, DomainState, ErrorKind, Qemu};
+use crate::migration::storage;
 use crate::ocf::{short, short_path, short_text, OcfRc, Outcome, ParamError};
 use crate::uri;
 
@@ -15,6 +16,8 @@ pub enum Error {
     // what failed first, names through `short`, the long story in the log.
     #[error(transparent)]
     Param(#[from] ParamError),
+    #[error(transparent)]
+    Storage(#[from] storage::Error),
     #[error("domain {} is not defined on this node and no config is set", short(.name))]
     NotDefined { name: String },
     #[error("cannot {what} domain {}", short(.name))]
@@ -107,6 +110,14 @@ pub enum Error {
         #[source]
         source: hypervisor::Error,
     },
+    #[error("disk {} {} unusable on {}", short(.disk), short_path(.path.as_ref()), short(.node))]
+    DiskUnusable {
+        disk: String,
+        path: String,
+        node: String,
+        #[source]
+        source: hypervisor::Error,
+    },
     #[error("migration of {} to {} did not finish; aborted, here {here}", short(.name), short(.target))]
     MigrationTimedOut {
         name: String,
@@ -157,7 +168,11 @@ impl Error {
             Error::BadConfig { .. } => OcfRc::ErrConfigured,
             // Everything else is soft: Pacemaker may recover in place or
             // move; none of it proves the configuration wrong everywhere.
+            // A disk layout the move refuses (OCF asks for 1, not 6: the
+            // same parameters suit a server with other disks).
             Error::Libvirt { .. }
+            | Error::Storage(_)
+            | Error::DiskUnusable { .. }
             | Error::Busy { .. }
             | Error::NotStarted { .. }
             | Error::StillActive { .. }
@@ -238,6 +253,8 @@ mod tests {
             Error::MigrationTimedOut { .. } => 19,
             Error::NotArrived { .. } => 20,
             Error::Busy { .. } => 21,
+            Error::Storage(_) => 22,
+            Error::DiskUnusable { .. } => 23,
         }
     }
 
@@ -305,6 +322,20 @@ mod tests {
             Error::StillActive {
                 name: name.clone(),
                 state,
+            },
+            Error::Storage(storage::Error::LocalNotCopied {
+                target: name.clone(),
+            }),
+            Error::Storage(storage::Error::UnsafeCache {
+                target: name.clone(),
+                cache: "writethrough".into(),
+            }),
+            Error::Storage(storage::Error::Xml("x".repeat(500))),
+            Error::DiskUnusable {
+                disk: name.clone(),
+                path: path.to_string_lossy().into_owned(),
+                node: node.clone(),
+                source: lv(),
             },
             Error::PostcopyRunning {
                 name: name.clone(),
@@ -459,7 +490,7 @@ mod tests {
         seen.dedup();
         assert_eq!(
             seen,
-            (0..=21).collect::<Vec<_>>(),
+            (0..=23).collect::<Vec<_>>(),
             "a variant has no worst case"
         );
         let mut params = std::collections::BTreeSet::new();

@@ -935,7 +935,7 @@ fn a_shared_block_disk_moves_both_ways_and_keeps_every_acknowledged_write() {
     }
     let last = g.wait_disk_ack_after("a", None);
     virsh("a", &["destroy", &g.name]).expect("virsh destroy");
-    let summary = g.check_journal(false);
+    let summary = g.check_journal("a", false);
     assert!(
         summary.contains(&format!("journal gen={}:", last.0)),
         "{summary}"
@@ -953,4 +953,131 @@ fn a_shared_block_disk_moves_both_ways_and_keeps_every_acknowledged_write() {
     let (ok, out) = journal_check(&lost, &g.serials(), false);
     let _ = std::fs::remove_file(&lost);
     assert!(!ok && out.contains("acknowledged writes missing"), "{out}");
+}
+
+/// A disk on each node's own filesystem (the same path, its own image):
+/// migrate_to copies it (libvirt's storage migration, over the migration
+/// link like the RAM) and the guest goes on writing on the target with
+/// every write it acknowledged on the source. Both ways, so the second
+/// copy overwrites the stale image the first move left behind.
+#[test]
+#[ignore = "needs the lab: make test"]
+fn a_local_disk_is_copied_both_ways_and_keeps_every_acknowledged_write() {
+    let g = Guest::with("t-disk-local", &["disk=local"]);
+    assert_eq!(agent("a", "start", &g.params()).rc, 0);
+    g.wait_heartbeat("a");
+    assert!(g.has_journal(), "no journal: {}", g.serial("a"));
+    g.wait_disk_ack_after("a", Some((0, 20)));
+    for from in ["a", "b"] {
+        let m = migrate(&g, from, &[]);
+        let log = &m.to.stderr;
+        assert!(
+            log.contains("disk vda /var/lib/libvirt/images/t-disk-local.img: copied")
+                && log.contains("copying disks vda"),
+            "{log}"
+        );
+        // The 4 MiB image went with the RAM, not over the back-channel.
+        assert!(m.bc_bytes < 2 << 20, "{} bytes over -bc", m.bc_bytes);
+    }
+    let last = g.wait_disk_ack_after("a", None);
+    virsh("a", &["destroy", &g.name]).expect("virsh destroy");
+    let summary = g.check_journal("a", false);
+    assert!(
+        summary.contains(&format!("journal gen={}:", last.0)),
+        "{summary}"
+    );
+    assert_eq!(g.boots("a") + g.boots("b"), 1);
+}
+
+/// The same local disk with migration_storage=shared: not copied, the
+/// target would boot the guest on its own stale image. migrate_to refuses
+/// before it touches the guest, at once, naming the disk and the fix;
+/// plan-migration says so first and validate-all warns without failing.
+#[test]
+#[ignore = "needs the lab: make test"]
+fn an_unsafe_disk_layout_is_refused_before_the_guest_is_touched() {
+    let g = Guest::with("t-disk-unsafe", &["disk=local"]);
+    let shared = [("OCF_RESKEY_migration_storage", "shared")];
+    let v = agent("a", "validate-all", &[g.params(), shared.to_vec()].concat());
+    assert_eq!(v.rc, 0, "{}", v.stderr);
+    assert!(
+        v.stderr
+            .contains("live migration would be refused: disk vda is a local file"),
+        "{}",
+        v.stderr
+    );
+    assert_eq!(agent("a", "start", &g.params()).rc, 0);
+    g.wait_heartbeat("a");
+    let ack = g.wait_disk_ack_after("a", Some((0, 5)));
+    let env = migration_env(&g, "a", &shared);
+    let plan = agent("a", "plan-migration", &env);
+    assert_eq!(plan.rc, 1, "{}", plan.stderr);
+    let c = agent("a", "migrate_to", &env);
+    assert_eq!(c.rc, 1, "{}", c.stderr);
+    assert!(c.took < Duration::from_secs(1), "took {:?}", c.took);
+    assert!(
+        c.stderr.contains(
+            "ocf-exit-reason:disk vda is a local file: migration_storage=shared would not copy it"
+        ),
+        "{}",
+        c.stderr
+    );
+    // Untouched: it runs here and writes on, nothing was started there.
+    assert_eq!(domstate("a", &g.name), "running");
+    assert_ne!(domstate("b", &g.name), "running");
+    assert_no_job("a", &g.name);
+    g.wait_disk_ack_after("a", Some(ack));
+    g.check_journal("a", true);
+}
+
+/// A shared disk whose path is missing on the target (here a block device
+/// reached through a link in each node's own /var/lib/libvirt, made only
+/// on node-a, as a LUN not mapped to one node): libvirt fails the move
+/// when the target's QEMU cannot open it, before any RAM is copied. The
+/// reason names the path; the guest runs on here with its journal whole,
+/// and nothing is left on the target.
+#[test]
+#[ignore = "needs the lab: make test"]
+fn a_disk_missing_on_the_target_fails_fast_and_leaves_the_guest_running() {
+    let dev = lab(&["xml", "t-disk-missing", "disk=shared"]);
+    let dev = dev
+        .split("<source dev='")
+        .nth(1)
+        .and_then(|s| s.split('\'').next())
+        .expect("the shared disk's device")
+        .to_owned();
+    let link = "/var/lib/libvirt/images/t-disk-missing.lun";
+    let sh = format!("mkdir -p /var/lib/libvirt/images && ln -sfn {dev} {link}");
+    assert!(lab_ok("a", &["sh", "-c", &sh]));
+    assert!(lab_ok("b", &["rm", "-f", link]));
+    let g = Guest::with("t-disk-missing", &["disk=shared"]);
+    let xml = std::fs::read_to_string(&g.config).unwrap();
+    std::fs::write(
+        &g.config,
+        xml.replace(&format!("'{dev}'"), &format!("'{link}'")),
+    )
+    .unwrap();
+    assert_eq!(agent("a", "start", &g.params()).rc, 0);
+    g.wait_heartbeat("a");
+    let ack = g.wait_disk_ack_after("a", Some((0, 5)));
+    let c = agent("a", "migrate_to", &migration_env(&g, "a", &[]));
+    assert_eq!(c.rc, 1, "{}", c.stderr);
+    assert!(c.took < Duration::from_secs(10), "took {:?}", c.took);
+    let reason = c
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("ocf-exit-reason:"))
+        .unwrap_or_default();
+    // The path's end (its file name) when it is long; the log has it whole.
+    assert!(
+        reason.starts_with("disk vda \"")
+            && reason.contains("t-disk-missing.lun\" unusable on node-b"),
+        "{reason}"
+    );
+    assert!(c.stderr.contains(&format!("'{link}'")), "{}", c.stderr);
+    assert_eq!(domstate("a", &g.name), "running");
+    assert_ne!(domstate("b", &g.name), "running");
+    assert_no_job("a", &g.name);
+    g.wait_disk_ack_after("a", Some(ack));
+    g.check_journal("a", true);
 }

@@ -22,7 +22,7 @@ use crate::hypervisor::{
 };
 use crate::migration::converge::{Decision, Ladder, Step};
 use crate::migration::network::{self, Choice, Net};
-use crate::migration::{bandwidth, request};
+use crate::migration::{bandwidth, request, storage};
 use crate::ocf::{Budget, OcfRc, Outcome, Params};
 
 /// How often the migration's result is waited for between checks.
@@ -160,6 +160,14 @@ pub fn migrate_to(
         _ => {}
     }
 
+    // Refused here, a layout that would lose writes leaves the guest
+    // running and untouched; libvirt would find some of it only after the
+    // target's QEMU is started, some of it never.
+    let xml = local.xml(name).map_err(hv_err("get the XML of", name))?;
+    let disks = storage::decide(&xml, p.migration_storage)?;
+    for line in storage::describe(&disks) {
+        info!("disk {line}");
+    }
     let choice = network::choose(
         net,
         target,
@@ -167,7 +175,7 @@ pub fn migrate_to(
         p.migration_transport,
     );
     info!("migration network: {choice}");
-    let mut req = request(p, target, &choice);
+    let mut req = request(p, target, &choice, storage::copied(&disks));
     // The downtime limit is a QEMU migration parameter that holds for the
     // next migration: set before the copy starts, not seconds into it as
     // VirtualDomain does.
@@ -244,7 +252,7 @@ pub fn migrate_to(
                 ),
             ))
         }
-        Err(e) => failed(local, peer, name, target, e),
+        Err(e) => failed(local, peer, name, target, &disks, e),
     }
 }
 
@@ -267,6 +275,9 @@ fn request_line(req: &MigrationRequest, p: &Params) -> String {
     ));
     if req.postcopy {
         line.push_str(", post-copy allowed");
+    }
+    if !req.copy_disks.is_empty() {
+        line.push_str(&format!(", copying disks {}", req.copy_disks.join(" ")));
     }
     line
 }
@@ -466,6 +477,7 @@ fn failed(
     peer: &dyn Hypervisor,
     name: &str,
     target: &str,
+    disks: &[storage::Decision],
     e: hypervisor::Error,
 ) -> Result<Outcome, Error> {
     let (here, postcopy) = local
@@ -499,6 +511,23 @@ fn failed(
                 ));
             }
         }
+    }
+    // A disk the target cannot open (a shared path missing there, a
+    // storage export it cannot reach) fails the move in libvirt's prepare
+    // phase, before any RAM is copied: the disk leads the reason, where
+    // libvirt's words would push its path past Pacemaker's 128 bytes.
+    let text = chain(&e);
+    if let Some(d) = disks.iter().find(|d| text.contains(&d.source.to_string())) {
+        warn!(
+            "live migration of {name} to {target} failed, {} here: {text}",
+            state_text(here)
+        );
+        return Err(Error::DiskUnusable {
+            disk: d.target.clone(),
+            path: d.source.to_string(),
+            node: target.into(),
+            source: e,
+        });
     }
     Err(Error::MigrationFailed {
         name: name.into(),
@@ -883,6 +912,7 @@ mod tests {
             auto_converge: false,
             postcopy: true,
             postcopy_resume: false,
+            copy_disks: Vec::new(),
         };
         let broke = timeout("the copy");
         let deadline = Budget::new(Duration::from_secs(secs));

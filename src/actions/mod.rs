@@ -118,7 +118,8 @@ pub fn run(action: Action, env: &Env) -> Outcome {
             migrate_from::migrate_from(&hv, &p, source, &deadline)
         }),
         Action::PlanMigration => Params::from_env(env).map_err(Error::from).and_then(|p| {
-            plan_migration::plan_migration(&SystemNet, &p, peer::migration_target(env)?)
+            let hv = Libvirt::new(&p.hypervisor, deadline.at()).per_call(deadline.preflight());
+            plan_migration::plan_migration(&hv, &SystemNet, &p, peer::migration_target(env)?)
         }),
     };
     result.unwrap_or_else(Outcome::from)

@@ -2,13 +2,20 @@
 
 use std::io::Write;
 
-use crate::error::Error;
+use crate::error::{chain, Error};
+use crate::hypervisor::Hypervisor;
 use crate::migration::network::{self, Net};
-use crate::migration::{bandwidth, request};
+use crate::migration::{bandwidth, request, storage};
 use crate::ocf::{OcfRc, Outcome, Params};
 
 /// plan-migration: prints what migrate_to would do, and changes nothing.
-pub fn plan_migration(net: &dyn Net, p: &Params, target: &str) -> Result<Outcome, Error> {
+/// A disk layout migrate_to would refuse is printed, and is the result.
+pub fn plan_migration(
+    local: &dyn Hypervisor,
+    net: &dyn Net,
+    p: &Params,
+    target: &str,
+) -> Result<Outcome, Error> {
     let choice = network::choose(
         net,
         target,
@@ -40,7 +47,32 @@ pub fn plan_migration(net: &dyn Net, p: &Params, target: &str) -> Result<Outcome
             c.what, c.took
         ));
     }
-    let req = request(p, target, &choice);
+    // The disks as migrate_to decides them: what is copied, what is taken
+    // as shared, or the refusal migrate_to would give.
+    let mut copy_disks = Vec::new();
+    let mut refused = None;
+    match local.xml(&p.name) {
+        Err(e) => out.push_str(&format!(
+            "  disks: cannot read the domain here: {}\n",
+            chain(&e)
+        )),
+        Ok(xml) => match storage::decide(&xml, p.migration_storage) {
+            Ok(disks) => {
+                if disks.is_empty() {
+                    out.push_str("  disks: none\n");
+                }
+                for line in storage::describe(&disks) {
+                    out.push_str(&format!("  disk: {line}\n"));
+                }
+                copy_disks = storage::copied(&disks);
+            }
+            Err(e) => {
+                out.push_str(&format!("  disks: REFUSED: {e}\n"));
+                refused = Some(e);
+            }
+        },
+    }
+    let req = request(p, target, &choice, copy_disks);
     let tls = req
         .tls_host
         .as_ref()
@@ -60,7 +92,16 @@ pub fn plan_migration(net: &dyn Net, p: &Params, target: &str) -> Result<Outcome
             "no post-copy"
         }
     ));
+    if !req.copy_disks.is_empty() {
+        out.push_str(&format!(
+            "  storage copy: {} (QEMU's NBD mirror to the target, on the data host)\n",
+            req.copy_disks.join(" ")
+        ));
+    }
     let _ = std::io::stdout().lock().write_all(out.as_bytes());
+    if let Some(e) = refused {
+        return Err(e.into());
+    }
     Ok(Outcome::new(
         OcfRc::Success,
         format!("planned (nothing changed): {choice}"),

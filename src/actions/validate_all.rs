@@ -1,7 +1,10 @@
 //! validate-all: every parameter checked, and the config file, without
 //! libvirtd.
 
+use log::warn;
+
 use crate::error::{chain, Error};
+use crate::migration::storage;
 use crate::ocf::{config, Budget, Env, OcfRc, Outcome, Params};
 
 /// validate-all: syntax of every parameter (6), then what this node must
@@ -15,7 +18,15 @@ pub fn validate_all(env: &Env, deadline: &Budget) -> Result<Outcome, Error> {
     let mut errors: Vec<Error> = problems.into_iter().map(Error::from).collect();
     if let Some(xml) = p.read_config(deadline.config_read()) {
         match xml {
-            Ok(xml) => errors.extend(config::check_name(&p.name, &xml).err().map(Error::from)),
+            Ok(xml) => {
+                errors.extend(config::check_name(&p.name, &xml).err().map(Error::from));
+                // A disk layout migrate_to would refuse is said now; it is
+                // a warning, not a failure: the server starts and runs,
+                // only its live migration would be refused.
+                if let Err(e) = storage::decide(&xml, p.migration_storage) {
+                    warn!("validate-all: live migration would be refused: {e}");
+                }
+            }
             Err(e) => errors.push(e.into()),
         }
     }

@@ -35,6 +35,8 @@ pub struct Fake {
     pub abort_keeps_jobs: bool,
     /// The state after a shutdown request (None: the guest ignores it).
     pub after_shutdown: Option<DomainState>,
+    /// The domain XML (no disks unless a test sets some).
+    pub xml: RefCell<String>,
     /// How many starts are refused because another call holds the domain.
     pub start_busy: Cell<u32>,
     /// Post-copy sides, in order like `states`.
@@ -61,6 +63,7 @@ impl Fake {
             abort_keeps_jobs: false,
             after_shutdown: Some(DomainState::Shutoff),
             start_busy: Cell::new(0),
+            xml: RefCell::new("<domain type='qemu'><name>vm1</name><devices/></domain>".into()),
             postcopy: RefCell::new(vec![None]),
             migrations: RefCell::default(),
             running: RefCell::default(),
@@ -109,6 +112,9 @@ impl Hypervisor for Fake {
         self.calls.borrow_mut().push("define".into());
         self.set(DomainState::Shutoff);
         Ok("vm1".into())
+    }
+    fn xml(&self, _: &str) -> Result<String, Error> {
+        Ok(self.xml.borrow().clone())
     }
     fn start(&self, _: &str) -> Result<(), Error> {
         self.calls.borrow_mut().push("start".into());

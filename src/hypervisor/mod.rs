@@ -146,6 +146,9 @@ pub struct MigrationRequest {
     /// Resume this migration's broken post-copy over a new connection
     /// instead of starting one.
     pub postcopy_resume: bool,
+    /// The disks QEMU copies to the target (their `<target dev>` names):
+    /// libvirt's NON_SHARED_DISK with `migrate_disks`. Empty: none.
+    pub copy_disks: Vec<String>,
 }
 
 /// A migration in flight: virDomainMigrateToURI3 blocks until the
@@ -299,6 +302,9 @@ pub trait Hypervisor: Observe {
     /// Defines the domain persistently from XML; returns the name libvirt
     /// gave it.
     fn define(&self, xml: &str) -> Result<String, Error>;
+    /// The domain's XML as it runs (with its disks' sources and cache
+    /// modes).
+    fn xml(&self, name: &str) -> Result<String, Error>;
     /// Boots a defined, inactive domain.
     fn start(&self, name: &str) -> Result<(), Error>;
     /// Asks the guest to shut down (ACPI power button).

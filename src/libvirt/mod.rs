@@ -274,6 +274,13 @@ fn flags_and_params(req: &MigrationRequest) -> (sys::virDomainMigrateFlags, Migr
         // post-copy begins. Ganeti sets both for the same reason.
         params.bandwidth_postcopy = params.bandwidth;
     }
+    if !req.copy_disks.is_empty() {
+        // Only the listed disks are mirrored (QEMU's NBD copy, over the
+        // host of `uri`); the shared ones stay as they are. Not INC: the
+        // target's image is not a copy of this one's backing chain.
+        flags |= sys::VIR_MIGRATE_NON_SHARED_DISK;
+        params.migrate_disks = req.copy_disks.clone();
+    }
     if req.postcopy_resume {
         // libvirt wants the flags of the migration that broke, plus
         // this one (virDomainMigrateToURI3, "post-copy recovery").
@@ -435,6 +442,10 @@ impl Hypervisor for Libvirt {
         .map_err(HvError::from)
     }
 
+    fn xml(&self, name: &str) -> Result<String, HvError> {
+        self.call("get the XML of", name, |d| d.xml_desc(0))
+    }
+
     fn start(&self, name: &str) -> Result<(), HvError> {
         self.call("start", name, |d| d.create())
     }
@@ -558,6 +569,7 @@ mod tests {
             auto_converge: false,
             postcopy,
             postcopy_resume: false,
+            copy_disks: Vec::new(),
         };
         let (flags, params) = flags_and_params(&req(8, true));
         assert_ne!(flags & sys::VIR_MIGRATE_POSTCOPY, 0);

@@ -6,6 +6,7 @@
 pub mod converge;
 pub mod netif;
 pub mod network;
+pub mod storage;
 
 use crate::hypervisor::MigrationRequest;
 use crate::ocf::{Params, Transport};
@@ -13,7 +14,12 @@ use crate::peer::peer_uri;
 use network::Choice;
 
 /// The migration libvirt is asked for, before any convergence step.
-pub fn request(p: &Params, target: &str, choice: &Choice) -> MigrationRequest {
+pub fn request(
+    p: &Params,
+    target: &str,
+    choice: &Choice,
+    copy_disks: Vec<String>,
+) -> MigrationRequest {
     MigrationRequest {
         dconn_uri: peer_uri(p, target),
         data_uri: choice.data_uri(),
@@ -25,6 +31,7 @@ pub fn request(p: &Params, target: &str, choice: &Choice) -> MigrationRequest {
         auto_converge: false,
         postcopy: p.migration_postcopy,
         postcopy_resume: false,
+        copy_disks,
     }
 }
 

@@ -20,7 +20,9 @@ use std::time::Duration;
 pub use budget::Budget;
 pub use config::CONFIG_BUDGET;
 pub use metadata::{param_docs, ParamDoc, METADATA};
-pub use params::{ConfigProblem, ParamError, Params, Transport, MAX_CONFIG_BYTES, PARAM_NAMES};
+pub use params::{
+    ConfigProblem, ParamError, Params, Storage, Transport, MAX_CONFIG_BYTES, PARAM_NAMES,
+};
 
 /// OCF exit codes, with the meaning Pacemaker gives them (unpack.c):
 /// 1 is a soft error (recover in place or move), 2..=5 are hard for this

@@ -26,6 +26,27 @@ impl Transport {
     }
 }
 
+/// Which disks a live migration copies (`migration_storage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// The disks on a node's own filesystem; the rest is shared.
+    Auto,
+    /// None: every disk must be one both nodes see.
+    Shared,
+    /// Every writable disk but network disks.
+    Copy,
+}
+
+impl Storage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Storage::Auto => "auto",
+            Storage::Shared => "shared",
+            Storage::Copy => "copy",
+        }
+    }
+}
+
 /// A parameter that cannot be used. All map to exit 6 (OCF_ERR_CONFIGURED:
 /// the configuration itself is wrong, wherever it runs) except an
 /// unreadable `config`, which is this node's problem (5).
@@ -125,6 +146,7 @@ pub struct Params {
     pub migration_postcopy: bool,
     /// TCP connections for the RAM copy; 1 is a single stream.
     pub migration_parallel: u32,
+    pub migration_storage: Storage,
     pub force_stop: bool,
     /// The other node, when given; otherwise asked from Pacemaker.
     pub peer: Option<String>,
@@ -144,7 +166,7 @@ const MAX_BANDWIDTH_MIB_S: u64 = (i64::MAX as u64) / (1024 * 1024);
 const MAX_DOWNTIME_MS: u64 = 2_000_000;
 
 /// Parameter names in meta-data order; the CLI mirrors them as flags.
-pub const PARAM_NAMES: [&str; 13] = [
+pub const PARAM_NAMES: [&str; 14] = [
     "name",
     "hypervisor",
     "config",
@@ -156,6 +178,7 @@ pub const PARAM_NAMES: [&str; 13] = [
     "migration_downtime_max",
     "migration_postcopy",
     "migration_parallel",
+    "migration_storage",
     "force_stop",
     "peer",
 ];
@@ -289,6 +312,7 @@ impl Params {
             migration_downtime_max: DEFAULT_DOWNTIME_MAX_MS,
             migration_postcopy: false,
             migration_parallel: 1,
+            migration_storage: Storage::Auto,
             force_stop: false,
             peer: None,
         }
@@ -298,7 +322,7 @@ impl Params {
 /// One parser per optional parameter, in meta-data order (a parameter may
 /// rely on the ones before it: the downtime ceiling on the start).
 type Parser = fn(&mut Params, &str) -> Result<(), ParamError>;
-const PARSERS: [(&str, Parser); 12] = [
+const PARSERS: [(&str, Parser); 13] = [
     ("hypervisor", hypervisor),
     ("config", config),
     ("migration_network_suffix", migration_network_suffix),
@@ -309,6 +333,7 @@ const PARSERS: [(&str, Parser); 12] = [
     ("migration_downtime_max", migration_downtime_max),
     ("migration_postcopy", migration_postcopy),
     ("migration_parallel", migration_parallel),
+    ("migration_storage", migration_storage),
     ("force_stop", force_stop),
     ("peer", peer),
 ];
@@ -350,6 +375,22 @@ fn migration_transport(p: &mut Params, v: &str) -> Result<(), ParamError> {
                 name: "migration_transport",
                 value: v.into(),
                 expected: "ssh, tcp or tls",
+            })
+        }
+    };
+    Ok(())
+}
+
+fn migration_storage(p: &mut Params, v: &str) -> Result<(), ParamError> {
+    p.migration_storage = match v {
+        "auto" => Storage::Auto,
+        "shared" => Storage::Shared,
+        "copy" => Storage::Copy,
+        _ => {
+            return Err(ParamError::Invalid {
+                name: "migration_storage",
+                value: v.into(),
+                expected: "auto, shared or copy",
             })
         }
     };

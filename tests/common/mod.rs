@@ -37,6 +37,16 @@ pub fn lab_script() -> PathBuf {
 }
 
 /// `lab.sh ARGS...`, which must succeed; returns its stdout.
+/// Runs `cmd` on a lab node (its namespaces); true if it succeeded.
+pub fn lab_ok(node: &str, cmd: &[&str]) -> bool {
+    Command::new("bash")
+        .arg(lab_script())
+        .args(["exec", node])
+        .args(cmd)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 pub fn lab(args: &[&str]) -> String {
     let o = Command::new("bash")
         .arg(lab_script())
@@ -264,13 +274,14 @@ impl Guest {
         }
     }
 
-    /// `tests/lab/journal-check.py` over the guest's shared disk and its
+    /// `tests/lab/journal-check.py` over the guest's disk image on `node`
+    /// (the node's own for a local disk, else the shared one) and its
     /// serial logs on both nodes: no acknowledged write lost, every slot
     /// whole. `live`: the guest still runs (one write may be in flight).
     /// Returns the checker's summary line.
-    pub fn check_journal(&self, live: bool) -> String {
+    pub fn check_journal(&self, node: &str, live: bool) -> String {
         let (ok, out) = journal_check(
-            Path::new(&lab(&["disk", &self.name])),
+            Path::new(&lab(&["disk", &self.name, node])),
             &self.serials(),
             live,
         );
@@ -537,7 +548,7 @@ pub fn migrate(g: &Guest, from: &str, extra: &[(&str, &str)]) -> Move {
     if g.has_journal() {
         let ack = g.last_disk_ack(from);
         g.wait_disk_ack_after(to, ack);
-        g.check_journal(true);
+        g.check_journal(to, true);
     }
     assert_eq!(boots(to), boots_before, "{}: rebooted on node-{to}", g.name);
     eprintln!(

@@ -79,18 +79,27 @@ EOF
 	log "guest built: $g/{vmlinuz,initrd.gz}"
 }
 
-# domain_xml NAME ACPI DIRTY_MB RATE_MBS MEM_MB [DISK_DEV]
+# domain_xml NAME ACPI DIRTY_MB RATE_MBS MEM_MB [block:DEV|file:PATH]
 domain_xml() {
-	local name=$1 acpi=$2 dirty=$3 rate=$4 mem=$5 dev=${6:-} h uuid disk=''
-	# A block device both nodes see at the same path, as a SAN LUN or a
+	local name=$1 acpi=$2 dirty=$3 rate=$4 mem=$5 src=${6:-} h uuid disk=''
+	# block: a device both nodes see at the same path, as a SAN LUN or a
 	# DRBD device is seen: libvirt migrates it without copying (cache=none,
-	# which its migration safety check asks of shared disks).
-	[ -z "$dev" ] || disk="
+	# which its migration safety check asks of shared disks). file: an
+	# image on each node's own filesystem, copied by the move.
+	case "$src" in
+	block:*) disk="
     <disk type='block' device='disk'>
       <driver name='qemu' type='raw' cache='none' io='native'/>
-      <source dev='$dev'/>
+      <source dev='${src#block:}'/>
       <target dev='vda' bus='virtio'/>
-    </disk>"
+    </disk>" ;;
+	file:*) disk="
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw' cache='none' io='native'/>
+      <source file='${src#file:}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>" ;;
+	esac
 	h=$(printf '%s' "$GUEST_UUID_NS:$name" | md5sum | cut -c1-32)
 	uuid="${h:0:8}-${h:8:4}-4${h:13:3}-8${h:17:3}-${h:20:12}" # same NAME -> same UUID on both nodes
 	cat <<EOF
@@ -137,6 +146,25 @@ shared_disk() {
 	echo "$dev"
 }
 
+# local_disk NAME: the path of NAME's local disk, an image of the same
+# size on each node's own /var/lib/libvirt (private to the node), created
+# empty where missing: a storage copy needs the target's image to exist.
+local_disk() {
+	local path=/var/lib/libvirt/images/$1.img n
+	for n in "${NODES[@]}"; do
+		mkdir -p "$L/$n/fs/var/lib/libvirt/images"
+		[ -e "$L/$n/fs$path" ] || truncate -s 4M "$L/$n/fs$path"
+	done
+	echo "$path"
+}
+
+# disk_image NAME [NODE]: the host path of NAME's disk image: the node's
+# own image when it has one, else the shared one.
+disk_image() {
+	local own=${2:+$L/$2/fs/var/lib/libvirt/images/$1.img}
+	if [ -n "$own" ] && [ -e "$own" ]; then echo "$own"; else echo "$L/disks/$1.img"; fi
+}
+
 # disks_down: detaches the loop devices of the lab's disk files, and only those.
 disks_down() {
 	local img dev
@@ -157,7 +185,8 @@ cmd_xml() {
 		rate_mbs=[0-9]*) rate=${a#*=} ;;
 		mem_mb=[0-9]*) mem=${a#*=} ;;
 		disk=none) dev='' ;;
-		disk=shared) dev=$(shared_disk "$name") ;;
+		disk=shared) dev=block:$(shared_disk "$name") ;;
+		disk=local) dev=file:$(local_disk "$name") ;;
 		*) usage ;;
 		esac
 	done

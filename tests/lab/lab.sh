@@ -42,10 +42,12 @@
 #   down [--purge]          idempotent; --purge also removes the cache dir
 #   status                  one line per netns and per node; rc 1 unless all up
 #   exec a|b CMD...         run CMD in the node's net+mount+uts namespaces (cwd kept)
-#   xml NAME [acpi=0|1] [dirty_mb=N] [rate_mbs=N] [mem_mb=N] [disk=none|shared]
+#   xml NAME [acpi=0|1] [dirty_mb=N] [rate_mbs=N] [mem_mb=N] [disk=none|shared|local]
 #                           print domain XML; disk=shared: a loop device both
-#                           nodes see, with the guest's write journal on it
-#   disk NAME               print the host path of NAME's shared disk image
+#                           nodes see, disk=local: an image file on each node's
+#                           own /var/lib/libvirt; the guest's write journal on it
+#   disk NAME [a|b]         print the host path of NAME's disk image (the node's
+#                           own for a local disk)
 #   serial a|b NAME         print the host path of NAME's serial log on that node
 #   libvirtd-pid a|b        print that node's libvirtd pid (rc 1 if not running)
 #   qemu-pid a|b NAME       print NAME's qemu pid on that node (or nothing)
@@ -86,7 +88,7 @@ LAB_MEM_MB=${LAB_MEM_MB:-128}
 LAB_PIN_CPU=${LAB_PIN_CPU-0}
 VIRSH_TIMEOUT=20
 
-USAGE="usage: $0 up | down [--purge] | status | exec a|b CMD... | xml NAME [acpi=0|1] [dirty_mb=N] [rate_mbs=N] [mem_mb=N] [disk=none|shared] | disk NAME | serial a|b NAME | libvirtd-pid a|b | qemu-pid a|b NAME | revive a|b | ra a|b ACTION [VAR=val...] | selftest"
+USAGE="usage: $0 up | down [--purge] | status | exec a|b CMD... | xml NAME [acpi=0|1] [dirty_mb=N] [rate_mbs=N] [mem_mb=N] [disk=none|shared|local] | disk NAME [a|b] | serial a|b NAME | libvirtd-pid a|b | qemu-pid a|b NAME | revive a|b | ra a|b ACTION [VAR=val...] | selftest"
 
 ip_bc() { [ "$1" = a ] && echo "$NET.10.1" || echo "$NET.10.2"; }
 ip_mn() { [ "$1" = a ] && echo "$NET.11.1" || echo "$NET.11.2"; }
@@ -498,7 +500,7 @@ status) [ $# -eq 0 ] || usage; cmd_status ;;
 exec) check_node "${1:-}"; n=$1; shift; [ $# -gt 0 ] || usage; node_exec "$n" "$@" ;;
 xml) cmd_xml "$@" ;;
 serial) [ $# -eq 2 ] || usage; check_node "$1"; check_name "$2"; serial_path "$1" "$2" ;;
-disk) [ $# -eq 1 ] || usage; check_name "$1"; echo "$L/disks/$1.img" ;;
+disk) [ $# -ge 1 ] && [ $# -le 2 ] || usage; check_name "$1"; [ $# -eq 1 ] || check_node "$2"; disk_image "$@" ;;
 libvirtd-pid) [ $# -eq 1 ] || usage; check_node "$1"; lv_pid "$1" || { log "node-$1 libvirtd not running"; exit 1; } ;;
 qemu-pid)
 	[ $# -eq 2 ] || usage; check_node "$1"; check_name "$2"
