@@ -110,6 +110,8 @@ pub enum Error {
         #[source]
         source: hypervisor::Error,
     },
+    #[error("disk {} {} is missing on this node", short(.disk), short_path(.path.as_ref()))]
+    DiskMissing { disk: String, path: String },
     #[error("disk {} {} unusable on {}", short(.disk), short_path(.path.as_ref()), short(.node))]
     DiskUnusable {
         disk: String,
@@ -166,6 +168,8 @@ impl Error {
                 OcfRc::ErrInstalled
             }
             Error::BadConfig { .. } => OcfRc::ErrConfigured,
+            // A disk this node lacks: the server may start on another one.
+            Error::DiskMissing { .. } => OcfRc::ErrInstalled,
             // Everything else is soft: Pacemaker may recover in place or
             // move; none of it proves the configuration wrong everywhere.
             // A disk layout the move refuses (OCF asks for 1, not 6: the
@@ -255,6 +259,7 @@ mod tests {
             Error::Busy { .. } => 21,
             Error::Storage(_) => 22,
             Error::DiskUnusable { .. } => 23,
+            Error::DiskMissing { .. } => 24,
         }
     }
 
@@ -331,6 +336,10 @@ mod tests {
                 cache: "writethrough".into(),
             }),
             Error::Storage(storage::Error::Xml("x".repeat(500))),
+            Error::DiskMissing {
+                disk: name.clone(),
+                path: path.to_string_lossy().into_owned(),
+            },
             Error::DiskUnusable {
                 disk: name.clone(),
                 path: path.to_string_lossy().into_owned(),
@@ -490,7 +499,7 @@ mod tests {
         seen.dedup();
         assert_eq!(
             seen,
-            (0..=23).collect::<Vec<_>>(),
+            (0..=24).collect::<Vec<_>>(),
             "a variant has no worst case"
         );
         let mut params = std::collections::BTreeSet::new();

@@ -1035,7 +1035,7 @@ fn an_unsafe_disk_layout_is_refused_before_the_guest_is_touched() {
 /// on node-a, as a LUN not mapped to one node): libvirt fails the move
 /// when the target's QEMU cannot open it, before any RAM is copied. The
 /// reason names the path; the guest runs on here with its journal whole,
-/// and nothing is left on the target.
+/// and nothing is left on the target. A start on that node fails with 5.
 #[test]
 #[ignore = "needs the lab: make test"]
 fn a_disk_missing_on_the_target_fails_fast_and_leaves_the_guest_running() {
@@ -1080,4 +1080,16 @@ fn a_disk_missing_on_the_target_fails_fast_and_leaves_the_guest_running() {
     assert_no_job("a", &g.name);
     g.wait_disk_ack_after("a", Some(ack));
     g.check_journal("a", true);
+    // A start there is this node's problem (5: Pacemaker would try the
+    // other node), with the path, and boots nothing.
+    let s = agent("b", "start", &g.params());
+    assert_eq!(s.rc, 5, "{}", s.stderr);
+    assert!(
+        s.stderr
+            .contains("t-disk-missing.lun\" is missing on this node"),
+        "{}",
+        s.stderr
+    );
+    assert_ne!(domstate("b", &g.name), "running");
+    assert_eq!(g.boots("b"), 0);
 }

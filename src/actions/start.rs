@@ -8,6 +8,7 @@ use log::{debug, info, warn};
 use crate::error::{chain, hv_err, Error};
 use crate::hypervisor::wait::{ensure_no_autostart, wait_state};
 use crate::hypervisor::{DomainState, ErrorKind, Hypervisor};
+use crate::migration::storage;
 use crate::ocf::{config, Budget, OcfRc, Outcome, Params};
 use crate::peer::Peer;
 
@@ -38,6 +39,28 @@ fn check_peer(peer: &Peer, name: &str) -> Result<(), Error> {
                 Ok(())
             }
         },
+    }
+}
+
+/// A disk missing on this node (a LUN not mapped here, a DRBD device not
+/// up, an image not copied) is this node's problem (5: Pacemaker starts
+/// the server on another node), said with its path, not QEMU's error after
+/// libvirt has half started it. A domain XML that cannot be read leaves
+/// the question to libvirt's start.
+fn check_disks<H: Hypervisor>(hv: &H, name: &str, deadline: &Budget) -> Result<(), Error> {
+    let Ok(disks) = hv
+        .xml(name)
+        .map_err(|e| chain(&e))
+        .and_then(|xml| storage::disks(&xml).map_err(|e| e.to_string()))
+    else {
+        return Ok(());
+    };
+    match storage::first_missing(&disks, deadline.config_read()) {
+        Some(d) => Err(Error::DiskMissing {
+            disk: d.target,
+            path: d.source.to_string(),
+        }),
+        None => Ok(()),
     }
 }
 
@@ -132,6 +155,7 @@ pub fn start<H: Hypervisor>(
         hv.destroy(name).map_err(hv_err("destroy", name))?;
     }
     check_peer(peer, name)?;
+    check_disks(hv, name, deadline)?;
     let t0 = Instant::now();
     boot(hv, name, deadline)?;
     let state = wait_state(hv, name, deadline.at(), |s| s == DomainState::Running)
@@ -210,6 +234,27 @@ mod tests {
             "{reason}"
         );
         assert_eq!(f.calls(), ["start"]);
+    }
+
+    #[test]
+    fn a_disk_missing_here_is_5_with_its_path_and_nothing_is_booted() {
+        let f = Fake::new(&[DomainState::Shutoff]);
+        *f.xml.borrow_mut() = "<domain><name>vm1</name><devices><disk type='block' device='disk'>\
+            <source dev='/dev/nonexistent-lun'/><target dev='vda'/></disk></devices></domain>"
+            .into();
+        let e = start(
+            &f,
+            &Peer::Unknown("test".into()),
+            &Params::vm1(&[]),
+            &Budget::new(Duration::from_secs(20)),
+        )
+        .unwrap_err();
+        assert_eq!(e.rc(), OcfRc::ErrInstalled);
+        assert_eq!(
+            e.to_string(),
+            "disk vda \"/dev/nonexistent-lun\" is missing on this node"
+        );
+        assert!(f.calls().is_empty(), "{:?}", f.calls());
     }
 
     #[test]

@@ -15,6 +15,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::ocf::{short, short_text, Storage};
 
@@ -162,6 +163,26 @@ pub fn plan(
         .collect()
 }
 
+/// The first of `disks` whose file or device does not exist on this node,
+/// looked for within `budget` (on a worker thread: a path on a hung network
+/// filesystem must not hold the action). None when all are there, or when
+/// the look took too long (then libvirt's own start says what is wrong).
+pub fn first_missing(disks: &[Disk], budget: Duration) -> Option<Disk> {
+    let disks = disks.to_vec();
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("disks".into())
+        .spawn(move || {
+            let missing = disks.into_iter().find(|d| match &d.source {
+                Source::File(p) | Source::Block(p) => !p.exists(),
+                Source::Network(_) | Source::Volume(_) => false,
+            });
+            let _ = tx.send(missing);
+        })
+        .ok()?;
+    rx.recv_timeout(budget).ok().flatten()
+}
+
 /// [`plan`] for the disks of a domain XML, on this node's filesystems.
 pub fn decide(xml: &str, mode: Storage) -> Result<Vec<Decision>, Error> {
     plan(&disks(xml)?, mode, on_shared_fs)
@@ -279,6 +300,16 @@ mod tests {
         let mut d = d[..1].to_vec();
         d[0].cache = Some("writeback".into());
         assert!(plan(&d, Storage::Auto, local).is_ok());
+    }
+
+    #[test]
+    fn a_disk_whose_path_is_not_here_is_found() {
+        let mut d = disks(XML).unwrap();
+        d.truncate(1);
+        let budget = Duration::from_secs(2);
+        assert_eq!(first_missing(&d, budget).unwrap().target, "vda");
+        d[0].source = Source::File("/".into());
+        assert_eq!(first_missing(&d, budget), None);
     }
 
     #[test]
