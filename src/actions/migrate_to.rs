@@ -517,7 +517,7 @@ fn failed(
     // phase, before any RAM is copied: the disk leads the reason, where
     // libvirt's words would push its path past Pacemaker's 128 bytes.
     let text = chain(&e);
-    if let Some(d) = disks.iter().find(|d| text.contains(&d.source.to_string())) {
+    if let Some(d) = disks.iter().find(|d| d.named_in(&text)) {
         warn!(
             "live migration of {name} to {target} failed, {} here: {text}",
             state_text(here)

@@ -24,8 +24,9 @@ use crate::ocf::{short, short_text, Storage};
 pub enum Source {
     File(PathBuf),
     Block(PathBuf),
-    /// `protocol:name`, as `<source protocol= name=>` says.
-    Network(String),
+    /// `protocol:name`, as `<source protocol= name=>` says, and its
+    /// servers (`<host name= port=>`, as `host:port`).
+    Network(String, Vec<String>),
     /// `pool/volume` of a libvirt storage pool.
     Volume(String),
 }
@@ -34,7 +35,7 @@ impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Source::File(p) | Source::Block(p) => write!(f, "{}", p.display()),
-            Source::Network(n) | Source::Volume(n) => f.write_str(n),
+            Source::Network(n, _) | Source::Volume(n) => f.write_str(n),
         }
     }
 }
@@ -74,11 +75,23 @@ pub fn disks(xml: &str) -> Result<Vec<Disk>, Error> {
             let source = match d.attribute("type")? {
                 "file" => Source::File(src.attribute("file")?.into()),
                 "block" => Source::Block(src.attribute("dev")?.into()),
-                "network" => Source::Network(format!(
-                    "{}:{}",
-                    src.attribute("protocol").unwrap_or("?"),
-                    src.attribute("name").unwrap_or_default()
-                )),
+                "network" => Source::Network(
+                    format!(
+                        "{}:{}",
+                        src.attribute("protocol").unwrap_or("?"),
+                        src.attribute("name").unwrap_or_default()
+                    ),
+                    src.children()
+                        .filter(|h| h.has_tag_name("host"))
+                        .filter_map(|h| {
+                            let host = h.attribute("name")?;
+                            Some(match h.attribute("port") {
+                                Some(port) => format!("{host}:{port}"),
+                                None => host.to_owned(),
+                            })
+                        })
+                        .collect(),
+                ),
                 "volume" => Source::Volume(format!(
                     "{}/{}",
                     src.attribute("pool")?,
@@ -107,6 +120,18 @@ pub struct Decision {
     pub why: &'static str,
 }
 
+impl Decision {
+    /// Whether an error's text is about this disk: it names the disk's
+    /// path, or one of its network servers (QEMU says "Failed to connect
+    /// to 'host:port'" for an NBD server it cannot reach).
+    pub fn named_in(&self, text: &str) -> bool {
+        match &self.source {
+            Source::Network(_, hosts) => hosts.iter().any(|h| text.contains(h.as_str())),
+            s => text.contains(&s.to_string()),
+        }
+    }
+}
+
 /// A layout the move refuses before it starts (the guest keeps running
 /// here, untouched), or a domain XML that cannot be read. Each reason names
 /// the disk first, then the fix.
@@ -132,7 +157,7 @@ pub fn plan(
         .map(|d| {
             let (copy, why) = match (&d.source, mode) {
                 _ if d.shareable => (false, "shareable: used by other guests at once"),
-                (Source::Network(_), _) => (false, "a network disk both nodes reach"),
+                (Source::Network(..), _) => (false, "a network disk both nodes reach"),
                 (Source::File(p), _) if shared_fs(p) => {
                     (false, "a file on a network or cluster filesystem")
                 }
@@ -175,7 +200,7 @@ pub fn first_missing(disks: &[Disk], budget: Duration) -> Option<Disk> {
         .spawn(move || {
             let missing = disks.into_iter().find(|d| match &d.source {
                 Source::File(p) | Source::Block(p) => !p.exists(),
-                Source::Network(_) | Source::Volume(_) => false,
+                Source::Network(..) | Source::Volume(_) => false,
             });
             let _ = tx.send(missing);
         })
@@ -260,7 +285,10 @@ mod tests {
         let d = disks(XML).unwrap();
         let targets: Vec<_> = d.iter().map(|d| d.target.as_str()).collect();
         assert_eq!(targets, ["vda", "vdb", "vdc"]);
-        assert_eq!(d[2].source, Source::Network("nbd:srv".into()));
+        assert_eq!(
+            d[2].source,
+            Source::Network("nbd:srv".into(), vec!["storage:10809".into()])
+        );
         assert_eq!(d[2].cache, None);
     }
 

@@ -79,18 +79,28 @@ EOF
 	log "guest built: $g/{vmlinuz,initrd.gz}"
 }
 
-# domain_xml NAME ACPI DIRTY_MB RATE_MBS MEM_MB [block:DEV|file:PATH]
+# domain_xml NAME ACPI DIRTY_MB RATE_MBS MEM_MB [block:DEV|file:PATH|nbd:HOST PORT]
 domain_xml() {
-	local name=$1 acpi=$2 dirty=$3 rate=$4 mem=$5 src=${6:-} h uuid disk=''
+	local name=$1 acpi=$2 dirty=$3 rate=$4 mem=$5 src=${6:-} h p uuid disk=''
 	# block: a device both nodes see at the same path, as a SAN LUN or a
 	# DRBD device is seen: libvirt migrates it without copying (cache=none,
 	# which its migration safety check asks of shared disks). file: an
-	# image on each node's own filesystem, copied by the move.
+	# image on each node's own filesystem, copied by the move. nbd: a
+	# network disk both nodes reach, shared like a LUN.
 	case "$src" in
 	block:*) disk="
     <disk type='block' device='disk'>
       <driver name='qemu' type='raw' cache='none' io='native'/>
       <source dev='${src#block:}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>" ;;
+	nbd:*) read -r h p <<<"${src#nbd:}"
+		disk="
+    <disk type='network' device='disk'>
+      <driver name='qemu' type='raw' cache='none' io='native'/>
+      <source protocol='nbd' name='$name'>
+        <host name='$h' port='$p'/>
+      </source>
       <target dev='vda' bus='virtio'/>
     </disk>" ;;
 	file:*) disk="
@@ -165,9 +175,58 @@ disk_image() {
 	if [ -n "$own" ] && [ -e "$own" ]; then echo "$own"; else echo "$L/disks/$1.img"; fi
 }
 
-# disks_down: detaches the loop devices of the lab's disk files, and only those.
+# The storage namespace ($NS-st): a third host that serves network disks
+# (qemu-nbd) at one address both nodes reach, $NET.12.254, over a link of
+# its own to each node ($NET.13.0/24 to a, $NET.14.0/24 to b), as an NBD or
+# iSCSI server on a storage network would. Each node's link is $NS-<n>-st.
+ST_ADDR=$NET.12.254
+storage_up() {
+	local n i=13
+	[ -e "/run/netns/$NS-st" ] || ip netns add "$NS-st"
+	ip -n "$NS-st" link set lo up
+	ip -n "$NS-st" addr replace "$ST_ADDR/32" dev lo
+	for n in "${NODES[@]}"; do
+		if ! ip -n "$NS-$n" link show "$NS-$n-st" >/dev/null 2>&1; then
+			ip link add "$NS-$n-st" netns "$NS-$n" type veth peer name "$NS-st-$n" netns "$NS-st"
+		fi
+		ip -n "$NS-$n" addr replace "$NET.$i.1/24" dev "$NS-$n-st"
+		ip -n "$NS-st" addr replace "$NET.$i.254/24" dev "$NS-st-$n"
+		ip -n "$NS-$n" link set "$NS-$n-st" up
+		ip -n "$NS-st" link set "$NS-st-$n" up
+		ip -n "$NS-$n" route replace "$ST_ADDR/32" via "$NET.$i.254"
+		i=$((i + 1))
+	done
+}
+
+# nbd_disk NAME: "HOST PORT" of an NBD export of NAME's disk (a 4 MiB file
+# in the state dir) that qemu-nbd serves in the storage namespace, started
+# once (its pid in NAME.nbd.pid; disks_down stops it). --shared: the source
+# and the target QEMU are both connected during a move; --cache=none: an
+# acknowledged write is on the image, not in the server's page cache.
+nbd_disk() {
+	local img=$L/disks/$1.img pid=$L/disks/$1.nbd.pid port
+	port=$((10809 + $(printf '%s' "$1" | cksum | cut -d' ' -f1) % 1000))
+	mkdir -p "$L/disks"
+	[ -e "$img" ] || truncate -s 4M "$img"
+	storage_up >&2
+	if ! { [ -s "$pid" ] && kill -0 "$(cat "$pid")" 2>/dev/null; }; then
+		ip netns exec "$NS-st" qemu-nbd --fork --pid-file="$pid" --persistent --shared=8 \
+			--format=raw --export-name="$1" --bind="$ST_ADDR" --port="$port" \
+			--cache=none --aio=native "$img" >&2 || die "qemu-nbd $img"
+	fi
+	echo "$ST_ADDR $port"
+}
+
+# disks_down: stops the lab's NBD servers (by their pid files) and its
+# storage namespace, and detaches the loop devices of its disk files, and
+# only those.
 disks_down() {
-	local img dev
+	local img dev pid
+	for pid in "$L"/disks/*.nbd.pid; do
+		[ -s "$pid" ] || continue
+		kill "$(cat "$pid")" 2>/dev/null || true
+	done
+	[ ! -e "/run/netns/$NS-st" ] || ip netns del "$NS-st" || true
 	for img in "$L"/disks/*.img; do
 		[ -e "$img" ] || continue
 		for dev in $(losetup -j "$img" | cut -d: -f1); do losetup -d "$dev" || true; done
@@ -187,6 +246,7 @@ cmd_xml() {
 		disk=none) dev='' ;;
 		disk=shared) dev=block:$(shared_disk "$name") ;;
 		disk=local) dev=file:$(local_disk "$name") ;;
+		disk=nbd) dev=nbd:$(nbd_disk "$name") ;;
 		*) usage ;;
 		esac
 	done
