@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use crate::hypervisor::{self, DomainState, ErrorKind, Qemu};
-use crate::migration::storage;
 use crate::ocf::{short, short_path, short_text, OcfRc, Outcome, ParamError};
+use crate::storage;
 use crate::uri;
 
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,8 @@
 //! error, its exit code and reason), [`logging`], [`ocf`] (the contract
 //! with Pacemaker: exit codes, parameters, budget, meta-data), [`libvirt`]
 //! (the real backend, the only module that names `virt`), [`uri`] (host
-//! names and libvirt URIs), [`hypervisor`] (the traits and their types).
+//! names and libvirt URIs), [`hypervisor`] (the traits and their types),
+//! [`storage`] (a domain's disks: which a move copies, which it refuses).
 
 pub mod actions;
 pub mod cli;
@@ -21,6 +22,7 @@ pub(crate) mod logging;
 pub mod migration;
 pub mod ocf;
 pub mod peer;
+pub(crate) mod storage;
 pub mod uri;
 
 use std::ffi::OsString;

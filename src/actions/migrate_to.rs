@@ -22,8 +22,9 @@ use crate::hypervisor::{
 };
 use crate::migration::converge::{Decision, Ladder, Step};
 use crate::migration::network::{self, Choice, Net};
-use crate::migration::{bandwidth, request, storage};
+use crate::migration::{bandwidth, request};
 use crate::ocf::{Budget, OcfRc, Outcome, Params};
+use crate::storage;
 
 /// How often the migration's result is waited for between checks.
 const POLL: Duration = Duration::from_millis(250);

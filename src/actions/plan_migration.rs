@@ -5,8 +5,9 @@ use std::io::Write;
 use crate::error::{chain, Error};
 use crate::hypervisor::Hypervisor;
 use crate::migration::network::{self, Net};
-use crate::migration::{bandwidth, request, storage};
+use crate::migration::{bandwidth, request};
 use crate::ocf::{OcfRc, Outcome, Params};
+use crate::storage;
 
 /// plan-migration: prints what migrate_to would do, and changes nothing.
 /// A disk layout migrate_to would refuse is printed, and is the result.

@@ -8,9 +8,9 @@ use log::{debug, info, warn};
 use crate::error::{chain, hv_err, Error};
 use crate::hypervisor::wait::{ensure_no_autostart, wait_state};
 use crate::hypervisor::{DomainState, ErrorKind, Hypervisor};
-use crate::migration::storage;
 use crate::ocf::{config, Budget, OcfRc, Outcome, Params};
 use crate::peer::Peer;
+use crate::storage;
 
 /// Refuses to boot a server that runs on the peer: two copies of one
 /// server write to the same disks. A peer that cannot be asked is logged

@@ -4,8 +4,8 @@
 use log::warn;
 
 use crate::error::{chain, Error};
-use crate::migration::storage;
 use crate::ocf::{config, Budget, Env, OcfRc, Outcome, Params};
+use crate::storage;
 
 /// validate-all: syntax of every parameter (6), then what this node must
 /// have (5: `config` readable). It does not contact libvirt: validation

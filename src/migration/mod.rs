@@ -6,7 +6,6 @@
 pub mod converge;
 pub mod netif;
 pub mod network;
-pub mod storage;
 
 use crate::hypervisor::MigrationRequest;
 use crate::ocf::{Params, Transport};
