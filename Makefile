@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all build deps demo demo-cluster test unit-test lab-test package-test cluster-test \
+.PHONY: all build deps demo demo-cluster test unit-test lab-test package-test storage-test cluster-test \
 	cluster-soak deb rpm lab-up lab-down cluster-up cluster-down clean bench bench-quick
 
 all: build
@@ -33,6 +33,12 @@ unit-test: build
 
 lab-test: build
 	bash tests/lab/run-tests.sh
+
+# The storage lab tests alone (shared block, network, local copied disks,
+# refused layouts, a disk missing on the target), each with the guest's
+# write journal checked; lab-test runs them too, so `make test` does.
+storage-test: build
+	bash tests/lab/run-tests.sh --storage
 
 cluster-test: build
 	bash tests/cluster/run-tests.sh

@@ -23,8 +23,18 @@ pub fn validate_all(env: &Env, deadline: &Budget) -> Result<Outcome, Error> {
                 // A disk layout migrate_to would refuse is said now; it is
                 // a warning, not a failure: the server starts and runs,
                 // only its live migration would be refused.
-                if let Err(e) = storage::decide(&xml, p.migration_storage) {
-                    warn!("validate-all: live migration would be refused: {e}");
+                match storage::decide(&xml, p.migration_storage) {
+                    Err(e) => warn!("validate-all: live migration would be refused: {e}"),
+                    // A disk each node keeps its own copy of is only as
+                    // new there as the last move: a failover (the server
+                    // started on the other node after this one died) boots
+                    // that old copy.
+                    Ok(disks) => {
+                        let copied = storage::copied(&disks);
+                        if !copied.is_empty() {
+                            warn!("validate-all: disks {} are copied on each move, not replicated: a failover start on the other node boots the copy of the last move", copied.join(" "));
+                        }
+                    }
                 }
             }
             Err(e) => errors.push(e.into()),

@@ -128,6 +128,7 @@ libvirt_api! {
         reason: *mut c_int,
         flags: c_uint
     ) -> c_int;
+    fn virDomainGetXMLDesc(domain: virDomainPtr, flags: c_uint) -> *mut c_char;
     fn virDomainLookupByName(conn: virConnectPtr, name: *const c_char) -> virDomainPtr;
     fn virDomainMigrateSetMaxDowntime(
         domain: virDomainPtr,

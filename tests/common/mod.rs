@@ -162,6 +162,34 @@ impl Guest {
         Guest::with(name, &[if acpi { "acpi=1" } else { "acpi=0" }])
     }
 
+    /// A guest with a disk (`disk=shared|local|nbd`), started on node-a by
+    /// the agent, its write journal acknowledging writes: where every
+    /// storage test begins.
+    pub fn journaling(name: &str, disk: &str) -> Guest {
+        let g = Guest::with(name, &[disk]);
+        assert_eq!(agent("a", "start", &g.params()).rc, 0);
+        g.wait_heartbeat("a");
+        assert!(g.has_journal(), "no journal: {}", g.serial("a"));
+        g.wait_disk_ack_after("a", Some((0, 20)));
+        g
+    }
+
+    /// Stops the guest on `node` (destroy: no clean shutdown helps the
+    /// journal) once it acknowledged one more write, and checks the image
+    /// there: every acknowledged write of this boot is on it, and the guest
+    /// booted once in all. Returns that last write, as (gen, seq).
+    pub fn end_with_whole_journal(&self, node: &str) -> (u64, u64) {
+        let last = self.wait_disk_ack_after(node, None);
+        virsh(node, &["destroy", &self.name]).expect("virsh destroy");
+        let summary = self.check_journal(node, false);
+        assert!(
+            summary.contains(&format!("journal gen={}:", last.0)),
+            "{summary}"
+        );
+        assert_eq!(self.boots("a") + self.boots("b"), 1);
+        last
+    }
+
     /// A guest with `lab.sh xml` knobs (`dirty_mb=48`, `rate_mbs=64`...).
     pub fn with(name: &str, knobs: &[&str]) -> Guest {
         let xml = lab(&[&["xml", name], knobs].concat());
@@ -614,6 +642,22 @@ impl Drop for LinkDown {
             .args(["-n", &self.netns, "link", "set", self.iface, "up"])
             .status();
     }
+}
+
+/// A migrate_to from node-a that failed (1) within `within` with an exit
+/// reason that begins `reason`, and left the guest running there with no
+/// job, and not running on node-b.
+pub fn assert_refused_untouched(g: &Guest, c: &Call, within: Duration, reason: &str) {
+    assert_eq!(c.rc, 1, "{}", c.stderr);
+    assert!(c.took < within, "took {:?}", c.took);
+    assert!(
+        c.stderr.contains(&format!("ocf-exit-reason:{reason}")),
+        "{}",
+        c.stderr
+    );
+    assert_eq!(domstate("a", &g.name), "running");
+    assert_ne!(domstate("b", &g.name), "running");
+    assert_no_job("a", &g.name);
 }
 
 /// No migration job is left on a node, and no incoming copy of the guest.

@@ -79,6 +79,12 @@ EOF
 	log "guest built: $g/{vmlinuz,initrd.gz}"
 }
 
+# disk_xml TYPE SOURCE: the guest's one disk, vda, uncached (libvirt asks
+# cache=none of a disk it does not copy; O_DIRECT writes reach the image).
+disk_xml() {
+	printf "\n    <disk type='%s' device='disk'>\n      <driver name='qemu' type='raw' cache='none' io='native'/>\n      %s\n      <target dev='vda' bus='virtio'/>\n    </disk>" "$1" "$2"
+}
+
 # domain_xml NAME ACPI DIRTY_MB RATE_MBS MEM_MB [block:DEV|file:PATH|nbd:HOST PORT]
 domain_xml() {
 	local name=$1 acpi=$2 dirty=$3 rate=$4 mem=$5 src=${6:-} h p uuid disk=''
@@ -88,27 +94,12 @@ domain_xml() {
 	# image on each node's own filesystem, copied by the move. nbd: a
 	# network disk both nodes reach, shared like a LUN.
 	case "$src" in
-	block:*) disk="
-    <disk type='block' device='disk'>
-      <driver name='qemu' type='raw' cache='none' io='native'/>
-      <source dev='${src#block:}'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>" ;;
-	nbd:*) read -r h p <<<"${src#nbd:}"
-		disk="
-    <disk type='network' device='disk'>
-      <driver name='qemu' type='raw' cache='none' io='native'/>
-      <source protocol='nbd' name='$name'>
-        <host name='$h' port='$p'/>
-      </source>
-      <target dev='vda' bus='virtio'/>
-    </disk>" ;;
-	file:*) disk="
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='raw' cache='none' io='native'/>
-      <source file='${src#file:}'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>" ;;
+	block:*) disk=$(disk_xml block "<source dev='${src#block:}'/>") ;;
+	nbd:*)
+		read -r h p <<<"${src#nbd:}"
+		disk=$(disk_xml network "<source protocol='nbd' name='$name'><host name='$h' port='$p'/></source>")
+		;;
+	file:*) disk=$(disk_xml file "<source file='${src#file:}'/>") ;;
 	esac
 	h=$(printf '%s' "$GUEST_UUID_NS:$name" | md5sum | cut -c1-32)
 	uuid="${h:0:8}-${h:8:4}-4${h:13:3}-8${h:17:3}-${h:20:12}" # same NAME -> same UUID on both nodes
