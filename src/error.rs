@@ -110,6 +110,13 @@ pub enum Error {
         #[source]
         source: hypervisor::Error,
     },
+    #[error("copying {mib} MiB at {mib_s} MiB/s takes {need:.0?}, migrate_to has {left:.0?}: raise its timeout or migration_speed")]
+    CopyTooLong {
+        mib: u64,
+        mib_s: u64,
+        need: Duration,
+        left: Duration,
+    },
     #[error("disk {} {} is missing on this node", short(.disk), short_path(.path.as_ref()))]
     DiskMissing { disk: String, path: String },
     #[error("disk {} {} unusable on {}", short(.disk), short_path(.path.as_ref()), short(.node))]
@@ -177,6 +184,7 @@ impl Error {
             Error::Libvirt { .. }
             | Error::Storage(_)
             | Error::DiskUnusable { .. }
+            | Error::CopyTooLong { .. }
             | Error::Busy { .. }
             | Error::NotStarted { .. }
             | Error::StillActive { .. }
@@ -260,6 +268,7 @@ mod tests {
             Error::Storage(_) => 22,
             Error::DiskUnusable { .. } => 23,
             Error::DiskMissing { .. } => 24,
+            Error::CopyTooLong { .. } => 25,
         }
     }
 
@@ -336,6 +345,12 @@ mod tests {
                 cache: "writethrough".into(),
             }),
             Error::Storage(storage::Error::Xml("x".repeat(500))),
+            Error::CopyTooLong {
+                mib: u64::MAX >> 20,
+                mib_s: 1,
+                need: Duration::from_secs(u64::MAX >> 20),
+                left: waited,
+            },
             Error::DiskMissing {
                 disk: name.clone(),
                 path: path.to_string_lossy().into_owned(),
@@ -499,7 +514,7 @@ mod tests {
         seen.dedup();
         assert_eq!(
             seen,
-            (0..=24).collect::<Vec<_>>(),
+            (0..=25).collect::<Vec<_>>(),
             "a variant has no worst case"
         );
         let mut params = std::collections::BTreeSet::new();

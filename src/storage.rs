@@ -111,6 +111,28 @@ pub fn disks(xml: &str) -> Result<Vec<Disk>, Error> {
         .collect())
 }
 
+/// The domain's memory in bytes (`<memory unit=...>`, KiB by default), what
+/// a live migration copies besides the disks.
+pub fn memory_bytes(xml: &str) -> Option<u64> {
+    let doc = roxmltree::Document::parse(xml).ok()?;
+    let mem = child(doc.root_element(), "memory")?;
+    let n: u64 = mem.text()?.trim().parse().ok()?;
+    // libvirt's scaled integers (virScaleInteger): powers of 1024 for
+    // the binary and the one-letter units, of 1000 for KB, MB...
+    let scale: u64 = match mem.attribute("unit").unwrap_or("KiB") {
+        "b" | "bytes" => 1,
+        "KB" => 1000,
+        "k" | "K" | "KiB" => 1 << 10,
+        "MB" => 1_000_000,
+        "M" | "MiB" => 1 << 20,
+        "GB" => 1_000_000_000,
+        "G" | "GiB" => 1 << 30,
+        "T" | "TiB" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(scale)
+}
+
 /// What the move does with one disk, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -338,6 +360,24 @@ mod tests {
         assert_eq!(first_missing(&d, budget).unwrap().target, "vda");
         d[0].source = Source::File("/".into());
         assert_eq!(first_missing(&d, budget), None);
+    }
+
+    #[test]
+    fn memory_is_read_in_libvirts_units() {
+        let xml = |m: &str| format!("<domain><name>x</name>{m}</domain>");
+        assert_eq!(
+            memory_bytes(&xml("<memory>131072</memory>")),
+            Some(128 << 20)
+        );
+        assert_eq!(
+            memory_bytes(&xml("<memory unit='MiB'>128</memory>")),
+            Some(128 << 20)
+        );
+        assert_eq!(
+            memory_bytes(&xml("<memory unit='GB'>1</memory>")),
+            Some(1_000_000_000)
+        );
+        assert_eq!(memory_bytes(&xml("")), None);
     }
 
     #[test]

@@ -978,6 +978,7 @@ fn a_local_disk_is_copied_both_ways_and_keeps_every_acknowledged_write() {
 /// target would boot the guest on its own stale image. migrate_to refuses
 /// before it touches the guest, at once, naming the disk and the fix;
 /// plan-migration says so first and validate-all warns without failing.
+/// A copy that cannot end before the deadline is refused the same way.
 #[test]
 #[ignore = "needs the lab: make test"]
 fn an_unsafe_disk_layout_is_refused_before_the_guest_is_touched() {
@@ -1003,6 +1004,16 @@ fn an_unsafe_disk_layout_is_refused_before_the_guest_is_touched() {
         &c,
         Duration::from_secs(1),
         "disk vda is a local file: migration_storage=shared would not copy it",
+    );
+    // auto copies it, but 4 MiB of disk and 128 MiB of RAM at 1 MiB/s do
+    // not fit in migrate_to's 20 s: refused at once, with the numbers.
+    let slow = migration_env(&g, "a", &[("OCF_RESKEY_migration_speed", "1")]);
+    let c = agent("a", "migrate_to", &slow);
+    assert_refused_untouched(
+        &g,
+        &c,
+        Duration::from_secs(1),
+        "copying 132 MiB at 1 MiB/s takes 132s, migrate_to has ",
     );
     g.wait_disk_ack_after("a", Some(ack));
     g.check_journal("a", true);

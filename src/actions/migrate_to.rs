@@ -22,7 +22,7 @@ use crate::hypervisor::{
 };
 use crate::migration::converge::{Decision, Ladder, Step};
 use crate::migration::network::{self, Choice, Net};
-use crate::migration::{bandwidth, request};
+use crate::migration::{bandwidth, copy_time, request};
 use crate::ocf::{Budget, OcfRc, Outcome, Params};
 use crate::storage;
 
@@ -169,6 +169,10 @@ pub fn migrate_to(
     for line in storage::describe(&disks) {
         info!("disk {line}");
     }
+    let copy_disks = storage::copied(&disks);
+    if !copy_disks.is_empty() {
+        check_copy_fits(local, name, &xml, &copy_disks, p.migration_speed, abort_at)?;
+    }
     let choice = network::choose(
         net,
         target,
@@ -176,7 +180,7 @@ pub fn migrate_to(
         p.migration_transport,
     );
     info!("migration network: {choice}");
-    let mut req = request(p, target, &choice, storage::copied(&disks));
+    let mut req = request(p, target, &choice, copy_disks);
     // The downtime limit is a QEMU migration parameter that holds for the
     // next migration: set before the copy starts, not seconds into it as
     // VirtualDomain does.
@@ -254,6 +258,45 @@ pub fn migrate_to(
             ))
         }
         Err(e) => failed(local, peer, name, target, &disks, e),
+    }
+}
+
+/// A storage copy must end before the abort point: aborted there, the
+/// disks' copy is lost and the move is only later and louder. With a
+/// bandwidth cap the copy's time is known before it starts (disks and RAM
+/// over the capped link), and a move that cannot fit is refused at once
+/// with the numbers.
+fn check_copy_fits(
+    local: &dyn Hypervisor,
+    name: &str,
+    xml: &str,
+    copy_disks: &[String],
+    mib_s: u64,
+    abort_at: Instant,
+) -> Result<(), Error> {
+    let mut disk_bytes = 0;
+    for d in copy_disks {
+        disk_bytes += local
+            .disk_allocation(name, d)
+            .map_err(hv_err("get the disk size of", name))?;
+    }
+    let bytes = disk_bytes + storage::memory_bytes(xml).unwrap_or(0);
+    let left = abort_at.saturating_duration_since(Instant::now());
+    match copy_time(bytes, mib_s) {
+        Some(need) if need > left => Err(Error::CopyTooLong {
+            mib: bytes >> 20,
+            mib_s,
+            need,
+            left,
+        }),
+        Some(need) => {
+            info!("storage copy: {:.1} MiB of disks and the RAM, {:.1} MiB in all at {mib_s} MiB/s, about {need:.1?} of the {left:.1?} left", mib(disk_bytes), mib(bytes));
+            Ok(())
+        }
+        None => {
+            info!("storage copy: {:.1} MiB of disks and the RAM, {:.1} MiB in all, no migration_speed to estimate its time from; {left:.1?} left", mib(disk_bytes), mib(bytes));
+            Ok(())
+        }
     }
 }
 
@@ -780,6 +823,49 @@ mod tests {
             out.reason
         );
         assert_eq!(local.calls(), ["downtime 300", "migrate"]);
+    }
+
+    /// The guest with one disk, a file on no shared filesystem: copied.
+    fn with_local_disk(local: &Fake) {
+        *local.xml.borrow_mut() = "<domain><name>vm1</name><memory unit='MiB'>128</memory>\
+            <devices><disk type='file' device='disk'><source file='/nonexistent/vm1.img'/>\
+            <target dev='vda'/></disk></devices></domain>"
+            .into();
+    }
+
+    #[test]
+    fn a_local_disk_is_copied_when_its_copy_fits_and_refused_when_not() {
+        let (local, peer) = source();
+        with_local_disk(&local);
+        *local.migrations.borrow_mut() = vec![Some(Ok(()))];
+        let speed = [("OCF_RESKEY_migration_speed", "100")];
+        assert_eq!(
+            move_with(&local, &peer, &speed, 20).unwrap().rc,
+            OcfRc::Success
+        );
+        assert_eq!(local.calls(), ["downtime 300", "migrate copying vda"]);
+        // 2 GiB of disk and 128 MiB of RAM at 100 MiB/s: 22 s, and a 20 s
+        // timeout has 15 s before its abort point.
+        let (mut local, peer) = source();
+        with_local_disk(&local);
+        local.disk_bytes = 2 << 30;
+        let e = move_with(&local, &peer, &speed, 20).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("copying 2176 MiB at 100 MiB/s takes 22s, migrate_to has 15s"),
+            "{e}"
+        );
+        assert!(local.calls().is_empty(), "{:?}", local.calls());
+        // shared refuses the local file before anything is asked of libvirt.
+        let (local, peer) = source();
+        with_local_disk(&local);
+        let shared = [("OCF_RESKEY_migration_storage", "shared")];
+        let e = move_with(&local, &peer, &shared, 20).unwrap_err();
+        assert!(
+            matches!(e, Error::Storage(_)) && e.rc() == OcfRc::ErrGeneric,
+            "{e}"
+        );
+        assert!(local.calls().is_empty(), "{:?}", local.calls());
     }
 
     #[test]

@@ -3,9 +3,9 @@
 use std::io::Write;
 
 use crate::error::{chain, Error};
-use crate::hypervisor::Hypervisor;
+use crate::hypervisor::{mib, Hypervisor};
 use crate::migration::network::{self, Net};
-use crate::migration::{bandwidth, request};
+use crate::migration::{bandwidth, copy_time, request};
 use crate::ocf::{OcfRc, Outcome, Params};
 use crate::storage;
 
@@ -62,10 +62,28 @@ pub fn plan_migration(
                 if disks.is_empty() {
                     out.push_str("  disks: none\n");
                 }
-                for line in storage::describe(&disks) {
-                    out.push_str(&format!("  disk: {line}\n"));
+                let mut copy_bytes = storage::memory_bytes(&xml).unwrap_or(0);
+                for (line, d) in storage::describe(&disks).iter().zip(&disks) {
+                    let size = match local.disk_allocation(&p.name, &d.target) {
+                        Ok(b) => {
+                            copy_bytes += if d.copy { b } else { 0 };
+                            format!("{:.1} MiB allocated", mib(b))
+                        }
+                        Err(e) => format!("size unknown: {}", chain(&e)),
+                    };
+                    out.push_str(&format!("  disk: {line}, {size}\n"));
                 }
                 copy_disks = storage::copied(&disks);
+                if !copy_disks.is_empty() {
+                    out.push_str(&format!(
+                        "  storage copy: {:.1} MiB with the RAM, {}\n",
+                        mib(copy_bytes),
+                        match copy_time(copy_bytes, p.migration_speed) {
+                            Some(t) => format!("about {t:.1?} at {} MiB/s", p.migration_speed),
+                            None => "time not estimated (no migration_speed)".to_owned(),
+                        }
+                    ));
+                }
             }
             Err(e) => {
                 out.push_str(&format!("  disks: REFUSED: {e}\n"));
@@ -95,7 +113,7 @@ pub fn plan_migration(
     ));
     if !req.copy_disks.is_empty() {
         out.push_str(&format!(
-            "  storage copy: {} (QEMU's NBD mirror to the target, on the data host)\n",
+            "  copied disks: {} (QEMU's NBD mirror to the target, on the data host)\n",
             req.copy_disks.join(" ")
         ));
     }

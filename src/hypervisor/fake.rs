@@ -37,6 +37,8 @@ pub struct Fake {
     pub after_shutdown: Option<DomainState>,
     /// The domain XML (no disks unless a test sets some).
     pub xml: RefCell<String>,
+    /// What every disk occupies.
+    pub disk_bytes: u64,
     /// How many starts are refused because another call holds the domain.
     pub start_busy: Cell<u32>,
     /// Post-copy sides, in order like `states`.
@@ -63,6 +65,7 @@ impl Fake {
             abort_keeps_jobs: false,
             after_shutdown: Some(DomainState::Shutoff),
             start_busy: Cell::new(0),
+            disk_bytes: 4 << 20,
             xml: RefCell::new("<domain type='qemu'><name>vm1</name><devices/></domain>".into()),
             postcopy: RefCell::new(vec![None]),
             migrations: RefCell::default(),
@@ -116,6 +119,9 @@ impl Hypervisor for Fake {
     fn xml(&self, _: &str) -> Result<String, Error> {
         Ok(self.xml.borrow().clone())
     }
+    fn disk_allocation(&self, _: &str, _: &str) -> Result<u64, Error> {
+        Ok(self.disk_bytes)
+    }
     fn start(&self, _: &str) -> Result<(), Error> {
         self.calls.borrow_mut().push("start".into());
         if self.start_busy.get() > 0 {
@@ -149,14 +155,13 @@ impl Hypervisor for Fake {
         Ok(())
     }
     fn migrate(&self, _: &str, req: &MigrationRequest) -> Result<Migration, Error> {
-        self.calls.borrow_mut().push(
-            if req.postcopy_resume {
-                "migrate (resume)"
-            } else {
-                "migrate"
-            }
-            .into(),
-        );
+        self.calls
+            .borrow_mut()
+            .push(match (req.postcopy_resume, &req.copy_disks[..]) {
+                (true, _) => "migrate (resume)".into(),
+                (false, []) => "migrate".into(),
+                (false, disks) => format!("migrate copying {}", disks.join(" ")),
+            });
         let (tx, rx) = mpsc::sync_channel(1);
         let mut scripted = self.migrations.borrow_mut();
         match (!scripted.is_empty()).then(|| scripted.remove(0)).flatten() {

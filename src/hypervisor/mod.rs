@@ -305,6 +305,9 @@ pub trait Hypervisor: Observe {
     /// The domain's XML as it runs (with its disks' sources and cache
     /// modes).
     fn xml(&self, name: &str) -> Result<String, Error>;
+    /// Bytes of host storage a disk of the running domain occupies (`disk`
+    /// is its `<target dev>`): what a storage copy has to move.
+    fn disk_allocation(&self, name: &str, disk: &str) -> Result<u64, Error>;
     /// Boots a defined, inactive domain.
     fn start(&self, name: &str) -> Result<(), Error>;
     /// Asks the guest to shut down (ACPI power button).

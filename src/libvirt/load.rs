@@ -20,7 +20,10 @@ use std::os::raw::{c_char, c_int, c_uint, c_ulonglong};
 use std::sync::OnceLock;
 
 use virt::connect::Connect;
-use virt::sys::{virConnectPtr, virDomainPtr, virErrorFunc, virErrorPtr, virTypedParameterPtr};
+use virt::sys::{
+    virConnectPtr, virDomainBlockInfoPtr, virDomainPtr, virErrorFunc, virErrorPtr,
+    virTypedParameterPtr,
+};
 
 /// The library's SONAME: the ABI libvirt has kept since 0.x.
 const LIBVIRT: &CStr = c"libvirt.so.0";
@@ -114,6 +117,12 @@ libvirt_api! {
     fn virDomainDestroy(domain: virDomainPtr) -> c_int;
     fn virDomainFree(domain: virDomainPtr) -> c_int;
     fn virDomainGetAutostart(domain: virDomainPtr, autostart: *mut c_int) -> c_int;
+    fn virDomainGetBlockInfo(
+        dom: virDomainPtr,
+        disk: *const c_char,
+        info: virDomainBlockInfoPtr,
+        flags: c_uint
+    ) -> c_int;
     fn virDomainGetJobStats(
         domain: virDomainPtr,
         type_: *mut c_int,

@@ -446,6 +446,13 @@ impl Hypervisor for Libvirt {
         self.call("get the XML of", name, |d| d.xml_desc(0))
     }
 
+    fn disk_allocation(&self, name: &str, disk: &str) -> Result<u64, HvError> {
+        let disk = disk.to_owned();
+        self.call("get the disk size of", name, move |d| {
+            d.block_info(&disk, 0).map(|b| b.allocation)
+        })
+    }
+
     fn start(&self, name: &str) -> Result<(), HvError> {
         self.call("start", name, |d| d.create())
     }

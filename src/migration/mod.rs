@@ -34,6 +34,14 @@ pub fn request(
     }
 }
 
+/// How long copying `bytes` takes at `mib_s` (the disks a storage
+/// migration mirrors and the RAM, each sent at least once over the same
+/// capped link). None without a cap: nothing to estimate from before the
+/// copy runs.
+pub fn copy_time(bytes: u64, mib_s: u64) -> Option<std::time::Duration> {
+    (mib_s > 0).then(|| std::time::Duration::from_secs_f64(bytes as f64 / (mib_s << 20) as f64))
+}
+
 /// `migration_speed` for people: 0 is libvirt's "no cap".
 pub fn bandwidth(mib_s: u64) -> String {
     match mib_s {
