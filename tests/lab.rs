@@ -1005,15 +1005,16 @@ fn an_unsafe_disk_layout_is_refused_before_the_guest_is_touched() {
         Duration::from_secs(1),
         "disk vda is a local file: migration_storage=shared would not copy it",
     );
-    // auto copies it, but 4 MiB of disk and 128 MiB of RAM at 1 MiB/s do
-    // not fit in migrate_to's 20 s: refused at once, with the numbers.
+    // auto copies it, but the image's allocated blocks (a few KiB of
+    // journal in a sparse 4 MiB file) and 128 MiB of RAM at 1 MiB/s do not
+    // fit in migrate_to's 20 s: refused at once, with the numbers.
     let slow = migration_env(&g, "a", &[("OCF_RESKEY_migration_speed", "1")]);
     let c = agent("a", "migrate_to", &slow);
     assert_refused_untouched(
         &g,
         &c,
         Duration::from_secs(1),
-        "copying 132 MiB at 1 MiB/s takes 132s, migrate_to has ",
+        "copying 128 MiB at 1 MiB/s takes 128s, migrate_to has ",
     );
     g.wait_disk_ack_after("a", Some(ack));
     g.check_journal("a", true);

@@ -167,15 +167,16 @@ disk_image() {
 }
 
 # The storage namespace ($NS-st): a third host that serves network disks
-# (qemu-nbd) at one address both nodes reach, $NET.12.254, over a link of
+# (qemu-nbd) at one address both nodes reach, $NET.12.254 (st_addr), over a link of
 # its own to each node ($NET.13.0/24 to a, $NET.14.0/24 to b), as an NBD or
 # iSCSI server on a storage network would. Each node's link is $NS-<n>-st.
-ST_ADDR=$NET.12.254
+# The project lab's (lab.sh) alone: the cluster lab has no network disks yet.
+st_addr() { echo "$NET.12.254"; }
 storage_up() {
 	local n i=13
 	[ -e "/run/netns/$NS-st" ] || ip netns add "$NS-st"
 	ip -n "$NS-st" link set lo up
-	ip -n "$NS-st" addr replace "$ST_ADDR/32" dev lo
+	ip -n "$NS-st" addr replace "$(st_addr)/32" dev lo
 	for n in "${NODES[@]}"; do
 		if ! ip -n "$NS-$n" link show "$NS-$n-st" >/dev/null 2>&1; then
 			ip link add "$NS-$n-st" netns "$NS-$n" type veth peer name "$NS-st-$n" netns "$NS-st"
@@ -184,7 +185,7 @@ storage_up() {
 		ip -n "$NS-st" addr replace "$NET.$i.254/24" dev "$NS-st-$n"
 		ip -n "$NS-$n" link set "$NS-$n-st" up
 		ip -n "$NS-st" link set "$NS-st-$n" up
-		ip -n "$NS-$n" route replace "$ST_ADDR/32" via "$NET.$i.254"
+		ip -n "$NS-$n" route replace "$(st_addr)/32" via "$NET.$i.254"
 		i=$((i + 1))
 	done
 }
@@ -202,10 +203,10 @@ nbd_disk() {
 	storage_up >&2
 	if ! { [ -s "$pid" ] && kill -0 "$(cat "$pid")" 2>/dev/null; }; then
 		ip netns exec "$NS-st" qemu-nbd --fork --pid-file="$pid" --persistent --shared=8 \
-			--format=raw --export-name="$1" --bind="$ST_ADDR" --port="$port" \
+			--format=raw --export-name="$1" --bind="$(st_addr)" --port="$port" \
 			--cache=none --aio=native "$img" >&2 || die "qemu-nbd $img"
 	fi
-	echo "$ST_ADDR $port"
+	echo "$(st_addr) $port"
 }
 
 # disks_down: stops the lab's NBD servers (by their pid files) and its
@@ -217,7 +218,8 @@ disks_down() {
 		[ -s "$pid" ] || continue
 		kill "$(cat "$pid")" 2>/dev/null || true
 	done
-	[ ! -e "/run/netns/$NS-st" ] || ip netns del "$NS-st" || true
+	# Only the project lab (lab.sh sets NS) has a storage namespace.
+	[ -z "${NS:-}" ] || [ ! -e "/run/netns/$NS-st" ] || ip netns del "$NS-st" || true
 	for img in "$L"/disks/*.img; do
 		[ -e "$img" ] || continue
 		for dev in $(losetup -j "$img" | cut -d: -f1); do losetup -d "$dev" || true; done
