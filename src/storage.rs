@@ -363,6 +363,18 @@ mod tests {
     }
 
     #[test]
+    fn an_error_names_a_disk_by_its_path_or_its_server() {
+        let p = plan(&disks(XML).unwrap()[..2], Storage::Auto, local).unwrap();
+        let e = "Cannot access storage file '/dev/drbd0' (as uid:0, gid:0): No such file";
+        assert!(!p[0].named_in(e) && p[1].named_in(e));
+        let mut net = disks(XML).unwrap()[2].clone();
+        net.cache = Some("none".into());
+        let p = plan(&[net], Storage::Auto, local).unwrap();
+        assert!(p[0].named_in("Failed to connect to 'storage:10809': No route to host"));
+        assert!(!p[0].named_in("Failed to connect to 'other:10809'"));
+    }
+
+    #[test]
     fn memory_is_read_in_libvirts_units() {
         let xml = |m: &str| format!("<domain><name>x</name>{m}</domain>");
         assert_eq!(
