@@ -178,9 +178,9 @@ impl Error {
             // A disk this node lacks: the server may start on another one.
             Error::DiskMissing { .. } => OcfRc::ErrInstalled,
             // Everything else is soft: Pacemaker may recover in place or
-            // move; none of it proves the configuration wrong everywhere.
-            // A disk layout the move refuses (OCF asks for 1, not 6: the
-            // same parameters suit a server with other disks).
+            // move; none of it proves the configuration wrong everywhere
+            // (a disk layout the move refuses is 1, not 6: the same
+            // parameters suit a server with other disks).
             Error::Libvirt { .. }
             | Error::Storage(_)
             | Error::DiskUnusable { .. }

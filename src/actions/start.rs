@@ -48,11 +48,7 @@ fn check_peer(peer: &Peer, name: &str) -> Result<(), Error> {
 /// libvirt has half started it. A domain XML that cannot be read leaves
 /// the question to libvirt's start.
 fn check_disks<H: Hypervisor>(hv: &H, name: &str, deadline: &Budget) -> Result<(), Error> {
-    let Ok(disks) = hv
-        .xml(name)
-        .map_err(|e| chain(&e))
-        .and_then(|xml| storage::disks(&xml).map_err(|e| e.to_string()))
-    else {
+    let Some(disks) = hv.xml(name).ok().and_then(|xml| storage::disks(&xml).ok()) else {
         return Ok(());
     };
     match storage::first_missing(&disks, deadline.config_read()) {

@@ -79,7 +79,8 @@ pub enum Error {
         source: Message,
     },
     /// libvirt's QEMU driver waited 30 s for the domain's job lock
-    /// (QEMU_JOB_WAIT_TIME in src/qemu/qemu_domainjob.c) and gave up ("cannot acquire state change lock (held by
+    /// (QEMU_JOB_WAIT_TIME in src/qemu/qemu_domainjob.c) and gave up
+    /// ("cannot acquire state change lock (held by
     /// monitor=remoteDispatchDomainMigratePerform3Params)"): `held_by` is
     /// the call that holds it, as libvirt names it.
     #[error("libvirt {what}: job lock held by {held_by}")]

@@ -36,7 +36,6 @@ pub fn lab_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lab/lab.sh")
 }
 
-/// `lab.sh ARGS...`, which must succeed; returns its stdout.
 /// Runs `cmd` on a lab node (its namespaces); true if it succeeded.
 pub fn lab_ok(node: &str, cmd: &[&str]) -> bool {
     Command::new("bash")
@@ -47,6 +46,7 @@ pub fn lab_ok(node: &str, cmd: &[&str]) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// `lab.sh ARGS...`, which must succeed; returns its stdout.
 pub fn lab(args: &[&str]) -> String {
     let o = Command::new("bash")
         .arg(lab_script())

@@ -147,11 +147,15 @@ shared_disk() {
 	echo "$dev"
 }
 
+# local_path NAME: where NAME's local disk is in each node's own view.
+local_path() { echo "/var/lib/libvirt/images/$1.img"; }
+
 # local_disk NAME: the path of NAME's local disk, an image of the same
 # size on each node's own /var/lib/libvirt (private to the node), created
 # empty where missing: a storage copy needs the target's image to exist.
 local_disk() {
-	local path=/var/lib/libvirt/images/$1.img n
+	local path n
+	path=$(local_path "$1")
 	for n in "${NODES[@]}"; do
 		mkdir -p "$L/$n/fs/var/lib/libvirt/images"
 		[ -e "$L/$n/fs$path" ] || truncate -s 4M "$L/$n/fs$path"
@@ -162,7 +166,7 @@ local_disk() {
 # disk_image NAME [NODE]: the host path of NAME's disk image: the node's
 # own image when it has one, else the shared one.
 disk_image() {
-	local own=${2:+$L/$2/fs/var/lib/libvirt/images/$1.img}
+	local own=${2:+$L/$2/fs$(local_path "$1")}
 	if [ -n "$own" ] && [ -e "$own" ]; then echo "$own"; else echo "$L/disks/$1.img"; fi
 }
 
