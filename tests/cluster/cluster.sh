@@ -301,11 +301,15 @@ node_start() {
 }
 
 wait_libvirtd() {
-	local n=$1 i
+	local n=$1 i p
+	p=$(holder "$n")
 	for i in $(seq 1 900); do
-		if alive "$n" && [ -S "$L/$n/fs/run/libvirt/libvirt-sock" ] &&
+		# pid_alive, not alive(): until the forked subshell has exec'd env, its
+		# cmdline is still cluster.sh's own, which alive() does not take for the
+		# holder; the pid was written a moment ago, so it cannot be reused yet.
+		if pid_alive "$p" && [ -S "$L/$n/fs/run/libvirt/libvirt-sock" ] &&
 			node_exec "$n" timeout 20 virsh -q -c qemu:///system version >/dev/null 2>&1; then return 0; fi
-		alive "$n" || { cat "$L/$n/init.log" >&2 2>/dev/null; die "node-$n holder died"; }
+		pid_alive "$p" || { cat "$L/$n/init.log" >&2 2>/dev/null; die "node-$n holder died"; }
 		sleep 0.1
 	done
 	die "node-$n libvirtd did not come up (see $L/$n/fs/var/log/libvirt/libvirtd.log)"

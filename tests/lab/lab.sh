@@ -217,9 +217,13 @@ node_start() {
 }
 
 node_wait() {
-	local n=$1 i
+	local n=$1 i p
+	p=$(cat "$(pidfile "$n")")
 	for i in $(seq 1 600); do
-		alive "$n" || break # died (or pid reused)
+		# Not alive(): we wrote this pid a moment ago, and until the forked
+		# subshell has exec'd setsid its cmdline is still lab.sh's, which
+		# alive() does not take for libvirtd (the "did not come up" flake).
+		running "$p" || break
 		if [ -S "$L/$n/fs/run/libvirt/libvirt-sock" ] && nvirsh "$n" version >/dev/null 2>&1; then
 			return 0
 		fi
