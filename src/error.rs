@@ -133,6 +133,12 @@ pub enum Error {
         target: String,
         here: String,
     },
+    #[error("disk copy to {} lagged {}'s writes; aborted, here {here}", short(.target), short(.name))]
+    DiskCopyBehind {
+        name: String,
+        target: String,
+        here: String,
+    },
     #[error("domain {} did not arrive from {}: {state} here after {waited:.1?}", short(.name), short(.from))]
     NotArrived {
         name: String,
@@ -202,6 +208,7 @@ impl Error {
             | Error::ActiveOnBoth { .. }
             | Error::MigrationFailed { .. }
             | Error::MigrationTimedOut { .. }
+            | Error::DiskCopyBehind { .. }
             | Error::NotArrived { .. } => OcfRc::ErrGeneric,
         }
     }
@@ -269,6 +276,7 @@ mod tests {
             Error::DiskUnusable { .. } => 23,
             Error::DiskMissing { .. } => 24,
             Error::CopyTooLong { .. } => 25,
+            Error::DiskCopyBehind { .. } => 26,
         }
     }
 
@@ -427,6 +435,11 @@ mod tests {
                 target: node.clone(),
                 here: format!("QEMU pid {pid} alive"),
             },
+            Error::DiskCopyBehind {
+                name: name.clone(),
+                target: node.clone(),
+                here: format!("QEMU pid {pid} alive"),
+            },
             Error::NotArrived {
                 name: name.clone(),
                 from: node.clone(),
@@ -514,7 +527,7 @@ mod tests {
         seen.dedup();
         assert_eq!(
             seen,
-            (0..=25).collect::<Vec<_>>(),
+            (0..=26).collect::<Vec<_>>(),
             "a variant has no worst case"
         );
         let mut params = std::collections::BTreeSet::new();

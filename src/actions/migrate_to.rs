@@ -55,10 +55,17 @@ fn state_text(state: Option<DomainState>) -> String {
     state.map_or_else(|| "unknown".to_owned(), |s| s.to_string())
 }
 
-/// `45.0 MiB of 128.0 MiB left, 310 MiB/s, iteration 2`
+/// `45.0 MiB of 128.0 MiB left, 310 MiB/s, iteration 2`, or while the disks
+/// are copied first `copying disks: 12.0 MiB so far, the RAM copy waits for
+/// them to be in step`.
 fn progress_line(p: &JobProgress) -> String {
     let mut parts = Vec::new();
-    if let (Some(left), Some(total)) = (p.data_remaining, p.data_total) {
+    if p.copying_disks() {
+        parts.push(format!(
+            "copying disks: {:.1} MiB so far, the RAM copy waits for them to be in step",
+            mib(p.disk_processed.unwrap_or(0))
+        ));
+    } else if let (Some(left), Some(total)) = (p.data_remaining, p.data_total) {
         parts.push(format!(
             "{:.1} MiB of {:.1} MiB left",
             mib(left),
@@ -202,6 +209,7 @@ pub fn migrate_to(
         deadline,
     };
     let mut next_report = t0 + PROGRESS_EVERY;
+    let mut disks_behind = false;
     let result = loop {
         if let Some(r) = migration.wait(POLL) {
             break r;
@@ -216,10 +224,16 @@ pub fn migrate_to(
                     None => return Ok(postcopy_unfinished(local, name, target, t0)),
                 }
             }
+            let end = Ended {
+                name,
+                target,
+                t0,
+                disks_behind,
+            };
             match abort(local, name, target, &migration, t0, deadline) {
                 // It completed while being aborted: a migration that worked.
                 Some(Ok(())) => break Ok(()),
-                ended => return timed_out(local, peer, name, target, t0, ended, deadline),
+                ended => return timed_out(local, peer, &end, ended, deadline),
             }
         }
         // Sampled every poll: the policy needs to see every iteration.
@@ -229,6 +243,12 @@ pub fn migrate_to(
         if now >= next_report {
             next_report = now + PROGRESS_EVERY;
             info!("migration of {name} to {target}: {}", progress_line(&job));
+        }
+        // Neither more downtime nor throttled vCPUs nor post-copy helps a
+        // disk mirror that the guest's writes keep ahead of.
+        disks_behind = job.copying_disks();
+        if disks_behind {
+            continue;
         }
         let Some(Decision { step, why }) = ladder.observe(&job) else {
             continue;
@@ -708,12 +728,16 @@ fn resume_broken_postcopy(
 fn timed_out(
     local: &dyn Hypervisor,
     peer: &dyn Hypervisor,
-    name: &str,
-    target: &str,
-    t0: Instant,
+    end: &Ended,
     ended: Option<Result<(), hypervisor::Error>>,
     deadline: &Budget,
 ) -> Result<Outcome, Error> {
+    let &Ended {
+        name,
+        target,
+        t0,
+        disks_behind,
+    } = end;
     let here = wait_state(local, name, deadline.at(), |s| s == DomainState::Running).ok();
     // No state before the deadline: the QEMU process still tells.
     let here_text = match (here, local.qemu(name)) {
@@ -738,11 +762,28 @@ fn timed_out(
         t0.elapsed(),
         ended.is_some()
     );
+    if disks_behind {
+        warn!("the disk copy of {name} stayed behind the guest's writes for {:.1?}, and the RAM copy waits for it: a higher migration_speed, a longer migrate_to timeout or a quieter guest lets it catch up", t0.elapsed());
+        return Err(Error::DiskCopyBehind {
+            name: name.into(),
+            target: target.into(),
+            here: here_text,
+        });
+    }
     Err(Error::MigrationTimedOut {
         name: name.into(),
         target: target.into(),
         here: here_text,
     })
+}
+
+/// The migration a deadline cut off, as `timed_out` reports it.
+struct Ended<'a> {
+    name: &'a str,
+    target: &'a str,
+    t0: Instant,
+    /// The last sample still had the disks copied and the RAM waiting.
+    disks_behind: bool,
 }
 
 #[cfg(test)]
@@ -941,6 +982,31 @@ mod tests {
                 "abort",
             ]
         );
+    }
+
+    #[test]
+    fn a_disk_copy_that_stays_behind_takes_no_ram_step_and_says_so() {
+        let (local, peer) = source();
+        // The mirror copies on, the guest's writes keep it from being in
+        // step, the RAM copy never begins: samples a stalled RAM copy
+        // would climb the ladder on.
+        *local.jobs.borrow_mut() = [None]
+            .into_iter()
+            .chain((1..=60).map(|i| {
+                Some(JobProgress {
+                    disk_processed: Some(i << 20),
+                    mem_processed: Some(0),
+                    ..pass(i, 30).unwrap()
+                })
+            }))
+            .collect();
+        let e = move_with(&local, &peer, &[], 12).unwrap_err();
+        assert!(matches!(e, Error::DiskCopyBehind { .. }), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "disk copy to node-b lagged vm1's writes; aborted, here running"
+        );
+        assert_eq!(local.calls(), ["downtime 300", "migrate", "abort"]);
     }
 
     #[test]

@@ -117,6 +117,19 @@ pub struct JobProgress {
     pub throttle_pct: Option<u64>,
     /// The job is an outgoing migration (not, say, a dump or a backup).
     pub migration_out: bool,
+    /// Bytes of the guest's RAM copied so far.
+    pub mem_processed: Option<u64>,
+    /// Bytes of the disks copied so far (a storage migration's NBD mirror).
+    pub disk_processed: Option<u64>,
+}
+
+impl JobProgress {
+    /// The job still copies disks and has not begun with the RAM: libvirt
+    /// starts the RAM copy only once every disk mirror is in step with the
+    /// guest's writes, so none of the RAM's convergence steps applies yet.
+    pub fn copying_disks(&self) -> bool {
+        self.disk_processed.is_some_and(|d| d > 0) && self.mem_processed.unwrap_or(0) == 0
+    }
 }
 
 /// Job statistics count bytes; the logs speak MiB.

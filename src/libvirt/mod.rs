@@ -216,6 +216,8 @@ fn job_progress(
             .map(|v| u64::try_from(v).unwrap_or(0)),
         migration_out: int(sys::VIR_DOMAIN_JOB_OPERATION)
             == Some(sys::VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT as i32),
+        mem_processed: ullong(sys::VIR_DOMAIN_JOB_MEMORY_PROCESSED),
+        disk_processed: ullong(sys::VIR_DOMAIN_JOB_DISK_PROCESSED),
     };
     // SAFETY: frees the array libvirt allocated, once, with libvirt's own
     // allocator; a null array with 0 entries is accepted.
