@@ -20,13 +20,14 @@
 
 mod common;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use std::io::Write;
+use common::Console;
 
 const BIN: &str = env!("CARGO_BIN_EXE_vmshift");
 
@@ -240,13 +241,20 @@ impl Server {
 
     /// With instance attributes added to the defaults, or replacing them.
     fn create_with(id: &str, ops: Ops, params: &[(&str, &str)]) -> Server {
+        Server::create_on(id, ops, params, &[])
+    }
+
+    /// And with `cluster.sh xml` knobs for its guest (`disk=local`...; a
+    /// shared disk with the write journal by default).
+    fn create_on(id: &str, ops: Ops, params: &[(&str, &str)], knobs: &[&str]) -> Server {
         let config = PathBuf::from(format!("{STATE}/{id}.xml"));
         let s = Server {
             id: id.to_owned(),
             config,
         };
         s.remove_domains();
-        std::fs::write(&s.config, cluster(&["xml", id])).expect("write the guest XML");
+        let xml = cluster(&[&["xml", id], knobs].concat());
+        std::fs::write(&s.config, xml).expect("write the guest XML");
         let id = &s.id;
         let cfg = s.config.display();
         let cfg = cfg.to_string();
@@ -357,11 +365,11 @@ impl Server {
         // The restarted guest prints its start line a few seconds after
         // QEMU starts (a TCG boot).
         let until = Instant::now() + Duration::from_secs(90);
-        while self.boots() == boots && Instant::now() < until {
+        while self.all_boots() == boots && Instant::now() < until {
             sleep(Duration::from_millis(500));
         }
         assert_eq!(
-            self.boots(),
+            self.all_boots(),
             boots + 1,
             "restarted once:\n{}",
             crm_mon_text()
@@ -378,49 +386,9 @@ impl Server {
             assert!(Instant::now() < until, "no heartbeat after the restart");
             sleep(Duration::from_millis(500));
         }
+        // Power pulled and booted again: no acknowledged write lost.
+        self.journal_goes_on(&now);
         now
-    }
-
-    fn serial(&self, node: &str) -> String {
-        std::fs::read_to_string(cluster(&["serial", node, &self.id])).unwrap_or_default()
-    }
-
-    /// Boots of the guest so far, on both nodes.
-    fn boots(&self) -> usize {
-        ["a", "b"]
-            .iter()
-            .map(|n| self.serial(n).matches("lab-guest: start").count())
-            .sum()
-    }
-
-    fn last_tick(&self, node: &str) -> Option<u64> {
-        self.serial(node)
-            .lines()
-            .filter_map(|l| l.strip_prefix("lab-guest tick="))
-            .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
-            .next_back()
-    }
-
-    /// Waits for a heartbeat tick above `after` on a node: the guest runs
-    /// there and kept its memory (a rebooted guest counts from 1 again).
-    /// A TCG guest's first tick can take 10-20 s of wall time.
-    fn wait_tick_after(&self, node: &str, after: u64) -> u64 {
-        let until = Instant::now() + Duration::from_secs(90);
-        loop {
-            if let Some(t) = self.last_tick(node).filter(|&t| t > after) {
-                return t;
-            }
-            assert!(
-                Instant::now() < until,
-                "{}: no heartbeat after tick {after} on node-{node}",
-                self.id
-            );
-            sleep(Duration::from_millis(250));
-        }
-    }
-
-    fn wait_heartbeat(&self, node: &str) -> u64 {
-        self.wait_tick_after(node, 0)
     }
 
     /// Exactly one node's libvirtd runs the domain, and it is `node`; the
@@ -435,6 +403,26 @@ impl Server {
         );
         assert_eq!(self.nodes(), vec![node.to_owned()], "{}", crm_mon_text());
         assert_eq!(self.failures(), vec![], "{}", crm_mon_text());
+    }
+
+    /// Asks the cluster to stop the server (target-role Stopped) and waits
+    /// until it has, for at most 120 s.
+    fn stop(&self) {
+        let id = self.id.as_str();
+        let _ = on(
+            "a",
+            &[
+                "crm_resource",
+                "-r",
+                id,
+                "--meta",
+                "-p",
+                "target-role",
+                "-v",
+                "Stopped",
+            ],
+        );
+        let _ = on("a", &["crm_resource", "--wait", "-T", "120s"]);
     }
 
     fn remove_domains(&self) {
@@ -454,23 +442,24 @@ impl Server {
     }
 }
 
+impl common::Console for Server {
+    fn name(&self) -> &str {
+        &self.id
+    }
+
+    fn serial_path(&self, node: &str) -> PathBuf {
+        PathBuf::from(cluster(&["serial", node, &self.id]))
+    }
+
+    fn disk_path(&self, node: &str) -> PathBuf {
+        PathBuf::from(cluster(&["disk", &self.id, node]))
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let id = self.id.as_str();
-        let _ = on(
-            "a",
-            &[
-                "crm_resource",
-                "-r",
-                id,
-                "--meta",
-                "-p",
-                "target-role",
-                "-v",
-                "Stopped",
-            ],
-        );
-        let _ = on("a", &["crm_resource", "--wait", "-T", "120s"]);
+        self.stop();
         let _ = on("a", &["crm_resource", "--clear", "-r", id]);
         let _ = on("a", &["crm_resource", "--cleanup", "-r", id]);
         let _ = on(
@@ -525,7 +514,7 @@ impl Move {
 fn live_move(s: &Server, from: &str, to: &str, trigger: impl FnOnce()) -> Move {
     let id = s.id.as_str();
     let tick = s.wait_heartbeat(from);
-    let boots = s.boots();
+    let boots = s.all_boots();
     let (src, tgt) = (LogMark::new(from), LogMark::new(to));
     let (mn0, bc0) = (
         tx_bytes(from, &format!("vc-{from}-mn")),
@@ -569,7 +558,7 @@ fn live_move(s: &Server, from: &str, to: &str, trigger: impl FnOnce()) -> Move {
     s.assert_only_on(to);
     let now = s.wait_tick_after(to, tick);
     assert_eq!(
-        s.boots(),
+        s.all_boots(),
         boots,
         "{id} booted again on the way to node-{to}"
     );
@@ -643,7 +632,7 @@ fn cluster_starts_the_server_and_probes_report_7_elsewhere() {
     assert_eq!(xpath(&status, &format!("string({last}/@rc-code)")), "7");
     // The guest runs where the cluster says, and only there.
     let tick = s.wait_heartbeat(&node);
-    assert_eq!(s.boots(), 1);
+    assert_eq!(s.all_boots(), 1);
     assert!(s.serial(other).is_empty(), "output on node-{other}");
     eprintln!("[srv-probe] heartbeat tick {tick} on node-{node}");
 }
@@ -669,7 +658,35 @@ fn admin_move_live_migrates_over_the_migration_link() {
     // And back.
     let back = admin_move(&s, to, &from);
     assert!(back.mn_bytes > COPY_BYTES && back.bc_bytes < COPY_BYTES / 4);
-    assert_eq!(s.boots(), 1);
+    assert_eq!(s.all_boots(), 1);
+}
+
+/// A server whose disk is a plain image on each node's own filesystem (no
+/// shared storage, as on a small cluster without a SAN): Pacemaker's moves
+/// copy it with the RAM over the migration link, both ways, the guest
+/// writing all along; once the cluster has stopped it, the image on the
+/// node it ran on last holds every write the guest acknowledged.
+#[test]
+#[ignore = "needs the cluster lab: make cluster-test"]
+fn a_server_on_local_disks_moves_with_its_disk_both_ways() {
+    let s = Server::create_on("srv-local", OPS, &[], &["disk=local"]);
+    let from = s.wait_started(None, Duration::from_secs(120));
+    let to = peer(&from);
+    for (a, b) in [(from.as_str(), to), (to, from.as_str())] {
+        let m = admin_move(&s, a, b);
+        // The 4 MiB image and the RAM over the migration link.
+        assert!(
+            m.mn_bytes > COPY_BYTES && m.bc_bytes < COPY_BYTES / 4,
+            "mn {} bc {}",
+            m.mn_bytes,
+            m.bc_bytes
+        );
+        assert!(m.result_line().contains(&format!("migrated to node-{b}")));
+    }
+    s.stop();
+    assert!(!qemu_alive("a", &s.id) && !qemu_alive("b", &s.id));
+    s.check_journal(&from, false);
+    assert_eq!(s.all_boots(), 1);
 }
 
 /// A server whose moves may use post-copy, over a copy capped at 1 MiB/s,
@@ -732,7 +749,7 @@ fn a_move_whose_post_copy_outlasts_migrate_to_ends_without_failures() {
     );
     settle();
     s.assert_only_on(to);
-    assert_eq!(s.boots(), 1);
+    assert_eq!(s.all_boots(), 1);
 }
 
 #[test]
@@ -757,7 +774,7 @@ fn a_move_whose_post_copy_link_fails_and_comes_back_ends_without_failures() {
     }
     settle();
     s.assert_only_on(to);
-    assert_eq!(s.boots(), 1);
+    assert_eq!(s.all_boots(), 1);
     assert!(s.failures().is_empty(), "{}", crm_mon_text());
 }
 
@@ -774,7 +791,7 @@ fn a_broken_post_copy_is_restarted_once_and_never_runs_twice() {
     let from = s.wait_started(None, Duration::from_secs(120));
     let to = peer(&from);
     s.wait_heartbeat(&from);
-    let boots = s.boots();
+    let boots = s.all_boots();
     let logs = [LogMark::new("a"), LogMark::new("b")];
     move_in_postcopy(&s, &from, to);
     sleep(Duration::from_secs(2));
@@ -864,7 +881,7 @@ fn tls_moves_go_both_ways_under_pacemaker() {
             assert!(m.src_log.contains(want), "{want}:\n{}", m.src_log);
         }
     }
-    assert_eq!(s.boots(), 1);
+    assert_eq!(s.all_boots(), 1);
 }
 
 #[test]
@@ -889,7 +906,7 @@ fn round_trips_without_restarts_or_failures() {
             );
             times.push(m.took);
         }
-        assert_eq!(s.boots(), 1, "round {round}: the guest restarted");
+        assert_eq!(s.all_boots(), 1, "round {round}: the guest restarted");
         eprintln!("[srv-rounds] round {round}/{rounds} done");
     }
     // No restart, no failure, one node: also in Pacemaker's own words.
@@ -961,7 +978,7 @@ fn standby_evacuates_by_live_migration() {
     s.assert_only_on(to);
     let tick = s.last_tick(to).unwrap_or(0);
     s.wait_tick_after(to, tick);
-    assert_eq!(s.boots(), 1);
+    assert_eq!(s.all_boots(), 1);
 }
 
 #[test]
@@ -1000,7 +1017,7 @@ fn migration_link_down_falls_back_to_the_back_channel() {
     let m = admin_move(&s, &first, peer(&first));
     assert!(m.mn_bytes > COPY_BYTES, "mn {}", m.mn_bytes);
     assert!(!m.src_log.contains("falling back"), "{}", m.src_log);
-    assert_eq!(s.boots(), 1);
+    assert_eq!(s.all_boots(), 1);
 }
 
 /// SIGSTOPs a node's libvirtd; SIGCONT when dropped, pass or fail.
@@ -1038,7 +1055,7 @@ fn hung_target_libvirtd_fails_the_move_fast_and_never_runs_twice() {
     let src = s.wait_started(None, Duration::from_secs(120));
     let tgt = peer(&src);
     s.wait_heartbeat(&src);
-    let boots = s.boots();
+    let boots = s.all_boots();
     let log = LogMark::new(&src);
     {
         let _stopped = Stopped::new(tgt);
@@ -1134,7 +1151,7 @@ fn hung_target_libvirtd_fails_the_move_fast_and_never_runs_twice() {
             "[srv-hung] settled {:.1?} after the request: runs on node-{src} only; \
              the guest was restarted {} time(s) by Pacemaker's recovery\n{}",
             t0.elapsed(),
-            s.boots() - boots,
+            s.all_boots() - boots,
             crm_mon_text()
         );
     }
@@ -1144,9 +1161,9 @@ fn hung_target_libvirtd_fails_the_move_fast_and_never_runs_twice() {
     settle();
     s.wait_started(Some(&src), Duration::from_secs(60));
     assert_eq!(s.failures(), vec![]);
-    let boots = s.boots();
+    let boots = s.all_boots();
     admin_move(&s, &src, tgt);
-    assert_eq!(s.boots(), boots);
+    assert_eq!(s.all_boots(), boots);
 }
 
 #[test]
@@ -1207,7 +1224,7 @@ fn a_migrate_to_pacemaker_kills_is_stopped_on_both_nodes_and_runs_once() {
     let from = s.wait_started(None, Duration::from_secs(120));
     let to = peer(&from);
     s.wait_heartbeat(&from);
-    let boots = s.boots();
+    let boots = s.all_boots();
     let logs = [LogMark::new("a"), LogMark::new("b")];
     let node_to = format!("node-{to}");
     on_ok(

@@ -87,7 +87,7 @@ VC_PIN_CPU=${VC_PIN_CPU-0}
 VC_DC_DEADTIME=${VC_DC_DEADTIME:-2s}
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 
-USAGE="usage: $0 up | down [--purge] | status | exec a|b CMD... | xml NAME [acpi=0|1] [dirty_mb=N] [rate_mbs=N] [mem_mb=N] | serial a|b NAME | log a|b | libvirtd-pid a|b | register | leftovers"
+USAGE="usage: $0 up | down [--purge] | status | exec a|b CMD... | xml NAME [acpi=0|1] [dirty_mb=N] [rate_mbs=N] [mem_mb=N] [disk=none|shared|local] [disk_mbs=N] | disk NAME [a|b] | serial a|b NAME | log a|b | libvirtd-pid a|b | register | leftovers"
 
 ip_bc() { [ "$1" = a ] && echo 10.253.0.1 || echo 10.253.0.2; }
 ip_mn() { [ "$1" = a ] && echo 10.253.1.1 || echo 10.253.1.2; }
@@ -529,6 +529,7 @@ down) lock; cmd_down "$@" ;;
 status) [ $# -eq 0 ] || usage; cmd_status ;;
 exec) check_node "${1:-}"; n=$1; shift; [ $# -gt 0 ] || usage; node_exec "$n" "$@" ;;
 xml) cmd_xml "$@" ;;
+disk) cmd_disk "$@" ;;
 serial) [ $# -eq 2 ] || usage; check_node "$1"; check_name "$2"; serial_path "$1" "$2" ;;
 log) [ $# -eq 1 ] || usage; check_node "$1"; pcmk_log "$1" ;;
 libvirtd-pid) [ $# -eq 1 ] || usage; check_node "$1"; daemon_pid "$1" libvirtd || { log "node-$1 libvirtd not running"; exit 1; } ;;

@@ -1,4 +1,5 @@
-//! Shared helpers of the lab tests (`tests/lab.rs`, `tests/faults.rs`):
+//! Shared helpers of the lab tests (`tests/lab.rs`, `tests/faults.rs`, and
+//! the guest console checks of `tests/cluster.rs`):
 //! running the agent "on" a lab node, guests with a heartbeat, and guards
 //! that undo what a test did to the lab (a stopped libvirtd, a link set
 //! down, an edited hosts file) even when the test fails.
@@ -162,11 +163,11 @@ impl Guest {
         Guest::with(name, &[if acpi { "acpi=1" } else { "acpi=0" }])
     }
 
-    /// A guest with a disk (`disk=shared|local|nbd`), started on node-a by
-    /// the agent, its write journal acknowledging writes: where every
-    /// storage test begins.
-    pub fn journaling(name: &str, disk: &str) -> Guest {
-        let g = Guest::with(name, &[disk]);
+    /// A guest with `lab.sh xml` knobs (its disk: `disk=shared|local|nbd`),
+    /// started on node-a by the agent, its write journal acknowledging
+    /// writes: where every storage test begins.
+    pub fn journaling(name: &str, knobs: &[&str]) -> Guest {
+        let g = Guest::with(name, knobs);
         assert_eq!(agent("a", "start", &g.params()).rc, 0);
         g.wait_heartbeat("a");
         assert!(g.has_journal(), "no journal: {}", g.serial("a"));
@@ -186,7 +187,7 @@ impl Guest {
             summary.contains(&format!("journal gen={}:", last.0)),
             "{summary}"
         );
-        assert_eq!(self.boots("a") + self.boots("b"), 1);
+        assert_eq!(self.all_boots(), 1);
         last
     }
 
@@ -206,7 +207,7 @@ impl Guest {
         g.cleanup();
         // The serial file is appended to: drop ticks of an earlier run.
         for node in ["a", "b"] {
-            let _ = std::fs::remove_file(lab(&["serial", node, name]));
+            g.clear_serial(node);
         }
         g
     }
@@ -228,12 +229,47 @@ impl Guest {
         virsh(node, &["define", self.config.to_str().unwrap()]).expect("virsh define");
     }
 
-    pub fn serial(&self, node: &str) -> String {
-        std::fs::read_to_string(lab(&["serial", node, &self.name])).unwrap_or_default()
+    pub fn cleanup(&self) {
+        for node in ["a", "b"] {
+            let _ = virsh(node, &["destroy", &self.name]);
+            let _ = virsh(node, &["undefine", &self.name]);
+        }
+    }
+}
+
+impl Console for Guest {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn serial_path(&self, node: &str) -> PathBuf {
+        PathBuf::from(lab(&["serial", node, &self.name]))
+    }
+
+    fn disk_path(&self, node: &str) -> PathBuf {
+        PathBuf::from(lab(&["disk", &self.name, node]))
+    }
+}
+
+/// What a lab guest prints on its serial console on each node
+/// (tests/lab/guest-init.c), the same in both labs: its heartbeat, its
+/// boots, and the disk journal's acknowledged writes, with the checks built
+/// on them. A lab `Guest` and a cluster server say where their serial logs
+/// and disk images are.
+pub trait Console {
+    fn name(&self) -> &str;
+    /// The host path of the guest's serial log on `node`.
+    fn serial_path(&self, node: &str) -> PathBuf;
+    /// The host path of the guest's disk image as `node` sees it (its own
+    /// for a local disk, else the shared one).
+    fn disk_path(&self, node: &str) -> PathBuf;
+
+    fn serial(&self, node: &str) -> String {
+        std::fs::read_to_string(self.serial_path(node)).unwrap_or_default()
     }
 
     /// The last heartbeat tick the guest printed on a node.
-    pub fn last_tick(&self, node: &str) -> Option<u64> {
+    fn last_tick(&self, node: &str) -> Option<u64> {
         self.serial(node)
             .lines()
             .filter_map(|l| l.strip_prefix("lab-guest tick="))
@@ -243,23 +279,47 @@ impl Guest {
 
     /// Waits until the guest's init prints heartbeats (its ACPI handler is
     /// loaded by then).
-    pub fn wait_heartbeat(&self, node: &str) -> u64 {
-        self.wait_tick_after(node, 0)
+    fn wait_heartbeat(&self, node: &str) -> u64 {
+        self.tick_after(node, 0)
     }
 
     /// Waits for a heartbeat tick above `after`: the guest is alive and
-    /// kept its state (a rebooted guest counts from 1 again). A TCG guest
-    /// on a busy 2-core machine can take 10 s of wall time per few ticks.
-    pub fn wait_tick_after(&self, node: &str, after: u64) -> u64 {
-        let until = Instant::now() + Duration::from_secs(60);
+    /// kept its state (a rebooted guest counts from 1 again). With a disk
+    /// (every lab guest but `disk=none`), the guest also goes on writing on
+    /// `node` and no write it acknowledged anywhere is lost: every check
+    /// that a guest survived a move or a fault checks its disk too.
+    fn wait_tick_after(&self, node: &str, after: u64) -> u64 {
+        let tick = self.tick_after(node, after);
+        self.journal_goes_on(node);
+        tick
+    }
+
+    /// With a disk: the journal acknowledges a write on `node` newer than
+    /// any acknowledged on either node so far, and the image holds every
+    /// acknowledged write.
+    fn journal_goes_on(&self, node: &str) {
+        if self.has_journal() {
+            let acked = ["a", "b"]
+                .iter()
+                .filter_map(|n| self.last_disk_ack(n))
+                .max();
+            self.wait_disk_ack_after(node, acked);
+            self.check_journal(node, true);
+        }
+    }
+
+    /// A TCG guest on a busy 2-core machine can take 10-20 s of wall time
+    /// for its first tick.
+    fn tick_after(&self, node: &str, after: u64) -> u64 {
+        let until = Instant::now() + Duration::from_secs(90);
         loop {
             if let Some(t) = self.last_tick(node).filter(|&t| t > after) {
                 return t;
             }
             assert!(
                 Instant::now() < until,
-                "{}: no heartbeat after tick {after} on {node}",
-                self.name
+                "{}: no heartbeat after tick {after} on node-{node}",
+                self.name()
             );
             sleep(Duration::from_millis(250));
         }
@@ -267,7 +327,7 @@ impl Guest {
 
     /// The last write the guest's disk journal acknowledged on a node
     /// (`lab-guest disk gen=G seq=N`), as (gen, seq).
-    pub fn last_disk_ack(&self, node: &str) -> Option<(u64, u64)> {
+    fn last_disk_ack(&self, node: &str) -> Option<(u64, u64)> {
         self.serial(node)
             .lines()
             .filter_map(|l| l.strip_prefix("lab-guest disk gen="))
@@ -278,8 +338,35 @@ impl Guest {
             .next_back()
     }
 
+    /// How many MiB the guest's bulk writer (`disk_mbs=N`) had written on
+    /// a node by its last report.
+    fn last_bulk_mib(&self, node: &str) -> Option<u64> {
+        self.serial(node)
+            .lines()
+            .filter_map(|l| l.strip_prefix("lab-guest bulk mib="))
+            .filter_map(|m| m.trim().parse().ok())
+            .next_back()
+    }
+
+    /// Waits until the bulk writer reports more than `after` MiB on `node`:
+    /// it goes on writing there.
+    fn wait_bulk_after(&self, node: &str, after: Option<u64>) -> u64 {
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(m) = self.last_bulk_mib(node).filter(|&m| Some(m) > after) {
+                return m;
+            }
+            assert!(
+                Instant::now() < until,
+                "{}: no bulk write after {after:?} MiB on node-{node}",
+                self.name()
+            );
+            sleep(Duration::from_millis(250));
+        }
+    }
+
     /// Whether the guest keeps a write journal (it has a disk).
-    pub fn has_journal(&self) -> bool {
+    fn has_journal(&self) -> bool {
         ["a", "b"]
             .iter()
             .any(|n| self.serial(n).contains("lab-guest: disk journal on"))
@@ -287,7 +374,7 @@ impl Guest {
 
     /// Waits until the journal acknowledges a write on `node` after
     /// `after`: the guest goes on writing there.
-    pub fn wait_disk_ack_after(&self, node: &str, after: Option<(u64, u64)>) -> (u64, u64) {
+    fn wait_disk_ack_after(&self, node: &str, after: Option<(u64, u64)>) -> (u64, u64) {
         let until = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(ack) = self.last_disk_ack(node).filter(|&a| Some(a) > after) {
@@ -295,51 +382,44 @@ impl Guest {
             }
             assert!(
                 Instant::now() < until,
-                "{}: no journal write after {after:?} on {node}",
-                self.name
+                "{}: no journal write after {after:?} on node-{node}",
+                self.name()
             );
             sleep(Duration::from_millis(250));
         }
     }
 
     /// `tests/lab/journal-check.py` over the guest's disk image on `node`
-    /// (the node's own for a local disk, else the shared one) and its
-    /// serial logs on both nodes: no acknowledged write lost, every slot
-    /// whole. `live`: the guest still runs (one write may be in flight).
-    /// Returns the checker's summary line.
-    pub fn check_journal(&self, node: &str, live: bool) -> String {
-        let (ok, out) = journal_check(
-            Path::new(&lab(&["disk", &self.name, node])),
-            &self.serials(),
-            live,
-        );
-        assert!(ok, "{}: {out}", self.name);
+    /// and its serial logs on both nodes: no acknowledged write lost, every
+    /// slot whole. `live`: the guest still runs (one write may be in
+    /// flight). Returns the checker's summary line.
+    fn check_journal(&self, node: &str, live: bool) -> String {
+        let (ok, out) = journal_check(&self.disk_path(node), &self.serials(), live);
+        assert!(ok, "{}: {out}", self.name());
         eprintln!("   {out}");
         out
     }
 
     /// The host paths of the guest's serial logs on both nodes.
-    pub fn serials(&self) -> [PathBuf; 2] {
-        ["a", "b"].map(|n| PathBuf::from(lab(&["serial", n, &self.name])))
+    fn serials(&self) -> [PathBuf; 2] {
+        ["a", "b"].map(|n| self.serial_path(n))
     }
 
     /// Forgets the guest's serial log on a node, so that after a restart
     /// `wait_heartbeat` waits for the new boot's ticks, not the old ones.
-    pub fn clear_serial(&self, node: &str) {
-        let _ = std::fs::remove_file(lab(&["serial", node, &self.name]));
+    fn clear_serial(&self, node: &str) {
+        let _ = std::fs::remove_file(self.serial_path(node));
     }
 
     /// How many times the guest booted on a node (since its serial log
     /// was last cleared).
-    pub fn boots(&self, node: &str) -> usize {
+    fn boots(&self, node: &str) -> usize {
         self.serial(node).matches("lab-guest: start").count()
     }
 
-    pub fn cleanup(&self) {
-        for node in ["a", "b"] {
-            let _ = virsh(node, &["destroy", &self.name]);
-            let _ = virsh(node, &["undefine", &self.name]);
-        }
+    /// How many times it booted on both nodes.
+    fn all_boots(&self) -> usize {
+        self.boots("a") + self.boots("b")
     }
 }
 
@@ -549,8 +629,7 @@ pub struct Move {
 pub fn migrate(g: &Guest, from: &str, extra: &[(&str, &str)]) -> Move {
     let to = peer(from);
     let tick = g.wait_heartbeat(from);
-    let boots = |node| g.serial(node).matches("lab-guest: start").count();
-    let boots_before = boots(to);
+    let boots_before = g.boots(to);
     let (mn0, bc0) = (
         tx_bytes(from, &format!("vs-{from}-mn")),
         tx_bytes(from, &format!("vs-{from}-bc")),
@@ -568,17 +647,15 @@ pub fn migrate(g: &Guest, from: &str, extra: &[(&str, &str)]) -> Move {
         "shut off",
         "both nodes keep the definition"
     );
-    // The guest kept its memory: the tick counter goes on on the target,
-    // and it never booted there.
+    // The guest kept its memory and its disk: the tick counter and the
+    // journal go on on the target, and it never booted there.
     g.wait_tick_after(to, tick);
-    // With a disk: it goes on writing there, and no acknowledged write of
-    // the source is missing from the disk.
-    if g.has_journal() {
-        let ack = g.last_disk_ack(from);
-        g.wait_disk_ack_after(to, ack);
-        g.check_journal(to, true);
-    }
-    assert_eq!(boots(to), boots_before, "{}: rebooted on node-{to}", g.name);
+    assert_eq!(
+        g.boots(to),
+        boots_before,
+        "{}: rebooted on node-{to}",
+        g.name
+    );
     eprintln!(
         "   copy: {} MiB over the migration link, {} MiB over the back-channel",
         mn_bytes >> 20,

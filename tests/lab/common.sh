@@ -85,9 +85,9 @@ disk_xml() {
 	printf "\n    <disk type='%s' device='disk'>\n      <driver name='qemu' type='raw' cache='none' io='native'/>\n      %s\n      <target dev='vda' bus='virtio'/>\n    </disk>" "$1" "$2"
 }
 
-# domain_xml NAME ACPI DIRTY_MB RATE_MBS MEM_MB [block:DEV|file:PATH|nbd:HOST PORT]
+# domain_xml NAME ACPI DIRTY_MB RATE_MBS MEM_MB DISK_MBS [block:DEV|file:PATH|nbd:HOST PORT]
 domain_xml() {
-	local name=$1 acpi=$2 dirty=$3 rate=$4 mem=$5 src=${6:-} h p uuid disk=''
+	local name=$1 acpi=$2 dirty=$3 rate=$4 mem=$5 disk_mbs=$6 src=${7:-} h p uuid disk=''
 	# block: a device both nodes see at the same path, as a SAN LUN or a
 	# DRBD device is seen: libvirt migrates it without copying (cache=none,
 	# which its migration safety check asks of shared disks). file: an
@@ -113,7 +113,7 @@ domain_xml() {
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>$C/guest/vmlinuz</kernel>
     <initrd>$C/guest/initrd.gz</initrd>
-    <cmdline>console=ttyS0 quiet panic=-1 lab_dirty_mb=$dirty lab_rate_mbs=$rate lab_acpi=$acpi</cmdline>
+    <cmdline>console=ttyS0 quiet panic=-1 lab_dirty_mb=$dirty lab_rate_mbs=$rate lab_acpi=$acpi lab_disk_mbs=$disk_mbs</cmdline>
   </os>
   <features><acpi/><apic/></features>
   <on_poweroff>destroy</on_poweroff>
@@ -170,6 +170,14 @@ disk_image() {
 	if [ -n "$own" ] && [ -e "$own" ]; then echo "$own"; else echo "$L/disks/$1.img"; fi
 }
 
+# cmd_disk NAME [NODE]: the `disk` command of both labs.
+cmd_disk() {
+	[ $# -ge 1 ] && [ $# -le 2 ] || usage
+	check_name "$1"
+	[ $# -eq 1 ] || check_node "$2"
+	disk_image "$@"
+}
+
 # The storage namespace ($NS-st): a third host that serves network disks
 # (qemu-nbd) at one address both nodes reach, $NET.12.254 (st_addr), over a link of
 # its own to each node ($NET.13.0/24 to a, $NET.14.0/24 to b), as an NBD or
@@ -201,6 +209,7 @@ storage_up() {
 # acknowledged write is on the image, not in the server's page cache.
 nbd_disk() {
 	local img=$L/disks/$1.img pid=$L/disks/$1.nbd.pid port
+	[ -n "${NS:-}" ] || die "network disks need the project lab's storage namespace (lab.sh)"
 	port=$((10809 + $(printf '%s' "$1" | cksum | cut -d' ' -f1) % 1000))
 	mkdir -p "$L/disks"
 	[ -e "$img" ] || truncate -s 4M "$img"
@@ -230,8 +239,12 @@ disks_down() {
 	done
 }
 
+# cmd_xml NAME [knob=value...]: the guest's domain XML. Every guest has a
+# disk with the write journal unless disk=none: shared (a loop device both
+# nodes see) by default, so that every move proves no acknowledged write
+# was lost, not only the storage tests'.
 cmd_xml() {
-	local name=${1:-} acpi=1 dirty=${LAB_DIRTY_MB:-32} rate=${LAB_RATE_MBS:-20} mem=${LAB_MEM_MB:-128} a dev=
+	local name=${1:-} acpi=1 dirty=${LAB_DIRTY_MB:-32} rate=${LAB_RATE_MBS:-20} mem=${LAB_MEM_MB:-128} disk_mbs=0 a disk=shared dev=
 	check_name "$name"
 	shift
 	for a in "$@"; do
@@ -240,16 +253,19 @@ cmd_xml() {
 		dirty_mb=[0-9]*) dirty=${a#*=} ;;
 		rate_mbs=[0-9]*) rate=${a#*=} ;;
 		mem_mb=[0-9]*) mem=${a#*=} ;;
-		disk=none) dev='' ;;
-		disk=shared) dev=block:$(shared_disk "$name") ;;
-		disk=local) dev=file:$(local_disk "$name") ;;
-		disk=nbd) dev=nbd:$(nbd_disk "$name") ;;
+		disk_mbs=[0-9]*) disk_mbs=${a#*=} ;;
+		disk=none | disk=shared | disk=local | disk=nbd) disk=${a#*=} ;;
 		*) usage ;;
 		esac
 	done
-	for a in "$dirty" "$rate" "$mem"; do [[ "$a" =~ ^[0-9]+$ ]] || usage; done
+	for a in "$dirty" "$rate" "$mem" "$disk_mbs"; do [[ "$a" =~ ^[0-9]+$ ]] || usage; done
+	case "$disk" in
+	shared) dev=block:$(shared_disk "$name") ;;
+	local) dev=file:$(local_disk "$name") ;;
+	nbd) dev=nbd:$(nbd_disk "$name") ;;
+	esac
 	build_guest # no-op when the cached guest is current
-	domain_xml "$name" "$acpi" "$dirty" "$rate" "$mem" "$dev"
+	domain_xml "$name" "$acpi" "$dirty" "$rate" "$mem" "$disk_mbs" "$dev"
 }
 
 # write_libvirt_conf DIR LABEL UUID TLS: libvirtd.conf and qemu.conf in DIR

@@ -11,12 +11,18 @@
  *     O_DIRECT|O_DSYNC, and only after the write returned:
  *       lab-guest disk gen=G seq=N
  *     (record format and checks: tests/lab/journal-check.py).
+ *   - with lab_disk_mbs=N (a guest writing hard): the journal writes every
+ *     ~10 ms instead, and a second process (the bulk writer) writes N MiB/s
+ *     of 64 KiB O_DIRECT chunks over the rest of the disk, cyclically, and
+ *     prints once a second:
+ *       lab-guest bulk mib=M
  *   - on the ACPI power button (virsh shutdown): powers off, unless lab_acpi=0,
  *     in which case the press is logged and ignored.
  * First line after boot:
  *   lab-guest: start working_set=<MiB>MiB rate=<MiB/s>MiB/s acpi=<0|1> input_devs=<n>
  * Kernel command-line knobs: lab_dirty_mb=<MiB> (default 32),
- * lab_rate_mbs=<MiB/s> (default 20), lab_acpi=0|1 (default 1). */
+ * lab_rate_mbs=<MiB/s> (default 20), lab_acpi=0|1 (default 1),
+ * lab_disk_mbs=<MiB/s> (default 0: no bulk writer). */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdint.h>
@@ -101,6 +107,56 @@ static void journal_write(void) {
                (unsigned long long)seq);
 }
 
+/* The bulk writer's blocks, 4096 bytes each, after the journal's slots:
+ *   0 magic "VMSBULK1"   8 gen (the journal's)   16 n (u64: the chunk
+ *   number, from 1 per boot)   24 block (u32: its index on the disk)
+ *   28 zero (u32)   32..4096 fill: every byte n & 0xff
+ * A 64 KiB chunk is 16 blocks of one n. No checksum: memset keeps a TCG
+ * guest fast enough, and a torn block still shows as mixed fill. */
+#define B_CHUNK 65536
+static void bulk_writer(long mbs) {
+    int fd = open("/dev/vda", O_RDWR | O_DIRECT | O_CLOEXEC);
+    unsigned char *b;
+    off_t first = (off_t)J_SLOTS * J_REC, end = fd >= 0 ? lseek(fd, 0, SEEK_END) : 0;
+    if (fd < 0 || end < first + B_CHUNK || posix_memalign((void **)&b, 4096, B_CHUNK) != 0) {
+        printf("lab-guest: no bulk writer (disk too small)\n");
+        _exit(0);
+    }
+    uint64_t n = 0, written = 0;
+    off_t at = first;
+    struct timespec t0, now, nap = {0, 10 * 1000 * 1000};
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    time_t next = t0.tv_sec + 1;
+    printf("lab-guest: bulk writer on /dev/vda at %ld MiB/s over %lld KiB\n", mbs,
+           (long long)(end - first) / 1024);
+    for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double due = ((now.tv_sec - t0.tv_sec) + (now.tv_nsec - t0.tv_nsec) / 1e9) * mbs * 1048576.0;
+        while ((double)written < due) {
+            if (at + B_CHUNK > end) at = first;
+            n++;
+            memset(b, (int)(n & 0xff), B_CHUNK);
+            for (int i = 0; i < B_CHUNK / J_REC; i++) {
+                unsigned char *r = b + i * J_REC;
+                uint32_t block = (uint32_t)(at / J_REC) + (uint32_t)i, zero = 0;
+                memcpy(r, "VMSBULK1", 8);
+                memcpy(r + 8, &j_gen, 8);
+                memcpy(r + 16, &n, 8);
+                memcpy(r + 24, &block, 4);
+                memcpy(r + 28, &zero, 4);
+            }
+            if (pwrite(fd, b, B_CHUNK, at) != B_CHUNK) printf("lab-guest bulk write failed\n");
+            at += B_CHUNK;
+            written += B_CHUNK;
+        }
+        if (now.tv_sec >= next) {
+            next = now.tv_sec + 1;
+            printf("lab-guest bulk mib=%llu\n", (unsigned long long)(written >> 20));
+        }
+        nanosleep(&nap, NULL);
+    }
+}
+
 int main(void) {
     mkdir("/dev", 0755); mount("devtmpfs", "/dev", "devtmpfs", 0, NULL);
     mkdir("/proc", 0755); mount("proc", "/proc", "proc", 0, NULL);
@@ -123,7 +179,8 @@ int main(void) {
     int cf = open("/proc/cmdline", O_RDONLY);
     if (cf >= 0) { if (read(cf, cmd, sizeof cmd - 1) < 0) cmd[0] = 0; close(cf); }
     long mb = param(cmd, "lab_dirty_mb=", 32), rate = param(cmd, "lab_rate_mbs=", 20);
-    long acpi = param(cmd, "lab_acpi=", 1);
+    long acpi = param(cmd, "lab_acpi=", 1), disk_mbs = param(cmd, "lab_disk_mbs=", 0);
+    if (j_fd >= 0 && disk_mbs > 0 && fork() == 0) bulk_writer(disk_mbs);
     size_t sz = (size_t)(mb > 0 ? mb : 1) << 20, pages = sz / 4096, pos = 0;
     unsigned char *buf = mmap(NULL, sz, PROT_READ | PROT_WRITE,
                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
@@ -140,7 +197,7 @@ int main(void) {
         for (long i = 0; i < per_slice; i++) { buf[pos * 4096]++; pos = (pos + 1) % pages; }
         dirtied += per_slice;
         nanosleep(&ts, NULL);
-        if (j_fd >= 0 && ++slice % 5 == 0) journal_write();
+        if (j_fd >= 0 && (++slice % 5 == 0 || disk_mbs > 0)) journal_write();
         for (int i = 0; i < nev; i++) {
             struct input_event ie;
             while (read(ev[i], &ie, sizeof ie) == (ssize_t)sizeof ie)

@@ -11,6 +11,10 @@ returned: an acknowledged write. Record layout (little-endian):
   32 mono_ns u64 | 40..4088 fill, byte i = (seq * 31 + i) & 0xff |
   4088 FNV-1a 64 of bytes 0..4088
 gen is the boot generation (one more than the highest on the disk at boot).
+The journal holds the first SLOTS (256) records, 1 MiB. The rest of the
+disk is the bulk writer's (a guest writing hard, lab_disk_mbs=N): 4 KiB
+blocks of 0 magic b"VMSBULK1" | 8 gen u64 | 16 n u64 | 24 block u32 |
+28 zero u32 | 32..4096 fill, every byte n & 0xff.
 
 Checks, for the newest generation G (on the disk or in the serial logs of
 every node the guest ran on):
@@ -19,8 +23,11 @@ every node the guest ran on):
   * the highest seq of G on the disk >= the last seq of G acknowledged;
   * every acknowledged seq s of G is where it must be: its slot holds s, or
     a later seq of G that overwrote it (s + k * slots).
+  * every bulk block is empty or whole (magic, its own index, one fill);
+    it is no journal: nothing acknowledges it, so only damage is checked.
 With --live the guest still runs: the one slot after the newest record may
-be half-written (the write in flight) and is not counted against it.
+be half-written (the write in flight) and is not counted against it, and
+bulk blocks are not checked (the host may read one while it is written).
 Prints one summary line; exit 0 when all hold, 1 with the reasons if not.
 """
 import re
@@ -28,7 +35,9 @@ import struct
 import sys
 
 REC = 4096
+SLOTS = 256
 MAGIC = b"VMSJRNL1"
+BULK = b"VMSBULK1"
 # The guest's tty writes "\r\n" line ends to the serial log.
 ACK = re.compile(rb"^lab-guest disk gen=(\d+) seq=(\d+)\r?$", re.M)
 
@@ -57,6 +66,20 @@ def parse(slot, rec):
     return gen, seq, slots
 
 
+def bulk_damage(block, rec):
+    """Why a bulk block is damaged, None if it is empty or whole."""
+    if rec == bytes(REC):
+        return None
+    if rec[:8] != BULK:
+        return f"bulk block {block}: no bulk magic"
+    gen, n, index, _zero = struct.unpack_from("<QQII", rec, 8)
+    if index != block:
+        return f"bulk block {block}: says it is block {index} (gen {gen} n {n})"
+    if rec[32:] != bytes([n & 0xFF]) * (REC - 32):
+        return f"bulk block {block}: fill torn (gen {gen} n {n})"
+    return None
+
+
 def main(argv):
     live = "--live" in argv
     args = [a for a in argv if a != "--live"]
@@ -76,7 +99,8 @@ def main(argv):
     # before this read, also while the guest runs (--live).
     data = open(image, "rb").read()
     records, damaged, slots = {}, [], None
-    for slot in range(len(data) // REC):
+    blocks = len(data) // REC
+    for slot in range(min(SLOTS, blocks)):
         r = parse(slot, data[slot * REC : (slot + 1) * REC])
         if isinstance(r, str):
             damaged.append((slot, r))
@@ -97,13 +121,20 @@ def main(argv):
         if live and slots and slot == (top + 1) % slots:
             continue
         problems.append(why)
+    bulk = [b for b in range(SLOTS, blocks) if data[b * REC : b * REC + 8] == BULK]
+    if not live:
+        for b in range(SLOTS, blocks):
+            why = bulk_damage(b, data[b * REC : (b + 1) * REC])
+            if why:
+                problems.append(why)
     if acked and top < max(acked):
         problems.append(f"gen {gen}: newest seq on disk {top} < last acknowledged {max(acked)}")
     lost = [s for s in sorted(acked) if slots and not (mine.get(s % slots, -1) >= s and (mine[s % slots] - s) % slots == 0)]
     if lost:
         problems.append(f"gen {gen}: {len(lost)} acknowledged writes missing, first seq {lost[0]}")
     summary = (f"journal gen={gen}: {len(acked)} writes acknowledged (last {max(acked, default=0)}), "
-               f"newest on disk {top}, {len(records)} valid slots of {len(data) // REC}")
+               f"newest on disk {top}, {len(records)} valid slots of {min(SLOTS, blocks)}"
+               + (f", {len(bulk)} bulk blocks" if bulk else ""))
     if problems:
         print(f"{summary}; LOST OR DAMAGED: " + "; ".join(problems[:5]))
         return 1

@@ -42,11 +42,14 @@
 #   down [--purge]          idempotent; --purge also removes the cache dir
 #   status                  one line per netns and per node; rc 1 unless all up
 #   exec a|b CMD...         run CMD in the node's net+mount+uts namespaces (cwd kept)
-#   xml NAME [acpi=0|1] [dirty_mb=N] [rate_mbs=N] [mem_mb=N] [disk=none|shared|local|nbd]
-#                           print domain XML; disk=shared: a loop device both
-#                           nodes see, disk=local: an image file on each node's
-#                           own /var/lib/libvirt, disk=nbd: an NBD export in the
-#                           storage netns; the guest's write journal on it
+#   xml NAME [acpi=0|1] [dirty_mb=N] [rate_mbs=N] [mem_mb=N] [disk=none|shared|local|nbd] [disk_mbs=N]
+#                           print domain XML; disk=shared (the default): a loop
+#                           device both nodes see, disk=none: no disk,
+#                           disk=local: an image file on each node's own
+#                           /var/lib/libvirt, disk=nbd: an NBD export in the
+#                           storage netns; the guest's write journal on it;
+#                           disk_mbs=N: a guest writing hard (journal every
+#                           ~10 ms, a bulk writer at N MiB/s)
 #   disk NAME [a|b]         print the host path of NAME's disk image (the node's
 #                           own for a local disk)
 #   serial a|b NAME         print the host path of NAME's serial log on that node
@@ -89,7 +92,7 @@ LAB_MEM_MB=${LAB_MEM_MB:-128}
 LAB_PIN_CPU=${LAB_PIN_CPU-0}
 VIRSH_TIMEOUT=20
 
-USAGE="usage: $0 up | down [--purge] | status | exec a|b CMD... | xml NAME [acpi=0|1] [dirty_mb=N] [rate_mbs=N] [mem_mb=N] [disk=none|shared|local|nbd] | disk NAME [a|b] | serial a|b NAME | libvirtd-pid a|b | qemu-pid a|b NAME | revive a|b | ra a|b ACTION [VAR=val...] | selftest"
+USAGE="usage: $0 up | down [--purge] | status | exec a|b CMD... | xml NAME [acpi=0|1] [dirty_mb=N] [rate_mbs=N] [mem_mb=N] [disk=none|shared|local|nbd] [disk_mbs=N] | disk NAME [a|b] | serial a|b NAME | libvirtd-pid a|b | qemu-pid a|b NAME | revive a|b | ra a|b ACTION [VAR=val...] | selftest"
 
 ip_bc() { [ "$1" = a ] && echo "$NET.10.1" || echo "$NET.10.2"; }
 ip_mn() { [ "$1" = a ] && echo "$NET.11.1" || echo "$NET.11.2"; }
@@ -272,7 +275,7 @@ cmd_up() {
 	node_exec a timeout "$VIRSH_TIMEOUT" virsh -q -c qemu+tls://node-b/system version >/dev/null ||
 		die "node-a cannot reach qemu+tls://node-b/system"
 	ssh_wait
-	domain_xml "$VM" 1 "$LAB_DIRTY_MB" "$LAB_RATE_MBS" "$LAB_MEM_MB" >"$L/$VM.xml" # for `ra`
+	domain_xml "$VM" 1 "$LAB_DIRTY_MB" "$LAB_RATE_MBS" "$LAB_MEM_MB" 0 >"$L/$VM.xml" # for `ra`
 	if [ "$LAB_START_VM" = 1 ] && ! nvirsh a domstate "$VM" 2>/dev/null | grep -qx running &&
 		! nvirsh b domstate "$VM" 2>/dev/null | grep -qx running; then
 		nvirsh a define "$L/$VM.xml" >/dev/null
@@ -505,7 +508,7 @@ status) [ $# -eq 0 ] || usage; cmd_status ;;
 exec) check_node "${1:-}"; n=$1; shift; [ $# -gt 0 ] || usage; node_exec "$n" "$@" ;;
 xml) cmd_xml "$@" ;;
 serial) [ $# -eq 2 ] || usage; check_node "$1"; check_name "$2"; serial_path "$1" "$2" ;;
-disk) [ $# -ge 1 ] && [ $# -le 2 ] || usage; check_name "$1"; [ $# -eq 1 ] || check_node "$2"; disk_image "$@" ;;
+disk) cmd_disk "$@" ;;
 libvirtd-pid) [ $# -eq 1 ] || usage; check_node "$1"; lv_pid "$1" || { log "node-$1 libvirtd not running"; exit 1; } ;;
 qemu-pid)
 	[ $# -eq 2 ] || usage; check_node "$1"; check_name "$2"
