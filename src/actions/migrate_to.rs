@@ -185,6 +185,7 @@ pub fn migrate_to(
         target,
         &p.migration_network_suffix,
         p.migration_transport,
+        deadline,
     );
     info!("migration network: {choice}");
     let mut req = request(p, target, &choice, copy_disks);

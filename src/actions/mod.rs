@@ -119,7 +119,13 @@ pub fn run(action: Action, env: &Env) -> Outcome {
         }),
         Action::PlanMigration => Params::from_env(env).map_err(Error::from).and_then(|p| {
             let hv = Libvirt::new(&p.hypervisor, deadline.at()).per_call(deadline.preflight());
-            plan_migration::plan_migration(&hv, &SystemNet, &p, peer::migration_target(env)?)
+            plan_migration::plan_migration(
+                &hv,
+                &SystemNet,
+                &p,
+                peer::migration_target(env)?,
+                &deadline,
+            )
         }),
     };
     result.unwrap_or_else(Outcome::from)

@@ -6,7 +6,7 @@ use crate::error::{chain, Error};
 use crate::hypervisor::{mib, Hypervisor};
 use crate::migration::network::{self, Net};
 use crate::migration::{bandwidth, copy_time, request};
-use crate::ocf::{OcfRc, Outcome, Params};
+use crate::ocf::{Budget, OcfRc, Outcome, Params};
 use crate::storage;
 
 /// plan-migration: prints what migrate_to would do, and changes nothing.
@@ -16,12 +16,14 @@ pub fn plan_migration(
     net: &dyn Net,
     p: &Params,
     target: &str,
+    deadline: &Budget,
 ) -> Result<Outcome, Error> {
     let choice = network::choose(
         net,
         target,
         &p.migration_network_suffix,
         p.migration_transport,
+        deadline,
     );
     let mut out = format!(
         "migration of {} to {target}\n  candidate: {}\n  addresses: {}\n",

@@ -21,15 +21,8 @@ use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::ocf::Transport;
+use crate::ocf::{Budget, Transport};
 
-/// How long the name lookup may take: getaddrinfo has no timeout of its
-/// own (resolv.conf's default is 5 s per try and server).
-pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long the checks of all the resolved addresses may take together,
-/// after the lookup: they run side by side against one deadline, and each
-/// connect gets only what is left of it.
-pub const PROBE_BUDGET: Duration = Duration::from_secs(1);
 /// The last port of the range the target's libvirtd gives QEMU's incoming
 /// migration: libvirt's default `migration_port_max` (qemu.conf; the range
 /// is 49152 to 49215). The last, not the first: libvirt hands out the
@@ -102,8 +95,8 @@ pub enum Error {
     Connect(SocketAddr, #[source] io::Error),
     #[error("port {} (QEMU's migration port range) does not answer on {} (filtered?)", .0.port(), .0.ip())]
     QemuPort(SocketAddr, #[source] io::Error),
-    #[error("the probe's budget of {0:?} ran out")]
-    Budget(Duration),
+    #[error("the probe's budget ran out")]
+    Budget,
     #[error("cannot start a thread")]
     Thread(#[source] io::Error),
 }
@@ -283,11 +276,18 @@ fn refusal(a: IpAddr) -> Option<Refusal> {
 /// Chooses the migration network for a migration to `target`.
 ///
 /// The addresses are probed side by side, each on a thread of its own,
-/// against one deadline PROBE_BUDGET after the lookup; the first usable one
+/// against one deadline, the budget's network step after the lookup (as
+/// long as the lookup itself may take); the first usable one
 /// in the resolver's order wins, even when a later one answered sooner.
 /// A connect cannot be abandoned, so this returns when every probe has
 /// ended: a dead address beside a live one costs the budget, once.
-pub fn choose(net: &dyn Net, target: &str, suffix: &str, transport: Transport) -> Choice {
+pub fn choose(
+    net: &dyn Net,
+    target: &str,
+    suffix: &str,
+    transport: Transport,
+    budget: &Budget,
+) -> Choice {
     let candidate = candidate(target, suffix);
     let mut choice = Choice {
         candidate: candidate.clone(),
@@ -297,7 +297,7 @@ pub fn choose(net: &dyn Net, target: &str, suffix: &str, transport: Transport) -
         target: target.to_owned(),
         fallback_reason: None,
     };
-    let (resolved, took) = timed(|| net.resolve(&candidate, RESOLVE_TIMEOUT));
+    let (resolved, took) = timed(|| net.resolve(&candidate, budget.network_step()));
     choice.checks.push(check(
         format!("resolve {candidate}"),
         resolved.as_ref().map(|a| {
@@ -316,7 +316,7 @@ pub fn choose(net: &dyn Net, target: &str, suffix: &str, transport: Transport) -
         }
     };
     let port = transport_port(transport);
-    let deadline = Instant::now() + PROBE_BUDGET;
+    let deadline = Instant::now() + budget.network_step();
     let probes: Vec<(Result<(), Error>, Vec<Check>)> = std::thread::scope(|s| {
         let started: Vec<_> = addrs
             .iter()
@@ -418,7 +418,7 @@ fn probe(
 fn connect_by(net: &dyn Net, sa: SocketAddr, deadline: Instant) -> Result<(), Error> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
-        return Err(Error::Budget(PROBE_BUDGET));
+        return Err(Error::Budget);
     }
     net.connect(sa, left)
 }
@@ -447,6 +447,12 @@ fn qemu_port(net: &dyn Net, sa: SocketAddr, deadline: Instant) -> Result<String,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ocf::budget::NETWORK_STEP;
+
+    /// A migrate_to budget whose network steps get all of NETWORK_STEP.
+    fn budget() -> Budget {
+        Budget::new(Duration::from_secs(60))
+    }
     use std::collections::HashMap;
 
     /// Names, routes, local addresses and peers from tables.
@@ -549,7 +555,7 @@ mod tests {
     #[test]
     fn usable_address_is_chosen() {
         let net = listening_on(&["10.251.1.2"]);
-        let c = choose(&net, "node-b", ".mn", Transport::Tcp);
+        let c = choose(&net, "node-b", ".mn", Transport::Tcp, &budget());
         assert_eq!(c.address, Some(ip("10.251.1.2")));
         assert_eq!(c.data_uri(), "tcp://10.251.1.2");
         assert_eq!(c.to_string(), "node-b.mn (10.251.1.2) usable");
@@ -575,7 +581,7 @@ mod tests {
             listening: vec![sa("10.251.1.2:22")],
             ..Default::default()
         };
-        let c = choose(&net, "node-b", ".mn", Transport::Ssh);
+        let c = choose(&net, "node-b", ".mn", Transport::Ssh, &budget());
         assert_eq!(c.address, Some(ip("10.251.1.2")));
     }
 
@@ -649,7 +655,7 @@ mod tests {
             ),
         ];
         for (net, why) in cases {
-            let c = choose(&net, "node-b", ".mn", Transport::Tcp);
+            let c = choose(&net, "node-b", ".mn", Transport::Tcp, &budget());
             assert_eq!(c.address, None);
             assert_eq!(c.data_uri(), "tcp://node-b");
             let line = c.to_string();
@@ -702,11 +708,11 @@ mod tests {
             listening: vec![sa("10.251.1.2:16509"), sa(addr)],
             ..listening_on(&["10.251.1.2"])
         };
-        let c = choose(&open, "node-b", ".mn", Transport::Tcp);
+        let c = choose(&open, "node-b", ".mn", Transport::Tcp, &budget());
         assert_eq!(c.address, Some(ip("10.251.1.2")));
         assert_eq!(c.checks.last().unwrap().result, Ok("answered".into()));
         let refused = listening_on(&["10.251.1.2"]);
-        let c = choose(&refused, "node-b", ".mn", Transport::Tcp);
+        let c = choose(&refused, "node-b", ".mn", Transport::Tcp, &budget());
         assert_eq!(c.address, Some(ip("10.251.1.2")));
         assert_eq!(
             c.checks.last().unwrap().result,
@@ -721,7 +727,7 @@ mod tests {
                 failing: [(sa(addr), kind)].into(),
                 ..listening_on(&["10.251.1.2"])
             };
-            let c = choose(&net, "node-b", ".mn", Transport::Tcp);
+            let c = choose(&net, "node-b", ".mn", Transport::Tcp, &budget());
             assert_eq!(c.address, None, "{kind:?}");
             let last = c.checks.last().unwrap();
             assert_eq!(last.what, "QEMU port 10.251.1.2:49215");
@@ -733,7 +739,7 @@ mod tests {
 
     /// Elapsed time of a choice, with its result.
     fn timed_choice(net: &FakeNet) -> (Choice, Duration) {
-        timed(|| choose(net, "node-b", ".mn", Transport::Tcp))
+        timed(|| choose(net, "node-b", ".mn", Transport::Tcp, &budget()))
     }
 
     const SIX: [&str; 6] = [
@@ -762,7 +768,7 @@ mod tests {
         assert_eq!(connects.len(), 6);
         for check in connects {
             assert!(check.result.is_err(), "{check:?}");
-            assert!(check.took >= PROBE_BUDGET / 2, "{check:?}");
+            assert!(check.took >= NETWORK_STEP / 2, "{check:?}");
             assert!(check.took < Duration::from_millis(1300), "{check:?}");
         }
         assert!(c
@@ -820,30 +826,40 @@ mod tests {
     #[test]
     fn a_spent_budget_is_reported() {
         let net = FakeNet {
-            route_delay: PROBE_BUDGET + Duration::from_millis(50),
+            route_delay: NETWORK_STEP + Duration::from_millis(50),
             ..listening_on(&["10.251.1.2", "10.251.2.2"])
         };
         let (c, took) = timed_choice(&net);
         assert!(took < Duration::from_millis(1300), "{took:?}");
         assert_eq!(c.address, None);
-        assert!(
-            c.to_string().contains("the probe's budget of 1s ran out"),
-            "{c}"
-        );
+        assert!(c.to_string().contains("the probe's budget ran out"), "{c}");
+    }
+
+    #[test]
+    fn a_short_action_gives_the_network_steps_less() {
+        let net = FakeNet {
+            latency: SIX.iter().map(|a| (ip(a), Duration::MAX)).collect(),
+            ..listening_on(&SIX)
+        };
+        // 4 s: about 3 s left, so each step gets an eighth of it.
+        let short = Budget::new(Duration::from_secs(4));
+        let (c, took) = timed(|| choose(&net, "node-b", ".mn", Transport::Tcp, &short));
+        assert_eq!(c.address, None);
+        assert!(took < Duration::from_millis(600), "{took:?}");
     }
 
     #[test]
     fn system_net_on_loopback() {
         let net = SystemNet;
-        assert!(net.resolve("localhost", RESOLVE_TIMEOUT).is_ok());
+        assert!(net.resolve("localhost", NETWORK_STEP).is_ok());
         assert!(net.route(ip("127.0.0.1")).is_ok());
         assert!(net.is_local(ip("127.0.0.1")));
         assert!(!net.is_local(ip("192.0.2.77")));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let sa = listener.local_addr().unwrap();
-        assert!(net.connect(sa, PROBE_BUDGET).is_ok());
+        assert!(net.connect(sa, NETWORK_STEP).is_ok());
         drop(listener);
-        let refused = net.connect(sa, PROBE_BUDGET);
+        let refused = net.connect(sa, NETWORK_STEP);
         assert!(
             matches!(&refused, Err(Error::Connect(_, e)) if e.kind() == io::ErrorKind::ConnectionRefused),
             "{refused:?}"

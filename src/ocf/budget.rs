@@ -8,6 +8,13 @@ use std::time::{Duration, Instant};
 
 use super::config::CONFIG_BUDGET;
 
+/// The longest either step of the migration-network choice may take: the
+/// name lookup (getaddrinfo has no timeout of its own; resolv.conf's
+/// default is 5 s per try and server), and the checks of all the resolved
+/// addresses together (side by side against one deadline). A dead
+/// migration link must cost a second or two, not the migration.
+pub const NETWORK_STEP: Duration = Duration::from_secs(1);
+
 /// When an action must be done by. Pacemaker SIGKILLs the agent's process
 /// group when `CRM_meta_timeout` runs out, and a killed action is worse
 /// than a failed one (a killed migrate_to makes Pacemaker assume the server
@@ -106,6 +113,13 @@ impl Budget {
         self.remaining() > took + Duration::from_secs(5)
     }
 
+    /// How long each step of the migration-network choice may take:
+    /// [`NETWORK_STEP`], and never more than an eighth of what is left, so
+    /// that both steps leave the migration three quarters of it.
+    pub fn network_step(&self) -> Duration {
+        NETWORK_STEP.min(self.remaining() / 8)
+    }
+
     /// How long reading `config` may take: [`CONFIG_BUDGET`], within the
     /// deadline.
     pub fn config_read(&self) -> Duration {
@@ -116,6 +130,16 @@ impl Budget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_network_steps_take_a_second_or_an_eighth_of_what_is_left() {
+        assert_eq!(
+            Budget::new(Duration::from_secs(60)).network_step(),
+            NETWORK_STEP
+        );
+        let short = Budget::new(Duration::from_secs(4)).network_step();
+        assert!(short <= Duration::from_millis(375) && short > Duration::from_millis(300));
+    }
 
     #[test]
     fn the_deadline_keeps_a_margin() {
