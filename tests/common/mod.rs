@@ -251,6 +251,23 @@ impl Console for Guest {
     }
 }
 
+/// Polls `found` every 250 ms until it gives a value, for at most `within`;
+/// past that the test fails with `missing()`.
+fn poll_for<T>(
+    within: Duration,
+    missing: impl Fn() -> String,
+    mut found: impl FnMut() -> Option<T>,
+) -> T {
+    let until = Instant::now() + within;
+    loop {
+        if let Some(v) = found() {
+            return v;
+        }
+        assert!(Instant::now() < until, "{}", missing());
+        sleep(Duration::from_millis(250));
+    }
+}
+
 /// What a lab guest prints on its serial console on each node
 /// (tests/lab/guest-init.c), the same in both labs: its heartbeat, its
 /// boots, and the disk journal's acknowledged writes, with the checks built
@@ -311,18 +328,16 @@ pub trait Console {
     /// A TCG guest on a busy 2-core machine can take 10-20 s of wall time
     /// for its first tick.
     fn tick_after(&self, node: &str, after: u64) -> u64 {
-        let until = Instant::now() + Duration::from_secs(90);
-        loop {
-            if let Some(t) = self.last_tick(node).filter(|&t| t > after) {
-                return t;
-            }
-            assert!(
-                Instant::now() < until,
-                "{}: no heartbeat after tick {after} on node-{node}",
-                self.name()
-            );
-            sleep(Duration::from_millis(250));
-        }
+        poll_for(
+            Duration::from_secs(90),
+            || {
+                format!(
+                    "{}: no heartbeat after tick {after} on node-{node}",
+                    self.name()
+                )
+            },
+            || self.last_tick(node).filter(|&t| t > after),
+        )
     }
 
     /// The last write the guest's disk journal acknowledged on a node
@@ -351,18 +366,16 @@ pub trait Console {
     /// Waits until the bulk writer reports more than `after` MiB on `node`:
     /// it goes on writing there.
     fn wait_bulk_after(&self, node: &str, after: Option<u64>) -> u64 {
-        let until = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(m) = self.last_bulk_mib(node).filter(|&m| Some(m) > after) {
-                return m;
-            }
-            assert!(
-                Instant::now() < until,
-                "{}: no bulk write after {after:?} MiB on node-{node}",
-                self.name()
-            );
-            sleep(Duration::from_millis(250));
-        }
+        poll_for(
+            Duration::from_secs(30),
+            || {
+                format!(
+                    "{}: no bulk write after {after:?} MiB on node-{node}",
+                    self.name()
+                )
+            },
+            || self.last_bulk_mib(node).filter(|&m| Some(m) > after),
+        )
     }
 
     /// Whether the guest keeps a write journal (it has a disk).
@@ -375,18 +388,16 @@ pub trait Console {
     /// Waits until the journal acknowledges a write on `node` after
     /// `after`: the guest goes on writing there.
     fn wait_disk_ack_after(&self, node: &str, after: Option<(u64, u64)>) -> (u64, u64) {
-        let until = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(ack) = self.last_disk_ack(node).filter(|&a| Some(a) > after) {
-                return ack;
-            }
-            assert!(
-                Instant::now() < until,
-                "{}: no journal write after {after:?} on node-{node}",
-                self.name()
-            );
-            sleep(Duration::from_millis(250));
-        }
+        poll_for(
+            Duration::from_secs(60),
+            || {
+                format!(
+                    "{}: no journal write after {after:?} on node-{node}",
+                    self.name()
+                )
+            },
+            || self.last_disk_ack(node).filter(|&a| Some(a) > after),
+        )
     }
 
     /// `tests/lab/journal-check.py` over the guest's disk image on `node`
