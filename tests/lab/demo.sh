@@ -2,9 +2,13 @@
 # demo.sh -- the main job on the built-in two-host lab, for people to watch:
 # vmshift starts a real QEMU server on node-a, live-migrates it to node-b over
 # the migration network and back (Pacemaker's way: migrate_to on the source,
-# then migrate_from on the target), and stops it. For each move it shows the
-# network chosen and why, the downtime, the total time and the guest's
-# heartbeat before and after. The lab is torn down at the end, also on failure.
+# then migrate_from on the target), and stops it. The server's disk is a
+# block device both nodes see (as a SAN LUN or a DRBD device), and the guest
+# keeps a write journal on it. For each move it shows the network chosen
+# and why, the disks, the downtime, the total time, the guest's heartbeat
+# and its last acknowledged disk write before and after, and the journal
+# checker's verdict on the disk: no write the guest was told had reached it
+# is missing. The lab is torn down at the end, also on failure.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 lab="$here/lab.sh"
@@ -18,7 +22,7 @@ bash "$lab" down >/dev/null 2>&1 || true
 echo "== bringing up the lab: node-a and node-b, one libvirtd each,"
 echo "   a back-channel link (node-X) and a migration link (node-X.mn)"
 bash "$lab" up
-bash "$lab" xml "$name" acpi=1 >"$work/$name.xml"
+bash "$lab" xml "$name" acpi=1 disk=shared >"$work/$name.xml"
 
 call() { # node action [VAR=value...]
 	local node=$1 action=$2 rc
@@ -38,6 +42,9 @@ call() { # node action [VAR=value...]
 
 last_tick() { { grep -ao "lab-guest tick=[0-9]*" "$(bash "$lab" serial "$1" "$name")" 2>/dev/null || true; } | tail -1 | cut -d= -f2; }
 
+# the guest's last acknowledged disk write on a node: "gen=G seq=N"
+last_write() { { grep -ao "lab-guest disk gen=[0-9]* seq=[0-9]*" "$(bash "$lab" serial "$1" "$name")" 2>/dev/null || true; } | tail -1 | cut -d' ' -f3-; }
+
 heartbeat() { # node: waits (<= 60 s) for a tick newer than the one given as $2
 	local node=$1 after=${2:-0} i t
 	for i in $(seq 1 240); do
@@ -45,19 +52,28 @@ heartbeat() { # node: waits (<= 60 s) for a tick newer than the one given as $2
 		[ -n "$t" ] && [ "$t" -gt "$after" ] && break
 		sleep 0.25
 	done
-	echo "   guest heartbeat on node-$node: tick ${t:-none}"
+	echo "   guest heartbeat on node-$node: tick ${t:-none}; last acknowledged disk write: $(last_write "$node")"
+}
+
+rc=0
+journal() { # node [--live]: the journal checker on the disk as the node sees it
+	echo "   disk journal, as node-$1 sees the disk${2:+ (guest running)}:"
+	python3 "$here/journal-check.py" ${2:-} "$(bash "$lab" disk "$name" "$1")" \
+		"$(bash "$lab" serial a "$name")" "$(bash "$lab" serial b "$name")" | sed 's/^/     /' || rc=1
 }
 
 move() { # from to
 	local from=$1 to=$2 before
 	before=$(last_tick "$from")
 	echo
-	echo "###### live migration node-$from -> node-$to (guest heartbeat before: tick $before)"
+	echo "###### live migration node-$from -> node-$to (guest heartbeat before: tick $before, disk write $(last_write "$from"))"
 	call "$from" plan-migration OCF_RESKEY_CRM_meta_migrate_target=node-$to
 	call "$from" migrate_to OCF_RESKEY_CRM_meta_migrate_source=node-$from OCF_RESKEY_CRM_meta_migrate_target=node-$to
 	call "$to" migrate_from OCF_RESKEY_CRM_meta_migrate_source=node-$from OCF_RESKEY_CRM_meta_migrate_target=node-$to
 	heartbeat "$to" "$before"
-	echo "   (the tick goes on from $before: the guest kept running, it did not reboot)"
+	echo "   (the tick goes on from $before: the guest kept running, it did not reboot,"
+	echo "    and it goes on writing to its disk from node-$to)"
+	journal "$to" --live
 }
 
 call a monitor OCF_RESKEY_CRM_meta_interval=0
@@ -67,5 +83,7 @@ move a b
 move b a
 call a stop
 call a monitor
+journal a
 echo
 echo "== tearing the lab down"
+exit $rc
