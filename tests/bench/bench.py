@@ -28,6 +28,7 @@ import re
 import shutil
 import signal
 import statistics
+import struct
 import subprocess
 import sys
 import time
@@ -64,6 +65,23 @@ PARALLEL_STREAMS = 2
 # to this rate, below what QEMU copies a TCG guest at on 2 cores (80-95
 # MiB/s), so the link, as on real hardware, and not the CPU is the limit.
 WIRE_MBIT = 400
+
+# The storage phase: the matrix's guest on each kind of disk, writing
+# meanwhile (its journal every ~10 ms and a bulk writer at STORAGE_BULK_MBS),
+# moved by both agents: a block device both nodes see (a loop device, as a
+# LUN), an NBD export in the storage namespace, and a 1 GiB image on each
+# node's own filesystem, copied with each move (vmshift by its default,
+# migration_storage=auto; VirtualDomain with migrate_options=
+# --copy-storage-all). The journal is checked after every move and, the
+# guest destroyed, once more at the end.
+STORAGE_BULK_MBS = 8
+STORAGE_KINDS = {
+    "shared": {"knobs": ["disk=shared"], "virtualdomain": {}},
+    "network": {"knobs": ["disk=nbd"], "virtualdomain": {}},
+    "copy": {"knobs": ["disk=local", "disk_mb=1024"],
+             "virtualdomain": {"OCF_RESKEY_migrate_options": "--copy-storage-all"}},
+}
+JOURNAL_CHECK = HERE.parent / "lab" / "journal-check.py"
 
 VMSHIFT_PARAMS = {"migration_downtime": "300", "migration_downtime_max": "1200"}
 DOWNTIME_MAX_MS = int(VMSHIFT_PARAMS["migration_downtime_max"])
@@ -242,11 +260,12 @@ def clean_guest():
             pass
 
 
-def start_guest(dirty_mb, rate_mbs):
-    """A fresh guest on node-a, heartbeating. The XML goes to the config path
-    both agents use."""
+def start_guest(dirty_mb, rate_mbs, *knobs):
+    """A fresh guest on node-a, heartbeating; `knobs` are more `lab.sh xml`
+    knobs (its disk is a shared one unless they say otherwise). The XML goes
+    to the config path both agents use."""
     clean_guest()
-    xml = lab("xml", VM, f"dirty_mb={dirty_mb}", f"rate_mbs={rate_mbs}", f"mem_mb={GUEST_MEM_MB}")
+    xml = lab("xml", VM, f"dirty_mb={dirty_mb}", f"rate_mbs={rate_mbs}", f"mem_mb={GUEST_MEM_MB}", *knobs)
     (STATE / f"{VM}.xml").write_text(xml)
     virsh("a", "define", str(STATE / f"{VM}.xml"), check=True)
     virsh("a", "start", VM, check=True)
@@ -454,12 +473,24 @@ def phase_migrations(agent, rate, cfg, extra=None):
     log(f"phase migrations: {agent} {extra or ''}, guest dirtying {rate} MiB/s over "
         f"{GUEST_DIRTY_MB} MiB, {cfg['runs']} moves, migrate_to limit {cfg['move_timeout_s']} s")
     start_guest(GUEST_DIRTY_MB, rate)
+    runs, note = ping_pong(agent, f"rate {rate}", cfg, extra)
+    dirty = measured_dirty_rate()
+    clean_guest()
+    return summarize(agent, rate, runs, dirty, note)
+
+
+def ping_pong(agent, what, cfg, extra, after=None):
+    """cfg["runs"] moves of the running guest, each from where it runs,
+    `after(run)` called after each; stops early if it runs on no node or on
+    both. Returns (runs, note)."""
     src, runs, note = "a", [], None
     for i in range(cfg["runs"]):
         r = move(agent, src, cfg["move_timeout_s"], extra)
+        if after:
+            after(r)
         runs.append(r)
         dt = f"{r['downtime_ms']:.0f} ms" if "downtime_ms" in r else "-"
-        log(f"  {agent} rate {rate} run {i + 1}/{cfg['runs']} node-{r['from']}->node-{r['to']}: "
+        log(f"  {agent} {what} run {i + 1}/{cfg['runs']} node-{r['from']}->node-{r['to']}: "
             f"{'converged' if r['converged'] else 'NOT converged (' + r['reason'] + ')'}, "
             f"downtime {dt}, migrate_to {r['migrate_to_s']:.1f} s"
             + (f", {r['mib_per_s']:.0f} MiB/s" if "mib_per_s" in r else ""))
@@ -469,9 +500,78 @@ def phase_migrations(agent, rate, cfg, extra=None):
             log(f"  {note}")
             break
         src = on[0]
-    dirty = measured_dirty_rate()
+    return runs, note
+
+
+def disk_path(node):
+    """The guest's disk image as `node` sees it (`lab.sh disk`)."""
+    return Path(lab("disk", VM, node).strip())
+
+
+def journal_check(node, live):
+    """tests/lab/journal-check.py over the guest's disk as `node` sees it:
+    (ok, its summary line)."""
+    out = subprocess.run(["python3", str(JOURNAL_CHECK), *(["--live"] if live else []),
+                          str(disk_path(node)), str(serial_path("a")), str(serial_path("b"))],
+                         capture_output=True, text=True)
+    return out.returncode == 0, (out.stdout.strip() or out.stderr.strip())
+
+
+def fill_disk(node):
+    """Writes the whole of the guest's (new, sparse) disk image on `node`
+    with whole bulk blocks of generation 0, as the journal checker knows
+    them: a copy then moves real data, not holes."""
+    path = disk_path(node)
+    blocks = path.stat().st_size // 4096
+    with open(path, "r+b") as f:
+        f.seek(256 * 4096)  # the journal's slots stay empty
+        for first in range(256, blocks, 256):
+            f.write(b"".join(b"VMSBULK1" + struct.pack("<QQII", 0, 1, b, 0) + bytes([1]) * 4064
+                             for b in range(first, min(first + 256, blocks))))
+
+
+def phase_storage(agent, kind, cfg):
+    """Ping-pong moves of a guest on a `kind` disk (STORAGE_KINDS) writing
+    hard, the journal checked on the target after each; then, the guest
+    destroyed (power pulled), on the image of the node it ran on last."""
+    spec = STORAGE_KINDS[kind]
+    log(f"phase storage: {agent}, {kind} disk, guest writing {STORAGE_BULK_MBS} MiB/s, "
+        f"{cfg['runs']} moves")
     clean_guest()
-    return summarize(agent, rate, runs, dirty, note)
+    lab("xml", VM, *spec["knobs"])  # creates the images before the guest starts
+    if kind == "copy":
+        fill_disk("a")
+    start_guest(GUEST_DIRTY_MB, MONITOR_GUEST_RATE, *spec["knobs"], f"disk_mbs={STORAGE_BULK_MBS}")
+    size_mib = disk_path("a").stat().st_size >> 20
+    extra = spec["virtualdomain"] if agent == "virtualdomain" else None
+    checks = []
+
+    def check_target(r):
+        # At once: once the guest moves on, this image falls behind.
+        if r["converged"]:
+            r["journal_ok"], r["journal"] = journal_check(r["to"], live=True)
+            checks.append(r["journal_ok"])
+
+    runs, note = ping_pong(agent, f"{kind} disk", cfg, extra, check_target)
+    dirty = measured_dirty_rate()
+    on = where_running()
+    end = "not checked: the guest runs on " + (" and ".join(on) or "no node")
+    if len(on) == 1:
+        virsh(on[0], "destroy", VM)
+        ok, end = journal_check(on[0], live=False)
+        checks.append(ok)
+    log(f"  {agent} {kind} disk journal: {sum(checks)} of {len(checks)} checks ok; at the end: {end}")
+    clean_guest()
+    # The target's completed-job statistics have no disk counters (the
+    # source's mirror copied the disk), and vmshift's migrate_to consumes
+    # the source's: the image's size over migrate_to's time is the rate's
+    # lower bound (the RAM copy shares that time).
+    rates = [size_mib / r["migrate_to_s"] for r in runs if r["converged"] and kind == "copy"]
+    entry = summarize(agent, MONITOR_GUEST_RATE, runs, dirty, note)
+    del entry["dirty_mib_per_s"]
+    return {"kind": kind, **entry,
+            "disk_mib_per_s": {"median": round(statistics.median(rates), 1) if rates else None},
+            "journal_ok": sum(checks), "journal_checks": len(checks), "journal_at_end": end}
 
 
 def phase_heavy(agent, timeout_s):
@@ -559,6 +659,12 @@ def ratios(phase, raw):
             "copy_ratio": round(copy / raw, 4) if copy else None}
 
 
+def ratio_of(phase, key):
+    """vmshift's median `key` over VirtualDomain's in a per-agent phase."""
+    v, d = (phase[a][key]["median"] for a in AGENTS)
+    return round(v / d, 3) if v and d else None
+
+
 def shared_libraries(lib):
     """How many shared objects the dynamic loader maps to load `lib`."""
     out = subprocess.run(["ldd", str(lib)], capture_output=True, text=True).stdout
@@ -593,6 +699,8 @@ def check_targets(rep):
                   if r.get("downtime_ms", 0) > DOWNTIME_MAX_MS)
     vm0 = next(m for m in rep["migrations"] if m["agent"] == "vmshift" and m["dirty_mib_per_s"] == 0)
     bw0 = [r["libvirt_bandwidth_mib_per_s"] for r in vm0["runs_detail"] if r.get("libvirt_bandwidth_mib_per_s")]
+    st = [rep["storage"][k]["vmshift"] for k in STORAGE_KINDS]
+    storage_ok = all(e["journal_ok"] == e["journal_checks"] and e["converged"] == e["runs"] for e in st)
     return [
         target("monitor_ratio", rep["monitor_ratio"], ">= 20", at_least(rep["monitor_ratio"], 20),
                f"VirtualDomain's monitor takes {mon['virtualdomain']:.0f} ms, so 20x needs vmshift "
@@ -633,6 +741,13 @@ def check_targets(rep):
                f"{VMSHIFT_PARAMS['migration_downtime']} / migration_downtime_max={DOWNTIME_MAX_MS} "
                f"the copy did not converge; vmshift's last log lines: "
                + " | ".join(heavy["run"]["log_tail"])),
+        target("storage.vmshift", storage_ok, "every move with its disk converged, no acknowledged "
+               "write lost", storage_ok,
+               "; ".join(f"{e['kind']}: {e['converged']} of {e['runs']} moves converged"
+                         + "".join(f" ({r})" for r in sorted({r.get('reason') for r in e['runs_detail']
+                                                              if not r['converged']}))
+                         + f", journal {e['journal_ok']} of {e['journal_checks']} checks ok, at the end: "
+                         f"{e['journal_at_end']}" for e in st)),
         target("agent_rss_kib.vmshift", rss["vmshift"], "<= 8192 KiB", at_most(rss["vmshift"], 8192),
                f"{(rss['vmshift'] - 8192) / 1024:.1f} MiB over, in migrate_to "
                f"({by_action['migrate_to']} KiB); monitor peaks at {by_action['monitor']} KiB. "
@@ -769,6 +884,29 @@ def markdown(rep):
                      f"| {fmt(r['run'].get('measured_dirty_mib_per_s'), 1)} | {r['run'].get('reason', 'ok')} |")
     lines += ["", "vmshift's last log lines in the heavy-dirty move:", "", "```"]
     lines += h["vmshift"]["run"]["log_tail"] + ["```"]
+    st = rep["storage"]
+    lines += [
+        "", "## Storage", "",
+        f"The matrix's guest on each kind of disk, `cache=none`, writing meanwhile: its journal "
+        f"every ~10 ms with O_DIRECT|O_DSYNC and a bulk writer at {st['bulk_mib_per_s']} MiB/s. "
+        f"shared: a block device both nodes see (a loop device, as a SAN LUN or DRBD); network: "
+        f"an NBD export (qemu-nbd in a third namespace); copy: a 1 GiB image on each node's own "
+        f"filesystem, written whole before the first move, copied with each (vmshift's default "
+        f"`migration_storage=auto`; VirtualDomain with `migrate_options=--copy-storage-all`). "
+        f"Ping-pong; the journal checker (tests/lab/journal-check.py) runs on the target's image "
+        f"after each move and, the guest destroyed, once more at the end. Disk MiB/s (copy): the "
+        f"image's size ÷ migrate_to's time, a lower bound (the RAM copy shares that time).", "",
+        "| disk | agent | runs | converged | downtime median / p95 ms | total s (median) "
+        "| disk MiB/s (median) | journal checks ok |", "|---|---|---|---|---|---|---|---|",
+    ]
+    for k in STORAGE_KINDS:
+        for a in AGENTS:
+            r = st[k][a]
+            lines.append(f"| {k} | {a} | {r['runs']} | {r['converged']} | {fmt(r['downtime_ms']['median'])} / "
+                         f"{fmt(r['downtime_ms']['p95'])} | {fmt(r['total_s']['median'], 2)} | "
+                         f"{fmt(r['disk_mib_per_s']['median'])} | {r['journal_ok']} of {r['journal_checks']} |")
+    lines += ["", "vmshift's total time over VirtualDomain's: "
+              + ", ".join(f"{k} **{fmt(st[k]['total_s_ratio'], 3)}**" for k in STORAGE_KINDS) + "."]
     vd_moves = [r for m in rep["migrations"] if m["agent"] == "virtualdomain" for r in m["runs_detail"]]
     gone = sum(1 for r in vd_moves if r["state_from"] == "undefined")
     lines += [
@@ -924,6 +1062,8 @@ REQUIRED = [
     "agent_rss_kib.vmshift", "migrations", "targets",
     "wire_limited.raw_tcp_mib_per_s", "wire_limited.vmshift.throughput_ratio",
     "wire_limited.vmshift.copy_ratio",
+    *(f"storage.{k}.{a}.{f}" for k in STORAGE_KINDS for a in AGENTS
+      for f in ("converged", "journal_ok", "journal_checks")),
 ]
 NUMERIC = {"host.nproc", "host.memory_mib", "monitor_ms_median.vmshift", "monitor_ms_median.virtualdomain",
            "monitor_ratio", "downtime_within_max_fraction.vmshift", "raw_tcp_mib_per_s",
@@ -1004,6 +1144,7 @@ def run(cfg, mode):
         wire = {a: phase_migrations(a, 0, cfg) for a in AGENTS}
     wire_raw = statistics.median(wire_tcp)
     heavy = {a: phase_heavy(a, cfg["heavy_timeout_s"]) for a in AGENTS}
+    storage = {k: {a: phase_storage(a, k, cfg) for a in AGENTS} for k in STORAGE_KINDS}
 
     vm_runs = vmshift_runs(migrations, heavy)
     dts = [r["downtime_ms"] for r in vm_runs if "downtime_ms" in r]
@@ -1049,6 +1190,9 @@ def run(cfg, mode):
             **{a: {**wire[a], **ratios(wire[a], wire_raw)} for a in AGENTS}},
         "heavy_dirty": {"guest": HEAVY, "cap_mib_per_s": HEAVY["cap_mib_per_s"],
                         "timeout_s": cfg["heavy_timeout_s"], **heavy},
+        "storage": {"bulk_mib_per_s": STORAGE_BULK_MBS,
+                    **{k: {**storage[k], "virtualdomain_params": STORAGE_KINDS[k]["virtualdomain"],
+                           "total_s_ratio": ratio_of(storage[k], "total_s")} for k in STORAGE_KINDS}},
         "agent_rss_kib_by_action": {"vmshift": {
             **rss, "migrate_to": max(r["maxrss_kib"] for r in vm_runs if r.get("maxrss_kib"))}},
     }

@@ -87,7 +87,7 @@ VC_PIN_CPU=${VC_PIN_CPU-0}
 VC_DC_DEADTIME=${VC_DC_DEADTIME:-2s}
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 
-USAGE="usage: $0 up | down [--purge] | status | exec a|b CMD... | xml NAME [acpi=0|1] [dirty_mb=N] [rate_mbs=N] [mem_mb=N] [disk=none|shared|local] [disk_mbs=N] | disk NAME [a|b] | serial a|b NAME | log a|b | libvirtd-pid a|b | register | leftovers"
+USAGE="usage: $0 up | down [--purge] | status | exec a|b CMD... | xml NAME [acpi=0|1] [dirty_mb=N] [rate_mbs=N] [mem_mb=N] [disk=none|shared|local] [disk_mb=N] [disk_mbs=N] | disk NAME [a|b] | serial a|b NAME | log a|b | libvirtd-pid a|b | register | leftovers"
 
 ip_bc() { [ "$1" = a ] && echo 10.253.0.1 || echo 10.253.0.2; }
 ip_mn() { [ "$1" = a ] && echo 10.253.1.1 || echo 10.253.1.2; }

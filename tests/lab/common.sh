@@ -136,12 +136,16 @@ domain_xml() {
 EOF
 }
 
-# shared_disk NAME: the loop device of NAME's shared disk (a 4 MiB file in
+# The size of a disk image cmd_xml creates (disk_mb=N; an existing image
+# keeps its size).
+DISK_MB=4
+
+# shared_disk NAME: the loop device of NAME's shared disk (a DISK_MB file in
 # the state dir, attached once; disks_down detaches it).
 shared_disk() {
 	local img=$L/disks/$1.img dev
 	mkdir -p "$L/disks"
-	[ -e "$img" ] || truncate -s 4M "$img"
+	[ -e "$img" ] || truncate -s "${DISK_MB}M" "$img"
 	dev=$(losetup -j "$img" | cut -d: -f1 | head -1)
 	[ -n "$dev" ] || dev=$(losetup -f --show "$img") || die "losetup $img"
 	echo "$dev"
@@ -158,7 +162,7 @@ local_disk() {
 	path=$(local_path "$1")
 	for n in "${NODES[@]}"; do
 		mkdir -p "$L/$n/fs/var/lib/libvirt/images"
-		[ -e "$L/$n/fs$path" ] || truncate -s 4M "$L/$n/fs$path"
+		[ -e "$L/$n/fs$path" ] || truncate -s "${DISK_MB}M" "$L/$n/fs$path"
 	done
 	echo "$path"
 }
@@ -202,7 +206,7 @@ storage_up() {
 	done
 }
 
-# nbd_disk NAME: "HOST PORT" of an NBD export of NAME's disk (a 4 MiB file
+# nbd_disk NAME: "HOST PORT" of an NBD export of NAME's disk (a DISK_MB file
 # in the state dir) that qemu-nbd serves in the storage namespace, started
 # once (its pid in NAME.nbd.pid; disks_down stops it). --shared: the source
 # and the target QEMU are both connected during a move; --cache=none: an
@@ -212,7 +216,7 @@ nbd_disk() {
 	[ -n "${NS:-}" ] || die "network disks need the project lab's storage namespace (lab.sh)"
 	port=$((10809 + $(printf '%s' "$1" | cksum | cut -d' ' -f1) % 1000))
 	mkdir -p "$L/disks"
-	[ -e "$img" ] || truncate -s 4M "$img"
+	[ -e "$img" ] || truncate -s "${DISK_MB}M" "$img"
 	storage_up >&2
 	if ! { [ -s "$pid" ] && kill -0 "$(cat "$pid")" 2>/dev/null; }; then
 		ip netns exec "$NS-st" qemu-nbd --fork --pid-file="$pid" --persistent --shared=8 \
@@ -254,11 +258,12 @@ cmd_xml() {
 		rate_mbs=[0-9]*) rate=${a#*=} ;;
 		mem_mb=[0-9]*) mem=${a#*=} ;;
 		disk_mbs=[0-9]*) disk_mbs=${a#*=} ;;
+		disk_mb=[0-9]*) DISK_MB=${a#*=} ;;
 		disk=none | disk=shared | disk=local | disk=nbd) disk=${a#*=} ;;
 		*) usage ;;
 		esac
 	done
-	for a in "$dirty" "$rate" "$mem" "$disk_mbs"; do [[ "$a" =~ ^[0-9]+$ ]] || usage; done
+	for a in "$dirty" "$rate" "$mem" "$disk_mbs" "$DISK_MB"; do [[ "$a" =~ ^[0-9]+$ ]] || usage; done
 	case "$disk" in
 	shared) dev=block:$(shared_disk "$name") ;;
 	local) dev=file:$(local_disk "$name") ;;
