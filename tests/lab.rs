@@ -1182,12 +1182,12 @@ fn a_disk_copy_that_cannot_catch_up_is_aborted_and_the_source_keeps_every_write(
     assert_eq!(assert_runs_once(&g), "a");
     assert_no_job("a", &g.name);
     // The target's incoming domain is gone, and it never was defined there.
-    let until = Instant::now() + Duration::from_secs(10);
-    while virsh("b", &["domstate", &g.name]).is_ok() && Instant::now() < until {
-        sleep(Duration::from_millis(250));
-    }
     assert!(
-        virsh("b", &["domstate", &g.name]).is_err(),
+        wait_until(Duration::from_secs(10), || virsh(
+            "b",
+            &["domstate", &g.name]
+        )
+        .is_err()),
         "left on node-b: {}",
         domstate("b", &g.name)
     );

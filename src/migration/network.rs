@@ -448,12 +448,12 @@ fn qemu_port(net: &dyn Net, sa: SocketAddr, deadline: Instant) -> Result<String,
 mod tests {
     use super::*;
     use crate::ocf::budget::NETWORK_STEP;
+    use std::collections::HashMap;
 
     /// A migrate_to budget whose network steps get all of NETWORK_STEP.
     fn budget() -> Budget {
         Budget::new(Duration::from_secs(60))
     }
-    use std::collections::HashMap;
 
     /// Names, routes, local addresses and peers from tables.
     #[derive(Default)]

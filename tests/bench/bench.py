@@ -537,7 +537,6 @@ def phase_storage(agent, kind, cfg):
     spec = STORAGE_KINDS[kind]
     log(f"phase storage: {agent}, {kind} disk, guest writing {STORAGE_BULK_MBS} MiB/s, "
         f"{cfg['runs']} moves")
-    clean_guest()
     lab("xml", VM, *spec["knobs"])  # creates the images before the guest starts
     if kind == "copy":
         fill_disk("a")

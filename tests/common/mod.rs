@@ -251,21 +251,19 @@ impl Console for Guest {
     }
 }
 
-/// Polls `found` every 250 ms until it gives a value, for at most `within`;
-/// past that the test fails with `missing()`.
+/// [`wait_until`] `found` gives a value, and that value; past `within` the
+/// test fails with `missing()`.
 fn poll_for<T>(
     within: Duration,
     missing: impl Fn() -> String,
     mut found: impl FnMut() -> Option<T>,
 ) -> T {
-    let until = Instant::now() + within;
-    loop {
-        if let Some(v) = found() {
-            return v;
-        }
-        assert!(Instant::now() < until, "{}", missing());
-        sleep(Duration::from_millis(250));
-    }
+    let mut value = None;
+    wait_until(within, || {
+        value = found();
+        value.is_some()
+    });
+    value.unwrap_or_else(|| panic!("{}", missing()))
 }
 
 /// What a lab guest prints on its serial console on each node

@@ -121,12 +121,13 @@ def main(argv):
         if live and slots and slot == (top + 1) % slots:
             continue
         problems.append(why)
-    bulk = [b for b in range(SLOTS, blocks) if data[b * REC : b * REC + 8] == BULK]
-    if not live:
-        for b in range(SLOTS, blocks):
-            why = bulk_damage(b, data[b * REC : (b + 1) * REC])
-            if why:
-                problems.append(why)
+    bulk = 0
+    for b in range(SLOTS, blocks):
+        rec = data[b * REC : (b + 1) * REC]
+        bulk += rec[:8] == BULK
+        why = None if live else bulk_damage(b, rec)
+        if why:
+            problems.append(why)
     if acked and top < max(acked):
         problems.append(f"gen {gen}: newest seq on disk {top} < last acknowledged {max(acked)}")
     lost = [s for s in sorted(acked) if slots and not (mine.get(s % slots, -1) >= s and (mine[s % slots] - s) % slots == 0)]
@@ -134,7 +135,7 @@ def main(argv):
         problems.append(f"gen {gen}: {len(lost)} acknowledged writes missing, first seq {lost[0]}")
     summary = (f"journal gen={gen}: {len(acked)} writes acknowledged (last {max(acked, default=0)}), "
                f"newest on disk {top}, {len(records)} valid slots of {min(SLOTS, blocks)}"
-               + (f", {len(bulk)} bulk blocks" if bulk else ""))
+               + (f", {bulk} bulk blocks" if bulk else ""))
     if problems:
         print(f"{summary}; LOST OR DAMAGED: " + "; ".join(problems[:5]))
         return 1
