@@ -40,8 +40,11 @@
 #     anything else on the machine (an installed vmshift package, the project
 #     lab's crm_resource test); a host vmshift/server is shadowed in the nodes.
 #     `down` removes it with the nodes and the state dir.
+#   * on the first network disk (`xml NAME disk=nbd`): a storage netns vc-st
+#     whose qemu-nbd serves it at 10.253.12.254 over a link to each node
+#     (storage_up and nbd_disk in common.sh), as a storage network would.
 #   Nothing is written to the real /etc, /var, /run or /usr (except the netns
-#   entries /run/netns/vc-a|vc-b).
+#   entries /run/netns/vc-a|vc-b|vc-st).
 #
 # GUEST  `xml NAME` prints a domain XML for the project lab's guest
 #   (tests/lab/guest-init.c: TCG, 128 MiB, dirties 32 MiB at 20 MiB/s, prints
@@ -59,7 +62,9 @@
 #   status                rc 1 unless everything is up
 #   exec a|b CMD...       run CMD "on" a node (nsenter -n -m -u into its holder):
 #                         crm_mon, crm_resource, cibadmin, virsh -c qemu:///system
-#   xml NAME [acpi=0|1] [dirty_mb=N] [rate_mbs=N] [mem_mb=N]
+#   xml NAME [acpi=0|1] [dirty_mb=N] [rate_mbs=N] [mem_mb=N] [disk=none|shared|local|nbd] [disk_mb=N] [disk_mbs=N]
+#                         the knobs of the project lab's `xml` (tests/lab/lab.sh)
+#   disk NAME [a|b]       host path of NAME's disk image (the node's own for a local disk)
 #   serial a|b NAME       host path of NAME's serial log on that node
 #   log a|b               host path of that node's pacemaker.log
 #   libvirtd-pid a|b      that node's libvirtd pid
@@ -87,7 +92,7 @@ VC_PIN_CPU=${VC_PIN_CPU-0}
 VC_DC_DEADTIME=${VC_DC_DEADTIME:-2s}
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 
-USAGE="usage: $0 up | down [--purge] | status | exec a|b CMD... | xml NAME [acpi=0|1] [dirty_mb=N] [rate_mbs=N] [mem_mb=N] [disk=none|shared|local] [disk_mb=N] [disk_mbs=N] | disk NAME [a|b] | serial a|b NAME | log a|b | libvirtd-pid a|b | register | leftovers"
+USAGE="usage: $0 up | down [--purge] | status | exec a|b CMD... | xml NAME [acpi=0|1] [dirty_mb=N] [rate_mbs=N] [mem_mb=N] [disk=none|shared|local|nbd] [disk_mb=N] [disk_mbs=N] | disk NAME [a|b] | serial a|b NAME | log a|b | libvirtd-pid a|b | register | leftovers"
 
 ip_bc() { [ "$1" = a ] && echo 10.253.0.1 || echo 10.253.0.2; }
 ip_mn() { [ "$1" = a ] && echo 10.253.1.1 || echo 10.253.1.2; }
@@ -131,6 +136,8 @@ daemon_pid() { # node daemon -> pid if alive
 # ---------------------------------------------------------------- guest image
 GUEST_UUID_NS=vmshift-cluster
 GUEST_DEB_FROM=$LAB_DL
+NS=vc      # common.sh's prefix of the nodes' netns (vc-a, vc-b) and the storage netns vc-st
+NET=10.253 # common.sh's storage links: $NET.12-14 (see storage_up)
 # shellcheck source=../lab/common.sh
 . "$ROOT/tests/lab/common.sh"
 
@@ -498,7 +505,7 @@ cmd_status() {
 # anything of the lab left on the machine (after down): rc 1 if so
 cmd_leftovers() {
 	local out=() p c
-	for p in vc-a vc-b; do has_netns "$p" && out+=("netns $p"); done
+	for p in vc-a vc-b vc-st; do has_netns "$p" && out+=("netns $p"); done
 	c=$(ip -br link 2>/dev/null | awk '$1 ~ /^vc-/{print $1}' | xargs)
 	[ -z "$c" ] || out+=("links: $c")
 	c=$(awk '$3 ~ /^vc-/ || $5 ~ /vmshift-cluster/ {print $5}' /proc/self/mountinfo | xargs)
@@ -506,7 +513,7 @@ cmd_leftovers() {
 	for p in /proc/[0-9]*; do
 		c=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
 		case "$c" in
-		*"cluster.sh _node_init"* | *vc-libvirtd.pid* | *vmshift-cluster/bin/vmshift*) out+=("process ${p#/proc/}: $c") ;;
+		*"cluster.sh _node_init"* | *vc-libvirtd.pid* | *vmshift-cluster/bin/vmshift* | *vmshift-cluster/disks/*) out+=("process ${p#/proc/}: $c") ;;
 		esac
 	done
 	[ ! -e "$L" ] || out+=("state dir $L")

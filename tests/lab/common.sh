@@ -11,7 +11,7 @@
 # (make_ssh, install_ssh, sshd_start).
 #
 # The sourcing script sets: C (its cache dir), L (its state dir), NODES,
-# INIT_SRC (guest-init.c),
+# NS and NET (its netns prefix and address prefix), INIT_SRC (guest-init.c),
 # GUEST_VER (bump to force a rebuild), GUEST_UUID_NS (domain UUIDs are derived
 # from it and the name, so the same name has the same UUID on both nodes),
 # optionally GUEST_DEB_FROM (another lab's download dir to copy the kernel
@@ -186,7 +186,8 @@ cmd_disk() {
 # (qemu-nbd) at one address both nodes reach, $NET.12.254 (st_addr), over a link of
 # its own to each node ($NET.13.0/24 to a, $NET.14.0/24 to b), as an NBD or
 # iSCSI server on a storage network would. Each node's link is $NS-<n>-st.
-# The project lab's (lab.sh) alone: the cluster lab has no network disks yet.
+# NS and NET are each lab's: vs<id> and 10.251 (lab.sh), vc and 10.253
+# (cluster.sh).
 st_addr() { echo "$NET.12.254"; }
 storage_up() {
 	local n i=13
@@ -213,7 +214,6 @@ storage_up() {
 # acknowledged write is on the image, not in the server's page cache.
 nbd_disk() {
 	local img=$L/disks/$1.img pid=$L/disks/$1.nbd.pid port
-	[ -n "${NS:-}" ] || die "network disks need the project lab's storage namespace (lab.sh)"
 	port=$((10809 + $(printf '%s' "$1" | cksum | cut -d' ' -f1) % 1000))
 	mkdir -p "$L/disks"
 	[ -e "$img" ] || truncate -s "${DISK_MB}M" "$img"
@@ -235,8 +235,7 @@ disks_down() {
 		[ -s "$pid" ] || continue
 		kill "$(cat "$pid")" 2>/dev/null || true
 	done
-	# Only the project lab (lab.sh sets NS) has a storage namespace.
-	[ -z "${NS:-}" ] || [ ! -e "/run/netns/$NS-st" ] || ip netns del "$NS-st" || true
+	[ ! -e "/run/netns/$NS-st" ] || ip netns del "$NS-st" || true
 	for img in "$L"/disks/*.img; do
 		[ -e "$img" ] || continue
 		for dev in $(losetup -j "$img" | cut -d: -f1); do losetup -d "$dev" || true; done
