@@ -10,9 +10,12 @@
 //! with Pacemaker: exit codes, parameters, budget, meta-data), [`libvirt`]
 //! (the real backend, the only module that names `virt`), [`uri`] (host
 //! names and libvirt URIs), [`hypervisor`] (the traits and their types),
-//! [`storage`] (a domain's disks: which a move copies, which it refuses).
+//! [`storage`] (a domain's disks: which a move copies, which it refuses),
+//! [`bounded`] (a blocking call on a worker thread, waited for until an
+//! instant).
 
 pub mod actions;
+pub(crate) mod bounded;
 pub mod cli;
 pub(crate) mod cluster;
 pub(crate) mod error;

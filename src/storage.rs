@@ -15,8 +15,9 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crate::bounded::on_worker;
 use crate::ocf::{short, short_text, Storage};
 
 /// Where a disk's data comes from (`<disk type=...>`).
@@ -216,18 +217,14 @@ pub fn plan(
 /// the look took too long (then libvirt's own start says what is wrong).
 pub fn first_missing(disks: &[Disk], budget: Duration) -> Option<Disk> {
     let disks = disks.to_vec();
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    std::thread::Builder::new()
-        .name("disks".into())
-        .spawn(move || {
-            let missing = disks.into_iter().find(|d| match &d.source {
-                Source::File(p) | Source::Block(p) => !p.exists(),
-                Source::Network(..) | Source::Volume(_) => false,
-            });
-            let _ = tx.send(missing);
+    on_worker("disks", Instant::now() + budget, move || {
+        disks.into_iter().find(|d| match &d.source {
+            Source::File(p) | Source::Block(p) => !p.exists(),
+            Source::Network(..) | Source::Volume(_) => false,
         })
-        .ok()?;
-    rx.recv_timeout(budget).ok().flatten()
+    })
+    .ok()
+    .flatten()
 }
 
 /// [`plan`] for the disks of a domain XML, on this node's filesystems.

@@ -21,8 +21,8 @@ use crate::hypervisor::{
     Status,
 };
 use crate::migration::converge::{Decision, Ladder, Step};
-use crate::migration::network::{self, Choice, Net};
-use crate::migration::{bandwidth, copy_time, request};
+use crate::migration::network::{Choice, Net};
+use crate::migration::{bandwidth, choose_network, request, CopyEstimate};
 use crate::ocf::{Budget, OcfRc, Outcome, Params};
 use crate::storage;
 
@@ -180,13 +180,7 @@ pub fn migrate_to(
     if !copy_disks.is_empty() {
         check_copy_fits(local, name, &xml, &copy_disks, p.migration_speed, abort_at)?;
     }
-    let choice = network::choose(
-        net,
-        target,
-        &p.migration_network_suffix,
-        p.migration_transport,
-        deadline,
-    );
+    let choice = choose_network(net, p, target, deadline);
     info!("migration network: {choice}");
     let mut req = request(p, target, &choice, copy_disks);
     // The downtime limit is a QEMU migration parameter that holds for the
@@ -217,24 +211,26 @@ pub fn migrate_to(
         }
         let now = Instant::now();
         if now >= abort_at {
-            // libvirt refuses to abort a post-copy, and the guest already
-            // runs on the target: the copy can only be seen through.
-            if in_postcopy(local, name, Postcopy::Outgoing) {
-                match see_postcopy_through(name, target, &migration, t0, deadline) {
-                    Some(r) => break r,
-                    None => return Ok(postcopy_unfinished(local, name, target, t0)),
-                }
-            }
             let end = Ended {
                 name,
                 target,
                 t0,
                 disks_behind,
+                migration: &migration,
+                deadline,
             };
-            match abort(local, name, target, &migration, t0, deadline) {
+            // libvirt refuses to abort a post-copy, and the guest already
+            // runs on the target: the copy can only be seen through.
+            if in_postcopy(local, name, Postcopy::Outgoing) {
+                match see_postcopy_through(&end) {
+                    Some(r) => break r,
+                    None => return Ok(postcopy_unfinished(local, name, target, t0)),
+                }
+            }
+            match abort(local, &end) {
                 // It completed while being aborted: a migration that worked.
                 Some(Ok(())) => break Ok(()),
-                ended => return timed_out(local, peer, &end, ended, deadline),
+                ended => return timed_out(local, peer, &end, ended),
             }
         }
         // Sampled every poll: the policy needs to see every iteration.
@@ -301,9 +297,9 @@ fn check_copy_fits(
             .disk_allocation(name, d)
             .map_err(hv_err("get the disk size of", name))?;
     }
-    let bytes = disk_bytes + storage::memory_bytes(xml).unwrap_or(0);
+    let CopyEstimate { bytes, time } = CopyEstimate::new(xml, disk_bytes, mib_s);
     let left = abort_at.saturating_duration_since(Instant::now());
-    match copy_time(bytes, mib_s) {
+    match time {
         Some(need) if need > left => Err(Error::CopyTooLong {
             mib: bytes >> 20,
             mib_s,
@@ -604,14 +600,15 @@ fn failed(
 
 /// The deadline is near: abort the job and wait for libvirt to give up.
 /// Returns the migration's result, if it ended before the deadline.
-fn abort(
-    local: &dyn Hypervisor,
-    name: &str,
-    target: &str,
-    migration: &Migration,
-    t0: Instant,
-    deadline: &Budget,
-) -> Option<Result<(), hypervisor::Error>> {
+fn abort(local: &dyn Hypervisor, end: &Ended) -> Option<Result<(), hypervisor::Error>> {
+    let &Ended {
+        name,
+        target,
+        t0,
+        migration,
+        deadline,
+        ..
+    } = end;
     let progress = local.job(name).ok().flatten();
     warn!(
         "migration of {name} to {target} not done after {:.1?} ({}); aborting it before the deadline",
@@ -627,18 +624,14 @@ fn abort(
 /// The abort point came during post-copy: waits for the last pages until
 /// just before the deadline (the copy's progress is read once more after).
 /// Returns the migration's result, if it ended by then.
-fn see_postcopy_through(
-    name: &str,
-    target: &str,
-    migration: &Migration,
-    t0: Instant,
-    deadline: &Budget,
-) -> Option<Result<(), hypervisor::Error>> {
+fn see_postcopy_through(end: &Ended) -> Option<Result<(), hypervisor::Error>> {
+    let target = end.target;
     warn!(
-        "migration of {name} to {target} is in post-copy after {:.1?}: the guest runs on {target} and the copy cannot be aborted; waiting for the pages still here",
-        t0.elapsed()
+        "migration of {} to {target} is in post-copy after {:.1?}: the guest runs on {target} and the copy cannot be aborted; waiting for the pages still here",
+        end.name,
+        end.t0.elapsed()
     );
-    migration.wait_until(deadline.earlier_by(POLL * 4))
+    end.migration.wait_until(end.deadline.earlier_by(POLL * 4))
 }
 
 /// The deadline came during post-copy. The guest runs on the target, so
@@ -731,13 +724,14 @@ fn timed_out(
     peer: &dyn Hypervisor,
     end: &Ended,
     ended: Option<Result<(), hypervisor::Error>>,
-    deadline: &Budget,
 ) -> Result<Outcome, Error> {
     let &Ended {
         name,
         target,
         t0,
         disks_behind,
+        deadline,
+        ..
     } = end;
     let here = wait_state(local, name, deadline.at(), |s| s == DomainState::Running).ok();
     // No state before the deadline: the QEMU process still tells.
@@ -778,13 +772,16 @@ fn timed_out(
     })
 }
 
-/// The migration a deadline cut off, as `timed_out` reports it.
+/// The migration a deadline cut off, as `abort`, `see_postcopy_through`
+/// and `timed_out` report it.
 struct Ended<'a> {
     name: &'a str,
     target: &'a str,
     t0: Instant,
     /// The last sample still had the disks copied and the RAM waiting.
     disks_behind: bool,
+    migration: &'a Migration,
+    deadline: &'a Budget,
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@ use std::io::Write;
 
 use crate::error::{chain, Error};
 use crate::hypervisor::{mib, Hypervisor};
-use crate::migration::network::{self, Net};
-use crate::migration::{bandwidth, copy_time, request};
+use crate::migration::network::Net;
+use crate::migration::{bandwidth, choose_network, request, CopyEstimate};
 use crate::ocf::{Budget, OcfRc, Outcome, Params};
 use crate::storage;
 
@@ -18,13 +18,7 @@ pub fn plan_migration(
     target: &str,
     deadline: &Budget,
 ) -> Result<Outcome, Error> {
-    let choice = network::choose(
-        net,
-        target,
-        &p.migration_network_suffix,
-        p.migration_transport,
-        deadline,
-    );
+    let choice = choose_network(net, p, target, deadline);
     let mut out = format!(
         "migration of {} to {target}\n  candidate: {}\n  addresses: {}\n",
         p.name,
@@ -64,11 +58,11 @@ pub fn plan_migration(
                 if disks.is_empty() {
                     out.push_str("  disks: none\n");
                 }
-                let mut copy_bytes = storage::memory_bytes(&xml).unwrap_or(0);
+                let mut disk_bytes = 0;
                 for (line, d) in storage::describe(&disks).iter().zip(&disks) {
                     let size = match local.disk_allocation(&p.name, &d.target) {
                         Ok(b) => {
-                            copy_bytes += if d.copy { b } else { 0 };
+                            disk_bytes += if d.copy { b } else { 0 };
                             format!("{:.1} MiB allocated", mib(b))
                         }
                         Err(e) => format!("size unknown: {}", chain(&e)),
@@ -77,10 +71,11 @@ pub fn plan_migration(
                 }
                 copy_disks = storage::copied(&disks);
                 if !copy_disks.is_empty() {
+                    let copy = CopyEstimate::new(&xml, disk_bytes, p.migration_speed);
                     out.push_str(&format!(
                         "  storage copy: {:.1} MiB with the RAM, {}\n",
-                        mib(copy_bytes),
-                        match copy_time(copy_bytes, p.migration_speed) {
+                        mib(copy.bytes),
+                        match copy.time {
                             Some(t) => format!("about {t:.1?} at {} MiB/s", p.migration_speed),
                             None => "time not estimated (no migration_speed)".to_owned(),
                         }

@@ -1,8 +1,8 @@
 //! The libvirt wrapper: the only module that touches the `virt` crate, and
 //! the place where its sharp edges are handled.
 //!
-//! * Every libvirt call runs on a worker thread and is waited for only until
-//!   the action's deadline. A libvirtd that is SIGSTOPped or stuck accepts
+//! * Every libvirt call runs on a worker thread ([`crate::bounded`]) and is
+//!   waited for only until the action's deadline. A libvirtd that is SIGSTOPped or stuck accepts
 //!   the socket connection and then never answers; the RPC client would
 //!   block forever, and Pacemaker would kill the agent and fence the node
 //!   (resource-agents#546, #385). After one call times out, later calls fail
@@ -18,7 +18,6 @@
 //! * libvirt.so.0 is loaded by the first connection, not at exec
 //!   ([`load`]); monitor asks libvirtd without it ([`rpc`]).
 
-mod bounded;
 mod load;
 pub mod qemu_proc;
 pub mod rpc;
@@ -35,6 +34,7 @@ use virt::sys;
 
 use state::{observed, UNDEFINED};
 
+use crate::bounded::on_worker;
 use crate::hypervisor::{
     Error as HvError, ErrorKind, Hypervisor, JobProgress, Migration, MigrationRequest, Observe,
     Qemu, Status,
@@ -343,7 +343,7 @@ impl Libvirt {
         let until = self
             .call_budget
             .map_or(self.deadline, |b| (now + b).min(self.deadline));
-        let r = bounded::on_worker(what, until, f).unwrap_or(Err(Error::Timeout { what }));
+        let r = on_worker(what, until, f).unwrap_or(Err(Error::Timeout { what }));
         if matches!(r, Err(Error::Timeout { .. })) {
             self.hung.set(true);
         }

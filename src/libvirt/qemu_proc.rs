@@ -12,7 +12,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::bounded::on_worker;
+use crate::bounded::on_worker;
 use crate::hypervisor::Qemu;
 
 /// How long the process table may take to read: a few hundred small files
@@ -39,7 +39,9 @@ pub fn find(uri: &str, name: &str, budget: Duration) -> Qemu {
     let name = name.to_owned();
     match on_worker("proc", Instant::now() + budget, move || {
         find_now(&dir, &name)
-    }) {
+    })
+    .ok()
+    {
         Some(Some(pid)) => Qemu::Alive(pid),
         Some(None) => Qemu::Gone,
         None => Qemu::Unreadable(format!(
@@ -55,7 +57,7 @@ pub fn kill(name: &str, pid: u32, until: Instant) -> Result<(), String> {
     let name = name.to_owned();
     let budget = until.saturating_duration_since(Instant::now());
     on_worker("kill", until, move || kill_now(&name, pid, until))
-        .unwrap_or_else(|| Err(format!("QEMU pid {pid} could not be killed in {budget:?}")))
+        .unwrap_or_else(|_| Err(format!("QEMU pid {pid} could not be killed in {budget:?}")))
 }
 
 fn find_now(dir: &Path, name: &str) -> Option<u32> {

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use virt::sys;
 
-use super::bounded::on_worker;
 use super::qemu_proc;
 use super::state::{observed, UNDEFINED};
+use crate::bounded::on_worker;
 use crate::hypervisor::{Error as HvError, ErrorKind, Observe, Qemu, Status};
 
 /// The only URI asked directly: the local privileged QEMU driver, the
@@ -351,7 +351,8 @@ impl Observe for Rpc {
                 Some(dom) => c.state(&dom).map(Some).map_err(step("get state")),
                 None => Ok(None),
             }
-        });
+        })
+        .ok();
         match got {
             Some(Ok(Some((state, reason)))) => Ok(observed(state, reason)),
             Some(Ok(None)) => Ok(UNDEFINED),

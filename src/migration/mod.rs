@@ -7,10 +7,25 @@ pub mod converge;
 pub mod netif;
 pub mod network;
 
+use std::time::Duration;
+
 use crate::hypervisor::MigrationRequest;
-use crate::ocf::{Params, Transport};
+use crate::ocf::{Budget, Params, Transport};
 use crate::peer::peer_uri;
-use network::Choice;
+use crate::storage;
+use network::{Choice, Net};
+
+/// The network a move to `target` takes, from the parameters (the `.mn`
+/// suffix, the transport) within the action's budget.
+pub fn choose_network(net: &dyn Net, p: &Params, target: &str, budget: &Budget) -> Choice {
+    network::choose(
+        net,
+        target,
+        &p.migration_network_suffix,
+        p.migration_transport,
+        budget,
+    )
+}
 
 /// The migration libvirt is asked for, before any convergence step.
 pub fn request(
@@ -34,12 +49,24 @@ pub fn request(
     }
 }
 
-/// How long copying `bytes` takes at `mib_s` (the disks a storage
-/// migration mirrors and the RAM, each sent at least once over the same
-/// capped link). None without a cap: nothing to estimate from before the
-/// copy runs.
-pub fn copy_time(bytes: u64, mib_s: u64) -> Option<std::time::Duration> {
-    (mib_s > 0).then(|| std::time::Duration::from_secs_f64(bytes as f64 / (mib_s << 20) as f64))
+/// What a storage migration sends over the capped link: the disks it
+/// mirrors and the RAM, each at least once.
+pub struct CopyEstimate {
+    /// The copied disks' allocated bytes and the guest's RAM.
+    pub bytes: u64,
+    /// The time `bytes` take at `migration_speed`; None without a cap:
+    /// nothing to estimate from before the copy runs.
+    pub time: Option<Duration>,
+}
+
+impl CopyEstimate {
+    pub fn new(xml: &str, disk_bytes: u64, mib_s: u64) -> CopyEstimate {
+        let bytes = disk_bytes + storage::memory_bytes(xml).unwrap_or(0);
+        CopyEstimate {
+            bytes,
+            time: (mib_s > 0).then(|| Duration::from_secs_f64(bytes as f64 / (mib_s << 20) as f64)),
+        }
+    }
 }
 
 /// `migration_speed` for people: 0 is libvirt's "no cap".

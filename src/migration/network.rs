@@ -18,9 +18,9 @@
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::bounded::{on_worker, Unanswered};
 use crate::ocf::{Budget, Transport};
 
 /// The last port of the range the target's libvirtd gives QEMU's incoming
@@ -126,16 +126,13 @@ impl Net for SystemNet {
     fn resolve(&self, host: &str, timeout: Duration) -> Result<Vec<IpAddr>, Error> {
         // getaddrinfo blocks for as long as the resolver likes; it runs on
         // a thread that is abandoned when `timeout` passes.
-        let (tx, rx) = mpsc::sync_channel(1);
         let name = host.to_owned();
-        std::thread::Builder::new()
-            .name("resolve".into())
-            .spawn(move || {
-                let r = (name.as_str(), 0).to_socket_addrs();
-                let _ = tx.send(r.map(|it| it.map(|sa| sa.ip()).collect::<Vec<_>>()));
-            })
-            .map_err(Error::Thread)?;
-        match rx.recv_timeout(timeout) {
+        let lookup = on_worker("resolve", Instant::now() + timeout, move || {
+            (name.as_str(), 0)
+                .to_socket_addrs()
+                .map(|it| it.map(|sa| sa.ip()).collect::<Vec<_>>())
+        });
+        match lookup {
             Ok(Ok(mut addrs)) => {
                 addrs.dedup();
                 if addrs.is_empty() {
@@ -145,7 +142,8 @@ impl Net for SystemNet {
                 }
             }
             Ok(Err(e)) => Err(Error::Lookup(e)),
-            Err(_) => Err(Error::LookupTimeout(timeout)),
+            Err(Unanswered::NoThread(e)) => Err(Error::Thread(e)),
+            Err(Unanswered::Late) => Err(Error::LookupTimeout(timeout)),
         }
     }
 

@@ -2,9 +2,10 @@
 //! and nobody else may write, within a time budget, and passed on only
 //! when its root element is `<domain>`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::params::{ConfigProblem, ParamError, Params, MAX_CONFIG_BYTES};
+use crate::bounded::{on_worker, Unanswered};
 
 impl Params {
     /// The domain XML from `config`, read now within `budget` (a file on a
@@ -17,36 +18,28 @@ impl Params {
     pub fn read_config(&self, budget: Duration) -> Option<Result<String, ParamError>> {
         self.config.as_ref().map(|path| {
             let owned = path.clone();
-            let (tx, rx) = std::sync::mpsc::sync_channel(1);
-            let spawned = std::thread::Builder::new()
-                .name("config".into())
-                .spawn(move || {
-                    let _ = tx.send(read_config_file(&owned));
-                });
             let refused = |why| ParamError::ConfigRefused {
                 path: path.clone(),
                 why,
             };
-            match spawned {
-                Err(e) => Err(ParamError::ConfigUnreadable {
-                    path: path.clone(),
-                    source: e,
-                }),
-                Ok(_) => match rx.recv_timeout(budget) {
-                    Ok(Ok(xml)) => match domain_doc(&xml) {
-                        Ok(_) => Ok(xml),
-                        Err(why) => Err(ParamError::ConfigNotDomain {
-                            path: path.clone(),
-                            why,
-                        }),
-                    },
-                    Ok(Err(ReadError::Io(source))) => Err(ParamError::ConfigUnreadable {
+            match on_worker("config", Instant::now() + budget, move || {
+                read_config_file(&owned)
+            }) {
+                Ok(Ok(xml)) => match domain_doc(&xml) {
+                    Ok(_) => Ok(xml),
+                    Err(why) => Err(ParamError::ConfigNotDomain {
+                        path: path.clone(),
+                        why,
+                    }),
+                },
+                Ok(Err(ReadError::Io(source))) | Err(Unanswered::NoThread(source)) => {
+                    Err(ParamError::ConfigUnreadable {
                         path: path.clone(),
                         source,
-                    }),
-                    Ok(Err(ReadError::Refused(why))) => Err(refused(why)),
-                    Err(_) => Err(refused(ConfigProblem::Slow(budget))),
-                },
+                    })
+                }
+                Ok(Err(ReadError::Refused(why))) => Err(refused(why)),
+                Err(Unanswered::Late) => Err(refused(ConfigProblem::Slow(budget))),
             }
         })
     }
