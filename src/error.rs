@@ -139,6 +139,14 @@ pub enum Error {
         target: String,
         here: String,
     },
+    #[error("{}: {} {}; not moved", short(.node), short_text(.what), short_text(.why))]
+    TargetNotReady {
+        node: String,
+        what: String,
+        why: String,
+    },
+    #[error("this node: {} {}", short_text(.what), short_text(.why))]
+    NodeNotReady { what: String, why: String },
     #[error("domain {} did not arrive from {}: {state} here after {waited:.1?}", short(.name), short(.from))]
     NotArrived {
         name: String,
@@ -181,8 +189,9 @@ impl Error {
                 OcfRc::ErrInstalled
             }
             Error::BadConfig { .. } => OcfRc::ErrConfigured,
-            // A disk this node lacks: the server may start on another one.
-            Error::DiskMissing { .. } => OcfRc::ErrInstalled,
+            // A disk, network, bridge, pool, emulator or the memory this
+            // node lacks: the server may start on another one.
+            Error::DiskMissing { .. } | Error::NodeNotReady { .. } => OcfRc::ErrInstalled,
             // Everything else is soft: Pacemaker may recover in place or
             // move; none of it proves the configuration wrong everywhere
             // (a disk layout the move refuses is 1, not 6: the same
@@ -209,6 +218,7 @@ impl Error {
             | Error::MigrationFailed { .. }
             | Error::MigrationTimedOut { .. }
             | Error::DiskCopyBehind { .. }
+            | Error::TargetNotReady { .. }
             | Error::NotArrived { .. } => OcfRc::ErrGeneric,
         }
     }
@@ -277,6 +287,8 @@ mod tests {
             Error::DiskMissing { .. } => 24,
             Error::CopyTooLong { .. } => 25,
             Error::DiskCopyBehind { .. } => 26,
+            Error::TargetNotReady { .. } => 27,
+            Error::NodeNotReady { .. } => 28,
         }
     }
 
@@ -446,6 +458,15 @@ mod tests {
                 state,
                 waited,
             },
+            Error::TargetNotReady {
+                node: node.clone(),
+                what: format!("emulator {}", path.display()),
+                why: format!("cannot run here: {}", "x".repeat(300)),
+            },
+            Error::NodeNotReady {
+                what: format!("network {name}"),
+                why: "is inactive; see start_resources".into(),
+            },
         ];
         // Every parameter error, from the parser itself: each parameter
         // given a long hostile value, every name libvirt refuses, and the
@@ -527,7 +548,7 @@ mod tests {
         seen.dedup();
         assert_eq!(
             seen,
-            (0..=26).collect::<Vec<_>>(),
+            (0..=28).collect::<Vec<_>>(),
             "a variant has no worst case"
         );
         let mut params = std::collections::BTreeSet::new();

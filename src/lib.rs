@@ -10,6 +10,7 @@
 //! with Pacemaker: exit codes, parameters, budget, meta-data), [`libvirt`]
 //! (the real backend, the only module that names `virt`), [`uri`] (host
 //! names and libvirt URIs), [`hypervisor`] (the traits and their types),
+//! [`preflight`] (what a node must have before a server runs there),
 //! [`storage`] (a domain's disks: which a move copies, which it refuses),
 //! [`bounded`] (a blocking call on a worker thread, waited for until an
 //! instant).
@@ -25,6 +26,7 @@ pub(crate) mod logging;
 pub mod migration;
 pub mod ocf;
 pub mod peer;
+pub(crate) mod preflight;
 pub(crate) mod storage;
 pub mod uri;
 

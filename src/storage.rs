@@ -56,7 +56,10 @@ pub struct Disk {
 }
 
 /// The first child element of `n` named `tag`.
-fn child<'a, 'i>(n: roxmltree::Node<'a, 'i>, tag: &str) -> Option<roxmltree::Node<'a, 'i>> {
+pub(crate) fn child<'a, 'i>(
+    n: roxmltree::Node<'a, 'i>,
+    tag: &str,
+) -> Option<roxmltree::Node<'a, 'i>> {
     n.children().find(|c| c.has_tag_name(tag))
 }
 

@@ -1059,7 +1059,7 @@ fn many_dead_mn_addresses_cost_one_budget() {
         lab(&["exec", "a", "cat", "/etc/host.conf"]).replace('\n', " ")
     ));
     let t = std::time::Instant::now();
-    let plan = plan_migration("a", &g.name, "node-b");
+    let plan = plan_migration("a", &g.name, "node-b", true);
     let planned = t.elapsed();
     for a in &addrs {
         let connect = format!("TCP connect {a}:16509");
@@ -1117,7 +1117,7 @@ fn mn_resolving_to_the_source_itself_or_mapped_loopback_is_refused() {
         ("fe80::1", "link-local"),
     ] {
         let _hosts = NodeFile::hosts("a", "node-b.mn", Some(addr));
-        let plan = plan_migration("a", "f-ownaddr", "node-b");
+        let plan = plan_migration("a", "f-ownaddr", "node-b", true);
         let decision = plan_decision(&plan);
         assert!(
             decision.contains(why) && decision.contains("falling back to node-b"),

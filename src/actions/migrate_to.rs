@@ -24,6 +24,7 @@ use crate::migration::converge::{Decision, Ladder, Step};
 use crate::migration::network::{Choice, Net};
 use crate::migration::{bandwidth, choose_network, request, CopyEstimate};
 use crate::ocf::{Budget, OcfRc, Outcome, Params};
+use crate::preflight::{self, Needs};
 use crate::storage;
 
 /// How often the migration's result is waited for between checks.
@@ -179,6 +180,28 @@ pub fn migrate_to(
     let copy_disks = storage::copied(&disks);
     if !copy_disks.is_empty() {
         check_copy_fits(local, name, &xml, &copy_disks, p.migration_speed, abort_at)?;
+    }
+    // What the target lacks is refused as well before the guest is
+    // touched: libvirt finds a missing network or emulator only as it
+    // starts the target's QEMU, a short memory perhaps never.
+    let checks = preflight::checks(
+        peer,
+        &Needs::of(&xml)?,
+        p.start_resources,
+        Some((name, &storage::disks(&xml)?)),
+    );
+    for c in &checks {
+        match &c.result {
+            Ok(found) => info!("{target}: {}: {found} ({:.1?})", c.what, c.took),
+            Err(why) => warn!("{target}: {} {why} ({:.1?})", c.what, c.took),
+        }
+    }
+    if let Some((what, why)) = preflight::first_failure(&checks) {
+        return Err(Error::TargetNotReady {
+            node: target.into(),
+            what,
+            why,
+        });
     }
     let choice = choose_network(net, p, target, deadline);
     info!("migration network: {choice}");
@@ -788,6 +811,7 @@ struct Ended<'a> {
 mod tests {
     use super::*;
     use crate::hypervisor::fake::{timeout, Fake};
+    use crate::hypervisor::{Presence, Resource};
     use crate::migration::network::Error as NetError;
 
     /// No migration network: every move falls back to the base name.
@@ -905,6 +929,44 @@ mod tests {
             "{e}"
         );
         assert!(local.calls().is_empty(), "{:?}", local.calls());
+    }
+
+    #[test]
+    fn a_target_without_the_servers_network_is_refused_before_the_move() {
+        let (local, mut peer) = source();
+        *local.xml.borrow_mut() = "<domain><name>vm1</name><devices>\
+            <interface type='network'><source network='lan'/></interface></devices></domain>"
+            .into();
+        let e = move_with(&local, &peer, &[], 20).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "node-b: network lan is not defined; not moved"
+        );
+        assert_eq!(e.rc(), OcfRc::ErrGeneric);
+        assert!(local.calls().is_empty(), "{:?}", local.calls());
+        // Defined but inactive: refused, or started with start_resources.
+        *peer.resources.borrow_mut() = vec![(Resource::Network, "lan".into(), Presence::Inactive)];
+        let e = move_with(&local, &peer, &[], 20).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "node-b: network lan is inactive; see start_resources; not moved"
+        );
+        *local.migrations.borrow_mut() = vec![Some(Ok(()))];
+        let start = [("OCF_RESKEY_start_resources", "true")];
+        assert_eq!(
+            move_with(&local, &peer, &start, 20).unwrap().rc,
+            OcfRc::Success
+        );
+        assert_eq!(peer.calls(), ["activate network lan"]);
+        assert_eq!(local.calls(), ["downtime 300", "migrate"]);
+        // Another domain of the same name there: libvirt would refuse it.
+        peer.definition = Some("<domain><name>vm1</name><uuid>other</uuid></domain>".into());
+        let e = move_with(&local, &peer, &[], 20).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("node-b: the definition of vm1 has another UUID"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -118,14 +118,10 @@ pub fn run(action: Action, env: &Env) -> Outcome {
             migrate_from::migrate_from(&hv, &p, source, &deadline)
         }),
         Action::PlanMigration => Params::from_env(env).map_err(Error::from).and_then(|p| {
+            let target = peer::migration_target(env)?;
             let hv = Libvirt::new(&p.hypervisor, deadline.at()).per_call(deadline.preflight());
-            plan_migration::plan_migration(
-                &hv,
-                &SystemNet,
-                &p,
-                peer::migration_target(env)?,
-                &deadline,
-            )
+            let peer = peer_libvirt(&p, target, &deadline);
+            plan_migration::plan_migration(&hv, &peer, &SystemNet, &p, target, &deadline)
         }),
     };
     result.unwrap_or_else(Outcome::from)

@@ -7,12 +7,15 @@ use crate::hypervisor::{mib, Hypervisor};
 use crate::migration::network::Net;
 use crate::migration::{bandwidth, choose_network, request, CopyEstimate};
 use crate::ocf::{Budget, OcfRc, Outcome, Params};
+use crate::preflight::{self, Check, Needs};
 use crate::storage;
 
 /// plan-migration: prints what migrate_to would do, and changes nothing.
-/// A disk layout migrate_to would refuse is printed, and is the result.
+/// A disk layout migrate_to would refuse, or a target that lacks what the
+/// server needs, is printed, and is the result.
 pub fn plan_migration(
     local: &dyn Hypervisor,
+    peer: &dyn Hypervisor,
     net: &dyn Net,
     p: &Params,
     target: &str,
@@ -35,14 +38,7 @@ pub fn plan_migration(
         }
     );
     for c in &choice.checks {
-        let (ok, text) = match &c.result {
-            Ok(t) => ("ok", t),
-            Err(t) => ("FAILED", t),
-        };
-        out.push_str(&format!(
-            "  check: {:<32} {ok}: {text} ({:.1?})\n",
-            c.what, c.took
-        ));
+        push_check(&mut out, "check", c);
     }
     // The disks as migrate_to decides them: what is copied, what is taken
     // as shared, or the refusal migrate_to would give.
@@ -69,6 +65,20 @@ pub fn plan_migration(
                     };
                     out.push_str(&format!("  disk: {line}, {size}\n"));
                 }
+                // What migrate_to asks the target, never starting anything.
+                if let (Ok(needs), Ok(all)) = (Needs::of(&xml), storage::disks(&xml)) {
+                    let checks = preflight::checks(peer, &needs, false, Some((&p.name, &all)));
+                    for c in &checks {
+                        push_check(&mut out, "target", c);
+                    }
+                    refused = preflight::first_failure(&checks).map(|(what, why)| {
+                        Error::TargetNotReady {
+                            node: target.into(),
+                            what,
+                            why,
+                        }
+                    });
+                }
                 copy_disks = storage::copied(&disks);
                 if !copy_disks.is_empty() {
                     let copy = CopyEstimate::new(&xml, disk_bytes, p.migration_speed);
@@ -84,7 +94,7 @@ pub fn plan_migration(
             }
             Err(e) => {
                 out.push_str(&format!("  disks: REFUSED: {e}\n"));
-                refused = Some(e);
+                refused = Some(e.into());
             }
         },
     }
@@ -116,10 +126,22 @@ pub fn plan_migration(
     }
     let _ = std::io::stdout().lock().write_all(out.as_bytes());
     if let Some(e) = refused {
-        return Err(e.into());
+        return Err(e);
     }
     Ok(Outcome::new(
         OcfRc::Success,
         format!("planned (nothing changed): {choice}"),
     ))
+}
+
+/// `  check: connect 10.251.11.2:22 ... ok: ... (1.2ms)`
+fn push_check(out: &mut String, label: &str, c: &Check) {
+    let (ok, text) = match &c.result {
+        Ok(t) => ("ok", t),
+        Err(t) => ("FAILED", t),
+    };
+    out.push_str(&format!(
+        "  {label}: {:<32} {ok}: {text} ({:.1?})\n",
+        c.what, c.took
+    ));
 }

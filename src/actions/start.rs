@@ -10,6 +10,7 @@ use crate::hypervisor::wait::{ensure_no_autostart, wait_state};
 use crate::hypervisor::{DomainState, ErrorKind, Hypervisor};
 use crate::ocf::{config, Budget, OcfRc, Outcome, Params};
 use crate::peer::Peer;
+use crate::preflight::{self, Needs};
 use crate::storage;
 
 /// Refuses to boot a server that runs on the peer: two copies of one
@@ -56,6 +57,26 @@ fn check_disks<H: Hypervisor>(hv: &H, name: &str, deadline: &Budget) -> Result<(
             disk: d.target,
             path: d.source.to_string(),
         }),
+        None => Ok(()),
+    }
+}
+
+/// What the domain needs from this node (its networks, bridges and pools,
+/// an emulator for its machine, memory for its RAM), checked before the
+/// boot: missing, it is this node's problem (5), said by name instead of
+/// QEMU's error. An inactive network or pool is started with
+/// `start_resources`. A domain XML that cannot be read leaves the
+/// question to libvirt's start.
+fn check_node<H: Hypervisor>(hv: &H, name: &str, start_resources: bool) -> Result<(), Error> {
+    let Some(needs) = hv.xml(name).ok().and_then(|xml| Needs::of(&xml).ok()) else {
+        return Ok(());
+    };
+    let checks = preflight::checks(hv, &needs, start_resources, None);
+    for c in &checks {
+        debug!("this node: {}: {:?} ({:.1?})", c.what, c.result, c.took);
+    }
+    match preflight::first_failure(&checks) {
+        Some((what, why)) => Err(Error::NodeNotReady { what, why }),
         None => Ok(()),
     }
 }
@@ -152,6 +173,7 @@ pub fn start<H: Hypervisor>(
     }
     check_peer(peer, name)?;
     check_disks(hv, name, deadline)?;
+    check_node(hv, name, p.start_resources)?;
     let t0 = Instant::now();
     boot(hv, name, deadline)?;
     let state = wait_state(hv, name, deadline.at(), |s| s == DomainState::Running)
@@ -173,6 +195,7 @@ pub fn start<H: Hypervisor>(
 mod tests {
     use super::*;
     use crate::hypervisor::fake::Fake;
+    use crate::hypervisor::{Presence, Resource};
 
     #[test]
     fn start_defines_from_config_and_turns_autostart_off() {
@@ -193,6 +216,46 @@ mod tests {
         assert_eq!(out.rc, OcfRc::Success);
         assert_eq!(f.calls(), ["define", "autostart off", "start"]);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_start_on_a_node_without_what_the_server_needs_is_5_and_boots_nothing() {
+        let f = Fake::new(&[DomainState::Shutoff]);
+        *f.xml.borrow_mut() = "<domain type='qemu'><name>vm1</name><devices>\
+            <interface type='bridge'><source bridge='br0'/></interface>\
+            <interface type='network'><source network='lan'/></interface></devices></domain>"
+            .into();
+        let unknown = Peer::Unknown("test".into());
+        let run = |f: &Fake, extra: &[(&str, &str)]| {
+            start(
+                f,
+                &unknown,
+                &Params::vm1(extra),
+                &Budget::new(Duration::from_secs(20)),
+            )
+        };
+        let e = run(&f, &[]).unwrap_err();
+        assert_eq!(e.to_string(), "this node: bridge br0 is missing");
+        assert_eq!(e.rc(), OcfRc::ErrInstalled);
+        // The bridge up, the network inactive: started only when asked.
+        *f.resources.borrow_mut() = vec![
+            (Resource::Bridge, "br0".into(), Presence::Active),
+            (Resource::Network, "lan".into(), Presence::Inactive),
+        ];
+        let e = run(&f, &[]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "this node: network lan is inactive; see start_resources"
+        );
+        assert!(!f.calls().contains(&"start".to_owned()), "{:?}", f.calls());
+        let out = run(&f, &[("OCF_RESKEY_start_resources", "true")]).unwrap();
+        assert_eq!(out.rc, OcfRc::Success);
+        assert!(
+            f.calls()
+                .ends_with(&["activate network lan".into(), "start".into()]),
+            "{:?}",
+            f.calls()
+        );
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::cell::{Cell, RefCell};
 use std::sync::mpsc;
 
 use super::{
-    DomainState, Error, ErrorKind, Hypervisor, JobProgress, Migration, MigrationRequest, Observe,
-    Postcopy, Qemu, Status,
+    DomainState, Error, ErrorKind, Hypervisor, JobProgress, Machine, Migration, MigrationRequest,
+    Observe, Postcopy, Presence, Qemu, Resource, Status,
 };
 
 /// A scripted hypervisor: `states` are returned in order (the last one
@@ -47,6 +47,14 @@ pub struct Fake {
     /// (and every migration past the list) leaves it running until an
     /// abort ends it.
     pub migrations: RefCell<Vec<Option<Result<(), ()>>>>,
+    /// The node's networks, bridges and pools; any other is missing.
+    pub resources: RefCell<Vec<(Resource, String, Presence)>>,
+    /// What the node's emulator lacks (None: it runs any machine).
+    pub unsupported: Option<String>,
+    /// Memory a new guest can have here.
+    pub memory_bytes: u64,
+    /// The node's persistent definition of the domain.
+    pub definition: Option<String>,
     running: RefCell<Vec<mpsc::SyncSender<Result<(), Error>>>>,
 }
 
@@ -69,6 +77,10 @@ impl Fake {
             xml: RefCell::new("<domain type='qemu'><name>vm1</name><devices/></domain>".into()),
             postcopy: RefCell::new(vec![None]),
             migrations: RefCell::default(),
+            resources: RefCell::default(),
+            unsupported: None,
+            memory_bytes: 8 << 30,
+            definition: None,
             running: RefCell::default(),
         }
     }
@@ -210,6 +222,36 @@ impl Hypervisor for Fake {
         self.pid.set(None);
         self.set(DomainState::Shutoff);
         Ok(())
+    }
+    fn definition(&self, _: &str) -> Result<Option<String>, Error> {
+        Ok(self.definition.clone())
+    }
+    fn presence(&self, what: Resource, name: &str) -> Result<Presence, Error> {
+        let known = self.resources.borrow();
+        Ok(known
+            .iter()
+            .find(|(w, n, _)| *w == what && n == name)
+            .map_or(Presence::Missing, |r| r.2))
+    }
+    fn activate(&self, what: Resource, name: &str) -> Result<(), Error> {
+        self.calls
+            .borrow_mut()
+            .push(format!("activate {what} {name}"));
+        for r in self.resources.borrow_mut().iter_mut() {
+            if r.0 == what && r.1 == name {
+                r.2 = Presence::Active;
+            }
+        }
+        Ok(())
+    }
+    fn supports(&self, _: &Machine) -> Result<(), Error> {
+        match &self.unsupported {
+            Some(why) => Err(Error::new(ErrorKind::Other, why.clone())),
+            None => Ok(()),
+        }
+    }
+    fn available_memory(&self) -> Result<u64, Error> {
+        Ok(self.memory_bytes)
     }
 }
 

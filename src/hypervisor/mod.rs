@@ -288,6 +288,47 @@ pub enum Qemu {
     Unreadable(String),
 }
 
+/// A host resource a domain's XML names, which the node it runs on must
+/// have: a libvirt network (`<interface type='network'>`), a bridge
+/// (`<interface type='bridge'>`, a host interface) or a storage pool (a
+/// `<disk type='volume'>`'s pool).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    Network,
+    Bridge,
+    Pool,
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Resource::Network => "network",
+            Resource::Bridge => "bridge",
+            Resource::Pool => "storage pool",
+        })
+    }
+}
+
+/// Whether a node has a [`Resource`], and whether it is usable now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    Active,
+    /// Defined but not started; for a bridge, present without carrier.
+    Inactive,
+    Missing,
+}
+
+/// The emulator a domain asks for: `<emulator>`, and `<os><type arch=
+/// machine=>` under `<domain type=>`. What is not set libvirt chooses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Machine {
+    pub emulator: Option<String>,
+    pub arch: Option<String>,
+    pub machine: Option<String>,
+    /// `kvm` or `qemu` (TCG).
+    pub virt_type: Option<String>,
+}
+
 /// The questions monitor asks: answered by the libvirt backend's RPC client without
 /// loading libvirt.so, and by every [`Hypervisor`]. Every call is bounded
 /// by the action's deadline: an implementation fails with [`ErrorKind::Timeout`]
@@ -348,4 +389,18 @@ pub trait Hypervisor: Observe {
     /// then SIGKILL), if it is still that domain's; Ok once it is gone,
     /// bounded by the deadline.
     fn kill_qemu(&self, name: &str, pid: u32) -> Result<(), Error>;
+    /// The domain's persistent definition (not the running one); None when
+    /// this node has none.
+    fn definition(&self, name: &str) -> Result<Option<String>, Error>;
+    /// Whether this node has the network, bridge or pool, and whether it is
+    /// active.
+    fn presence(&self, what: Resource, name: &str) -> Result<Presence, Error>;
+    /// Starts an inactive network or pool (a bridge is the host's: Err).
+    fn activate(&self, what: Resource, name: &str) -> Result<(), Error>;
+    /// Ok when this node's libvirt can run `machine` (its domain
+    /// capabilities); the error says what it lacks.
+    fn supports(&self, machine: &Machine) -> Result<(), Error>;
+    /// Bytes of memory a new guest can have here: free, and what the
+    /// kernel can reclaim (buffers and page cache).
+    fn available_memory(&self) -> Result<u64, Error>;
 }

@@ -21,8 +21,8 @@ use std::sync::OnceLock;
 
 use virt::connect::Connect;
 use virt::sys::{
-    virConnectPtr, virDomainBlockInfoPtr, virDomainPtr, virErrorFunc, virErrorPtr,
-    virTypedParameterPtr,
+    virConnectPtr, virDomainBlockInfoPtr, virDomainPtr, virErrorFunc, virErrorPtr, virInterfacePtr,
+    virNetworkPtr, virNodeMemoryStatsPtr, virStoragePoolPtr, virTypedParameterPtr,
 };
 
 /// The library's SONAME: the ABI libvirt has kept since 0.x.
@@ -110,6 +110,14 @@ macro_rules! libvirt_api {
 // it from libvirt.so.0 again, which tests/cli.rs catches.
 libvirt_api! {
     fn virConnectClose(conn: virConnectPtr) -> c_int;
+    fn virConnectGetDomainCapabilities(
+        conn: virConnectPtr,
+        emulatorbin: *const c_char,
+        arch: *const c_char,
+        machine: *const c_char,
+        virttype: *const c_char,
+        flags: c_uint
+    ) -> *mut c_char;
     fn virConnectOpen(name: *const c_char) -> virConnectPtr;
     fn virDomainAbortJob(dom: virDomainPtr) -> c_int;
     fn virDomainCreate(domain: virDomainPtr) -> c_int;
@@ -155,7 +163,25 @@ libvirt_api! {
     fn virDomainSetAutostart(domain: virDomainPtr, autostart: c_int) -> c_int;
     fn virDomainShutdown(domain: virDomainPtr) -> c_int;
     fn virGetLastError() -> virErrorPtr;
+    fn virInterfaceFree(iface: virInterfacePtr) -> c_int;
+    fn virInterfaceIsActive(iface: virInterfacePtr) -> c_int;
+    fn virInterfaceLookupByName(conn: virConnectPtr, name: *const c_char) -> virInterfacePtr;
+    fn virNetworkCreate(network: virNetworkPtr) -> c_int;
+    fn virNetworkFree(network: virNetworkPtr) -> c_int;
+    fn virNetworkIsActive(net: virNetworkPtr) -> c_int;
+    fn virNetworkLookupByName(conn: virConnectPtr, name: *const c_char) -> virNetworkPtr;
+    fn virNodeGetMemoryStats(
+        conn: virConnectPtr,
+        cellNum: c_int,
+        params: virNodeMemoryStatsPtr,
+        nparams: *mut c_int,
+        flags: c_uint
+    ) -> c_int;
     fn virSetErrorFunc(user_data: *mut c_void, handler: virErrorFunc);
+    fn virStoragePoolCreate(pool: virStoragePoolPtr, flags: c_uint) -> c_int;
+    fn virStoragePoolFree(pool: virStoragePoolPtr) -> c_int;
+    fn virStoragePoolIsActive(pool: virStoragePoolPtr) -> c_int;
+    fn virStoragePoolLookupByName(conn: virConnectPtr, name: *const c_char) -> virStoragePoolPtr;
     fn virTypedParamsFree(params: virTypedParameterPtr, nparams: c_int);
     fn virTypedParamsGetInt(
         params: virTypedParameterPtr,

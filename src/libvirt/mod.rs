@@ -36,8 +36,8 @@ use state::{observed, UNDEFINED};
 
 use crate::bounded::on_worker;
 use crate::hypervisor::{
-    Error as HvError, ErrorKind, Hypervisor, JobProgress, Migration, MigrationRequest, Observe,
-    Qemu, Status,
+    Error as HvError, ErrorKind, Hypervisor, JobProgress, Machine, Migration, MigrationRequest,
+    Observe, Presence, Qemu, Resource, Status,
 };
 
 /// libvirt's own error, shown by its message alone: virt's Display adds
@@ -367,6 +367,19 @@ impl Libvirt {
         Ok(Arc::clone(self.conn.get_or_init(|| conn)))
     }
 
+    /// One bounded call with the connection, as the traits see its error.
+    fn on_conn<T, F>(&self, what: &'static str, f: F) -> Result<T, HvError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connect) -> Result<T, virt::error::Error> + Send + 'static,
+    {
+        let conn = self.connection().map_err(HvError::from)?;
+        self.bounded(what, move || {
+            f(&conn).map_err(|source| call_error(what, source))
+        })
+        .map_err(HvError::from)
+    }
+
     /// [`Libvirt::with_domain`], as the traits see its error.
     fn call<T, F>(&self, what: &'static str, name: &str, f: F) -> Result<T, HvError>
     where
@@ -432,17 +445,10 @@ impl Observe for Libvirt {
 
 impl Hypervisor for Libvirt {
     fn define(&self, xml: &str) -> Result<String, HvError> {
-        let conn = self.connection().map_err(HvError::from)?;
         let xml = xml.to_owned();
-        self.bounded("define", move || {
-            conn.define_domain_xml(&xml)
-                .and_then(|d| d.name())
-                .map_err(|source| Error::Call {
-                    what: "define",
-                    source: source.into(),
-                })
+        self.on_conn("define", move |c| {
+            c.define_domain_xml(&xml).and_then(|d| d.name())
         })
-        .map_err(HvError::from)
     }
 
     fn xml(&self, name: &str) -> Result<String, HvError> {
@@ -560,6 +566,132 @@ impl Hypervisor for Libvirt {
     fn kill_qemu(&self, name: &str, pid: u32) -> Result<(), HvError> {
         qemu_proc::kill(name, pid, self.deadline).map_err(|e| HvError::new(ErrorKind::Other, e))
     }
+
+    fn definition(&self, name: &str) -> Result<Option<String>, HvError> {
+        let got = self.with_domain("get the definition of", name, |d| {
+            d.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)
+        });
+        match got {
+            Ok(xml) => Ok(Some(xml)),
+            Err(Error::Call { source, .. }) if source.0.code().is(ErrorNumber::NoDomain) => {
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn presence(&self, what: Resource, name: &str) -> Result<Presence, HvError> {
+        let name = name.to_owned();
+        let active = self.on_conn("look up a resource", move |c| {
+            let missing = match what {
+                Resource::Network => ErrorNumber::NoNetwork,
+                Resource::Bridge => ErrorNumber::NoInterface,
+                Resource::Pool => ErrorNumber::NoStoragePool,
+            };
+            let active = match what {
+                Resource::Network => c.lookup_network_by_name(&name).and_then(|n| n.is_active()),
+                Resource::Bridge => c
+                    .lookup_interface_by_name(&name)
+                    .and_then(|i| i.is_active()),
+                Resource::Pool => pool(c, &name).and_then(|p| p.is_active()),
+            };
+            match active {
+                Err(e) if e.code().is(missing) => Ok(None),
+                other => other.map(Some),
+            }
+        })?;
+        Ok(match active {
+            Some(true) => Presence::Active,
+            Some(false) => Presence::Inactive,
+            None => Presence::Missing,
+        })
+    }
+
+    fn activate(&self, what: Resource, name: &str) -> Result<(), HvError> {
+        let name = name.to_owned();
+        match what {
+            Resource::Network => self.on_conn("start a network", move |c| {
+                c.lookup_network_by_name(&name).and_then(|n| n.create())
+            }),
+            Resource::Pool => self.on_conn("start a storage pool", move |c| {
+                pool(c, &name).and_then(|p| p.create(0))
+            }),
+            Resource::Bridge => Err(HvError::new(
+                ErrorKind::Other,
+                "a bridge is the host's to bring up, not libvirt's",
+            )),
+        }
+    }
+
+    fn supports(&self, m: &Machine) -> Result<(), HvError> {
+        let m = m.clone();
+        self.on_conn("get the domain capabilities", move |c| {
+            c.domain_capabilities(
+                m.emulator.as_deref(),
+                m.arch.as_deref(),
+                m.machine.as_deref(),
+                m.virt_type.as_deref(),
+                0,
+            )
+            .map(drop)
+        })
+    }
+
+    fn available_memory(&self) -> Result<u64, HvError> {
+        self.on_conn("get the node's memory", |c| {
+            let kib = node_memory_kib(c)?;
+            let get = |f: &str| kib.iter().find(|(n, _)| n == f).map_or(0, |&(_, v)| v);
+            Ok((get("free") + get("buffers") + get("cached")) << 10)
+        })
+    }
+}
+
+/// A storage pool by name (virt 0.5 has no wrapper for the lookup). A
+/// name with a NUL in it (no XML can carry one) names no pool.
+fn pool(c: &Connect, name: &str) -> Result<virt::storage_pool::StoragePool, virt::error::Error> {
+    let name = std::ffi::CString::new(name).unwrap_or_default();
+    // SAFETY: `c` is a live connection and `name` a NUL-terminated string,
+    // both outliving the call; libvirt returns a new reference, or null
+    // with its last error set.
+    let ptr = unsafe { sys::virStoragePoolLookupByName(c.as_ptr(), name.as_ptr()) };
+    if ptr.is_null() {
+        return Err(virt::error::Error::last_error());
+    }
+    // SAFETY: a non-null pointer libvirt just returned, whose reference
+    // the wrapper takes over (and frees when dropped).
+    Ok(unsafe { virt::storage_pool::StoragePool::from_ptr(ptr) })
+}
+
+/// virNodeGetMemoryStats for all cells, as (field, KiB) pairs: "total",
+/// "free", "buffers", "cached" on Linux (virt 0.5 has no wrapper).
+fn node_memory_kib(c: &Connect) -> Result<Vec<(String, u64)>, virt::error::Error> {
+    let cells = sys::VIR_NODE_MEMORY_STATS_ALL_CELLS;
+    let mut n: std::os::raw::c_int = 0;
+    // SAFETY: a null array with nparams 0 asks for the number of fields,
+    // written to `n` (libvirt's documented two-call pattern).
+    status(unsafe {
+        sys::virNodeGetMemoryStats(c.as_ptr(), cells, std::ptr::null_mut(), &mut n, 0)
+    })?;
+    let empty = sys::virNodeMemoryStats {
+        field: [0; 80],
+        value: 0,
+    };
+    let mut stats = vec![empty; usize::try_from(n).unwrap_or(0)];
+    // SAFETY: `stats` holds `n` entries, as libvirt was told; it writes at
+    // most that many and sets `n` to the number written.
+    status(unsafe {
+        sys::virNodeGetMemoryStats(c.as_ptr(), cells, stats.as_mut_ptr(), &mut n, 0)
+    })?;
+    stats.truncate(usize::try_from(n).unwrap_or(0));
+    Ok(stats
+        .iter()
+        .map(|s| {
+            // SAFETY: libvirt NUL-terminates each field name within its
+            // 80 bytes (VIR_NODE_MEMORY_STATS_FIELD_LENGTH).
+            let field = unsafe { std::ffi::CStr::from_ptr(s.field.as_ptr()) };
+            (field.to_string_lossy().into_owned(), s.value)
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -611,6 +743,24 @@ mod tests {
         lv.destroy("test").unwrap();
         assert_eq!(lv.state("test").unwrap(), DomainState::Shutoff);
         assert_eq!(lv.qemu("test"), Qemu::Unseen);
+    }
+
+    #[test]
+    fn test_driver_resources() {
+        let lv = Libvirt::new("test:///default", Instant::now() + Duration::from_secs(5));
+        let at = |what, name| lv.presence(what, name).unwrap();
+        assert_eq!(at(Resource::Network, "default"), Presence::Active);
+        assert_eq!(at(Resource::Pool, "default-pool"), Presence::Active);
+        assert_eq!(at(Resource::Bridge, "eth1"), Presence::Active);
+        for what in [Resource::Network, Resource::Pool, Resource::Bridge] {
+            assert_eq!(at(what, "nope"), Presence::Missing, "{what}");
+        }
+        assert_eq!(lv.definition("nope").unwrap(), None);
+        assert!(lv
+            .definition("test")
+            .unwrap()
+            .unwrap()
+            .contains("<name>test</name>"));
     }
 
     #[test]

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::bounded::{on_worker, Unanswered};
 use crate::ocf::{Budget, Transport};
+use crate::preflight::Check;
 
 /// The last port of the range the target's libvirtd gives QEMU's incoming
 /// migration: libvirt's default `migration_port_max` (qemu.conf; the range
@@ -173,14 +174,6 @@ impl Net for SystemNet {
             .map(drop)
             .map_err(|e| Error::Connect(addr, e))
     }
-}
-
-/// One step of the check, for the dry run and the log.
-#[derive(Debug)]
-pub struct Check {
-    pub what: String,
-    pub result: Result<String, String>,
-    pub took: Duration,
 }
 
 /// Where the RAM copy goes, and why.

@@ -147,6 +147,8 @@ pub struct Params {
     /// TCP connections for the RAM copy; 1 is a single stream.
     pub migration_parallel: u32,
     pub migration_storage: Storage,
+    /// Start an inactive network or pool the server needs.
+    pub start_resources: bool,
     pub force_stop: bool,
     /// The other node, when given; otherwise asked from Pacemaker.
     pub peer: Option<String>,
@@ -166,7 +168,7 @@ const MAX_BANDWIDTH_MIB_S: u64 = (i64::MAX as u64) / (1024 * 1024);
 const MAX_DOWNTIME_MS: u64 = 2_000_000;
 
 /// Parameter names in meta-data order; the CLI mirrors them as flags.
-pub const PARAM_NAMES: [&str; 14] = [
+pub const PARAM_NAMES: [&str; 15] = [
     "name",
     "hypervisor",
     "config",
@@ -179,6 +181,7 @@ pub const PARAM_NAMES: [&str; 14] = [
     "migration_postcopy",
     "migration_parallel",
     "migration_storage",
+    "start_resources",
     "force_stop",
     "peer",
 ];
@@ -313,6 +316,7 @@ impl Params {
             migration_postcopy: false,
             migration_parallel: 1,
             migration_storage: Storage::Auto,
+            start_resources: false,
             force_stop: false,
             peer: None,
         }
@@ -322,7 +326,7 @@ impl Params {
 /// One parser per optional parameter, in meta-data order (a parameter may
 /// rely on the ones before it: the downtime ceiling on the start).
 type Parser = fn(&mut Params, &str) -> Result<(), ParamError>;
-const PARSERS: [(&str, Parser); 13] = [
+const PARSERS: [(&str, Parser); 14] = [
     ("hypervisor", hypervisor),
     ("config", config),
     ("migration_network_suffix", migration_network_suffix),
@@ -334,6 +338,7 @@ const PARSERS: [(&str, Parser); 13] = [
     ("migration_postcopy", migration_postcopy),
     ("migration_parallel", migration_parallel),
     ("migration_storage", migration_storage),
+    ("start_resources", start_resources),
     ("force_stop", force_stop),
     ("peer", peer),
 ];
@@ -449,6 +454,11 @@ fn migration_parallel(p: &mut Params, v: &str) -> Result<(), ParamError> {
         "1 to 64 connections (more only cost threads)",
     )?;
     p.migration_parallel = u32::try_from(n).unwrap_or(1);
+    Ok(())
+}
+
+fn start_resources(p: &mut Params, v: &str) -> Result<(), ParamError> {
+    p.start_resources = parse_bool("start_resources", v)?;
     Ok(())
 }
 

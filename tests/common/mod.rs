@@ -477,8 +477,9 @@ pub fn wait_until(within: Duration, mut done: impl FnMut() -> bool) -> bool {
 }
 
 /// `plan-migration` of domain `name` to `target`, run on a node over the
-/// tcp transport; it must succeed. Returns its stdout.
-pub fn plan_migration(node: &str, name: &str, target: &str) -> String {
+/// tcp transport; it must succeed (`ok`) or be refused (exit 1). Returns
+/// its stdout.
+pub fn plan_migration(node: &str, name: &str, target: &str, ok: bool) -> String {
     let o = Command::new("bash")
         .arg(lab_script())
         .args(["exec", node, BIN, "plan-migration", "--name", name])
@@ -486,8 +487,9 @@ pub fn plan_migration(node: &str, name: &str, target: &str) -> String {
         .output()
         .expect("run plan-migration");
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(
-        o.status.success(),
+    assert_eq!(
+        o.status.code(),
+        Some(if ok { 0 } else { 1 }),
         "plan-migration: {out}{}",
         String::from_utf8_lossy(&o.stderr)
     );
