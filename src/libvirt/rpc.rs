@@ -11,6 +11,24 @@
 //! every monitor interval. Everything else the agent does goes through the
 //! `virt` crate; so does this question when the URI is not the local system
 //! driver, or when libvirtd asks for SASL, which only libvirt.so speaks.
+//!
+//! The invariants this hand-written client relies on, each checked where
+//! it is used:
+//! * It only ever speaks to the local system driver's read-write UNIX
+//!   socket, as root: no TLS, no SASL (refused, handed to libvirt.so), no
+//!   remote host; `qemu:///system` is the only URI it opens.
+//! * One question per connection, calls strictly one after another: a
+//!   reply is the next message with this program, REPLY type, the call's
+//!   serial and procedure; anything else (an event, a keepalive) is
+//!   skipped, never answered.
+//! * A message's length is read before its body and must lie between the
+//!   28-byte header and [`MAX_REPLY`]: a confused or hostile peer cannot
+//!   make it allocate more.
+//! * Every read is bounded from outside: the question runs on a worker
+//!   ([`crate::bounded`]) waited for until the monitor's budget, and is
+//!   abandoned, never joined, when libvirtd does not answer.
+//! * XDR strings and arrays are read with their declared length against
+//!   what is left of the message (no read past its end).
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
