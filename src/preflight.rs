@@ -35,6 +35,9 @@ pub struct Needs {
     pub machine: Machine,
     /// The guest's RAM (`<memory>`).
     pub memory: Option<u64>,
+    /// Its writable disks, which a definition on a migration target must
+    /// have too.
+    pub disks: Vec<storage::Disk>,
 }
 
 impl Needs {
@@ -85,21 +88,22 @@ impl Needs {
                 virt_type: dom.attribute("type").map(str::to_owned),
             },
             memory: storage::memory_bytes(xml),
+            disks: storage::disks(xml)?,
         })
     }
 }
 
 /// The checks of a node for a domain with `needs`. `activate`: start an
 /// inactive network or pool there (`start_resources`; never in a dry run).
-/// `same_domain`: on a migration target, the domain's name, UUID and
-/// disks, which a definition there must match (libvirt refuses an
+/// `same_domain`: on a migration target, the domain's name: a definition
+/// there must have the same UUID and disks (libvirt refuses an
 /// incoming domain whose UUID differs, and a failover would boot the
 /// other disks).
 pub fn checks(
     hv: &dyn Hypervisor,
     needs: &Needs,
     activate: bool,
-    same_domain: Option<(&str, &[storage::Disk])>,
+    same_domain: Option<&str>,
 ) -> Vec<Check> {
     let mut out = Vec::new();
     for (kind, name) in &needs.resources {
@@ -128,9 +132,9 @@ pub fn checks(
             }
         }));
     }
-    if let Some((name, disks)) = same_domain {
+    if let Some(name) = same_domain {
         out.push(timed(format!("the definition of {name}"), || {
-            definition(hv, name, needs.uuid.as_deref(), disks)
+            definition(hv, name, needs)
         }));
     }
     out
@@ -194,12 +198,7 @@ fn resource(
     }
 }
 
-fn definition(
-    hv: &dyn Hypervisor,
-    name: &str,
-    uuid: Option<&str>,
-    disks: &[storage::Disk],
-) -> Result<String, String> {
+fn definition(hv: &dyn Hypervisor, name: &str, here: &Needs) -> Result<String, String> {
     let Some(xml) = hv
         .definition(name)
         .map_err(|e| format!("unknown: {}", e.first_line()))?
@@ -207,33 +206,26 @@ fn definition(
         return Ok("none yet (the move defines it)".into());
     };
     let there = Needs::of(&xml).map_err(|e| format!("unreadable: {e}"))?;
-    if there.uuid.as_deref() != uuid {
+    if there.uuid != here.uuid {
         return Err(format!(
             "has another UUID ({} there, {} here)",
             there.uuid.as_deref().unwrap_or("none"),
-            uuid.unwrap_or("none")
+            here.uuid.as_deref().unwrap_or("none")
         ));
     }
-    let their = storage::disks(&xml).map_err(|e| format!("unreadable: {e}"))?;
-    let ours: Vec<_> = disks
-        .iter()
-        .map(|d| (&d.target, d.source.to_string()))
-        .collect();
-    let theirs: Vec<_> = their
-        .iter()
-        .map(|d| (&d.target, d.source.to_string()))
-        .collect();
-    if ours != theirs {
-        let text = |v: &[(&String, String)]| {
-            v.iter()
-                .map(|(t, s)| format!("{t} {s}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+    // `vda /var/lib/libvirt/images/vm1.img`: a target dev has no space.
+    let disks = |n: &Needs| {
+        n.disks
+            .iter()
+            .map(|d| format!("{} {}", d.target, d.source))
+            .collect::<Vec<_>>()
+    };
+    let (theirs, ours) = (disks(&there), disks(here));
+    if theirs != ours {
         return Err(format!(
             "has other disks ({} there, {} here)",
-            text(&theirs),
-            text(&ours)
+            theirs.join(", "),
+            ours.join(", ")
         ));
     }
     Ok("the same domain and disks".into())
@@ -276,13 +268,7 @@ mod tests {
 
     fn failure(f: &Fake, activate: bool, same: bool) -> Option<(String, String)> {
         let needs = Needs::of(XML).unwrap();
-        let disks = storage::disks(XML).unwrap();
-        first_failure(&checks(
-            f,
-            &needs,
-            activate,
-            same.then_some(("vm1", &disks[..])),
-        ))
+        first_failure(&checks(f, &needs, activate, same.then_some("vm1")))
     }
 
     #[test]

@@ -184,12 +184,7 @@ pub fn migrate_to(
     // What the target lacks is refused as well before the guest is
     // touched: libvirt finds a missing network or emulator only as it
     // starts the target's QEMU, a short memory perhaps never.
-    let checks = preflight::checks(
-        peer,
-        &Needs::of(&xml)?,
-        p.start_resources,
-        Some((name, &storage::disks(&xml)?)),
-    );
+    let checks = preflight::checks(peer, &Needs::of(&xml)?, p.start_resources, Some(name));
     for c in &checks {
         match &c.result {
             Ok(found) => info!("{target}: {}: {found} ({:.1?})", c.what, c.took),

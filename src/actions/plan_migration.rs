@@ -66,8 +66,8 @@ pub fn plan_migration(
                     out.push_str(&format!("  disk: {line}, {size}\n"));
                 }
                 // What migrate_to asks the target, never starting anything.
-                if let (Ok(needs), Ok(all)) = (Needs::of(&xml), storage::disks(&xml)) {
-                    let checks = preflight::checks(peer, &needs, false, Some((&p.name, &all)));
+                if let Ok(needs) = Needs::of(&xml) {
+                    let checks = preflight::checks(peer, &needs, false, Some(&p.name));
                     for c in &checks {
                         push_check(&mut out, "target", c);
                     }

@@ -46,10 +46,10 @@ fn check_peer(peer: &Peer, name: &str) -> Result<(), Error> {
 /// A disk missing on this node (a LUN not mapped here, a DRBD device not
 /// up, an image not copied) is this node's problem (5: Pacemaker starts
 /// the server on another node), said with its path, not QEMU's error after
-/// libvirt has half started it. A domain XML that cannot be read leaves
-/// the question to libvirt's start.
-fn check_disks<H: Hypervisor>(hv: &H, name: &str, deadline: &Budget) -> Result<(), Error> {
-    let Some(disks) = hv.xml(name).ok().and_then(|xml| storage::disks(&xml).ok()) else {
+/// libvirt has half started it. A domain XML that cannot be read (`xml`
+/// None or not parsed) leaves the question to libvirt's start.
+fn check_disks(xml: Option<&str>, deadline: &Budget) -> Result<(), Error> {
+    let Some(disks) = xml.and_then(|xml| storage::disks(xml).ok()) else {
         return Ok(());
     };
     match storage::first_missing(&disks, deadline.config_read()) {
@@ -67,8 +67,12 @@ fn check_disks<H: Hypervisor>(hv: &H, name: &str, deadline: &Budget) -> Result<(
 /// QEMU's error. An inactive network or pool is started with
 /// `start_resources`. A domain XML that cannot be read leaves the
 /// question to libvirt's start.
-fn check_node<H: Hypervisor>(hv: &H, name: &str, start_resources: bool) -> Result<(), Error> {
-    let Some(needs) = hv.xml(name).ok().and_then(|xml| Needs::of(&xml).ok()) else {
+fn check_node<H: Hypervisor>(
+    hv: &H,
+    xml: Option<&str>,
+    start_resources: bool,
+) -> Result<(), Error> {
+    let Some(needs) = xml.and_then(|xml| Needs::of(xml).ok()) else {
         return Ok(());
     };
     let checks = preflight::checks(hv, &needs, start_resources, None);
@@ -172,8 +176,10 @@ pub fn start<H: Hypervisor>(
         hv.destroy(name).map_err(hv_err("destroy", name))?;
     }
     check_peer(peer, name)?;
-    check_disks(hv, name, deadline)?;
-    check_node(hv, name, p.start_resources)?;
+    // One read of the definition serves both checks.
+    let xml = hv.xml(name).ok();
+    check_disks(xml.as_deref(), deadline)?;
+    check_node(hv, xml.as_deref(), p.start_resources)?;
     let t0 = Instant::now();
     boot(hv, name, deadline)?;
     let state = wait_state(hv, name, deadline.at(), |s| s == DomainState::Running)

@@ -2,8 +2,9 @@
 //! the place where its sharp edges are handled.
 //!
 //! * Every libvirt call runs on a worker thread ([`crate::bounded`]) and is
-//!   waited for only until the action's deadline. A libvirtd that is SIGSTOPped or stuck accepts
-//!   the socket connection and then never answers; the RPC client would
+//!   waited for only until the action's deadline. A libvirtd that is
+//!   SIGSTOPped or stuck accepts the socket connection and then never
+//!   answers; the RPC client would
 //!   block forever, and Pacemaker would kill the agent and fence the node
 //!   (resource-agents#546, #385). After one call times out, later calls fail
 //!   at once instead of waiting again.
@@ -583,17 +584,22 @@ impl Hypervisor for Libvirt {
     fn presence(&self, what: Resource, name: &str) -> Result<Presence, HvError> {
         let name = name.to_owned();
         let active = self.on_conn("look up a resource", move |c| {
-            let missing = match what {
-                Resource::Network => ErrorNumber::NoNetwork,
-                Resource::Bridge => ErrorNumber::NoInterface,
-                Resource::Pool => ErrorNumber::NoStoragePool,
-            };
-            let active = match what {
-                Resource::Network => c.lookup_network_by_name(&name).and_then(|n| n.is_active()),
-                Resource::Bridge => c
-                    .lookup_interface_by_name(&name)
-                    .and_then(|i| i.is_active()),
-                Resource::Pool => pool(c, &name).and_then(|p| p.is_active()),
+            // Each kind's lookup, and the error libvirt gives for a name it
+            // does not know.
+            let (active, missing) = match what {
+                Resource::Network => (
+                    c.lookup_network_by_name(&name).and_then(|n| n.is_active()),
+                    ErrorNumber::NoNetwork,
+                ),
+                Resource::Bridge => (
+                    c.lookup_interface_by_name(&name)
+                        .and_then(|i| i.is_active()),
+                    ErrorNumber::NoInterface,
+                ),
+                Resource::Pool => (
+                    pool(c, &name).and_then(|p| p.is_active()),
+                    ErrorNumber::NoStoragePool,
+                ),
             };
             match active {
                 Err(e) if e.code().is(missing) => Ok(None),
