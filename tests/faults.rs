@@ -469,9 +469,7 @@ fn unreadable_or_malformed_config() {
 fn kill_mid_copy(g: &Guest, case: &mut Case, seen: &str) {
     let env = migration_env(g, "a", &[("OCF_RESKEY_migration_speed", "5")]);
     let mut run = Running::start("a", "migrate_to", &env);
-    let arrived = wait_until(Duration::from_secs(30), || {
-        virsh("b", &["domstate", "--reason", &g.name]).is_ok_and(|s| s == seen)
-    });
+    let arrived = node_b_shows(&g.name, seen, 30);
     run.child.kill().expect("kill the agent");
     let killed = run.wait();
     assert!(
@@ -490,6 +488,27 @@ fn kill_mid_copy(g: &Guest, case: &mut Case, seen: &str) {
         "migrate_to SIGKILLed {:.1} s in, node-b holding the paused incoming copy",
         killed.took.as_secs_f64()
     ));
+}
+
+/// Polls node-b's `virsh domstate --reason` from one shell inside the node
+/// every 20 ms, for up to `secs` seconds, until it prints `seen`. "paused
+/// (starting up)" lasts only a few hundred ms, shorter than one round of
+/// `virsh()` from here (a lab.sh process per call and a 250 ms sleep), which
+/// missed it in a CI run.
+fn node_b_shows(name: &str, seen: &str, secs: u32) -> bool {
+    const POLL: &str = r#"end=$(( $(date +%s) + $3 ))
+while [ "$(date +%s)" -lt "$end" ]; do
+  [ "$(virsh -q -c qemu:///system domstate --reason "$1" 2>/dev/null)" = "$2" ] && exit 0
+  sleep 0.02
+done
+exit 1"#;
+    Command::new("bash")
+        .arg(lab_script())
+        .args(["exec", "b", "sh", "-c", POLL, "sh", name, seen])
+        .arg(secs.to_string())
+        .status()
+        .expect("run the state poll on node-b")
+        .success()
 }
 
 /// Neither node runs a QEMU of the guest, and neither has a job left.
