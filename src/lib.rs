@@ -19,6 +19,7 @@ pub mod actions;
 pub(crate) mod bounded;
 pub mod cli;
 pub(crate) mod cluster;
+pub(crate) mod definition;
 pub(crate) mod error;
 pub(crate) mod hypervisor;
 pub(crate) mod libvirt;

@@ -344,18 +344,18 @@ mod tests {
 
     #[test]
     fn a_definition_there_must_be_the_same_domain() {
-        let mut f = all_there();
-        f.definition = Some(XML.replace("u-1", "u-2"));
+        let f = all_there();
+        *f.definition.borrow_mut() = Some(XML.replace("u-1", "u-2"));
         let (what, why) = failure(&f, false, true).unwrap();
         assert_eq!(what, "the definition of vm1");
         assert_eq!(why, "has another UUID (u-2 there, u-1 here)");
-        f.definition = Some(XML.replace("/img/vm1.img", "/img/old.img"));
+        *f.definition.borrow_mut() = Some(XML.replace("/img/vm1.img", "/img/old.img"));
         let (_, why) = failure(&f, false, true).unwrap();
         assert!(
             why.starts_with("has other disks (vda /img/old.img"),
             "{why}"
         );
-        f.definition = Some(XML.into());
+        *f.definition.borrow_mut() = Some(XML.into());
         assert_eq!(failure(&f, false, true), None);
     }
 }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use log::warn;
 
+use crate::definition::Definitions;
 use crate::error::{hv_err, Error};
 use crate::hypervisor::wait::{ensure_no_autostart, wait_status};
 use crate::hypervisor::{DomainState, Hypervisor, Postcopy, Status};
@@ -24,12 +25,15 @@ fn arrived(s: Status) -> bool {
 }
 
 /// migrate_from: 0 once the domain runs here (or arrived paused, as it was
-/// paused on the source), within the deadline.
+/// paused on the source), within the deadline. With `config`, the
+/// definition it arrived with is replaced by the file's when the file
+/// changed (its next boot uses it; not while a post-copy still runs).
 pub fn migrate_from(
     hv: &dyn Hypervisor,
     p: &Params,
     source: Option<&str>,
     deadline: &Budget,
+    defs: &Definitions,
 ) -> Result<Outcome, Error> {
     let name = p.name.as_str();
     let source = source.unwrap_or("the source");
@@ -79,6 +83,8 @@ pub fn migrate_from(
         }
         _ => {}
     }
+    // The migration job is over: the definition is libvirt's to replace.
+    defs.config_if_changed(hv, p, deadline.config_read());
     let downtime = hv
         .completed_job(name)
         .ok()
@@ -114,6 +120,7 @@ mod tests {
             &p,
             Some("node-a"),
             &Budget::new(Duration::from_secs(20)),
+            &Definitions::none(),
         )
         .unwrap();
         assert_eq!(out.rc, OcfRc::Success);

@@ -928,7 +928,7 @@ mod tests {
 
     #[test]
     fn a_target_without_the_servers_network_is_refused_before_the_move() {
-        let (local, mut peer) = source();
+        let (local, peer) = source();
         *local.xml.borrow_mut() = "<domain><name>vm1</name><devices>\
             <interface type='network'><source network='lan'/></interface></devices></domain>"
             .into();
@@ -955,7 +955,8 @@ mod tests {
         assert_eq!(peer.calls(), ["activate network lan"]);
         assert_eq!(local.calls(), ["downtime 300", "migrate"]);
         // Another domain of the same name there: libvirt would refuse it.
-        peer.definition = Some("<domain><name>vm1</name><uuid>other</uuid></domain>".into());
+        *peer.definition.borrow_mut() =
+            Some("<domain><name>vm1</name><uuid>other</uuid></domain>".into());
         let e = move_with(&local, &peer, &[], 20).unwrap_err();
         assert!(
             e.to_string()

@@ -13,6 +13,7 @@ mod validate_all;
 
 use log::warn;
 
+use crate::definition::{Definitions, Policy, STATE_DIR};
 use crate::error::{chain, Error};
 use crate::libvirt::{rpc::Rpc, Libvirt};
 use crate::migration::network::SystemNet;
@@ -75,17 +76,19 @@ pub fn run(action: Action, env: &Env) -> Outcome {
         Action::ValidateAll => validate_all::validate_all(env, &deadline),
         Action::Start => Params::from_env(env).map_err(Error::from).and_then(|p| {
             let hv = Libvirt::new(&p.hypervisor, deadline.at());
-            let peer = Peer::find(env, &p, &deadline, |node| {
-                Box::new(peer_libvirt(&p, node, &deadline))
-            });
-            start::start(&hv, &peer, &p, &deadline)
+            let find = || find_peer(env, &p, &deadline);
+            let peer = find();
+            let defs = Definitions::new(STATE_DIR, Policy::of(&p), &find);
+            start::start(&hv, &peer, &p, &deadline, &defs)
         }),
         Action::Stop => match lenient(env) {
             Ok(p) => {
                 let hv = Libvirt::new(&p.hypervisor, deadline.at());
                 let ask = deadline.stop_ask();
                 let probe = Libvirt::new(&p.hypervisor, deadline.at()).per_call(ask);
-                stop::stop(&hv, &probe, &p, &deadline)
+                let find = || find_peer(env, &p, &deadline);
+                let defs = Definitions::new(STATE_DIR, Policy::of(&p), &find);
+                stop::stop(&hv, &probe, &p, &deadline, &defs)
             }
             // A failed stop gets the node fenced: a name no libvirt domain
             // can have names nothing that could run here.
@@ -100,10 +103,12 @@ pub fn run(action: Action, env: &Env) -> Outcome {
             // libvirt.so, connected on first use: only a libvirtd that
             // wants SASL makes the direct client hand the question to it.
             let libvirt = || Libvirt::new(&p.hypervisor, deadline.at()).per_call(ask);
+            let find = || find_peer(env, &p, &deadline);
+            let defs = Definitions::new(STATE_DIR, Policy::of(&p), &find);
             // Asked without loading libvirt.so when the URI allows it.
             match Rpc::for_uri(&p.hypervisor, deadline.at(), ask, || Box::new(libvirt())) {
-                Some(rpc) => monitor::monitor(&rpc, &p),
-                None => monitor::monitor(&libvirt(), &p),
+                Some(rpc) => monitor::monitor(&rpc, &p, &defs),
+                None => monitor::monitor(&libvirt(), &p, &defs),
             }
         }),
         Action::MigrateTo => Params::from_env(env).map_err(Error::from).and_then(|p| {
@@ -115,7 +120,9 @@ pub fn run(action: Action, env: &Env) -> Outcome {
         Action::MigrateFrom => Params::from_env(env).map_err(Error::from).and_then(|p| {
             let hv = Libvirt::new(&p.hypervisor, deadline.at());
             let source = env.text("OCF_RESKEY_CRM_meta_migrate_source");
-            migrate_from::migrate_from(&hv, &p, source, &deadline)
+            let find = || find_peer(env, &p, &deadline);
+            let defs = Definitions::new(STATE_DIR, Policy::of(&p), &find);
+            migrate_from::migrate_from(&hv, &p, source, &deadline, &defs)
         }),
         Action::PlanMigration => Params::from_env(env).map_err(Error::from).and_then(|p| {
             let target = peer::migration_target(env)?;
@@ -136,6 +143,13 @@ fn lenient(env: &Env) -> Result<Params, Error> {
         warn!("ignoring an invalid parameter for this action: {p}");
     }
     Ok(params)
+}
+
+/// The other node and its libvirtd.
+fn find_peer(env: &Env, p: &Params, deadline: &Budget) -> Peer {
+    Peer::find(env, p, deadline, |node| {
+        Box::new(peer_libvirt(p, node, deadline))
+    })
 }
 
 /// The peer node's libvirtd, reached like a migration target

@@ -3,6 +3,7 @@
 
 use log::warn;
 
+use crate::definition::Definitions;
 use crate::error::{chain, hv_err, Error};
 use crate::hypervisor::{DomainState, Observe, Postcopy, Qemu};
 use crate::ocf::{short, OcfRc, Outcome, Params};
@@ -16,7 +17,11 @@ use crate::ocf::{short, OcfRc, Outcome, Params};
 /// probe see it active on both nodes, whose default recovery stops both.
 /// A failed post-copy is 1 on either side: the guest cannot run until the
 /// copy is resumed by hand, and a 0 would hide a hung server.
-pub fn monitor<H: Observe>(hv: &H, p: &Params) -> Result<Outcome, Error> {
+///
+/// A server that runs here has its definition compared with the peer's
+/// when it changed ([`Definitions::if_changed`]); that never changes the
+/// answer.
+pub fn monitor<H: Observe>(hv: &H, p: &Params, defs: &Definitions) -> Result<Outcome, Error> {
     let name = p.name.as_str();
     let status = match hv.status(name) {
         Ok(s) => s,
@@ -58,6 +63,11 @@ pub fn monitor<H: Observe>(hv: &H, p: &Params) -> Result<Outcome, Error> {
         _ => {}
     }
     if state.is_active() {
+        // In a migration the definitions are the migration's to set
+        // (PERSIST_DEST); the first monitor after it compares them.
+        if !status.migrating {
+            defs.if_changed(hv, name);
+        }
         return Ok(Outcome::new(
             OcfRc::Success,
             format!("domain {name} is active ({state})"),
@@ -97,7 +107,13 @@ mod tests {
             (DomainState::Crashed, OcfRc::ErrGeneric),
             (DomainState::NoState, OcfRc::ErrGeneric),
         ] {
-            assert_eq!(monitor(&Fake::new(&[s]), &p).unwrap().rc, rc, "{s}");
+            assert_eq!(
+                monitor(&Fake::new(&[s]), &p, &Definitions::none())
+                    .unwrap()
+                    .rc,
+                rc,
+                "{s}"
+            );
         }
     }
 
@@ -106,7 +122,7 @@ mod tests {
         let p = Params::vm1(&[]);
         let f = Fake::new(&[DomainState::Undefined]);
         f.pid.set(Some(42));
-        let e = monitor(&f, &p).unwrap_err();
+        let e = monitor(&f, &p, &Definitions::none()).unwrap_err();
         assert!(
             matches!(e, Error::QemuUnknownToLibvirt { pid: 42, .. }),
             "{e}"
@@ -115,11 +131,17 @@ mod tests {
         // A process table that cannot be read is not "stopped" either.
         let mut f = Fake::new(&[DomainState::Shutoff]);
         f.qemu_unknown = true;
-        assert_eq!(monitor(&f, &p).unwrap_err().rc(), OcfRc::ErrGeneric);
+        assert_eq!(
+            monitor(&f, &p, &Definitions::none()).unwrap_err().rc(),
+            OcfRc::ErrGeneric
+        );
         let f = Fake::unreachable();
         f.pid.set(Some(42));
-        assert_eq!(monitor(&f, &p).unwrap().rc, OcfRc::Success);
-        let e = monitor(&Fake::unreachable(), &p).unwrap_err();
+        assert_eq!(
+            monitor(&f, &p, &Definitions::none()).unwrap().rc,
+            OcfRc::Success
+        );
+        let e = monitor(&Fake::unreachable(), &p, &Definitions::none()).unwrap_err();
         assert_eq!(e.rc(), OcfRc::ErrGeneric);
     }
 
@@ -128,18 +150,25 @@ mod tests {
         let f = Fake::new(&[DomainState::Paused]);
         *f.postcopy.borrow_mut() = vec![Some(Postcopy::Outgoing)];
         assert_eq!(
-            monitor(&f, &Params::vm1(&[])).unwrap().rc,
+            monitor(&f, &Params::vm1(&[]), &Definitions::none())
+                .unwrap()
+                .rc,
             OcfRc::NotRunning
         );
         // The target of the same copy runs the guest.
         let f = Fake::new(&[DomainState::Running]);
         *f.postcopy.borrow_mut() = vec![Some(Postcopy::Incoming)];
-        assert_eq!(monitor(&f, &Params::vm1(&[])).unwrap().rc, OcfRc::Success);
+        assert_eq!(
+            monitor(&f, &Params::vm1(&[]), &Definitions::none())
+                .unwrap()
+                .rc,
+            OcfRc::Success
+        );
         // A broken copy: the guest cannot run on either side.
         for s in [DomainState::Running, DomainState::Paused] {
             let f = Fake::new(&[s]);
             *f.postcopy.borrow_mut() = vec![Some(Postcopy::Failed)];
-            let e = monitor(&f, &Params::vm1(&[])).unwrap_err();
+            let e = monitor(&f, &Params::vm1(&[]), &Definitions::none()).unwrap_err();
             assert!(matches!(e, Error::PostcopyFailed { .. }), "{e}");
             assert_eq!(e.rc(), OcfRc::ErrGeneric);
         }
@@ -154,7 +183,10 @@ mod tests {
         let f = Fake::new(&[DomainState::Paused]);
         *f.postcopy.borrow_mut() = vec![Some(Postcopy::Outgoing)];
         let f2 = Fake::new(&[DomainState::Crashed]);
-        for out in [monitor(&f, &p).unwrap(), monitor(&f2, &p).unwrap()] {
+        for out in [
+            monitor(&f, &p, &Definitions::none()).unwrap(),
+            monitor(&f2, &p, &Definitions::none()).unwrap(),
+        ] {
             assert_ne!(out.rc, OcfRc::Success);
             assert!(
                 out.reason.len() <= crate::ocf::EXIT_REASON_MAX,

@@ -2,6 +2,7 @@
 
 use std::io::Write;
 
+use crate::definition;
 use crate::error::{chain, Error};
 use crate::hypervisor::{mib, Hypervisor};
 use crate::migration::network::Net;
@@ -71,6 +72,10 @@ pub fn plan_migration(
                     for c in &checks {
                         push_check(&mut out, "target", c);
                     }
+                    out.push_str(&format!(
+                        "  definitions: {}\n",
+                        definition::side_by_side(local, peer, &p.name, target)
+                    ));
                     refused = preflight::first_failure(&checks).map(|(what, why)| {
                         Error::TargetNotReady {
                             node: target.into(),

@@ -1,10 +1,12 @@
-//! start: define from `config` when unknown here, never libvirt's
-//! autostart, never a second copy beside the peer's, boot, wait.
+//! start: define from `config` when unknown here (again when the file
+//! changed), never libvirt's autostart, never a second copy beside the
+//! peer's, boot, wait, the definition compared with the peer's.
 
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
+use crate::definition::Definitions;
 use crate::error::{chain, hv_err, Error};
 use crate::hypervisor::wait::{ensure_no_autostart, wait_state};
 use crate::hypervisor::{DomainState, ErrorKind, Hypervisor};
@@ -138,9 +140,11 @@ pub fn start<H: Hypervisor>(
     peer: &Peer,
     p: &Params,
     deadline: &Budget,
+    defs: &Definitions,
 ) -> Result<Outcome, Error> {
     let name = p.name.as_str();
     let mut state = hv.state(name).map_err(hv_err("get the state of", name))?;
+    let defined_before = state != DomainState::Undefined;
     if state == DomainState::Undefined {
         let xml = match p.read_config(deadline.config_read()) {
             None => return Err(Error::NotDefined { name: name.into() }),
@@ -156,6 +160,7 @@ pub fn start<H: Hypervisor>(
                 _ => hv_err("define", name)(source),
             }
         })?;
+        defs.defined_from_config(name, &xml);
         info!(
             "domain {name}: defined from {}",
             p.config.as_deref().unwrap_or_else(|| "".as_ref()).display()
@@ -176,6 +181,9 @@ pub fn start<H: Hypervisor>(
         hv.destroy(name).map_err(hv_err("destroy", name))?;
     }
     check_peer(peer, name)?;
+    if defined_before {
+        defs.config_if_changed(hv, p, deadline.config_read());
+    }
     // One read of the definition serves both checks.
     let xml = hv.xml(name).ok();
     check_disks(xml.as_deref(), deadline)?;
@@ -191,9 +199,11 @@ pub fn start<H: Hypervisor>(
             waited: t0.elapsed(),
         });
     }
+    let took = t0.elapsed();
+    defs.now(hv, name, Some(peer));
     Ok(Outcome::new(
         OcfRc::Success,
-        format!("domain {name} started in {:.1?}", t0.elapsed()),
+        format!("domain {name} started in {took:.1?}"),
     ))
 }
 
@@ -217,6 +227,7 @@ mod tests {
             &Peer::Unknown("test".into()),
             &p,
             &Budget::new(Duration::from_secs(20)),
+            &Definitions::none(),
         )
         .unwrap();
         assert_eq!(out.rc, OcfRc::Success);
@@ -238,6 +249,7 @@ mod tests {
                 &unknown,
                 &Params::vm1(extra),
                 &Budget::new(Duration::from_secs(20)),
+                &Definitions::none(),
             )
         };
         let e = run(&f, &[]).unwrap_err();
@@ -274,6 +286,7 @@ mod tests {
             &unknown,
             &Params::vm1(&[]),
             &Budget::new(Duration::from_secs(20)),
+            &Definitions::none(),
         );
         assert_eq!(out.unwrap().rc, OcfRc::Success);
         assert_eq!(f.calls(), ["start", "start", "start"]);
@@ -285,6 +298,7 @@ mod tests {
             &unknown,
             &Params::vm1(&[]),
             &Budget::new(Duration::from_secs(6)),
+            &Definitions::none(),
         )
         .unwrap_err();
         assert!(matches!(e, Error::Busy { what: "start", .. }), "{e}");
@@ -312,6 +326,7 @@ mod tests {
             &Peer::Unknown("test".into()),
             &Params::vm1(&[]),
             &Budget::new(Duration::from_secs(20)),
+            &Definitions::none(),
         )
         .unwrap_err();
         assert_eq!(e.rc(), OcfRc::ErrInstalled);
@@ -334,6 +349,7 @@ mod tests {
             &peer,
             &Params::vm1(&[]),
             &Budget::new(Duration::from_secs(20)),
+            &Definitions::none(),
         )
         .unwrap_err();
         assert!(matches!(e, Error::RunningOnPeer { .. }), "{e}");
@@ -348,7 +364,8 @@ mod tests {
                 &f,
                 &peer,
                 &Params::vm1(&[]),
-                &Budget::new(Duration::from_secs(20))
+                &Budget::new(Duration::from_secs(20)),
+                &Definitions::none(),
             )
             .unwrap()
             .rc,
@@ -363,6 +380,7 @@ mod tests {
             &Peer::Unknown("test".into()),
             &Params::vm1(&[]),
             &Budget::new(Duration::from_secs(20)),
+            &Definitions::none(),
         );
         assert_eq!(e.unwrap_err().rc(), OcfRc::ErrInstalled);
     }
@@ -375,7 +393,8 @@ mod tests {
                 &f,
                 &Peer::Unknown("test".into()),
                 &Params::vm1(&[]),
-                &Budget::new(Duration::from_secs(20))
+                &Budget::new(Duration::from_secs(20)),
+                &Definitions::none(),
             )
             .unwrap()
             .rc,

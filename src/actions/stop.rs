@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
+use crate::definition::Definitions;
 use crate::error::{chain, hv_err, Error};
 use crate::hypervisor::wait::{wait_state, wait_status, POLL};
 use crate::hypervisor::{
@@ -23,11 +24,16 @@ const ACPI_REPEAT: Duration = Duration::from_secs(3);
 /// deadline (VirtualDomain's model: graceful until timeout − reserve).
 /// `probe` asks libvirtd the first question within a shorter budget, so a
 /// hung libvirtd leaves time to make sure of the QEMU process.
+///
+/// A domain that ran here and was stopped has its definition compared with
+/// the peer's afterwards ([`Definitions::now`]): a failover then boots what
+/// ran here. That never fails the stop.
 pub fn stop<H: Hypervisor>(
     hv: &H,
     probe: &dyn Observe,
     p: &Params,
     deadline: &Budget,
+    defs: &Definitions,
 ) -> Result<Outcome, Error> {
     let name = p.name.as_str();
     // Every running domain has a live QEMU process; with none, nothing of
@@ -105,6 +111,7 @@ pub fn stop<H: Hypervisor>(
                 .map_err(hv_err("get the state of", name))?;
         }
         if !state.is_active() {
+            defs.now(hv, name, None);
             return Ok(Outcome::new(
                 OcfRc::Success,
                 format!("domain {name} shut down gracefully in {:.1?}", t0.elapsed()),
@@ -132,6 +139,7 @@ pub fn stop<H: Hypervisor>(
             state,
         });
     }
+    defs.now(hv, name, None);
     Ok(Outcome::new(
         OcfRc::Success,
         format!("domain {name} {how} in {:.1?}", t0.elapsed()),
@@ -267,6 +275,7 @@ mod tests {
             f,
             &Params::vm1(extra),
             &Budget::new(Duration::from_secs(secs)),
+            &Definitions::none(),
         )
     }
 
@@ -346,29 +355,13 @@ mod tests {
 
     #[test]
     fn stop_without_libvirt() {
-        let p = Params::vm1(&[]);
         let mut f = Fake::unreachable();
-        assert_eq!(
-            stop(&f, &f, &p, &Budget::new(Duration::from_secs(20)))
-                .unwrap()
-                .rc,
-            OcfRc::Success
-        );
+        assert_eq!(stop_with(&f, &[], 20).unwrap().rc, OcfRc::Success);
         f.pid.set(Some(7));
-        assert_eq!(
-            stop(&f, &f, &p, &Budget::new(Duration::from_secs(20)))
-                .unwrap_err()
-                .rc(),
-            OcfRc::ErrGeneric
-        );
+        assert_eq!(stop_with(&f, &[], 20).unwrap_err().rc(), OcfRc::ErrGeneric);
         f.pid.set(None);
         f.qemu_unknown = true;
-        assert_eq!(
-            stop(&f, &f, &p, &Budget::new(Duration::from_secs(20)))
-                .unwrap_err()
-                .rc(),
-            OcfRc::ErrGeneric
-        );
+        assert_eq!(stop_with(&f, &[], 20).unwrap_err().rc(), OcfRc::ErrGeneric);
     }
 
     fn outgoing_job() -> Option<hypervisor::JobProgress> {
@@ -425,8 +418,7 @@ mod tests {
         );
         assert!(e.to_string().contains("42"), "{e}");
         // force_stop kills it, and says so.
-        let p = Params::vm1(&[("OCF_RESKEY_force_stop", "true")]);
-        let out = stop(&f, &f, &p, &Budget::new(Duration::from_secs(20))).unwrap();
+        let out = stop_with(&f, &[("OCF_RESKEY_force_stop", "true")], 20).unwrap();
         assert_eq!(out.rc, OcfRc::Success);
         assert_eq!(f.calls(), ["kill"]);
         assert!(

@@ -54,7 +54,7 @@ pub struct Fake {
     /// Memory a new guest can have here.
     pub memory_bytes: u64,
     /// The node's persistent definition of the domain.
-    pub definition: Option<String>,
+    pub definition: RefCell<Option<String>>,
     running: RefCell<Vec<mpsc::SyncSender<Result<(), Error>>>>,
 }
 
@@ -80,7 +80,7 @@ impl Fake {
             resources: RefCell::default(),
             unsupported: None,
             memory_bytes: 8 << 30,
-            definition: None,
+            definition: RefCell::default(),
             running: RefCell::default(),
         }
     }
@@ -120,12 +120,23 @@ impl Observe for Fake {
             None => Qemu::Gone,
         }
     }
+    fn definition(&self, _: &str) -> Result<Option<String>, Error> {
+        Ok(self.definition.borrow().clone())
+    }
 }
 
 impl Hypervisor for Fake {
-    fn define(&self, _: &str) -> Result<String, Error> {
+    fn define(&self, xml: &str) -> Result<String, Error> {
         self.calls.borrow_mut().push("define".into());
-        self.set(DomainState::Shutoff);
+        *self.definition.borrow_mut() = Some(xml.into());
+        // Defining an unknown domain makes it shut off; a redefinition
+        // leaves its state.
+        if matches!(
+            self.states.borrow().first(),
+            Some(Ok(DomainState::Undefined))
+        ) {
+            self.set(DomainState::Shutoff);
+        }
         Ok("vm1".into())
     }
     fn xml(&self, _: &str) -> Result<String, Error> {
@@ -222,9 +233,6 @@ impl Hypervisor for Fake {
         self.pid.set(None);
         self.set(DomainState::Shutoff);
         Ok(())
-    }
-    fn definition(&self, _: &str) -> Result<Option<String>, Error> {
-        Ok(self.definition.clone())
     }
     fn presence(&self, what: Resource, name: &str) -> Result<Presence, Error> {
         let known = self.resources.borrow();

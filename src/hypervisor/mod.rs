@@ -348,6 +348,10 @@ pub trait Observe {
     /// The domain's QEMU process on this node, found without asking
     /// libvirtd (for when it is down or hung, or says something else).
     fn qemu(&self, name: &str) -> Qemu;
+    /// The domain's persistent definition (not the running one), with its
+    /// secrets (VIR_DOMAIN_XML_SECURE: a copy defined elsewhere keeps its
+    /// graphics passwords); None when this node has none. Never logged.
+    fn definition(&self, name: &str) -> Result<Option<String>, Error>;
 }
 
 /// What the other actions need from a hypervisor, bounded like
@@ -389,9 +393,6 @@ pub trait Hypervisor: Observe {
     /// then SIGKILL), if it is still that domain's; Ok once it is gone,
     /// bounded by the deadline.
     fn kill_qemu(&self, name: &str, pid: u32) -> Result<(), Error>;
-    /// The domain's persistent definition (not the running one); None when
-    /// this node has none.
-    fn definition(&self, name: &str) -> Result<Option<String>, Error>;
     /// Whether this node has the network, bridge or pool, and whether it is
     /// active.
     fn presence(&self, what: Resource, name: &str) -> Result<Presence, Error>;

@@ -442,6 +442,19 @@ impl Observe for Libvirt {
     fn qemu(&self, name: &str) -> Qemu {
         qemu_proc::find(&self.uri, name, self.proc_budget())
     }
+
+    fn definition(&self, name: &str) -> Result<Option<String>, HvError> {
+        let got = self.with_domain("get the definition of", name, |d| {
+            d.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE | sys::VIR_DOMAIN_XML_SECURE)
+        });
+        match got {
+            Ok(xml) => Ok(Some(xml)),
+            Err(Error::Call { source, .. }) if source.0.code().is(ErrorNumber::NoDomain) => {
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 impl Hypervisor for Libvirt {
@@ -566,19 +579,6 @@ impl Hypervisor for Libvirt {
 
     fn kill_qemu(&self, name: &str, pid: u32) -> Result<(), HvError> {
         qemu_proc::kill(name, pid, self.deadline).map_err(|e| HvError::new(ErrorKind::Other, e))
-    }
-
-    fn definition(&self, name: &str) -> Result<Option<String>, HvError> {
-        let got = self.with_domain("get the definition of", name, |d| {
-            d.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)
-        });
-        match got {
-            Ok(xml) => Ok(Some(xml)),
-            Err(Error::Call { source, .. }) if source.0.code().is(ErrorNumber::NoDomain) => {
-                Ok(None)
-            }
-            Err(e) => Err(e.into()),
-        }
     }
 
     fn presence(&self, what: Resource, name: &str) -> Result<Presence, HvError> {

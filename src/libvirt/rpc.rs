@@ -1,6 +1,7 @@
-//! Monitor's question asked in libvirtd's own RPC protocol, without
+//! Monitor's questions asked in libvirtd's own RPC protocol, without
 //! libvirt.so.0: open `qemu:///system`, look the domain up by name, read its
-//! state and reason. The protocol is libvirt's public wire format
+//! state and reason, or its persistent definition (which monitor compares
+//! with the one it saw last). The protocol is libvirt's public wire format
 //! (src/rpc/virnetprotocol.x, src/remote/remote_protocol.x: XDR over the
 //! daemon's UNIX socket), the one every libvirt client speaks; procedure
 //! numbers in it never change meaning.
@@ -52,6 +53,7 @@ const PROGRAM: u32 = 0x2000_8086;
 const VERSION: u32 = 1;
 /// remote_procedure numbers.
 const PROC_CONNECT_OPEN: u32 = 1;
+const PROC_DOMAIN_GET_XML_DESC: u32 = 14;
 const PROC_DOMAIN_LOOKUP_BY_NAME: u32 = 23;
 const PROC_AUTH_LIST: u32 = 66;
 const PROC_AUTH_POLKIT: u32 = 70;
@@ -63,8 +65,9 @@ const STATUS_OK: u32 = 0;
 /// remote_auth_type (1 is SASL).
 const AUTH_NONE: i32 = 0;
 const AUTH_POLKIT: i32 = 2;
-/// Replies to these calls are a few hundred bytes; libvirt's own limit is
-/// far larger, but nothing this client asks can need more.
+/// Replies to these calls are a few hundred bytes, a domain's XML a few
+/// dozen KiB; libvirt's own limit is far larger, but nothing this client
+/// asks can need more.
 const MAX_REPLY: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
@@ -280,6 +283,18 @@ impl Client {
         let mut r = Reader(&reply);
         Ok((r.i32()?, r.i32()?))
     }
+
+    /// virDomainGetXMLDesc of the persistent definition, with its secrets.
+    fn definition(&mut self, dom: &DomainRef) -> Result<String, Error> {
+        let flags = sys::VIR_DOMAIN_XML_INACTIVE | sys::VIR_DOMAIN_XML_SECURE;
+        let args = Xdr::default()
+            .string(&dom.name)
+            .opaque16(&dom.uuid)
+            .u32(dom.id as u32)
+            .u32(flags);
+        let reply = self.call(PROC_DOMAIN_GET_XML_DESC, args)?;
+        Reader(&reply).string()
+    }
 }
 
 /// A call of the exchange that failed, and why.
@@ -359,30 +374,63 @@ impl Rpc {
     }
 }
 
-impl Observe for Rpc {
-    fn status(&self, name: &str) -> Result<Status, HvError> {
+/// What one question to libvirtd came to.
+enum Asked<T> {
+    /// The answer; None when libvirtd does not know the domain.
+    Got(Option<T>),
+    /// libvirtd wants SASL: libvirt.so must ask.
+    Sasl,
+    Failed(HvError),
+}
+
+impl Rpc {
+    /// Opens a connection, looks the domain up and asks `f` of it, within
+    /// the question's budget.
+    fn ask<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        name: &str,
+        f: fn(&mut Client, &DomainRef) -> Result<T, Error>,
+    ) -> Asked<T> {
         let (socket, owned) = (self.socket.clone(), name.to_owned());
         let until = (Instant::now() + self.ask_budget).min(self.deadline);
-        let got = on_worker("get state", until, move || {
+        let got = on_worker(what, until, move || {
             let mut c = Client::open(&socket)?;
             match c.lookup(&owned).map_err(step("lookup"))? {
-                Some(dom) => c.state(&dom).map(Some).map_err(step("get state")),
+                Some(dom) => f(&mut c, &dom).map(Some).map_err(step(what)),
                 None => Ok(None),
             }
-        })
-        .ok();
+        });
         match got {
-            Some(Ok(Some((state, reason)))) => Ok(observed(state, reason)),
-            Some(Ok(None)) => Ok(UNDEFINED),
-            Some(Err(StepError {
+            Ok(Ok(answer)) => Asked::Got(answer),
+            Ok(Err(StepError {
                 source: Error::Sasl,
                 ..
-            })) => self.fallback.status(name),
-            Some(Err(e)) => Err(e.into()),
-            None => Err(HvError::new(
+            })) => Asked::Sasl,
+            Ok(Err(e)) => Asked::Failed(e.into()),
+            Err(_) => Asked::Failed(HvError::new(
                 ErrorKind::Timeout,
-                "libvirtd did not answer get state in time",
+                format!("libvirtd did not answer {what} in time"),
             )),
+        }
+    }
+}
+
+impl Observe for Rpc {
+    fn status(&self, name: &str) -> Result<Status, HvError> {
+        match self.ask("get state", name, Client::state) {
+            Asked::Got(Some((state, reason))) => Ok(observed(state, reason)),
+            Asked::Got(None) => Ok(UNDEFINED),
+            Asked::Sasl => self.fallback.status(name),
+            Asked::Failed(e) => Err(e),
+        }
+    }
+
+    fn definition(&self, name: &str) -> Result<Option<String>, HvError> {
+        match self.ask("get the definition", name, Client::definition) {
+            Asked::Got(xml) => Ok(xml),
+            Asked::Sasl => self.fallback.definition(name),
+            Asked::Failed(e) => Err(e),
         }
     }
 
@@ -533,6 +581,26 @@ mod tests {
             (DomainState::Paused, Some(Postcopy::Outgoing), false)
         );
         assert_eq!(procs.recv().unwrap(), [66, 1, 23, 212]);
+    }
+
+    #[test]
+    fn reads_the_persistent_definition_with_its_secrets() {
+        let (rpc, procs) = libvirtd(|proc_, args| match proc_ {
+            PROC_AUTH_LIST => Ok(Xdr::default().u32(0).0),
+            PROC_CONNECT_OPEN => Ok(vec![]),
+            PROC_DOMAIN_LOOKUP_BY_NAME => Ok(domain("vm1")),
+            PROC_DOMAIN_GET_XML_DESC => {
+                let flags = sys::VIR_DOMAIN_XML_INACTIVE | sys::VIR_DOMAIN_XML_SECURE;
+                assert_eq!(
+                    args,
+                    &[domain("vm1"), flags.to_be_bytes().to_vec()].concat()[..]
+                );
+                Ok(Xdr::default().string("<domain/>").0)
+            }
+            _ => Err((1, "unexpected")),
+        });
+        assert_eq!(rpc.definition("vm1").unwrap().as_deref(), Some("<domain/>"));
+        assert_eq!(procs.recv().unwrap(), [66, 1, 23, 14]);
     }
 
     #[test]

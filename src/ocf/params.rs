@@ -149,6 +149,9 @@ pub struct Params {
     pub migration_storage: Storage,
     /// Start an inactive network or pool the server needs.
     pub start_resources: bool,
+    /// Copy this node's definition to the peer when they differ (not with
+    /// `config`).
+    pub sync_definition: bool,
     pub force_stop: bool,
     /// The other node, when given; otherwise asked from Pacemaker.
     pub peer: Option<String>,
@@ -168,7 +171,7 @@ const MAX_BANDWIDTH_MIB_S: u64 = (i64::MAX as u64) / (1024 * 1024);
 const MAX_DOWNTIME_MS: u64 = 2_000_000;
 
 /// Parameter names in meta-data order; the CLI mirrors them as flags.
-pub const PARAM_NAMES: [&str; 15] = [
+pub const PARAM_NAMES: [&str; 16] = [
     "name",
     "hypervisor",
     "config",
@@ -182,6 +185,7 @@ pub const PARAM_NAMES: [&str; 15] = [
     "migration_parallel",
     "migration_storage",
     "start_resources",
+    "sync_definition",
     "force_stop",
     "peer",
 ];
@@ -317,6 +321,7 @@ impl Params {
             migration_parallel: 1,
             migration_storage: Storage::Auto,
             start_resources: false,
+            sync_definition: true,
             force_stop: false,
             peer: None,
         }
@@ -326,7 +331,7 @@ impl Params {
 /// One parser per optional parameter, in meta-data order (a parameter may
 /// rely on the ones before it: the downtime ceiling on the start).
 type Parser = fn(&mut Params, &str) -> Result<(), ParamError>;
-const PARSERS: [(&str, Parser); 14] = [
+const PARSERS: [(&str, Parser); 15] = [
     ("hypervisor", hypervisor),
     ("config", config),
     ("migration_network_suffix", migration_network_suffix),
@@ -339,6 +344,7 @@ const PARSERS: [(&str, Parser); 14] = [
     ("migration_parallel", migration_parallel),
     ("migration_storage", migration_storage),
     ("start_resources", start_resources),
+    ("sync_definition", sync_definition),
     ("force_stop", force_stop),
     ("peer", peer),
 ];
@@ -459,6 +465,11 @@ fn migration_parallel(p: &mut Params, v: &str) -> Result<(), ParamError> {
 
 fn start_resources(p: &mut Params, v: &str) -> Result<(), ParamError> {
     p.start_resources = parse_bool("start_resources", v)?;
+    Ok(())
+}
+
+fn sync_definition(p: &mut Params, v: &str) -> Result<(), ParamError> {
+    p.sync_definition = parse_bool("sync_definition", v)?;
     Ok(())
 }
 
