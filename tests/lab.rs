@@ -1384,3 +1384,149 @@ fn a_target_defining_another_domain_of_that_name_is_refused_and_start_names_what
     assert_ne!(domstate("a", &g.name), "running");
     assert_eq!(g.boots("a"), 0);
 }
+
+/// The guest's XML with its memory doubled and `vcpus` vCPUs: a change an
+/// admin makes with `virsh edit`.
+fn grown(g: &Guest, vcpus: u32) -> (std::path::PathBuf, u64) {
+    let xml = std::fs::read_to_string(&g.config).unwrap();
+    let mib: u64 = xml
+        .split("<memory unit='MiB'>")
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .and_then(|s| s.parse().ok())
+        .expect("the guest's memory");
+    let bigger = xml
+        .replace(
+            &format!("<memory unit='MiB'>{mib}<"),
+            &format!("<memory unit='MiB'>{}<", 2 * mib),
+        )
+        .replace("<vcpu>1</vcpu>", &format!("<vcpu>{vcpus}</vcpu>"));
+    let path = std::env::temp_dir().join(format!("vmshift-lab-{}-grown.xml", g.name));
+    std::fs::write(&path, bigger).unwrap();
+    (path, 2 * mib)
+}
+
+/// `virsh dominfo`'s "Max memory" of the domain on a node, in MiB.
+fn max_memory_mib(node: &str, name: &str) -> u64 {
+    let info = virsh(node, &["dominfo", name]).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("Max memory:"))
+        .and_then(|v| v.trim().trim_end_matches("KiB").trim().parse::<u64>().ok())
+        .map(|kib| kib / 1024)
+        .unwrap_or_else(|| panic!("no Max memory in {info}"))
+}
+
+/// The agent's environment on a node whose peer is `peer`, without
+/// `config`.
+fn node_env<'a>(g: &'a Guest, peer: &'a str, sync: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        g.name_env(),
+        ("OCF_RESKEY_peer", peer),
+        ("OCF_RESKEY_migration_transport", "tcp"),
+        ("OCF_RESKEY_sync_definition", sync),
+    ]
+}
+
+/// The guest running on node-a, defined as it is on node-b too, is
+/// defined on node-a with twice the memory (a change that takes effect at
+/// its next boot) between two monitors; the second monitor's call and the
+/// new memory in MiB, and how the agent says the difference.
+fn grown_under_monitor(g: &Guest, env: &[(&str, &str)]) -> (u64, Call, String) {
+    g.define("b");
+    let m = agent("a", "monitor", env);
+    assert_eq!(m.rc, 0, "{}", m.stderr);
+    let (bigger, mib) = grown(g, 1);
+    virsh("a", &["define", bigger.to_str().unwrap()]).expect("virsh define");
+    let m = agent("a", "monitor", env);
+    assert_eq!(m.rc, 0, "{}", m.stderr);
+    let diff = format!("memory {mib} MiB here, {} MiB on node-b", mib / 2);
+    (mib, m, diff)
+}
+
+/// A definition changed on the running node (`virsh define` with twice the
+/// memory) is copied to the peer by the next monitor, once; a failover by
+/// stop here and start there then boots the new definition, not the old.
+#[test]
+#[ignore = "needs the lab: make test"]
+fn a_definition_changed_on_the_running_node_is_what_a_failover_boots() {
+    let g = Guest::journaling("t-def-sync", &[]);
+    let env = node_env(&g, "node-b", "true");
+    let (mib, m, diff) = grown_under_monitor(&g, &env);
+    let said = format!("copied the definition of t-def-sync to node-b ({diff})");
+    assert!(m.stderr.contains(&said), "{}", m.stderr);
+    let again = agent("a", "monitor", &env);
+    assert!(!again.stderr.contains("copied"), "once: {}", again.stderr);
+    assert_eq!(
+        max_memory_mib("a", &g.name),
+        mib / 2,
+        "what runs is unchanged"
+    );
+
+    assert_eq!(agent("a", "stop", &env).rc, 0);
+    let s = agent("b", "start", &node_env(&g, "node-a", "true"));
+    assert_eq!(s.rc, 0, "{}", s.stderr);
+    assert_eq!(
+        max_memory_mib("b", &g.name),
+        mib,
+        "the failover boots the new definition"
+    );
+    g.wait_heartbeat("b");
+    g.wait_disk_ack_after("b", None);
+    assert_eq!(g.boots("b"), 1);
+    virsh("b", &["destroy", &g.name]).expect("virsh destroy");
+    g.check_journal("b", false);
+}
+
+/// With `sync_definition=false` a change is reported once, not copied;
+/// with `config`, start defines the domain again from the changed file and
+/// says what changed; plan-migration shows the two definitions differ.
+#[test]
+#[ignore = "needs the lab: make test"]
+fn a_definition_not_synced_is_reported_and_a_changed_config_is_defined_again() {
+    let g = Guest::journaling("t-def-report", &[]);
+    let env = node_env(&g, "node-b", "false");
+    let (mib, m, diff) = grown_under_monitor(&g, &env);
+    assert!(
+        m.stderr.contains(&format!(
+            "the definition of t-def-report differs on node-b: {diff}; not copied: sync_definition is off"
+        )),
+        "{}",
+        m.stderr
+    );
+    assert!(!agent("a", "monitor", &env).stderr.contains("differs"));
+    assert_eq!(max_memory_mib("b", &g.name), mib / 2, "node-b's is kept");
+    let plan = plan_migration("a", &g.name, "node-b", true);
+    assert!(
+        plan.contains(&format!("definitions: differ: {diff}")),
+        "{plan}"
+    );
+
+    // The config file now says two vCPUs: the next start defines from it.
+    assert_eq!(agent("a", "stop", &g.params()).rc, 0);
+    let (two, _) = grown(&g, 2);
+    std::fs::copy(&two, &g.config).unwrap();
+    let s = agent("a", "start", &g.params());
+    assert_eq!(s.rc, 0, "{}", s.stderr);
+    assert!(
+        s.stderr.contains(&format!(
+            "domain t-def-report: defined again from {} (the file changed: vCPUs 1 before, 2 now)",
+            g.config.display()
+        )),
+        "{}",
+        s.stderr
+    );
+    let info = virsh("a", &["dominfo", &g.name]).unwrap();
+    assert!(
+        info.lines()
+            .any(|l| l.starts_with("CPU(s):") && l.ends_with(" 2")),
+        "{info}"
+    );
+    g.wait_heartbeat("a");
+    // Unchanged since: the next start on this node does not define again.
+    assert_eq!(agent("a", "stop", &g.params()).rc, 0);
+    let s = agent("a", "start", &g.params());
+    assert!(!s.stderr.contains("defined again"), "{}", s.stderr);
+    g.wait_disk_ack_after("a", None);
+    virsh("a", &["destroy", &g.name]).expect("virsh destroy");
+    g.check_journal("a", false);
+}
