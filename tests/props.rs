@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use vmshift::actions::{self, Action};
 use vmshift::cli::{self, Request};
 use vmshift::migration::network::{candidate, choose, Net};
-use vmshift::ocf::{Budget, Env, OcfRc, Params, Transport, PARAM_NAMES};
+use vmshift::ocf::{Budget, Env, MigrationPort, OcfRc, Params, Transport, PARAM_NAMES};
 use vmshift::peer::peer_uri;
 use vmshift::uri::check_host;
 
@@ -135,7 +135,7 @@ proptest! {
             }
         }
         let budget = Budget::new(std::time::Duration::from_secs(20));
-        let choice = choose(&NoNet, &target, ".mn", Transport::Tcp, &budget);
+        let choice = choose(&NoNet, &target, ".mn", Transport::Tcp, MigrationPort::Default, &budget);
         prop_assert!(choice.address.is_none());
         prop_assert!(choice.to_string().contains("falling back"));
     }

@@ -1122,6 +1122,7 @@ mod tests {
             postcopy: true,
             postcopy_resume: false,
             copy_disks: Vec::new(),
+            disks_port: None,
         };
         let broke = timeout("the copy");
         let deadline = Budget::new(Duration::from_secs(secs));

@@ -110,9 +110,10 @@ pub fn plan_migration(
         .map(|h| format!(", TLS checked against {h}"))
         .unwrap_or_default();
     out.push_str(&format!(
-        "  decision: {choice}\n  control: {} (source libvirtd to target libvirtd)\n  data: {} (QEMU's RAM copy{tls})\n  connections: {}, bandwidth: {}\n  downtime: {} ms, raised up to {} ms if the copy stalls, then auto-converge, {}\n",
+        "  decision: {choice}\n  control: {} (source libvirtd to target libvirtd)\n  data: {} (QEMU's RAM copy{tls}; the target listens on {})\n  connections: {}, bandwidth: {}\n  downtime: {} ms, raised up to {} ms if the copy stalls, then auto-converge, {}\n",
         req.dconn_uri,
         req.data_uri,
+        p.migration_port,
         req.parallel,
         bandwidth(req.bandwidth),
         req.max_downtime_ms,

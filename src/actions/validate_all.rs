@@ -4,7 +4,8 @@
 use log::warn;
 
 use crate::error::{chain, Error};
-use crate::ocf::{config, Budget, Env, OcfRc, Outcome, Params};
+use crate::migration::network::{qemu_conf_ports, QEMU_CONF};
+use crate::ocf::{config, Budget, Env, MigrationPort, OcfRc, Outcome, Params};
 use crate::storage;
 
 /// validate-all: syntax of every parameter (6), then what this node must
@@ -38,6 +39,16 @@ pub fn validate_all(env: &Env, deadline: &Budget) -> Result<Outcome, Error> {
                 }
             }
             Err(e) => errors.push(e.into()),
+        }
+    }
+    if let MigrationPort::Range(first, last) = p.migration_port {
+        // The range is the target's qemu.conf's to keep: vmshift only
+        // probes it. The nodes are configured alike, so this node's file
+        // says what the others probably hold.
+        let conf = std::fs::read_to_string(QEMU_CONF).unwrap_or_default();
+        let (min, max) = qemu_conf_ports(&conf);
+        if (min, max) != (first, last) {
+            warn!("validate-all: migration_port={first}-{last} but {QEMU_CONF} here gives QEMU {min}-{max} (migration_port_min/max): set the same range on every node, or the firewall drops the moves");
         }
     }
     if errors.is_empty() {

@@ -162,6 +162,9 @@ pub struct MigrationRequest {
     /// The disks QEMU copies to the target (their `<target dev>` names):
     /// libvirt's NON_SHARED_DISK with `migrate_disks`. Empty: none.
     pub copy_disks: Vec<String>,
+    /// The port of the target's NBD export for `copy_disks`; None: one of
+    /// the target's migration port range.
+    pub disks_port: Option<u16>,
 }
 
 /// A migration in flight: virDomainMigrateToURI3 blocks until the

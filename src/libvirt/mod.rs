@@ -284,6 +284,7 @@ fn flags_and_params(req: &MigrationRequest) -> (sys::virDomainMigrateFlags, Migr
         // target's image is not a copy of this one's backing chain.
         flags |= sys::VIR_MIGRATE_NON_SHARED_DISK;
         params.migrate_disks = req.copy_disks.clone();
+        params.disks_port = req.disks_port.map(i32::from);
     }
     if req.postcopy_resume {
         // libvirt wants the flags of the migration that broke, plus
@@ -718,6 +719,7 @@ mod tests {
             postcopy,
             postcopy_resume: false,
             copy_disks: Vec::new(),
+            disks_port: None,
         };
         let (flags, params) = flags_and_params(&req(8, true));
         assert_ne!(flags & sys::VIR_MIGRATE_POSTCOPY, 0);

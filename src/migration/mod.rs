@@ -16,13 +16,14 @@ use crate::storage;
 use network::{Choice, Net};
 
 /// The network a move to `target` takes, from the parameters (the `.mn`
-/// suffix, the transport) within the action's budget.
+/// suffix, the transport, the port) within the action's budget.
 pub fn choose_network(net: &dyn Net, p: &Params, target: &str, budget: &Budget) -> Choice {
     network::choose(
         net,
         target,
         &p.migration_network_suffix,
         p.migration_transport,
+        p.migration_port,
         budget,
     )
 }
@@ -46,6 +47,7 @@ pub fn request(
         postcopy: p.migration_postcopy,
         postcopy_resume: false,
         copy_disks,
+        disks_port: p.migration_port.for_disks(),
     }
 }
 

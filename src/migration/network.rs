@@ -21,17 +21,29 @@ use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
 use std::time::{Duration, Instant};
 
 use crate::bounded::{on_worker, Unanswered};
-use crate::ocf::{Budget, Transport};
+use crate::ocf::{Budget, MigrationPort, Transport};
 use crate::preflight::Check;
 
-/// The last port of the range the target's libvirtd gives QEMU's incoming
-/// migration: libvirt's default `migration_port_max` (qemu.conf; the range
-/// is 49152 to 49215). The last, not the first: libvirt hands out the
-/// lowest free port, so another incoming QEMU, which would take this
-/// connect for its migration stream and fail, only listens here when 64
-/// migrations arrive at once. A node configured with another range is
-/// probed here all the same.
-pub const MIGRATION_PORT: u16 = 49215;
+/// Where libvirt's QEMU driver keeps its settings, the migration port
+/// range among them.
+pub const QEMU_CONF: &str = "/etc/libvirt/qemu.conf";
+
+/// The incoming-migration port range a qemu.conf sets
+/// (`migration_port_min`, `migration_port_max`; libvirt's defaults,
+/// 49152 and 49215, where it says nothing).
+pub fn qemu_conf_ports(conf: &str) -> (u16, u16) {
+    let value = |key: &str| {
+        conf.lines()
+            .filter_map(|l| l.split('#').next()?.split_once('='))
+            .filter(|(k, _)| k.trim() == key)
+            .filter_map(|(_, v)| v.trim().parse().ok())
+            .next_back()
+    };
+    (
+        value("migration_port_min").unwrap_or(49152),
+        value("migration_port_max").unwrap_or(49215),
+    )
+}
 
 /// libvirtd's port for a transport: ssh's 22, libvirtd's TCP 16509 and
 /// TLS 16514 (libvirtd.conf `tcp_port`, `tls_port`).
@@ -49,11 +61,12 @@ pub fn candidate(target: &str, suffix: &str) -> String {
     format!("{short}{suffix}")
 }
 
-/// A data URI for QEMU's migration stream to `addr` (IPv6 in brackets).
-pub fn tcp_uri(addr: IpAddr) -> String {
-    match addr {
-        IpAddr::V4(a) => format!("tcp://{a}"),
-        IpAddr::V6(a) => format!("tcp://[{a}]"),
+/// A data URI for QEMU's migration stream to `host` (an IPv6 address in
+/// brackets), with the port when `migration_port` names one.
+fn tcp_uri(host: &str, port: Option<u16>) -> String {
+    match port {
+        Some(p) => format!("tcp://{host}:{p}"),
+        None => format!("tcp://{host}"),
     }
 }
 
@@ -94,7 +107,7 @@ pub enum Error {
     InterfaceDown { addr: IpAddr, iface: String },
     #[error("nothing answers on {0}")]
     Connect(SocketAddr, #[source] io::Error),
-    #[error("port {} (QEMU's migration port range) does not answer on {} (filtered?)", .0.port(), .0.ip())]
+    #[error("QEMU's migration port {} does not answer on {} (filtered?)", .0.port(), .0.ip())]
     QemuPort(SocketAddr, #[source] io::Error),
     #[error("the probe's budget ran out")]
     Budget,
@@ -191,15 +204,19 @@ pub struct Choice {
     pub target: String,
     /// Why the fallback was taken.
     pub fallback_reason: Option<String>,
+    /// Where the target's QEMU listens (`migration_port`).
+    pub port: MigrationPort,
 }
 
 impl Choice {
     /// The data URI for the RAM copy.
     pub fn data_uri(&self) -> String {
-        match self.address {
-            Some(a) => tcp_uri(a),
-            None => format!("tcp://{}", self.target),
-        }
+        let host = match self.address {
+            Some(IpAddr::V6(a)) => format!("[{a}]"),
+            Some(a) => a.to_string(),
+            None => self.target.clone(),
+        };
+        tcp_uri(&host, self.port.in_uri())
     }
 
     /// The host name the data URI stands for: the name the target's
@@ -277,6 +294,7 @@ pub fn choose(
     target: &str,
     suffix: &str,
     transport: Transport,
+    qemu_port: MigrationPort,
     budget: &Budget,
 ) -> Choice {
     let candidate = candidate(target, suffix);
@@ -287,6 +305,7 @@ pub fn choose(
         address: None,
         target: target.to_owned(),
         fallback_reason: None,
+        port: qemu_port,
     };
     let (resolved, took) = timed(|| net.resolve(&candidate, budget.network_step()));
     choice.checks.push(check(
@@ -316,7 +335,8 @@ pub fn choose(
                     .name("probe".into())
                     .spawn_scoped(s, move || {
                         let mut checks = Vec::new();
-                        let r = probe(net, addr, port, deadline, &mut checks);
+                        let ports = (port, qemu_port.probed());
+                        let r = probe(net, addr, ports, deadline, &mut checks);
                         (r, checks)
                     })
             })
@@ -376,7 +396,7 @@ fn step(
 fn probe(
     net: &dyn Net,
     addr: IpAddr,
-    port: u16,
+    (port, qemu): (u16, u16),
     deadline: Instant,
     checks: &mut Vec<Check>,
 ) -> Result<(), Error> {
@@ -399,7 +419,7 @@ fn probe(
     step(checks, format!("TCP connect {sa}"), || {
         connect_by(net, sa, deadline).map(|()| "answered".into())
     })?;
-    let qemu = SocketAddr::new(addr, MIGRATION_PORT);
+    let qemu = SocketAddr::new(addr, qemu);
     step(checks, format!("QEMU port {qemu}"), || {
         qemu_port(net, qemu, deadline)
     })
@@ -423,7 +443,8 @@ fn connect_by(net: &dyn Net, sa: SocketAddr, deadline: Instant) -> Result<(), Er
 /// (a firewall's ICMP reject) or any other failure is taken as filtered.
 ///
 /// A firewall that rejects with a TCP reset cannot be told from an open
-/// path, and only MIGRATION_PORT is tried, not the whole range.
+/// path, and only one port is tried ([`MigrationPort::probed`]), not a
+/// whole range.
 fn qemu_port(net: &dyn Net, sa: SocketAddr, deadline: Instant) -> Result<String, Error> {
     match connect_by(net, sa, deadline) {
         Ok(()) => Ok("answered".into()),
@@ -500,7 +521,7 @@ mod tests {
                 Ok(())
             } else if let Some(&kind) = self.failing.get(&addr) {
                 fail(kind)
-            } else if addr.port() == MIGRATION_PORT {
+            } else if addr.port() == MigrationPort::Default.probed() {
                 fail(io::ErrorKind::ConnectionRefused)
             } else {
                 fail(io::ErrorKind::TimedOut)
@@ -536,17 +557,68 @@ mod tests {
         assert_eq!(candidate("node-b", "-mig"), "node-b-mig");
     }
 
+    /// A move to node-b with the default `.mn` suffix and port.
+    fn choose_b(net: &dyn Net, transport: Transport) -> Choice {
+        choose(
+            net,
+            "node-b",
+            ".mn",
+            transport,
+            MigrationPort::Default,
+            &budget(),
+        )
+    }
+
     #[test]
     fn uris() {
-        assert_eq!(tcp_uri(ip("10.0.0.2")), "tcp://10.0.0.2");
-        assert_eq!(tcp_uri(ip("fd00::2")), "tcp://[fd00::2]");
+        let choice = |address: Option<&str>, port| Choice {
+            candidate: "node-b.mn".into(),
+            addresses: Vec::new(),
+            checks: Vec::new(),
+            address: address.map(ip),
+            target: "node-b".into(),
+            fallback_reason: None,
+            port,
+        };
+        let fixed = MigrationPort::Fixed(49300);
+        assert_eq!(
+            choice(Some("10.0.0.2"), MigrationPort::Default).data_uri(),
+            "tcp://10.0.0.2"
+        );
+        assert_eq!(
+            choice(Some("fd00::2"), fixed).data_uri(),
+            "tcp://[fd00::2]:49300"
+        );
+        assert_eq!(choice(None, fixed).data_uri(), "tcp://node-b:49300");
+        let range = MigrationPort::Range(49152, 49215);
+        assert_eq!(choice(None, range).data_uri(), "tcp://node-b");
         assert_eq!(transport_port(Transport::Tcp), 16509);
+    }
+
+    #[test]
+    fn qemu_conf_ranges() {
+        assert_eq!(qemu_conf_ports("#migration_port_min = 1\n"), (49152, 49215));
+        let set = "migration_port_min = 50000 # firewall\nmigration_port_max=50009\n";
+        assert_eq!(qemu_conf_ports(set), (50000, 50009));
+    }
+
+    #[test]
+    fn a_fixed_migration_port_is_the_one_probed() {
+        let net = FakeNet {
+            listening: vec![sa("10.251.1.2:16509"), sa("10.251.1.2:49300")],
+            ..listening_on(&["10.251.1.2"])
+        };
+        let port = MigrationPort::Fixed(49300);
+        let c = choose(&net, "node-b", ".mn", Transport::Tcp, port, &budget());
+        let last = c.checks.last().unwrap();
+        assert_eq!(last.what, "QEMU port 10.251.1.2:49300");
+        assert_eq!(c.data_uri(), "tcp://10.251.1.2:49300");
     }
 
     #[test]
     fn usable_address_is_chosen() {
         let net = listening_on(&["10.251.1.2"]);
-        let c = choose(&net, "node-b", ".mn", Transport::Tcp, &budget());
+        let c = choose_b(&net, Transport::Tcp);
         assert_eq!(c.address, Some(ip("10.251.1.2")));
         assert_eq!(c.data_uri(), "tcp://10.251.1.2");
         assert_eq!(c.to_string(), "node-b.mn (10.251.1.2) usable");
@@ -572,7 +644,7 @@ mod tests {
             listening: vec![sa("10.251.1.2:22")],
             ..Default::default()
         };
-        let c = choose(&net, "node-b", ".mn", Transport::Ssh, &budget());
+        let c = choose_b(&net, Transport::Ssh);
         assert_eq!(c.address, Some(ip("10.251.1.2")));
     }
 
@@ -642,11 +714,11 @@ mod tests {
                     failing: [(sa("10.251.1.2:49215"), io::ErrorKind::TimedOut)].into(),
                     ..listening_on(&["10.251.1.2"])
                 },
-                "port 49215 (QEMU's migration port range) does not answer on 10.251.1.2 (filtered?)",
+                "QEMU's migration port 49215 does not answer on 10.251.1.2 (filtered?)",
             ),
         ];
         for (net, why) in cases {
-            let c = choose(&net, "node-b", ".mn", Transport::Tcp, &budget());
+            let c = choose_b(&net, Transport::Tcp);
             assert_eq!(c.address, None);
             assert_eq!(c.data_uri(), "tcp://node-b");
             let line = c.to_string();
@@ -699,11 +771,11 @@ mod tests {
             listening: vec![sa("10.251.1.2:16509"), sa(addr)],
             ..listening_on(&["10.251.1.2"])
         };
-        let c = choose(&open, "node-b", ".mn", Transport::Tcp, &budget());
+        let c = choose_b(&open, Transport::Tcp);
         assert_eq!(c.address, Some(ip("10.251.1.2")));
         assert_eq!(c.checks.last().unwrap().result, Ok("answered".into()));
         let refused = listening_on(&["10.251.1.2"]);
-        let c = choose(&refused, "node-b", ".mn", Transport::Tcp, &budget());
+        let c = choose_b(&refused, Transport::Tcp);
         assert_eq!(c.address, Some(ip("10.251.1.2")));
         assert_eq!(
             c.checks.last().unwrap().result,
@@ -718,7 +790,7 @@ mod tests {
                 failing: [(sa(addr), kind)].into(),
                 ..listening_on(&["10.251.1.2"])
             };
-            let c = choose(&net, "node-b", ".mn", Transport::Tcp, &budget());
+            let c = choose_b(&net, Transport::Tcp);
             assert_eq!(c.address, None, "{kind:?}");
             let last = c.checks.last().unwrap();
             assert_eq!(last.what, "QEMU port 10.251.1.2:49215");
@@ -730,7 +802,7 @@ mod tests {
 
     /// Elapsed time of a choice, with its result.
     fn timed_choice(net: &FakeNet) -> (Choice, Duration) {
-        timed(|| choose(net, "node-b", ".mn", Transport::Tcp, &budget()))
+        timed(|| choose_b(net, Transport::Tcp))
     }
 
     const SIX: [&str; 6] = [
@@ -834,7 +906,16 @@ mod tests {
         };
         // 4 s: about 3 s left, so each step gets an eighth of it.
         let short = Budget::new(Duration::from_secs(4));
-        let (c, took) = timed(|| choose(&net, "node-b", ".mn", Transport::Tcp, &short));
+        let (c, took) = timed(|| {
+            choose(
+                &net,
+                "node-b",
+                ".mn",
+                Transport::Tcp,
+                MigrationPort::Default,
+                &short,
+            )
+        });
         assert_eq!(c.address, None);
         assert!(took < Duration::from_millis(600), "{took:?}");
     }

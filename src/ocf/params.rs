@@ -26,6 +26,60 @@ impl Transport {
     }
 }
 
+/// Where the target's QEMU listens for the copy (`migration_port`), so a
+/// firewall can open exactly that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrationPort {
+    /// The target's libvirtd picks a free port of its qemu.conf range
+    /// (`migration_port_min`/`_max`, 49152-49215 unless changed).
+    Default,
+    /// This port, in the migrate URI (libvirt then takes no port from its
+    /// range); a copied disk's NBD export listens on the next one
+    /// (VIR_MIGRATE_PARAM_DISKS_PORT). One move into a node at a time: a
+    /// second QEMU cannot listen on the same port.
+    Fixed(u16),
+    /// The range the admin set in the target's qemu.conf: libvirt picks
+    /// a free port of it for each incoming move, so moves may overlap.
+    Range(u16, u16),
+}
+
+impl MigrationPort {
+    /// The port the `.mn` probe tries: nothing listens there before a
+    /// move, so a refused connect shows an open path. Of a range, the last
+    /// port: libvirt hands out the lowest free one, so the probe's connect
+    /// lands in another incoming QEMU only when the range is nearly full.
+    pub fn probed(self) -> u16 {
+        match self {
+            MigrationPort::Default => 49215,
+            MigrationPort::Fixed(p) => p,
+            MigrationPort::Range(_, last) => last,
+        }
+    }
+
+    /// The port the migrate URI names, if any.
+    pub fn in_uri(self) -> Option<u16> {
+        match self {
+            MigrationPort::Fixed(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The port of the NBD export a disk copy uses, if vmshift names it.
+    pub fn for_disks(self) -> Option<u16> {
+        self.in_uri().map(|p| p + 1)
+    }
+}
+
+impl std::fmt::Display for MigrationPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MigrationPort::Default => f.write_str("the target's qemu.conf range"),
+            MigrationPort::Fixed(p) => write!(f, "port {p} (disks {})", p + 1),
+            MigrationPort::Range(a, b) => write!(f, "ports {a}-{b}"),
+        }
+    }
+}
+
 /// Which disks a live migration copies (`migration_storage`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Storage {
@@ -147,6 +201,7 @@ pub struct Params {
     /// TCP connections for the RAM copy; 1 is a single stream.
     pub migration_parallel: u32,
     pub migration_storage: Storage,
+    pub migration_port: MigrationPort,
     /// Start an inactive network or pool the server needs.
     pub start_resources: bool,
     /// Copy this node's definition to the peer when they differ (not with
@@ -171,7 +226,7 @@ const MAX_BANDWIDTH_MIB_S: u64 = (i64::MAX as u64) / (1024 * 1024);
 const MAX_DOWNTIME_MS: u64 = 2_000_000;
 
 /// Parameter names in meta-data order; the CLI mirrors them as flags.
-pub const PARAM_NAMES: [&str; 16] = [
+pub const PARAM_NAMES: [&str; 17] = [
     "name",
     "hypervisor",
     "config",
@@ -184,6 +239,7 @@ pub const PARAM_NAMES: [&str; 16] = [
     "migration_postcopy",
     "migration_parallel",
     "migration_storage",
+    "migration_port",
     "start_resources",
     "sync_definition",
     "force_stop",
@@ -320,6 +376,7 @@ impl Params {
             migration_postcopy: false,
             migration_parallel: 1,
             migration_storage: Storage::Auto,
+            migration_port: MigrationPort::Default,
             start_resources: false,
             sync_definition: true,
             force_stop: false,
@@ -331,7 +388,7 @@ impl Params {
 /// One parser per optional parameter, in meta-data order (a parameter may
 /// rely on the ones before it: the downtime ceiling on the start).
 type Parser = fn(&mut Params, &str) -> Result<(), ParamError>;
-const PARSERS: [(&str, Parser); 15] = [
+const PARSERS: [(&str, Parser); 16] = [
     ("hypervisor", hypervisor),
     ("config", config),
     ("migration_network_suffix", migration_network_suffix),
@@ -343,6 +400,7 @@ const PARSERS: [(&str, Parser); 15] = [
     ("migration_postcopy", migration_postcopy),
     ("migration_parallel", migration_parallel),
     ("migration_storage", migration_storage),
+    ("migration_port", migration_port),
     ("start_resources", start_resources),
     ("sync_definition", sync_definition),
     ("force_stop", force_stop),
@@ -404,6 +462,36 @@ fn migration_storage(p: &mut Params, v: &str) -> Result<(), ParamError> {
                 expected: "auto, shared or copy",
             })
         }
+    };
+    Ok(())
+}
+
+/// `N` or `N-M`, unprivileged ports only (QEMU runs as the qemu user on
+/// many distributions and could not bind below 1024); a single port
+/// leaves the next one for a copied disk's NBD export.
+fn migration_port(p: &mut Params, v: &str) -> Result<(), ParamError> {
+    let invalid = || ParamError::Invalid {
+        name: "migration_port",
+        value: v.into(),
+        expected: "a port 1024-65534 or a range such as 49152-49215",
+    };
+    let port = |s: &str| {
+        s.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|&n| n >= 1024)
+            .ok_or_else(invalid)
+    };
+    p.migration_port = match v.split_once('-') {
+        None => match port(v)? {
+            65535 => return Err(invalid()),
+            n => MigrationPort::Fixed(n),
+        },
+        Some((a, b)) => match (port(a)?, port(b)?) {
+            (a, b) if a < b => MigrationPort::Range(a, b),
+            (a, b) if a == b && a < 65535 => MigrationPort::Fixed(a),
+            _ => return Err(invalid()),
+        },
     };
     Ok(())
 }
@@ -569,6 +657,23 @@ mod tests {
     }
 
     #[test]
+    fn migration_port_is_a_port_or_a_range() {
+        let port = |v| {
+            Params::from_env(&env(&[("name", "vm1"), ("migration_port", v)]))
+                .unwrap()
+                .migration_port
+        };
+        assert_eq!(port("49152"), MigrationPort::Fixed(49152));
+        assert_eq!(port("49300-49300"), MigrationPort::Fixed(49300));
+        assert_eq!(port("49152-49215"), MigrationPort::Range(49152, 49215));
+        assert_eq!(port("49152").for_disks(), Some(49153));
+        assert_eq!(port("49152-49215").probed(), 49215);
+        assert_eq!(port("49152-49215").in_uri(), None);
+        let default = Params::from_env(&env(&[("name", "vm1")])).unwrap();
+        assert_eq!(default.migration_port.probed(), 49215);
+    }
+
+    #[test]
     fn missing_and_bad_names() {
         assert!(matches!(
             Params::from_env(&env(&[])),
@@ -610,6 +715,11 @@ mod tests {
             ("migration_postcopy", "sometimes"),
             ("migration_parallel", "0"),
             ("migration_parallel", "65"),
+            ("migration_port", "80"),
+            ("migration_port", "65535"),
+            ("migration_port", "49215-49152"),
+            ("migration_port", "49152-"),
+            ("migration_port", "port"),
             ("migration_transport", "rsh"),
             ("migration_user", "Root;rm"),
             ("migration_network_suffix", ".mn;x"),

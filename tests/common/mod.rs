@@ -889,6 +889,8 @@ pub struct Sniffer {
 /// lower bound of the payload it carried.
 #[derive(Debug)]
 pub struct Stream {
+    /// The port it went to.
+    pub port: u16,
     pub first: String,
     pub bytes: u64,
 }
@@ -901,6 +903,12 @@ pub const TLS_HANDSHAKE: &str = "1603";
 
 impl Sniffer {
     pub fn start(node: &str, iface: &str) -> Sniffer {
+        Sniffer::on_ports(node, iface, "49152-49215")
+    }
+
+    /// Watches the ports `range` (`FIRST-LAST`) instead of the lab's
+    /// migration range.
+    pub fn on_ports(node: &str, iface: &str, range: &str) -> Sniffer {
         use std::io::{BufRead, BufReader};
         let stop = std::env::temp_dir().join(format!("vmshift-sniff-{node}-{iface}.stop"));
         let _ = std::fs::remove_file(&stop);
@@ -911,6 +919,7 @@ impl Sniffer {
             .arg(script)
             .arg(iface)
             .arg(&stop)
+            .arg(range)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -939,8 +948,10 @@ impl Sniffer {
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| {
-                let mut f = l.split_whitespace().skip(1);
+                let mut f = l.split_whitespace();
+                let port = f.next()?.rsplit(':').next()?.parse().ok()?;
                 Some(Stream {
+                    port,
                     first: f.next()?.to_owned(),
                     bytes: f.next()?.parse().ok()?,
                 })
