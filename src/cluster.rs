@@ -1,8 +1,10 @@
-//! What the agent asks Pacemaker: which node is the peer. start uses it to
-//! make sure the server does not already run there before booting it.
+//! What the agent asks and tells Pacemaker: which node is the peer (start
+//! uses it to make sure the server does not already run there before
+//! booting it), and the resource's utilization attributes.
 //!
-//! The answer comes from `crm_node` (run directly, never through a shell),
-//! bounded in time: Pacemaker's tools block while the cluster is starting.
+//! Pacemaker's tools (`crm_node`, `crm_resource`) are run directly, never
+//! through a shell, bounded in time: they block while the cluster is
+//! starting.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -12,35 +14,43 @@ use crate::ocf::Env;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot run crm_node")]
-    Spawn(#[source] std::io::Error),
-    #[error("crm_node {args} did not answer within {timeout:?}")]
-    Timeout { args: String, timeout: Duration },
-    #[error("crm_node {args} failed: {stderr}")]
-    Failed { args: String, stderr: String },
+    #[error("cannot run {tool}")]
+    Spawn {
+        tool: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{cmd} did not answer within {timeout:?}")]
+    Timeout { cmd: String, timeout: Duration },
+    #[error("{cmd} failed: {stderr}")]
+    Failed { cmd: String, stderr: String },
     #[error("this cluster has {0} other nodes, not one")]
     NotTwoNodes(usize),
 }
 
-/// Runs `crm_node ARGS`, killing it if it takes longer than `timeout`.
-fn crm_node(args: &[&str], timeout: Duration) -> Result<String, Error> {
-    let mut child = Command::new("crm_node")
+/// Runs `tool ARGS`, killing it if it takes longer than `timeout`; its
+/// standard output when it succeeds. Both outputs are a few lines, well
+/// within a pipe's buffer, so they are read once it has exited.
+fn run(tool: &'static str, args: &[&str], timeout: Duration) -> Result<String, Error> {
+    let spawn = |source| Error::Spawn { tool, source };
+    let cmd = || format!("{tool} {}", args.join(" "));
+    let mut child = Command::new(tool)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(Error::Spawn)?;
+        .map_err(spawn)?;
     let until = Instant::now() + timeout;
     let status = loop {
-        match child.try_wait().map_err(Error::Spawn)? {
+        match child.try_wait().map_err(spawn)? {
             Some(status) => break status,
             None if Instant::now() >= until => {
                 // Our own child, by its handle: never by name.
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(Error::Timeout {
-                    args: args.join(" "),
+                    cmd: cmd(),
                     timeout,
                 });
             }
@@ -59,7 +69,7 @@ fn crm_node(args: &[&str], timeout: Duration) -> Result<String, Error> {
         Ok(out)
     } else {
         Err(Error::Failed {
-            args: args.join(" "),
+            cmd: cmd(),
             stderr: err.trim().to_owned(),
         })
     }
@@ -75,16 +85,49 @@ fn parse_nodes(list: &str) -> Vec<String> {
 
 /// The other node of a two-node cluster, as Pacemaker knows it.
 pub fn peer_from_pacemaker(env: &Env, timeout: Duration) -> Result<String, Error> {
-    let nodes = parse_nodes(&crm_node(&["-l"], timeout)?);
+    let nodes = parse_nodes(&run("crm_node", &["-l"], timeout)?);
     let me = match env.text("OCF_RESKEY_CRM_meta_on_node") {
         Some(n) => n.to_owned(),
-        None => crm_node(&["-n"], timeout)?.trim().to_owned(),
+        None => run("crm_node", &["-n"], timeout)?.trim().to_owned(),
     };
     let others: Vec<_> = nodes.into_iter().filter(|n| *n != me).collect();
     match others.as_slice() {
         [one] => Ok(one.clone()),
         _ => Err(Error::NotTwoNodes(others.len())),
     }
+}
+
+/// A utilization attribute of resource `rsc` (`crm_resource
+/// --utilization`); None when it is not set. The `--opt=value` form
+/// keeps a value that begins with '-' from being read as an option.
+pub fn utilization(rsc: &str, attr: &str, timeout: Duration) -> Result<Option<String>, Error> {
+    let (r, g) = (
+        format!("--resource={rsc}"),
+        format!("--get-parameter={attr}"),
+    );
+    match run(
+        "crm_resource",
+        &["--quiet", "--utilization", &r, &g],
+        timeout,
+    ) {
+        Ok(v) => Ok(Some(v.trim().to_owned())),
+        // Without the CIB it says "Could not connect to the CIB" (as
+        // VirtualDomain, which looks for "not connected"); any other
+        // failure is an attribute the resource does not have ("No such
+        // device or address" in Pacemaker 2.1).
+        Err(Error::Failed { stderr, .. }) if !stderr.to_lowercase().contains("connect") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Sets a utilization attribute of resource `rsc` to `value`.
+pub fn set_utilization(rsc: &str, attr: &str, value: &str, timeout: Duration) -> Result<(), Error> {
+    let r = format!("--resource={rsc}");
+    let (p, v) = (
+        format!("--set-parameter={attr}"),
+        format!("--parameter-value={value}"),
+    );
+    run("crm_resource", &["--utilization", &r, &p, &v], timeout).map(drop)
 }
 
 #[cfg(test)]

@@ -2,16 +2,14 @@
 //! definition that counts: it is what runs, and what every live migration
 //! carries to the target anyway (VIR_MIGRATE_PERSIST_DEST). start and stop
 //! compare it with the peer's each time, monitor when it changed here since
-//! this node last compared it (a copy kept in [`STATE_DIR`]); a difference
+//! this node last compared it (a copy kept in [`crate::records::STATE_DIR`]); a difference
 //! is copied to the peer through libvirt (`sync_definition`, virDomainDefineXML
 //! on the peer's libvirtd, never ssh) or reported, once per change. With
 //! `config` the file is the definition on each node: start and
 //! migrate_from define from it again when it changed, and say what that
 //! changed.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use log::{debug, info, warn};
@@ -21,13 +19,9 @@ use crate::hypervisor::{mib, Hypervisor, Observe};
 use crate::ocf::{config, Params};
 use crate::peer::Peer;
 use crate::preflight::Needs;
+use crate::records::Records;
 use crate::storage::child;
-
-/// Where each node keeps the definition it last compared and the hash of
-/// the `config` file it last defined from: a tmpfs, emptied at boot, when
-/// nothing has been compared yet. Root's alone (0700, files 0600): a
-/// definition holds its graphics passwords, as /etc/libvirt/qemu does.
-pub const STATE_DIR: &str = "/run/vmshift";
+use crate::utilization::Utilization;
 
 /// What is done with a definition that differs on the peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,32 +57,42 @@ pub enum Compared {
 
 /// The records in [`STATE_DIR`], and how a definition is kept in step.
 pub struct Definitions<'a> {
-    /// None (tests of other actions): nothing recorded.
-    dir: Option<PathBuf>,
+    records: Records,
     policy: Policy,
     /// The peer, found only when a comparison is due.
     peer: &'a dyn Fn() -> Peer,
+    /// Pacemaker's utilization, which follows the definition.
+    util: Utilization<'a>,
 }
 
 const DEFINITION: &str = "definition";
 const CONFIG: &str = "config";
 
 impl<'a> Definitions<'a> {
-    pub fn new(dir: impl Into<PathBuf>, policy: Policy, peer: &'a dyn Fn() -> Peer) -> Self {
+    pub fn new(
+        records: Records,
+        policy: Policy,
+        peer: &'a dyn Fn() -> Peer,
+        util: Utilization<'a>,
+    ) -> Self {
         Definitions {
-            dir: Some(dir.into()),
+            records,
+            util,
             policy,
             peer,
         }
     }
 
-    /// monitor of a server that runs here: its definition compared with
+    /// monitor of a server that runs here: its utilization kept in step
+    /// ([`Utilization::update`], a record read when nothing changed) and
+    /// its definition compared with
     /// the peer's when it is not the one this node compared last (a change
     /// made here, or the first monitor since boot or since it arrived), so
     /// that a difference is copied or said once, not every interval.
     pub fn if_changed(&self, hv: &dyn Observe, name: &str) -> Option<Compared> {
         let here = hv.definition(name).ok().flatten()?;
-        let last = self.last(name, DEFINITION);
+        self.util.update(name, &here);
+        let last = self.records.last(name, DEFINITION);
         if last.as_deref() == Some(here.as_str()) {
             return None;
         }
@@ -116,6 +120,7 @@ impl<'a> Definitions<'a> {
                 return None;
             }
         };
+        self.util.update(name, &here);
         Some(match peer {
             Some(peer) => self.compare(&here, name, peer),
             None => self.compare(&here, name, &(self.peer)()),
@@ -128,7 +133,7 @@ impl<'a> Definitions<'a> {
     /// the next stop or start tries again). Never fails the action.
     fn compare(&self, here: &str, name: &str, peer: &Peer) -> Compared {
         let compared = compare_with(here, name, peer, self.policy);
-        self.keep(name, DEFINITION, here);
+        self.records.keep(name, DEFINITION, here);
         compared
     }
 
@@ -156,7 +161,7 @@ impl<'a> Definitions<'a> {
     /// said. A definition libvirt refuses is logged and the one it has
     /// kept.
     fn redefine_from(&self, hv: &dyn Hypervisor, name: &str, path: &Path, xml: &str) {
-        if self.last(name, CONFIG).as_deref() == Some(config_hash(xml).as_str()) {
+        if self.records.last(name, CONFIG).as_deref() == Some(config_hash(xml).as_str()) {
             return;
         }
         let before = hv.definition(name).ok().flatten();
@@ -182,54 +187,7 @@ impl<'a> Definitions<'a> {
 
     /// Records that the domain was defined from the file's text `xml`.
     pub fn defined_from_config(&self, name: &str, xml: &str) {
-        self.keep(name, CONFIG, &config_hash(xml));
-    }
-
-    fn file(&self, name: &str, kind: &str) -> Option<PathBuf> {
-        // libvirt names may hold any character but '/'; the file name
-        // keeps [A-Za-z0-9._-] and writes the rest as %XX.
-        let mut file = String::new();
-        for b in name.bytes() {
-            match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' => file.push(b as char),
-                b'.' if !file.is_empty() => file.push('.'),
-                _ => file.push_str(&format!("%{b:02X}")),
-            }
-        }
-        Some(self.dir.as_ref()?.join(format!("{file}.{kind}")))
-    }
-
-    fn last(&self, name: &str, kind: &str) -> Option<String> {
-        std::fs::read_to_string(self.file(name, kind)?).ok()
-    }
-
-    /// Written whole (a temporary file renamed over the record): a record
-    /// is the old one or the new one, never half of either.
-    fn keep(&self, name: &str, kind: &str, text: &str) {
-        let (Some(dir), Some(path)) = (&self.dir, self.file(name, kind)) else {
-            return;
-        };
-        let tmp = path.with_extension(format!("{kind}.new"));
-        let written = std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .and_then(|()| {
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&tmp)
-            })
-            .and_then(|mut f| f.write_all(text.as_bytes()))
-            .and_then(|()| std::fs::rename(&tmp, &path));
-        if let Err(e) = written {
-            warn!(
-                "cannot keep the {kind} record of {name} in {}: {e}",
-                dir.display()
-            );
-        }
+        self.records.keep(name, CONFIG, &config_hash(xml));
     }
 }
 
@@ -242,7 +200,8 @@ impl Definitions<'static> {
             unreachable!("this test has no peer")
         }
         Definitions {
-            dir: None,
+            records: Records::none(),
+            util: Utilization::off(),
             policy: Policy::Copy,
             peer: &no_peer,
         }
@@ -425,7 +384,7 @@ mod tests {
             .replace("<vcpu>1", "<vcpu>2")
     }
 
-    fn dir() -> PathBuf {
+    fn dir() -> std::path::PathBuf {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         std::env::temp_dir().join(format!("vmshift-defs-{}-{n}", std::process::id()))
@@ -472,7 +431,7 @@ mod tests {
             *b.definition.borrow_mut() = Some(XML.into());
             peer_with(b)
         };
-        let defs = Definitions::new(&dir, Policy::Copy, &find);
+        let defs = Definitions::new(Records::new(&dir), Policy::Copy, &find, Utilization::off());
         // First seen: compared (the same), then quiet.
         assert_eq!(defs.if_changed(&here, "vm1"), Some(Compared::Same));
         assert_eq!(defs.if_changed(&here, "vm1"), None);
@@ -496,7 +455,7 @@ mod tests {
         let b = Fake::new(&[DomainState::Shutoff]);
         *b.definition.borrow_mut() = Some(XML.into());
         let peer = peer_with(b);
-        let copy = Definitions::new(&dir, Policy::Copy, &none);
+        let copy = Definitions::new(Records::new(&dir), Policy::Copy, &none, Utilization::off());
         assert_eq!(copy.now(&here, "vm1", Some(&peer)), Some(Compared::Copied));
         let Peer::Known { hv, .. } = &peer else {
             unreachable!()
@@ -513,7 +472,12 @@ mod tests {
         // None there: defined there.
         let empty = peer_with(Fake::new(&[DomainState::Undefined]));
         assert_eq!(copy.now(&here, "vm1", Some(&empty)), Some(Compared::Copied));
-        let report = Definitions::new(&dir, Policy::Report("sync_definition is off"), &none);
+        let report = Definitions::new(
+            Records::new(&dir),
+            Policy::Report("sync_definition is off"),
+            &none,
+            Utilization::off(),
+        );
         let b = Fake::new(&[DomainState::Shutoff]);
         *b.definition.borrow_mut() = Some(XML.into());
         assert_eq!(
@@ -527,7 +491,7 @@ mod tests {
     fn config_is_defined_again_only_when_the_file_changed() {
         let dir = dir();
         let none = || -> Peer { unreachable!() };
-        let defs = Definitions::new(&dir, Policy::Copy, &none);
+        let defs = Definitions::new(Records::new(&dir), Policy::Copy, &none, Utilization::off());
         let hv = Fake::new(&[DomainState::Shutoff]);
         let path = Path::new("/etc/vmshift/vm1.xml");
         defs.redefine_from(&hv, "vm1", path, XML);
@@ -538,19 +502,5 @@ mod tests {
         assert_eq!(hv.definition("vm1").unwrap(), Some(bigger()));
         assert_eq!(hv.state("vm1").unwrap(), DomainState::Shutoff);
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn record_names_are_file_names() {
-        let none = || -> Peer { unreachable!() };
-        let defs = Definitions::new("/run/vmshift", Policy::Copy, &none);
-        assert_eq!(
-            defs.file("../x y", DEFINITION).unwrap(),
-            Path::new("/run/vmshift/%2E.%2Fx%20y.definition")
-        );
-        assert_eq!(
-            defs.file("srv.1", CONFIG).unwrap(),
-            Path::new("/run/vmshift/srv.1.config")
-        );
     }
 }

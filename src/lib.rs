@@ -28,8 +28,10 @@ pub mod migration;
 pub mod ocf;
 pub mod peer;
 pub(crate) mod preflight;
+pub(crate) mod records;
 pub(crate) mod storage;
 pub mod uri;
+pub(crate) mod utilization;
 
 use std::ffi::OsString;
 use std::io::Write;

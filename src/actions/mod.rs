@@ -13,12 +13,14 @@ mod validate_all;
 
 use log::warn;
 
-use crate::definition::{Definitions, Policy, STATE_DIR};
+use crate::definition::{Definitions, Policy};
 use crate::error::{chain, Error};
 use crate::libvirt::{rpc::Rpc, Libvirt};
 use crate::migration::network::SystemNet;
 use crate::ocf::{Budget, Env, OcfRc, Outcome, Params};
 use crate::peer::{self, Peer};
+use crate::records::{Records, STATE_DIR};
+use crate::utilization::Utilization;
 
 /// The OCF actions this agent knows (Pacemaker's names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +80,7 @@ pub fn run(action: Action, env: &Env) -> Outcome {
             let hv = Libvirt::new(&p.hypervisor, deadline.at());
             let find = || find_peer(env, &p, &deadline);
             let peer = find();
-            let defs = Definitions::new(STATE_DIR, Policy::of(&p), &find);
+            let defs = definitions(env, &p, &deadline, &find, true);
             start::start(&hv, &peer, &p, &deadline, &defs)
         }),
         Action::Stop => match lenient(env) {
@@ -87,7 +89,7 @@ pub fn run(action: Action, env: &Env) -> Outcome {
                 let ask = deadline.stop_ask();
                 let probe = Libvirt::new(&p.hypervisor, deadline.at()).per_call(ask);
                 let find = || find_peer(env, &p, &deadline);
-                let defs = Definitions::new(STATE_DIR, Policy::of(&p), &find);
+                let defs = definitions(env, &p, &deadline, &find, false);
                 stop::stop(&hv, &probe, &p, &deadline, &defs)
             }
             // A failed stop gets the node fenced: a name no libvirt domain
@@ -104,7 +106,7 @@ pub fn run(action: Action, env: &Env) -> Outcome {
             // wants SASL makes the direct client hand the question to it.
             let libvirt = || Libvirt::new(&p.hypervisor, deadline.at()).per_call(ask);
             let find = || find_peer(env, &p, &deadline);
-            let defs = Definitions::new(STATE_DIR, Policy::of(&p), &find);
+            let defs = definitions(env, &p, &deadline, &find, false);
             // Asked without loading libvirt.so when the URI allows it.
             match Rpc::for_uri(&p.hypervisor, deadline.at(), ask, || Box::new(libvirt())) {
                 Some(rpc) => monitor::monitor(&rpc, &p, &defs),
@@ -121,7 +123,7 @@ pub fn run(action: Action, env: &Env) -> Outcome {
             let hv = Libvirt::new(&p.hypervisor, deadline.at());
             let source = env.text("OCF_RESKEY_CRM_meta_migrate_source");
             let find = || find_peer(env, &p, &deadline);
-            let defs = Definitions::new(STATE_DIR, Policy::of(&p), &find);
+            let defs = definitions(env, &p, &deadline, &find, false);
             migrate_from::migrate_from(&hv, &p, source, &deadline, &defs)
         }),
         Action::PlanMigration => Params::from_env(env).map_err(Error::from).and_then(|p| {
@@ -143,6 +145,20 @@ fn lenient(env: &Env) -> Result<Params, Error> {
         warn!("ignoring an invalid parameter for this action: {p}");
     }
     Ok(params)
+}
+
+/// The definitions (and the utilization that follows them) as this
+/// action keeps them; `fresh`: the utilization is asked of the cluster
+/// even when this node wrote it last (start).
+fn definitions<'a>(
+    env: &'a Env,
+    p: &Params,
+    deadline: &Budget,
+    find: &'a dyn Fn() -> Peer,
+    fresh: bool,
+) -> Definitions<'a> {
+    let util = Utilization::new(env, p, Records::new(STATE_DIR), *deadline, fresh);
+    Definitions::new(Records::new(STATE_DIR), Policy::of(p), find, util)
 }
 
 /// The other node and its libvirtd.

@@ -104,6 +104,16 @@ impl Budget {
         (self.timeout / 4).clamp(Duration::from_secs(3), Duration::from_secs(15))
     }
 
+    /// Each call of a Pacemaker tool that only informs the cluster
+    /// (`crm_resource --utilization`): a tenth of the timeout, 1 to 5 s,
+    /// never more than what is left. The CIB answers in milliseconds; a
+    /// cluster that does not must not cost the monitor its answer.
+    pub fn cluster_call(&self) -> Duration {
+        (self.timeout / 10)
+            .clamp(Duration::from_secs(1), Duration::from_secs(5))
+            .min(self.remaining() / 4)
+    }
+
     /// Whether a call refused after `took` because another call held the
     /// domain (libvirt waits 30 s for its job lock) may be made again: only
     /// while the same wait and a boot (5 s) still fit before the deadline.

@@ -207,6 +207,10 @@ pub struct Params {
     /// Copy this node's definition to the peer when they differ (not with
     /// `config`).
     pub sync_definition: bool,
+    /// Write the vCPU count as the resource's `cpu` utilization.
+    pub autoset_utilization_cpu: bool,
+    /// Write the memory in MiB as its `host_memory` utilization.
+    pub autoset_utilization_host_memory: bool,
     pub force_stop: bool,
     /// The other node, when given; otherwise asked from Pacemaker.
     pub peer: Option<String>,
@@ -226,7 +230,7 @@ const MAX_BANDWIDTH_MIB_S: u64 = (i64::MAX as u64) / (1024 * 1024);
 const MAX_DOWNTIME_MS: u64 = 2_000_000;
 
 /// Parameter names in meta-data order; the CLI mirrors them as flags.
-pub const PARAM_NAMES: [&str; 17] = [
+pub const PARAM_NAMES: [&str; 19] = [
     "name",
     "hypervisor",
     "config",
@@ -242,6 +246,8 @@ pub const PARAM_NAMES: [&str; 17] = [
     "migration_port",
     "start_resources",
     "sync_definition",
+    "autoset_utilization_cpu",
+    "autoset_utilization_host_memory",
     "force_stop",
     "peer",
 ];
@@ -379,6 +385,8 @@ impl Params {
             migration_port: MigrationPort::Default,
             start_resources: false,
             sync_definition: true,
+            autoset_utilization_cpu: true,
+            autoset_utilization_host_memory: true,
             force_stop: false,
             peer: None,
         }
@@ -388,7 +396,7 @@ impl Params {
 /// One parser per optional parameter, in meta-data order (a parameter may
 /// rely on the ones before it: the downtime ceiling on the start).
 type Parser = fn(&mut Params, &str) -> Result<(), ParamError>;
-const PARSERS: [(&str, Parser); 16] = [
+const PARSERS: [(&str, Parser); 18] = [
     ("hypervisor", hypervisor),
     ("config", config),
     ("migration_network_suffix", migration_network_suffix),
@@ -403,6 +411,11 @@ const PARSERS: [(&str, Parser); 16] = [
     ("migration_port", migration_port),
     ("start_resources", start_resources),
     ("sync_definition", sync_definition),
+    ("autoset_utilization_cpu", autoset_utilization_cpu),
+    (
+        "autoset_utilization_host_memory",
+        autoset_utilization_host_memory,
+    ),
     ("force_stop", force_stop),
     ("peer", peer),
 ];
@@ -558,6 +571,16 @@ fn start_resources(p: &mut Params, v: &str) -> Result<(), ParamError> {
 
 fn sync_definition(p: &mut Params, v: &str) -> Result<(), ParamError> {
     p.sync_definition = parse_bool("sync_definition", v)?;
+    Ok(())
+}
+
+fn autoset_utilization_cpu(p: &mut Params, v: &str) -> Result<(), ParamError> {
+    p.autoset_utilization_cpu = parse_bool("autoset_utilization_cpu", v)?;
+    Ok(())
+}
+
+fn autoset_utilization_host_memory(p: &mut Params, v: &str) -> Result<(), ParamError> {
+    p.autoset_utilization_host_memory = parse_bool("autoset_utilization_host_memory", v)?;
     Ok(())
 }
 
