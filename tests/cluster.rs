@@ -1273,3 +1273,119 @@ fn a_migrate_to_pacemaker_kills_is_stopped_on_both_nodes_and_runs_once() {
     let failed: Vec<_> = s.failures().into_iter().map(|f| f.0).collect();
     assert_eq!(failed, ["migrate_to"], "{}", crm_mon_text());
 }
+
+/// Node capacity for `placement-strategy=utilization`, taken back (the
+/// strategy first, then each node's attributes) when the test ends, pass
+/// or fail.
+struct Capacity;
+
+impl Capacity {
+    fn set(nodes: &[(&str, &str, &str)]) -> Capacity {
+        for &(node, cpu, mem) in nodes {
+            Capacity::node(node, "cpu", Some(cpu));
+            Capacity::node(node, "host_memory", Some(mem));
+        }
+        Capacity::attribute(
+            &["--type", "crm_config"],
+            "placement-strategy",
+            Some("utilization"),
+        );
+        Capacity
+    }
+
+    /// Sets (or, with None, deletes) a node's utilization attribute.
+    fn node(node: &str, attr: &str, value: Option<&str>) {
+        let uname = format!("node-{node}");
+        Capacity::attribute(&["--node", &uname, "--utilization"], attr, value);
+    }
+
+    /// `crm_attribute WHERE --name NAME --update VALUE` (or `--delete`).
+    fn attribute(place: &[&str], name: &str, value: Option<&str>) {
+        let mut args = [&["crm_attribute"], place, &["--name", name]].concat();
+        match value {
+            Some(v) => args.extend(["--update", v]),
+            None => args.push("--delete"),
+        }
+        on_ok("a", &args);
+    }
+}
+
+impl Drop for Capacity {
+    fn drop(&mut self) {
+        Capacity::attribute(&["--type", "crm_config"], "placement-strategy", None);
+        for node in ["a", "b"] {
+            for attr in ["cpu", "host_memory"] {
+                Capacity::node(node, attr, None);
+            }
+        }
+    }
+}
+
+/// autoset_utilization_cpu and _host_memory (on by default): start writes
+/// the server's vCPUs and memory as its utilization; with
+/// placement-strategy=utilization, Pacemaker then refuses to move it to a
+/// node without the capacity (it keeps running where it is), and moves it
+/// live once that node has room.
+#[test]
+#[ignore = "needs the cluster lab: make cluster-test"]
+fn utilization_from_the_definition_keeps_the_server_off_a_node_without_room() {
+    let s = Server::create("srv-util", OPS);
+    let from = s.wait_started(None, Duration::from_secs(120));
+    let to = peer(&from);
+    let xml = std::fs::read_to_string(&s.config).unwrap();
+    let mem = xml
+        .split("<memory unit='MiB'>")
+        .nth(1)
+        .and_then(|m| m.split('<').next())
+        .expect("the guest's memory")
+        .to_owned();
+    let get = |attr: &str| {
+        let o = on(
+            "a",
+            &[
+                "crm_resource",
+                "--quiet",
+                "--utilization",
+                "--resource",
+                &s.id,
+                "--get-parameter",
+                attr,
+            ],
+        );
+        text(&o.stdout).trim().to_owned()
+    };
+    let until = Instant::now() + Duration::from_secs(30);
+    while (get("cpu"), get("host_memory")) != ("1".to_owned(), mem.clone()) {
+        assert!(
+            Instant::now() < until,
+            "utilization: cpu {:?} host_memory {:?}",
+            get("cpu"),
+            get("host_memory")
+        );
+        sleep(Duration::from_millis(500));
+    }
+    let _capacity = Capacity::set(&[(&from, "4", "4096"), (to, "0", "4096")]);
+    settle();
+    on_ok(
+        &from,
+        &[
+            "crm_resource",
+            "--move",
+            "-r",
+            &s.id,
+            "-N",
+            &format!("node-{to}"),
+        ],
+    );
+    settle();
+    sleep(Duration::from_secs(3));
+    assert_eq!(s.nodes(), vec![from.clone()], "{}", crm_mon_text());
+    assert_eq!(s.role(), "Started");
+    assert_eq!(s.all_boots(), 1);
+    // Room on the target: the move it was asked for happens, live.
+    let m = live_move(&s, &from, to, || Capacity::node(to, "cpu", Some("4")));
+    assert!(m.mn_bytes > COPY_BYTES, "a live move: {} bytes", m.mn_bytes);
+    on_ok(&from, &["crm_resource", "--clear", "-r", &s.id]);
+    settle();
+    s.assert_only_on(to);
+}
