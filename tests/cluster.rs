@@ -964,10 +964,19 @@ fn round_trips_without_restarts_or_failures() {
 
 #[test]
 #[ignore = "needs the cluster lab: make cluster-test"]
-fn standby_evacuates_by_live_migration() {
-    let s = Server::create("srv-standby", OPS);
-    let from = s.wait_started(None, Duration::from_secs(120));
+fn standby_evacuates_two_servers_at_once_by_live_migration() {
+    let s1 = Server::create("srv-standby", OPS);
+    let from = s1.wait_started(None, Duration::from_secs(120));
     let to = peer(&from);
+    let s2 = Server::create("srv-standby2", OPS);
+    if s2.wait_started(None, Duration::from_secs(120)) != from {
+        admin_move(&s2, to, &from);
+    }
+    // Both moves may run at once (Pacemaker's default is 1 per node).
+    let _limit = ClusterOption::set("migration-limit", "2");
+    for s in [&s1, &s2] {
+        s.wait_heartbeat(&from);
+    }
     let uname = format!("node-{from}");
     let standby = |v: &str| {
         on_ok(
@@ -983,31 +992,83 @@ fn standby_evacuates_by_live_migration() {
             ],
         );
     };
-    let m = live_move(&s, &from, to, || standby("on"));
-    assert!(m.mn_bytes > COPY_BYTES);
-    let xml = crm_mon_xml();
-    assert_eq!(
+    // A failed test still takes the node out of standby.
+    let _online = Standby(uname.clone());
+    let is_standby = || {
         xpath(
-            &xml,
-            &format!("string(//nodes/node[@name='{uname}']/@standby)")
-        ),
-        "true"
+            &crm_mon_xml(),
+            &format!("string(//nodes/node[@name='{uname}']/@standby)"),
+        )
+    };
+    let (dc, src, tgt) = (LogMark::new("a"), LogMark::new(&from), LogMark::new(to));
+    standby("on");
+    for s in [&s1, &s2] {
+        s.wait_started(Some(to), MOVE_WAIT);
+    }
+    settle();
+    assert_eq!(is_standby(), "true");
+    let (dc, src, tgt) = (dc.since(), src.since(), tgt.since());
+    for s in [&s1, &s2] {
+        let ok = format!("Result of migrate_to operation for {} on {uname}: ok", s.id);
+        assert!(src.contains(&ok), "{ok}:\n{src}");
+        // Live: migrate_from on the target, never a start there.
+        let start = format!("Result of start operation for {} on node-{to}", s.id);
+        assert!(!tgt.contains(&start), "a restart, not a live move:\n{tgt}");
+    }
+    // At once: both moves began before either ended.
+    let at = |what: &str| {
+        dc.find(what)
+            .unwrap_or_else(|| panic!("no '{what}' in the DC's log:\n{dc}"))
+    };
+    let began = [&s1, &s2].map(|s| {
+        at(&format!(
+            "Initiating migrate_to operation {}_migrate_to_0",
+            s.id
+        ))
+    });
+    let ended =
+        [&s1, &s2].map(|s| at(&format!("({}_migrate_to_0 on {uname}) confirmed: ok", s.id)));
+    assert!(
+        began.iter().max() < ended.iter().min(),
+        "one after the other:\n{dc}"
     );
     standby("off");
     settle();
-    let xml = crm_mon_xml();
-    assert_eq!(
-        xpath(
-            &xml,
-            &format!("string(//nodes/node[@name='{uname}']/@standby)")
-        ),
-        "false"
-    );
-    // Back from standby, the server stays where it is (stickiness) and runs.
-    s.assert_only_on(to);
-    let tick = s.last_tick(to).unwrap_or(0);
-    s.wait_tick_after(to, tick);
-    assert_eq!(s.all_boots(), 1);
+    assert_eq!(is_standby(), "false");
+    // Back from standby, the servers stay where they are (stickiness),
+    // each still in its first boot.
+    for s in [&s1, &s2] {
+        s.assert_only_on(to);
+        let tick = s.last_tick(to).unwrap_or(0);
+        s.wait_tick_after(to, tick);
+        assert_eq!(s.all_boots(), 1);
+    }
+}
+
+/// A node out of standby when the test ends, pass or fail.
+struct Standby(String);
+
+impl Drop for Standby {
+    fn drop(&mut self) {
+        let node = ["--node", self.0.as_str()];
+        Capacity::attribute(&node, "standby", Some("off"));
+    }
+}
+
+/// A cluster option set for one test, deleted when it ends, pass or fail.
+struct ClusterOption(&'static str);
+
+impl ClusterOption {
+    fn set(name: &'static str, value: &str) -> ClusterOption {
+        Capacity::attribute(&["--type", "crm_config"], name, Some(value));
+        ClusterOption(name)
+    }
+}
+
+impl Drop for ClusterOption {
+    fn drop(&mut self) {
+        Capacity::attribute(&["--type", "crm_config"], self.0, None);
+    }
 }
 
 #[test]
@@ -1305,14 +1366,20 @@ impl Capacity {
         Capacity::attribute(&["--node", &uname, "--utilization"], attr, value);
     }
 
-    /// `crm_attribute WHERE --name NAME --update VALUE` (or `--delete`).
+    /// `crm_attribute WHERE --name NAME --update VALUE`, or `--delete`
+    /// (which, run from a Drop, must not panic: its failure is ignored).
     fn attribute(place: &[&str], name: &str, value: Option<&str>) {
         let mut args = [&["crm_attribute"], place, &["--name", name]].concat();
         match value {
-            Some(v) => args.extend(["--update", v]),
-            None => args.push("--delete"),
+            Some(v) => {
+                args.extend(["--update", v]);
+                on_ok("a", &args);
+            }
+            None => {
+                args.push("--delete");
+                let _ = on("a", &args);
+            }
         }
-        on_ok("a", &args);
     }
 }
 
