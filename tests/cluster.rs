@@ -972,7 +972,8 @@ fn standby_evacuates_two_servers_at_once_by_live_migration() {
     if s2.wait_started(None, Duration::from_secs(120)) != from {
         admin_move(&s2, to, &from);
     }
-    // Both moves may run at once (Pacemaker's default is 1 per node).
+    // Both moves may run at once: migration-limit bounds the moves per
+    // node (unbounded by default), here to the two.
     let _limit = ClusterOption::set("migration-limit", "2");
     for s in [&s1, &s2] {
         s.wait_heartbeat(&from);
