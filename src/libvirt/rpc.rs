@@ -18,7 +18,9 @@
 //! * It only ever speaks to the local system driver's read-write UNIX
 //!   socket, as root: no TLS, no SASL (refused, handed to libvirt.so), no
 //!   remote host; `qemu:///system` is the only URI it opens.
-//! * One question per connection, calls strictly one after another: a
+//! * One connection per action, kept between its questions (the state,
+//!   then the definition), and dropped with the action or when a
+//!   question fails or is abandoned; calls strictly one after another: a
 //!   reply is the next message with this program, REPLY type, the call's
 //!   serial and procedure; anything else (an event, a keepalive) is
 //!   skipped, never answered.
@@ -180,8 +182,9 @@ struct DomainRef {
     id: i32,
 }
 
-/// One client connection, used for one question and then dropped: libvirtd
-/// drops a client whose socket closes, as for any client that exits.
+/// One client connection, kept for the questions of one action and then
+/// dropped: libvirtd drops a client whose socket closes, as for any client
+/// that exits.
 struct Client {
     sock: UnixStream,
     serial: u32,
@@ -354,7 +357,14 @@ pub struct Rpc {
     /// Who asks instead when libvirtd wants SASL, which only libvirt.so
     /// speaks.
     fallback: Box<dyn Observe>,
+    /// The connection of the last question that was answered, with the
+    /// domain it looked up: the next question about it asks there.
+    kept: std::cell::Cell<Option<Kept>>,
 }
+
+/// A connection kept between questions: the domain name it looked up and
+/// what libvirtd answered (None: no such domain).
+type Kept = (Client, String, Option<DomainRef>);
 
 impl Rpc {
     /// For `uri` if it is the local system QEMU driver, else None (ask
@@ -370,6 +380,7 @@ impl Rpc {
             deadline,
             ask_budget,
             fallback: fallback(),
+            kept: std::cell::Cell::new(None),
         })
     }
 }
@@ -384,8 +395,8 @@ enum Asked<T> {
 }
 
 impl Rpc {
-    /// Opens a connection, looks the domain up and asks `f` of it, within
-    /// the question's budget.
+    /// Asks `f` of the domain, within the question's budget, on the kept
+    /// connection or (the first question) a new one that looks it up.
     fn ask<T: Send + 'static>(
         &self,
         what: &'static str,
@@ -394,15 +405,27 @@ impl Rpc {
     ) -> Asked<T> {
         let (socket, owned) = (self.socket.clone(), name.to_owned());
         let until = (Instant::now() + self.ask_budget).min(self.deadline);
+        let kept = self.kept.take().filter(|(_, n, _)| *n == owned);
         let got = on_worker(what, until, move || {
-            let mut c = Client::open(&socket)?;
-            match c.lookup(&owned).map_err(step("lookup"))? {
-                Some(dom) => f(&mut c, &dom).map(Some).map_err(step(what)),
-                None => Ok(None),
-            }
+            let (mut c, dom) = match kept {
+                Some((c, _, dom)) => (c, dom),
+                None => {
+                    let mut c = Client::open(&socket)?;
+                    let dom = c.lookup(&owned).map_err(step("lookup"))?;
+                    (c, dom)
+                }
+            };
+            let answer = match &dom {
+                Some(d) => Some(f(&mut c, d).map_err(step(what))?),
+                None => None,
+            };
+            Ok((answer, (c, owned, dom)))
         });
         match got {
-            Ok(Ok(answer)) => Asked::Got(answer),
+            Ok(Ok((answer, kept))) => {
+                self.kept.set(Some(kept));
+                Asked::Got(answer)
+            }
             Ok(Err(StepError {
                 source: Error::Sasl,
                 ..
@@ -551,6 +574,7 @@ mod tests {
             deadline: Instant::now() + Duration::from_secs(5),
             ask_budget: Duration::from_secs(5),
             fallback: Box::new(crate::hypervisor::fake::Fake::unreachable()),
+            kept: Default::default(),
         };
         (rpc, rx)
     }
@@ -580,6 +604,9 @@ mod tests {
             (got.state, got.postcopy, got.migrating),
             (DomainState::Paused, Some(Postcopy::Outgoing), false)
         );
+        // Dropped, it closes the kept connection, and the fake libvirtd
+        // reports what it was asked.
+        drop(rpc);
         assert_eq!(procs.recv().unwrap(), [66, 1, 23, 212]);
     }
 
@@ -597,10 +624,16 @@ mod tests {
                 );
                 Ok(Xdr::default().string("<domain/>").0)
             }
+            PROC_DOMAIN_GET_STATE => Ok(Xdr::default().u32(sys::VIR_DOMAIN_RUNNING).u32(1).0),
             _ => Err((1, "unexpected")),
         });
+        // monitor's two questions: one connection, one lookup.
+        assert_eq!(rpc.state("vm1").unwrap(), DomainState::Running);
         assert_eq!(rpc.definition("vm1").unwrap().as_deref(), Some("<domain/>"));
-        assert_eq!(procs.recv().unwrap(), [66, 1, 23, 14]);
+        // Dropped, it closes the kept connection, and the fake libvirtd
+        // reports what it was asked.
+        drop(rpc);
+        assert_eq!(procs.recv().unwrap(), [66, 1, 23, 212, 14]);
     }
 
     #[test]
@@ -634,6 +667,9 @@ mod tests {
             _ => Ok(Xdr::default().u32(sys::VIR_DOMAIN_RUNNING).u32(1).0),
         });
         assert_eq!(rpc.state("vm1").unwrap(), DomainState::Running);
+        // Dropped, it closes the kept connection, and the fake libvirtd
+        // reports what it was asked.
+        drop(rpc);
         assert_eq!(procs.recv().unwrap(), [66, 70, 1, 23, 212]);
     }
 
@@ -654,6 +690,7 @@ mod tests {
             deadline: Instant::now() + Duration::from_secs(5),
             ask_budget: Duration::from_secs(5),
             fallback: Box::new(crate::hypervisor::fake::Fake::unreachable()),
+            kept: Default::default(),
         };
         let e = rpc.state("vm1").unwrap_err();
         assert!(e.is_unreachable(), "{e:?}");
