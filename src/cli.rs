@@ -89,6 +89,9 @@ pub fn about(action: Action) -> &'static str {
         Action::PlanMigration => {
             "Dry run: show the migration network check and the URIs migrate_to would use"
         }
+        Action::Watch => {
+            "Follow a running migration of the server on this node until it ends (changes nothing)"
+        }
     }
 }
 

@@ -25,6 +25,7 @@ pub(crate) mod hypervisor;
 pub(crate) mod libvirt;
 pub(crate) mod logging;
 pub mod migration;
+pub(crate) mod moves;
 pub mod ocf;
 pub mod peer;
 pub(crate) mod preflight;

@@ -47,6 +47,13 @@ impl Records {
         Some(self.dir.as_ref()?.join(format!("{file}.{kind}")))
     }
 
+    /// Forgets a record (one that was never written is no error).
+    pub fn remove(&self, name: &str, kind: &str) {
+        if let Some(path) = self.file(name, kind) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
     pub fn last(&self, name: &str, kind: &str) -> Option<String> {
         std::fs::read_to_string(self.file(name, kind)?).ok()
     }

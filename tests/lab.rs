@@ -1591,3 +1591,62 @@ fn a_fixed_migration_port_carries_the_copy_and_a_range_is_qemu_conf_s() {
     );
     g.end_with_whole_journal("a");
 }
+
+/// `vmshift watch` on both nodes beside a move: on the source one line per
+/// second of libvirt's progress with migrate_to's step, downtime and time
+/// left, then the result; on the target the arrival. Both exit 0, and the
+/// move (heartbeat, journal) is what it is without them.
+#[test]
+#[ignore = "needs the lab: make test"]
+fn watch_follows_a_move_on_both_nodes() {
+    let g = Guest::journaling("t-watch", &[]);
+    let watch = |node: &str| {
+        let ns = lab(&["libvirtd-pid", node]);
+        Command::new("nsenter")
+            .args([
+                "-t", &ns, "-n", "-m", "-u", "--", BIN, "watch", "--name", &g.name,
+            ])
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("HA_LOGFACILITY", "none")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start vmshift watch")
+    };
+    let (on_a, on_b) = (watch("a"), watch("b"));
+    // Capped, so that the copy takes seconds and is seen under way, with
+    // time enough for the journal's writes to converge at that rate.
+    let slow = [
+        ("OCF_RESKEY_migration_speed", "40"),
+        ("OCF_RESKEY_CRM_meta_timeout", "60000"),
+    ];
+    migrate(&g, "a", &slow);
+    let done = |c: std::process::Child| {
+        let o = c.wait_with_output().unwrap();
+        let (out, err) = (
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        );
+        assert_eq!(o.status.code(), Some(0), "{out}{err}");
+        (out, err)
+    };
+    let (out, err) = done(on_a);
+    assert!(
+        out.lines().any(|l| l.starts_with("copied ")
+            && l.contains(" MiB left, ")
+            && l.contains(" | pre-copy, downtime 300 ms allowed | to node-b, ")),
+        "{out}"
+    );
+    assert!(
+        err.contains("t-watch migrated to node-b over node-b.mn (10.251.11.2) usable, downtime "),
+        "{err}"
+    );
+    let (out, err) = done(on_b);
+    assert!(out.contains("t-watch: incoming migration"), "{out}");
+    assert!(
+        err.contains("t-watch arrived and runs here (running)"),
+        "{err}"
+    );
+    g.end_with_whole_journal("b");
+}

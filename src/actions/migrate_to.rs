@@ -23,8 +23,10 @@ use crate::hypervisor::{
 use crate::migration::converge::{Decision, Ladder, Step};
 use crate::migration::network::{Choice, Net};
 use crate::migration::{bandwidth, choose_network, request, CopyEstimate};
+use crate::moves::{MoveState, Tracker};
 use crate::ocf::{Budget, OcfRc, Outcome, Params};
 use crate::preflight::{self, Needs};
+use crate::records::Records;
 use crate::storage;
 
 /// How often the migration's result is waited for between checks.
@@ -54,38 +56,6 @@ fn in_postcopy(local: &dyn Hypervisor, name: &str, side: Postcopy) -> bool {
 /// A state that could not be read (libvirtd gone quiet) says so.
 fn state_text(state: Option<DomainState>) -> String {
     state.map_or_else(|| "unknown".to_owned(), |s| s.to_string())
-}
-
-/// `45.0 MiB of 128.0 MiB left, 310 MiB/s, iteration 2`, or while the disks
-/// are copied first `copying disks: 12.0 MiB so far, the RAM copy waits for
-/// them to be in step`.
-fn progress_line(p: &JobProgress) -> String {
-    let mut parts = Vec::new();
-    if p.copying_disks() {
-        parts.push(format!(
-            "copying disks: {:.1} MiB so far, the RAM copy waits for them to be in step",
-            mib(p.disk_processed.unwrap_or(0))
-        ));
-    } else if let (Some(left), Some(total)) = (p.data_remaining, p.data_total) {
-        parts.push(format!(
-            "{:.1} MiB of {:.1} MiB left",
-            mib(left),
-            mib(total)
-        ));
-    }
-    if let Some(bps) = p.mem_bps {
-        parts.push(format!("{:.0} MiB/s", mib(bps)));
-    }
-    if let Some(i) = p.iteration {
-        parts.push(format!("iteration {i}"));
-    }
-    if let Some(d) = p.dirty_rate.filter(|&d| d > 0) {
-        parts.push(format!("{d} pages/s dirtied"));
-    }
-    if let Some(t) = p.throttle_pct.filter(|&t| t > 0) {
-        parts.push(format!("vCPUs throttled {t} %"));
-    }
-    parts.join(", ")
 }
 
 /// `network node-b.mn (10.251.1.2), 2.31 s, downtime 171 ms, 90.3 MiB at 312 MiB/s`
@@ -119,6 +89,7 @@ pub fn migrate_to(
     p: &Params,
     target: &str,
     deadline: &Budget,
+    records: &Records,
 ) -> Result<Outcome, Error> {
     let name = p.name.as_str();
     let abort_at = deadline.earlier_by(deadline.abort_reserve());
@@ -208,6 +179,19 @@ pub fn migrate_to(
         .set_max_downtime(name, req.max_downtime_ms)
         .map_err(hv_err("set the maximum downtime of", name))?;
     info!("migrating {name} to {target}: {}", request_line(&req, p));
+    // What `vmshift watch` shows beside libvirt's progress, until this
+    // function returns.
+    let tracker = Tracker::begin(
+        records,
+        name,
+        MoveState {
+            target: target.to_owned(),
+            network: choice.to_string(),
+            deadline_ms: MoveState::deadline_in(deadline.remaining()),
+            downtime_ms: req.max_downtime_ms,
+            step: "pre-copy".into(),
+        },
+    );
     let t0 = Instant::now();
     let mut migration = local.migrate(name, &req).map_err(hv_err("migrate", name))?;
     let mut ladder = Ladder::new(
@@ -220,6 +204,7 @@ pub fn migrate_to(
         name,
         abort_at,
         deadline,
+        tracker: &tracker,
     };
     let mut next_report = t0 + PROGRESS_EVERY;
     let mut disks_behind = false;
@@ -257,7 +242,7 @@ pub fn migrate_to(
         };
         if now >= next_report {
             next_report = now + PROGRESS_EVERY;
-            info!("migration of {name} to {target}: {}", progress_line(&job));
+            info!("migration of {name} to {target}: {job}");
         }
         // Neither more downtime nor throttled vCPUs nor post-copy helps a
         // disk mirror that the guest's writes keep ahead of.
@@ -268,7 +253,7 @@ pub fn migrate_to(
         let Some(Decision { step, why }) = ladder.observe(&job) else {
             continue;
         };
-        let why = format!("{why} ({})", progress_line(&job));
+        let why = format!("{why} ({job})");
         if let Some(r) = policy.take(step, &why, &mut req, &mut migration, &job, &mut ladder)? {
             break r;
         }
@@ -367,6 +352,7 @@ struct Policy<'a> {
     name: &'a str,
     abort_at: Instant,
     deadline: &'a Budget,
+    tracker: &'a Tracker<'a>,
 }
 
 impl Policy<'_> {
@@ -387,6 +373,7 @@ impl Policy<'_> {
             match s {
                 Step::Downtime { from_ms, to_ms } => {
                     info!("convergence: {why}: allowing {to_ms} ms of downtime instead of {from_ms} ms");
+                    self.tracker.step("more downtime", to_ms);
                     if let Err(e) = local.set_max_downtime(name, to_ms) {
                         warn!("could not raise the downtime: {}", chain(&e));
                     }
@@ -394,6 +381,7 @@ impl Policy<'_> {
                 Step::AutoConverge => {
                     info!("convergence: {why}: more downtime alone does not suffice; restarting the copy with auto-converge and {} ms of downtime", ladder.downtime_ms());
                     req.auto_converge = true;
+                    self.tracker.step("auto-converge", ladder.downtime_ms());
                     let restart = restart(
                         local,
                         name,
@@ -418,12 +406,17 @@ impl Policy<'_> {
                 }
                 Step::PostCopy => {
                     warn!("convergence: {why}: switching to post-copy (migration_postcopy=true); until the copy ends, a failure of either node or of the link loses the guest");
+                    self.tracker.step("post-copy", ladder.downtime_ms());
                     if let Err(e) = local.start_postcopy(name) {
                         warn!("could not switch to post-copy: {}", chain(&e));
                     }
                 }
                 Step::GiveUp => {
                     info!("convergence: {why}: nothing left to try (migration_postcopy=false); the copy goes on and is aborted {:.0?} before the deadline if it does not end", self.deadline.abort_reserve());
+                    self.tracker.step(
+                        "nothing left to try: aborted before the deadline",
+                        ladder.downtime_ms(),
+                    );
                 }
             }
         }
@@ -508,8 +501,7 @@ fn follow_earlier_migration(
         }
         if !logged {
             info!(
-                "domain {name} is already migrating ({}): following that migration (an earlier migrate_to was killed?)",
-                progress_line(&job)
+                "domain {name} is already migrating ({job}): following that migration (an earlier migrate_to was killed?)"
             );
             logged = true;
         }
@@ -631,7 +623,7 @@ fn abort(local: &dyn Hypervisor, end: &Ended) -> Option<Result<(), hypervisor::E
     warn!(
         "migration of {name} to {target} not done after {:.1?} ({}); aborting it before the deadline",
         t0.elapsed(),
-        progress.as_ref().map(progress_line).unwrap_or_default()
+        progress.as_ref().map(ToString::to_string).unwrap_or_default()
     );
     if let Err(e) = local.abort_job(name) {
         warn!("abort failed: {}", chain(&e));
@@ -661,7 +653,7 @@ fn postcopy_unfinished(local: &dyn Hypervisor, name: &str, target: &str, t0: Ins
         .job(name)
         .ok()
         .flatten()
-        .map(|j| format!(" ({})", progress_line(&j)))
+        .map(|j| format!(" ({j})"))
         .unwrap_or_default();
     warn!("post-copy of {name} to {target} not done when migrate_to must return{left}");
     Outcome::new(
@@ -839,7 +831,16 @@ mod tests {
         secs: u64,
     ) -> Result<Outcome, Error> {
         let deadline = Budget::new(Duration::from_secs(secs));
-        migrate_to(local, peer, &NoMn, &Params::vm1(extra), "node-b", &deadline)
+        let records = Records::none();
+        migrate_to(
+            local,
+            peer,
+            &NoMn,
+            &Params::vm1(extra),
+            "node-b",
+            &deadline,
+            &records,
+        )
     }
 
     /// A pre-copy sample: pass `iteration`, `left_mib` still to copy of
@@ -1103,7 +1104,7 @@ mod tests {
             ..JobProgress::default()
         };
         assert_eq!(
-            progress_line(&p),
+            p.to_string(),
             "45.0 MiB of 128.0 MiB left, 310 MiB/s, iteration 2"
         );
     }

@@ -10,6 +10,7 @@ mod plan_migration;
 mod start;
 mod stop;
 mod validate_all;
+mod watch;
 
 use log::warn;
 
@@ -21,6 +22,9 @@ use crate::ocf::{Budget, Env, OcfRc, Outcome, Params};
 use crate::peer::{self, Peer};
 use crate::records::{Records, STATE_DIR};
 use crate::utilization::Utilization;
+
+/// How long `watch` follows a move when no --timeout is given.
+const WATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// The OCF actions this agent knows (Pacemaker's names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,10 +40,12 @@ pub enum Action {
     ValidateAll,
     /// Not an OCF action: the admin's dry run of a migration.
     PlanMigration,
+    /// Not an OCF action: the admin's view of a migration in progress.
+    Watch,
 }
 
 impl Action {
-    pub const ALL: [Action; 9] = [
+    pub const ALL: [Action; 10] = [
         Action::Start,
         Action::Stop,
         Action::Monitor,
@@ -49,6 +55,7 @@ impl Action {
         Action::MetaData,
         Action::ValidateAll,
         Action::PlanMigration,
+        Action::Watch,
     ];
 
     pub fn name(self) -> &'static str {
@@ -62,6 +69,7 @@ impl Action {
             Action::MetaData => "meta-data",
             Action::ValidateAll => "validate-all",
             Action::PlanMigration => "plan-migration",
+            Action::Watch => "watch",
         }
     }
 
@@ -72,7 +80,12 @@ impl Action {
 
 /// Runs one action with the parameters in `env`.
 pub fn run(action: Action, env: &Env) -> Outcome {
-    let deadline = Budget::new(env.timeout());
+    let deadline = Budget::new(match action {
+        // A move may take many minutes: watch follows it for up to a day
+        // unless told otherwise (--timeout).
+        Action::Watch => env.timeout_or(WATCH_TIMEOUT),
+        _ => env.timeout(),
+    });
     let result = match action {
         Action::MetaData => meta_data::meta_data(),
         Action::ValidateAll => validate_all::validate_all(env, &deadline),
@@ -117,7 +130,8 @@ pub fn run(action: Action, env: &Env) -> Outcome {
             let target = peer::migration_target(env)?;
             let hv = Libvirt::new(&p.hypervisor, deadline.at());
             let peer = peer_libvirt(&p, target, &deadline);
-            migrate_to::migrate_to(&hv, &peer, &SystemNet, &p, target, &deadline)
+            let records = Records::new(STATE_DIR);
+            migrate_to::migrate_to(&hv, &peer, &SystemNet, &p, target, &deadline, &records)
         }),
         Action::MigrateFrom => Params::from_env(env).map_err(Error::from).and_then(|p| {
             let hv = Libvirt::new(&p.hypervisor, deadline.at());
@@ -131,6 +145,23 @@ pub fn run(action: Action, env: &Env) -> Outcome {
             let hv = Libvirt::new(&p.hypervisor, deadline.at()).per_call(deadline.preflight());
             let peer = peer_libvirt(&p, target, &deadline);
             plan_migration::plan_migration(&hv, &peer, &SystemNet, &p, target, &deadline)
+        }),
+        Action::Watch => lenient(env).and_then(|p| {
+            use std::io::IsTerminal;
+            let hv = Libvirt::new(&p.hypervisor, deadline.at()).per_call(deadline.monitor_ask());
+            let stdout = std::io::stdout();
+            let terminal = stdout.is_terminal();
+            let mut screen = watch::Screen {
+                out: &mut stdout.lock(),
+                terminal,
+            };
+            watch::watch(
+                &hv,
+                &Records::new(STATE_DIR),
+                &p.name,
+                &deadline,
+                &mut screen,
+            )
         }),
     };
     result.unwrap_or_else(Outcome::from)

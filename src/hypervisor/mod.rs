@@ -132,6 +132,41 @@ impl JobProgress {
     }
 }
 
+/// `45.0 MiB of 128.0 MiB left, 310 MiB/s, iteration 2`, or while the disks
+/// are copied first `copying disks: 12.0 MiB so far, the RAM copy waits for
+/// them to be in step`.
+impl fmt::Display for JobProgress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = self;
+        let mut parts = Vec::new();
+        if p.copying_disks() {
+            parts.push(format!(
+                "copying disks: {:.1} MiB so far, the RAM copy waits for them to be in step",
+                mib(p.disk_processed.unwrap_or(0))
+            ));
+        } else if let (Some(left), Some(total)) = (p.data_remaining, p.data_total) {
+            parts.push(format!(
+                "{:.1} MiB of {:.1} MiB left",
+                mib(left),
+                mib(total)
+            ));
+        }
+        if let Some(bps) = p.mem_bps {
+            parts.push(format!("{:.0} MiB/s", mib(bps)));
+        }
+        if let Some(i) = p.iteration {
+            parts.push(format!("iteration {i}"));
+        }
+        if let Some(d) = p.dirty_rate.filter(|&d| d > 0) {
+            parts.push(format!("{d} pages/s dirtied"));
+        }
+        if let Some(t) = p.throttle_pct.filter(|&t| t > 0) {
+            parts.push(format!("vCPUs throttled {t} %"));
+        }
+        f.write_str(&parts.join(", "))
+    }
+}
+
 /// Job statistics count bytes; the logs speak MiB.
 pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)

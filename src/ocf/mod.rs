@@ -207,10 +207,15 @@ impl Env {
     /// Garbage falls back to the default rather than failing: the timeout is
     /// Pacemaker's, not the admin's, and a deadline is always needed.
     pub fn timeout(&self) -> Duration {
+        self.timeout_or(DEFAULT_TIMEOUT)
+    }
+
+    /// The timeout given, else `default`.
+    pub fn timeout_or(&self, default: Duration) -> Duration {
         self.text("OCF_RESKEY_CRM_meta_timeout")
             .and_then(|s| s.trim().parse::<u64>().ok())
             .filter(|&ms| ms > 0)
-            .map_or(DEFAULT_TIMEOUT, Duration::from_millis)
+            .map_or(default, Duration::from_millis)
     }
 }
 
