@@ -66,16 +66,7 @@ fn result_line(choice: &Choice, took: Duration, done: Option<&JobProgress>) -> S
     };
     let mut line = format!("over {network} in {:.2} s", took.as_secs_f64());
     if let Some(d) = done {
-        if let Some(ms) = d.downtime_ms {
-            line.push_str(&format!(", downtime {ms} ms"));
-        }
-        if let Some(b) = d.data_processed {
-            let secs = d.elapsed_ms.unwrap_or(0) as f64 / 1000.0;
-            line.push_str(&format!(", {:.1} MiB copied", mib(b)));
-            if secs > 0.0 {
-                line.push_str(&format!(" at {:.0} MiB/s", mib(b) / secs));
-            }
-        }
+        line.push_str(&d.result());
     }
     line
 }

@@ -167,16 +167,7 @@ fn source_ended(
         line.push_str(&format!(" over {}", r.network));
     }
     if let Ok(Some(done)) = hv.completed_job(name) {
-        if let Some(ms) = done.downtime_ms {
-            line.push_str(&format!(", downtime {ms} ms"));
-        }
-        if let (Some(b), Some(ms)) = (done.data_processed, done.elapsed_ms) {
-            line.push_str(&format!(
-                ", {:.1} MiB copied in {:.2} s",
-                mib(b),
-                ms as f64 / 1000.0
-            ));
-        }
+        line.push_str(&done.result());
     }
     Ok(Outcome::new(OcfRc::Success, line))
 }

@@ -167,6 +167,25 @@ impl fmt::Display for JobProgress {
     }
 }
 
+impl JobProgress {
+    /// A completed job's result, as the migration's last line says it:
+    /// `, downtime 171 ms, 90.3 MiB copied at 312 MiB/s`.
+    pub fn result(&self) -> String {
+        let mut line = String::new();
+        if let Some(ms) = self.downtime_ms {
+            line.push_str(&format!(", downtime {ms} ms"));
+        }
+        if let Some(b) = self.data_processed {
+            let secs = self.elapsed_ms.unwrap_or(0) as f64 / 1000.0;
+            line.push_str(&format!(", {:.1} MiB copied", mib(b)));
+            if secs > 0.0 {
+                line.push_str(&format!(" at {:.0} MiB/s", mib(b) / secs));
+            }
+        }
+        line
+    }
+}
+
 /// Job statistics count bytes; the logs speak MiB.
 pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
