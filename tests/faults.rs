@@ -531,7 +531,7 @@ fn stop_during_a_killed_migration_stops_both_sides() {
     let mut case = Case::new(
         "12-stop-during-killed-migration",
         "the agent SIGKILLed during a slow migrate_to (5 MiB/s) once the target holds the paused incoming copy; then stop on both nodes at once (timeout 20 s), as Pacemaker recovers a failed migrate_to; then again, with the source stopped first and the target after",
-        "the target destroys its incoming copy at once; the source aborts the copy (the guest resumes) and shuts it down; both 0 before the deadline, never 'cannot acquire state change lock'; no QEMU and no job left on either node; the server starts again on the source",
+        "the target destroys its incoming copy at once (or finds it gone when the source's abort ended it first); the source aborts the copy (the guest resumes) and shuts it down; both 0 before the deadline, never 'cannot acquire state change lock'; no QEMU and no job left on either node; the server starts again on the source",
     );
     let g = started("f-stopkill");
     // Defined on the target too, as with a config on shared storage: shut
@@ -557,9 +557,13 @@ fn stop_during_a_killed_migration_stops_both_sides() {
             c.stderr
         );
     }
+    // Which side ends the copy first is a race, as on a cluster: the
+    // target destroys its incoming copy, or the source's abort has ended
+    // it by the time the target looks, and the target finds it shut off
+    // (the clean-clone CI of 958a073 saw the second).
     assert!(
-        sb.stderr.contains("incoming copy"),
-        "the target destroys its copy: {}",
+        sb.stderr.contains("incoming copy") || sb.stderr.contains("already stopped"),
+        "the target destroys its copy or finds it gone: {}",
         sb.stderr
     );
     assert_nothing_left(&g);
