@@ -1,6 +1,6 @@
-//! What the agent asks and tells Pacemaker: which node is the peer (start
-//! uses it to make sure the server does not already run there before
-//! booting it), and the resource's utilization attributes.
+//! What the agent asks and tells Pacemaker: which nodes are the peers
+//! (start uses them to make sure the server does not already run on one
+//! before booting it), and the resource's utilization attributes.
 //!
 //! Pacemaker's tools (`crm_node`, `crm_resource`) are run directly, never
 //! through a shell, bounded in time: they block while the cluster is
@@ -24,8 +24,6 @@ pub enum Error {
     Timeout { cmd: String, timeout: Duration },
     #[error("{cmd} failed: {stderr}")]
     Failed { cmd: String, stderr: String },
-    #[error("this cluster has {0} other nodes, not one")]
-    NotTwoNodes(usize),
 }
 
 /// Runs `tool ARGS`, killing it if it takes longer than `timeout`; its
@@ -83,18 +81,16 @@ fn parse_nodes(list: &str) -> Vec<String> {
         .collect()
 }
 
-/// The other node of a two-node cluster, as Pacemaker knows it.
-pub fn peer_from_pacemaker(env: &Env, timeout: Duration) -> Result<String, Error> {
+/// The other nodes of the cluster, as Pacemaker knows them (`crm_node
+/// -l`: every node it has seen, members or not; one that is down simply
+/// cannot be asked).
+pub fn peers_from_pacemaker(env: &Env, timeout: Duration) -> Result<Vec<String>, Error> {
     let nodes = parse_nodes(&run("crm_node", &["-l"], timeout)?);
     let me = match env.text("OCF_RESKEY_CRM_meta_on_node") {
         Some(n) => n.to_owned(),
         None => run("crm_node", &["-n"], timeout)?.trim().to_owned(),
     };
-    let others: Vec<_> = nodes.into_iter().filter(|n| *n != me).collect();
-    match others.as_slice() {
-        [one] => Ok(one.clone()),
-        _ => Err(Error::NotTwoNodes(others.len())),
-    }
+    Ok(nodes.into_iter().filter(|n| *n != me).collect())
 }
 
 /// A utilization attribute of resource `rsc` (`crm_resource
@@ -147,7 +143,7 @@ mod tests {
             .into_iter()
             .collect();
         let t = Instant::now();
-        assert!(peer_from_pacemaker(&env, Duration::from_secs(3)).is_err());
+        assert!(peers_from_pacemaker(&env, Duration::from_secs(3)).is_err());
         assert!(t.elapsed() < Duration::from_secs(4));
     }
 }

@@ -17,7 +17,7 @@ use log::{debug, info, warn};
 use crate::error::chain;
 use crate::hypervisor::{mib, Hypervisor, Observe};
 use crate::ocf::{config, Params};
-use crate::peer::Peer;
+use crate::peer::{Peer, Peers};
 use crate::preflight::Needs;
 use crate::records::Records;
 use crate::storage::child;
@@ -59,8 +59,8 @@ pub enum Compared {
 pub struct Definitions<'a> {
     records: Records,
     policy: Policy,
-    /// The peer, found only when a comparison is due.
-    peer: &'a dyn Fn() -> Peer,
+    /// The peers, found only when a comparison is due.
+    peers: &'a dyn Fn() -> Peers,
     /// Pacemaker's utilization, which follows the definition.
     util: Utilization<'a>,
 }
@@ -72,24 +72,24 @@ impl<'a> Definitions<'a> {
     pub fn new(
         records: Records,
         policy: Policy,
-        peer: &'a dyn Fn() -> Peer,
+        peers: &'a dyn Fn() -> Peers,
         util: Utilization<'a>,
     ) -> Self {
         Definitions {
             records,
             util,
             policy,
-            peer,
+            peers,
         }
     }
 
     /// monitor of a server that runs here: its utilization kept in step
     /// ([`Utilization::update`], a record read when nothing changed) and
     /// its definition compared with
-    /// the peer's when it is not the one this node compared last (a change
+    /// the peers' when it is not the one this node compared last (a change
     /// made here, or the first monitor since boot or since it arrived), so
     /// that a difference is copied or said once, not every interval.
-    pub fn if_changed(&self, hv: &dyn Observe, name: &str) -> Option<Compared> {
+    pub fn if_changed(&self, hv: &dyn Observe, name: &str) -> Option<Vec<Compared>> {
         let here = hv.definition(name).ok().flatten()?;
         self.util.update(name, &here);
         let last = self.records.last(name, DEFINITION);
@@ -102,13 +102,18 @@ impl<'a> Definitions<'a> {
                 differences(&last, &here, "before", "now").join(", ")
             );
         }
-        Some(self.compare(&here, name, &(self.peer)()))
+        Some(self.compare(&here, name, &mut (self.peers)()))
     }
 
     /// start and stop of a server that runs (ran) here: its definition
-    /// compared with the peer's now. `peer`: the one the action has found
+    /// compared with the peers' now. `peers`: those the action has found
     /// already, if any.
-    pub fn now(&self, hv: &dyn Observe, name: &str, peer: Option<&Peer>) -> Option<Compared> {
+    pub fn now(
+        &self,
+        hv: &dyn Observe,
+        name: &str,
+        peers: Option<&mut Peers>,
+    ) -> Option<Vec<Compared>> {
         let here = match hv.definition(name) {
             Ok(Some(xml)) => xml,
             Ok(None) => return None,
@@ -121,18 +126,24 @@ impl<'a> Definitions<'a> {
             }
         };
         self.util.update(name, &here);
-        Some(match peer {
-            Some(peer) => self.compare(&here, name, peer),
-            None => self.compare(&here, name, &(self.peer)()),
+        Some(match peers {
+            Some(peers) => self.compare(&here, name, peers),
+            None => self.compare(&here, name, &mut (self.peers)()),
         })
     }
 
-    /// `here` compared with the peer's definition and, with
-    /// [`Policy::Copy`], defined there when they differ; recorded as
-    /// compared whatever the outcome (what went wrong is logged once, and
-    /// the next stop or start tries again). Never fails the action.
-    fn compare(&self, here: &str, name: &str, peer: &Peer) -> Compared {
-        let compared = compare_with(here, name, peer, self.policy);
+    /// `here` compared with every peer's definition at once and, with
+    /// [`Policy::Copy`], defined where they differ; recorded as compared
+    /// whatever the outcome (what went wrong is logged once, and the next
+    /// stop or start tries again). Never fails the action. One outcome per
+    /// known peer, and `Unknown` for those that could not be found.
+    fn compare(&self, here: &str, name: &str, peers: &mut Peers) -> Vec<Compared> {
+        let policy = self.policy;
+        let mut compared = peers.ask(|peer| compare_with(here, name, peer, policy));
+        if let Some(why) = &peers.unknown {
+            warn!("cannot compare the definition of {name} with every other node's ({why})");
+            compared.push(Compared::Unknown);
+        }
         self.records.keep(name, DEFINITION, here);
         compared
     }
@@ -196,26 +207,20 @@ impl Definitions<'static> {
     /// For tests of actions on a fake without a definition: no records
     /// written, no peer.
     pub fn none() -> Self {
-        fn no_peer() -> Peer {
+        fn no_peer() -> Peers {
             unreachable!("this test has no peer")
         }
         Definitions {
             records: Records::none(),
             util: Utilization::off(),
             policy: Policy::Copy,
-            peer: &no_peer,
+            peers: &no_peer,
         }
     }
 }
 
 fn compare_with(here: &str, name: &str, peer: &Peer, policy: Policy) -> Compared {
-    let (node, hv) = match peer {
-        Peer::Known { node, hv } => (node, hv),
-        Peer::Unknown(why) => {
-            warn!("cannot compare the definition of {name} with the peer's ({why})");
-            return Compared::Unknown;
-        }
-    };
+    let Peer { node, hv } = peer;
     let there = match hv.definition(name) {
         Ok(there) => there,
         Err(e) => {
@@ -334,7 +339,7 @@ pub fn differences(a: &str, b: &str, la: &str, lb: &str) -> Vec<String> {
     out
 }
 
-/// plan-migration's line on the two nodes' definitions.
+/// plan-migration's line on this node's and the target's definitions.
 pub fn side_by_side(local: &dyn Observe, peer: &dyn Observe, name: &str, node: &str) -> String {
     match (local.definition(name), peer.definition(name)) {
         (Ok(Some(here)), Ok(Some(there))) => {
@@ -390,10 +395,22 @@ mod tests {
         std::env::temp_dir().join(format!("vmshift-defs-{}-{n}", std::process::id()))
     }
 
-    fn peer_with(f: Fake) -> Peer {
-        Peer::Known {
-            node: "node-b".into(),
-            hv: Box::new(f),
+    fn peer_with(f: Fake) -> Peers {
+        peers_with(vec![f])
+    }
+
+    fn peers_with(fakes: Vec<Fake>) -> Peers {
+        let known = fakes
+            .into_iter()
+            .zip(["node-b", "node-c"])
+            .map(|(f, node)| Peer {
+                node: node.into(),
+                hv: Box::new(f),
+            })
+            .collect();
+        Peers {
+            known,
+            unknown: None,
         }
     }
 
@@ -433,10 +450,10 @@ mod tests {
         };
         let defs = Definitions::new(Records::new(&dir), Policy::Copy, &find, Utilization::off());
         // First seen: compared (the same), then quiet.
-        assert_eq!(defs.if_changed(&here, "vm1"), Some(Compared::Same));
+        assert_eq!(defs.if_changed(&here, "vm1"), Some(vec![Compared::Same]));
         assert_eq!(defs.if_changed(&here, "vm1"), None);
         *here.definition.borrow_mut() = Some(bigger());
-        assert_eq!(defs.if_changed(&here, "vm1"), Some(Compared::Copied));
+        assert_eq!(defs.if_changed(&here, "vm1"), Some(vec![Compared::Copied]));
         assert_eq!(defs.if_changed(&here, "vm1"), None);
         assert_eq!(
             copies.get(),
@@ -451,27 +468,45 @@ mod tests {
         let dir = dir();
         let here = Fake::new(&[DomainState::Running]);
         *here.definition.borrow_mut() = Some(bigger());
-        let none = || -> Peer { unreachable!() };
+        let none = || -> Peers { unreachable!() };
         let b = Fake::new(&[DomainState::Shutoff]);
         *b.definition.borrow_mut() = Some(XML.into());
-        let peer = peer_with(b);
+        let mut peer = peer_with(b);
         let copy = Definitions::new(Records::new(&dir), Policy::Copy, &none, Utilization::off());
-        assert_eq!(copy.now(&here, "vm1", Some(&peer)), Some(Compared::Copied));
-        let Peer::Known { hv, .. } = &peer else {
-            unreachable!()
-        };
-        assert_eq!(hv.definition("vm1").unwrap(), Some(bigger()));
+        assert_eq!(
+            copy.now(&here, "vm1", Some(&mut peer)),
+            Some(vec![Compared::Copied])
+        );
+        assert_eq!(peer.known[0].hv.definition("vm1").unwrap(), Some(bigger()));
         // Active there: left alone.
         let b = Fake::new(&[DomainState::Running]);
         *b.definition.borrow_mut() = Some(XML.into());
-        let running = peer_with(b);
+        let mut running = peer_with(b);
         assert_eq!(
-            copy.now(&here, "vm1", Some(&running)),
-            Some(Compared::Differs)
+            copy.now(&here, "vm1", Some(&mut running)),
+            Some(vec![Compared::Differs])
         );
         // None there: defined there.
-        let empty = peer_with(Fake::new(&[DomainState::Undefined]));
-        assert_eq!(copy.now(&here, "vm1", Some(&empty)), Some(Compared::Copied));
+        let mut empty = peer_with(Fake::new(&[DomainState::Undefined]));
+        assert_eq!(
+            copy.now(&here, "vm1", Some(&mut empty)),
+            Some(vec![Compared::Copied])
+        );
+        // Each of several peers on its own: copied where it is off, left
+        // where it runs, and a node that could not be found said.
+        let (c, d) = (
+            Fake::new(&[DomainState::Shutoff]),
+            Fake::new(&[DomainState::Running]),
+        );
+        *d.definition.borrow_mut() = Some(XML.into());
+        let mut two = peers_with(vec![c, d]);
+        two.unknown = Some("node-d?x is no host name".into());
+        assert_eq!(
+            copy.now(&here, "vm1", Some(&mut two)),
+            Some(vec![Compared::Copied, Compared::Differs, Compared::Unknown])
+        );
+        assert_eq!(two.known[0].hv.definition("vm1").unwrap(), Some(bigger()));
+        assert_eq!(two.known[1].hv.definition("vm1").unwrap(), Some(XML.into()));
         let report = Definitions::new(
             Records::new(&dir),
             Policy::Report("sync_definition is off"),
@@ -481,8 +516,8 @@ mod tests {
         let b = Fake::new(&[DomainState::Shutoff]);
         *b.definition.borrow_mut() = Some(XML.into());
         assert_eq!(
-            report.now(&here, "vm1", Some(&peer_with(b))),
-            Some(Compared::Differs)
+            report.now(&here, "vm1", Some(&mut peer_with(b))),
+            Some(vec![Compared::Differs])
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -490,7 +525,7 @@ mod tests {
     #[test]
     fn config_is_defined_again_only_when_the_file_changed() {
         let dir = dir();
-        let none = || -> Peer { unreachable!() };
+        let none = || -> Peers { unreachable!() };
         let defs = Definitions::new(Records::new(&dir), Policy::Copy, &none, Utilization::off());
         let hv = Fake::new(&[DomainState::Shutoff]);
         let path = Path::new("/etc/vmshift/vm1.xml");

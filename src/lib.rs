@@ -1,5 +1,5 @@
 //! vmshift: the OCF resource agent `ocf:vmshift:server` for libvirt/QEMU
-//! servers on a two-node Pacemaker cluster.
+//! servers on a Pacemaker cluster of two or more nodes.
 //!
 //! Modules, from the top down (every import points down):
 //! [`cli`] (argv to an action), [`actions`] (one file per OCF action, and

@@ -1,6 +1,7 @@
-//! The other node: which one it is (the `peer` parameter, or Pacemaker's
-//! `crm_node`), checked as a host name before anything reaches for it, and
-//! the URI its libvirtd is reached by.
+//! The other nodes: which they are (the `peer` parameter, or Pacemaker's
+//! `crm_node`), each checked as a host name before anything reaches for
+//! it, the URI its libvirtd is reached by, and a question put to all of
+//! them at once.
 
 use crate::cluster;
 use crate::error::{chain, Error};
@@ -8,38 +9,78 @@ use crate::hypervisor::Hypervisor;
 use crate::ocf::{Budget, Env, Params};
 use crate::uri;
 
-/// The other node, as start sees it: its libvirtd, or why it cannot be
-/// asked.
-pub enum Peer {
-    Known {
-        node: String,
-        hv: Box<dyn Hypervisor>,
-    },
-    Unknown(String),
+/// One other node and its libvirtd.
+pub struct Peer {
+    pub node: String,
+    pub hv: Box<dyn Hypervisor + Send>,
 }
 
-impl Peer {
-    /// The `peer` parameter, or Pacemaker's answer; `connect` gives the
+/// The other nodes, as start, stop and monitor see them: those whose
+/// libvirtd can be asked, and why the list may lack some (the cluster's
+/// node list could not be read, or a name in it is no host name).
+pub struct Peers {
+    pub known: Vec<Peer>,
+    pub unknown: Option<String>,
+}
+
+impl Peers {
+    /// The `peer` parameter's nodes, or Pacemaker's; `connect` gives the
     /// backend for a node whose name has been checked.
     pub fn find(
         env: &Env,
         p: &Params,
         deadline: &Budget,
-        connect: impl FnOnce(&str) -> Box<dyn Hypervisor>,
-    ) -> Peer {
-        let budget = deadline.preflight();
-        let node = match &p.peer {
-            Some(n) => n.clone(),
-            None => match cluster::peer_from_pacemaker(env, budget.min(deadline.remaining())) {
-                Ok(n) => n,
-                Err(e) => return Peer::Unknown(chain(&e)),
-            },
+        connect: impl Fn(&str) -> Box<dyn Hypervisor + Send>,
+    ) -> Peers {
+        let nodes = if p.peer.is_empty() {
+            let budget = deadline.preflight().min(deadline.remaining());
+            match cluster::peers_from_pacemaker(env, budget) {
+                Ok(nodes) => nodes,
+                Err(e) => return Peers::unknown(chain(&e)),
+            }
+        } else {
+            p.peer.clone()
         };
-        if let Err(e) = checked_node(&node) {
-            return Peer::Unknown(chain(&e));
+        let mut unknown = None;
+        let mut known = Vec::new();
+        for node in nodes {
+            match checked_node(&node) {
+                Ok(()) => known.push(Peer {
+                    hv: connect(&node),
+                    node,
+                }),
+                Err(e) => unknown = Some(chain(&e)),
+            }
         }
-        let hv = connect(&node);
-        Peer::Known { node, hv }
+        Peers { known, unknown }
+    }
+
+    pub fn unknown(why: String) -> Peers {
+        Peers {
+            known: Vec::new(),
+            unknown: Some(why),
+        }
+    }
+
+    /// `ask` put to every known peer at once, each in its own thread, so
+    /// that peers which do not answer cost one wait (each call is bounded
+    /// by its backend), not one per node; the answers in `known`'s order.
+    pub fn ask<T: Send>(&mut self, ask: impl Fn(&Peer) -> T + Sync) -> Vec<T> {
+        let ask = &ask;
+        std::thread::scope(|s| {
+            let asked: Vec<_> = self
+                .known
+                .iter_mut()
+                .map(|peer| s.spawn(move || ask(peer)))
+                .collect();
+            asked
+                .into_iter()
+                .map(|t| {
+                    t.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        })
     }
 }
 
@@ -78,6 +119,31 @@ pub fn peer_uri(p: &Params, node: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hypervisor::fake::Fake;
+    use crate::hypervisor::DomainState;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn every_peer_is_asked_at_once_and_answers_in_order() {
+        let env = Env::reskeys(&[("name", "vm1"), ("peer", "node-b,node-c,node-d")]);
+        let p = Params::from_env(&env).unwrap();
+        let connect = |_: &str| -> Box<dyn Hypervisor + Send> {
+            Box::new(Fake::new(&[DomainState::Shutoff]))
+        };
+        let mut peers = Peers::find(&env, &p, &Budget::new(Duration::from_secs(20)), connect);
+        assert!(peers.unknown.is_none());
+        let t = Instant::now();
+        let asked = peers.ask(|peer| {
+            std::thread::sleep(Duration::from_millis(300));
+            peer.node.clone()
+        });
+        assert_eq!(asked, ["node-b", "node-c", "node-d"]);
+        assert!(
+            t.elapsed() < Duration::from_millis(600),
+            "{:?}",
+            t.elapsed()
+        );
+    }
 
     #[test]
     fn peer_uris_never_carry_the_local_query() {

@@ -19,7 +19,7 @@ use crate::error::{chain, Error};
 use crate::libvirt::{rpc::Rpc, Libvirt};
 use crate::migration::network::SystemNet;
 use crate::ocf::{Budget, Env, OcfRc, Outcome, Params};
-use crate::peer::{self, Peer};
+use crate::peer::{self, Peers};
 use crate::records::{Records, STATE_DIR};
 use crate::utilization::Utilization;
 
@@ -91,17 +91,17 @@ pub fn run(action: Action, env: &Env) -> Outcome {
         Action::ValidateAll => validate_all::validate_all(env, &deadline),
         Action::Start => Params::from_env(env).map_err(Error::from).and_then(|p| {
             let hv = Libvirt::new(&p.hypervisor, deadline.at());
-            let find = || find_peer(env, &p, &deadline);
-            let peer = find();
+            let find = || find_peers(env, &p, &deadline);
+            let mut peers = find();
             let defs = definitions(env, &p, &deadline, &find, true);
-            start::start(&hv, &peer, &p, &deadline, &defs)
+            start::start(&hv, &mut peers, &p, &deadline, &defs)
         }),
         Action::Stop => match lenient(env) {
             Ok(p) => {
                 let hv = Libvirt::new(&p.hypervisor, deadline.at());
                 let ask = deadline.stop_ask();
                 let probe = Libvirt::new(&p.hypervisor, deadline.at()).per_call(ask);
-                let find = || find_peer(env, &p, &deadline);
+                let find = || find_peers(env, &p, &deadline);
                 let defs = definitions(env, &p, &deadline, &find, false);
                 stop::stop(&hv, &probe, &p, &deadline, &defs)
             }
@@ -118,7 +118,7 @@ pub fn run(action: Action, env: &Env) -> Outcome {
             // libvirt.so, connected on first use: only a libvirtd that
             // wants SASL makes the direct client hand the question to it.
             let libvirt = || Libvirt::new(&p.hypervisor, deadline.at()).per_call(ask);
-            let find = || find_peer(env, &p, &deadline);
+            let find = || find_peers(env, &p, &deadline);
             let defs = definitions(env, &p, &deadline, &find, false);
             // Asked without loading libvirt.so when the URI allows it.
             match Rpc::for_uri(&p.hypervisor, deadline.at(), ask, || Box::new(libvirt())) {
@@ -136,7 +136,7 @@ pub fn run(action: Action, env: &Env) -> Outcome {
         Action::MigrateFrom => Params::from_env(env).map_err(Error::from).and_then(|p| {
             let hv = Libvirt::new(&p.hypervisor, deadline.at());
             let source = env.text("OCF_RESKEY_CRM_meta_migrate_source");
-            let find = || find_peer(env, &p, &deadline);
+            let find = || find_peers(env, &p, &deadline);
             let defs = definitions(env, &p, &deadline, &find, false);
             migrate_from::migrate_from(&hv, &p, source, &deadline, &defs)
         }),
@@ -185,16 +185,16 @@ fn definitions<'a>(
     env: &'a Env,
     p: &Params,
     deadline: &Budget,
-    find: &'a dyn Fn() -> Peer,
+    find: &'a dyn Fn() -> Peers,
     fresh: bool,
 ) -> Definitions<'a> {
     let util = Utilization::new(env, p, Records::new(STATE_DIR), *deadline, fresh);
     Definitions::new(Records::new(STATE_DIR), Policy::of(p), find, util)
 }
 
-/// The other node and its libvirtd.
-fn find_peer(env: &Env, p: &Params, deadline: &Budget) -> Peer {
-    Peer::find(env, p, deadline, |node| {
+/// The other nodes and their libvirtds.
+fn find_peers(env: &Env, p: &Params, deadline: &Budget) -> Peers {
+    Peers::find(env, p, deadline, |node| {
         Box::new(peer_libvirt(p, node, deadline))
     })
 }

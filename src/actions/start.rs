@@ -11,38 +11,37 @@ use crate::error::{chain, hv_err, Error};
 use crate::hypervisor::wait::{ensure_no_autostart, wait_state};
 use crate::hypervisor::{DomainState, ErrorKind, Hypervisor};
 use crate::ocf::{config, Budget, OcfRc, Outcome, Params};
-use crate::peer::Peer;
+use crate::peer::Peers;
 use crate::preflight::{self, Needs};
 use crate::storage;
 
-/// Refuses to boot a server that runs on the peer: two copies of one
-/// server write to the same disks. A peer that cannot be asked is logged
-/// and left to Pacemaker's probes (they run on every node before a start).
-fn check_peer(peer: &Peer, name: &str) -> Result<(), Error> {
-    match peer {
-        Peer::Unknown(why) => {
-            warn!("cannot tell which node is the peer ({why}); relying on Pacemaker's probes");
-            Ok(())
-        }
-        Peer::Known { node, hv } => match hv.state(name) {
-            Ok(state) if state.is_active() => Err(Error::RunningOnPeer {
-                name: name.into(),
-                peer: node.clone(),
-                state,
-            }),
-            Ok(state) => {
-                debug!("domain {name} on {node}: {state}");
-                Ok(())
-            }
-            Err(e) => {
-                warn!(
-                    "cannot ask {node} whether domain {name} runs there ({}); relying on Pacemaker's probes",
-                    chain(&e)
-                );
-                Ok(())
-            }
-        },
+/// Refuses to boot a server that runs on another node: two copies of one
+/// server write to the same disks. Every peer is asked at once; one that
+/// cannot be asked is logged and left to Pacemaker's probes (they run on
+/// every node before a start).
+fn check_peers(peers: &mut Peers, name: &str) -> Result<(), Error> {
+    if let Some(why) = &peers.unknown {
+        warn!("cannot tell every other node ({why}); relying on Pacemaker's probes");
     }
+    let states = peers.ask(|peer| peer.hv.state(name));
+    for (peer, state) in peers.known.iter().zip(states) {
+        let node = &peer.node;
+        match state {
+            Ok(state) if state.is_active() => {
+                return Err(Error::RunningOnPeer {
+                    name: name.into(),
+                    peer: node.clone(),
+                    state,
+                })
+            }
+            Ok(state) => debug!("domain {name} on {node}: {state}"),
+            Err(e) => warn!(
+                "cannot ask {node} whether domain {name} runs there ({}); relying on Pacemaker's probes",
+                chain(&e)
+            ),
+        }
+    }
+    Ok(())
 }
 
 /// A disk missing on this node (a LUN not mapped here, a DRBD device not
@@ -137,7 +136,7 @@ fn boot<H: Hypervisor>(hv: &H, name: &str, deadline: &Budget) -> Result<(), Erro
 /// start: 0 once the domain runs (at once if it already does).
 pub fn start<H: Hypervisor>(
     hv: &H,
-    peer: &Peer,
+    peers: &mut Peers,
     p: &Params,
     deadline: &Budget,
     defs: &Definitions,
@@ -180,7 +179,7 @@ pub fn start<H: Hypervisor>(
         info!("domain {name} is crashed: destroying it before the start");
         hv.destroy(name).map_err(hv_err("destroy", name))?;
     }
-    check_peer(peer, name)?;
+    check_peers(peers, name)?;
     if defined_before {
         defs.config_if_changed(hv, p, deadline.config_read());
     }
@@ -200,7 +199,7 @@ pub fn start<H: Hypervisor>(
         });
     }
     let took = t0.elapsed();
-    defs.now(hv, name, Some(peer));
+    defs.now(hv, name, Some(peers));
     Ok(Outcome::new(
         OcfRc::Success,
         format!("domain {name} started in {took:.1?}"),
@@ -212,6 +211,7 @@ mod tests {
     use super::*;
     use crate::hypervisor::fake::Fake;
     use crate::hypervisor::{Presence, Resource};
+    use crate::peer::Peer;
 
     #[test]
     fn start_defines_from_config_and_turns_autostart_off() {
@@ -224,7 +224,7 @@ mod tests {
         f.autostart.set(true);
         let out = start(
             &f,
-            &Peer::Unknown("test".into()),
+            &mut Peers::unknown("test".into()),
             &p,
             &Budget::new(Duration::from_secs(20)),
             &Definitions::none(),
@@ -242,11 +242,10 @@ mod tests {
             <interface type='bridge'><source bridge='br0'/></interface>\
             <interface type='network'><source network='lan'/></interface></devices></domain>"
             .into();
-        let unknown = Peer::Unknown("test".into());
         let run = |f: &Fake, extra: &[(&str, &str)]| {
             start(
                 f,
-                &unknown,
+                &mut Peers::unknown("test".into()),
                 &Params::vm1(extra),
                 &Budget::new(Duration::from_secs(20)),
                 &Definitions::none(),
@@ -280,10 +279,10 @@ mod tests {
     fn a_start_kept_waiting_by_another_call_is_tried_again_while_it_fits() {
         let f = Fake::new(&[DomainState::Shutoff]);
         f.start_busy.set(2);
-        let unknown = Peer::Unknown("test".into());
+        let unknown = || Peers::unknown("test".into());
         let out = start(
             &f,
-            &unknown,
+            &mut unknown(),
             &Params::vm1(&[]),
             &Budget::new(Duration::from_secs(20)),
             &Definitions::none(),
@@ -295,7 +294,7 @@ mod tests {
         f.start_busy.set(1);
         let e = start(
             &f,
-            &unknown,
+            &mut unknown(),
             &Params::vm1(&[]),
             &Budget::new(Duration::from_secs(6)),
             &Definitions::none(),
@@ -323,7 +322,7 @@ mod tests {
             .into();
         let e = start(
             &f,
-            &Peer::Unknown("test".into()),
+            &mut Peers::unknown("test".into()),
             &Params::vm1(&[]),
             &Budget::new(Duration::from_secs(20)),
             &Definitions::none(),
@@ -337,47 +336,48 @@ mod tests {
         assert!(f.calls().is_empty(), "{:?}", f.calls());
     }
 
+    fn peers(states: &[Option<DomainState>]) -> Peers {
+        let known = states
+            .iter()
+            .zip(["node-b", "node-c", "node-d"])
+            .map(|(state, node)| Peer {
+                node: node.into(),
+                hv: Box::new(state.map_or_else(Fake::unreachable, |s| Fake::new(&[s]))),
+            })
+            .collect();
+        Peers {
+            known,
+            unknown: None,
+        }
+    }
+
     #[test]
-    fn start_refuses_a_server_running_on_the_peer() {
+    fn start_refuses_a_server_running_on_any_other_node() {
         let f = Fake::new(&[DomainState::Shutoff]);
-        let peer = Peer::Known {
-            node: "node-b".into(),
-            hv: Box::new(Fake::new(&[DomainState::Running])),
-        };
-        let e = start(
-            &f,
-            &peer,
-            &Params::vm1(&[]),
-            &Budget::new(Duration::from_secs(20)),
-            &Definitions::none(),
-        )
-        .unwrap_err();
-        assert!(matches!(e, Error::RunningOnPeer { .. }), "{e}");
-        assert!(f.calls().is_empty(), "nothing booted");
-        // A peer that cannot be asked does not block the start.
-        let peer = Peer::Known {
-            node: "node-b".into(),
-            hv: Box::new(Fake::unreachable()),
-        };
-        assert_eq!(
+        let run = |peers: &mut Peers| {
             start(
                 &f,
-                &peer,
+                peers,
                 &Params::vm1(&[]),
                 &Budget::new(Duration::from_secs(20)),
                 &Definitions::none(),
             )
-            .unwrap()
-            .rc,
-            OcfRc::Success
-        );
+        };
+        let (off, on) = (Some(DomainState::Shutoff), Some(DomainState::Running));
+        let e = run(&mut peers(&[off, on])).unwrap_err();
+        assert!(matches!(e, Error::RunningOnPeer { .. }), "{e}");
+        assert!(chain(&e).contains("already runs on node-c"), "{e}");
+        assert!(f.calls().is_empty(), "nothing booted");
+        // A peer that cannot be asked does not block the start.
+        let out = run(&mut peers(&[None, off])).unwrap();
+        assert_eq!(out.rc, OcfRc::Success);
     }
 
     #[test]
     fn start_unknown_domain_without_config_is_not_installed() {
         let e = start(
             &Fake::new(&[DomainState::Undefined]),
-            &Peer::Unknown("test".into()),
+            &mut Peers::unknown("test".into()),
             &Params::vm1(&[]),
             &Budget::new(Duration::from_secs(20)),
             &Definitions::none(),
@@ -391,7 +391,7 @@ mod tests {
         assert_eq!(
             start(
                 &f,
-                &Peer::Unknown("test".into()),
+                &mut Peers::unknown("test".into()),
                 &Params::vm1(&[]),
                 &Budget::new(Duration::from_secs(20)),
                 &Definitions::none(),

@@ -212,8 +212,8 @@ pub struct Params {
     /// Write the memory in MiB as its `host_memory` utilization.
     pub autoset_utilization_host_memory: bool,
     pub force_stop: bool,
-    /// The other node, when given; otherwise asked from Pacemaker.
-    pub peer: Option<String>,
+    /// The other nodes, when given; otherwise asked from Pacemaker.
+    pub peer: Vec<String>,
 }
 
 pub const DEFAULT_HYPERVISOR: &str = "qemu:///system";
@@ -388,7 +388,7 @@ impl Params {
             autoset_utilization_cpu: true,
             autoset_utilization_host_memory: true,
             force_stop: false,
-            peer: None,
+            peer: Vec::new(),
         }
     }
 }
@@ -589,14 +589,21 @@ fn force_stop(p: &mut Params, v: &str) -> Result<(), ParamError> {
     Ok(())
 }
 
-/// It goes into the peer's libvirt URI as its host.
+/// The other nodes, separated by commas; each goes into a peer's libvirt
+/// URI as its host.
 fn peer(p: &mut Params, v: &str) -> Result<(), ParamError> {
-    uri::check_host(v).map_err(|source| ParamError::BadHost {
-        name: "peer",
-        value: v.into(),
-        source,
-    })?;
-    p.peer = Some(v.to_owned());
+    p.peer = v
+        .split(',')
+        .map(|node| {
+            let node = node.trim();
+            uri::check_host(node).map_err(|source| ParamError::BadHost {
+                name: "peer",
+                value: v.into(),
+                source,
+            })?;
+            Ok(node.to_owned())
+        })
+        .collect::<Result<_, _>>()?;
     Ok(())
 }
 
@@ -651,6 +658,21 @@ mod tests {
         assert_eq!(p.migration_parallel, 1);
         assert!(!p.force_stop);
         assert_eq!(p.config, None);
+    }
+
+    #[test]
+    fn peer_is_a_list_of_nodes() {
+        let peers = |v| {
+            Params::from_env(&env(&[("name", "vm1"), ("peer", v)]))
+                .unwrap()
+                .peer
+        };
+        assert_eq!(peers("node-b"), ["node-b"]);
+        assert_eq!(
+            peers("node-b, node-c,[fd00::3]"),
+            ["node-b", "node-c", "[fd00::3]"]
+        );
+        assert!(peers("").is_empty());
     }
 
     #[test]
@@ -750,6 +772,8 @@ mod tests {
             ("peer", "node b"),
             ("peer", "node-b?command=sh"),
             ("peer", "root@node-b"),
+            ("peer", "node-b,,node-c"),
+            ("peer", "node-b,node-c?command=sh"),
             ("hypervisor", "no uri"),
             ("hypervisor", "qemu+ssh://node-b/system?command=/bin/sh"),
             ("hypervisor", "qemu+ext:///system?command=/bin/true"),
