@@ -108,6 +108,31 @@ fn on_ok(node: &str, args: &[&str]) -> String {
     text(&o.stdout)
 }
 
+/// The cluster's nodes (cluster.sh keeps them in its state dir: `a b`,
+/// or `a b c` for the three-node tests).
+fn all_nodes() -> &'static [&'static str] {
+    static NODES: OnceLock<Vec<&'static str>> = OnceLock::new();
+    NODES.get_or_init(|| {
+        let up = std::fs::read_to_string(format!("{STATE}/nodes")).unwrap_or_default();
+        let up: Vec<&str> = up.split_whitespace().collect();
+        let nodes: Vec<_> = ["a", "b", "c"]
+            .into_iter()
+            .filter(|n| up.contains(n))
+            .collect();
+        if nodes.is_empty() {
+            vec!["a", "b"]
+        } else {
+            nodes
+        }
+    })
+}
+
+/// Every node but `node`.
+fn others(node: &str) -> Vec<&'static str> {
+    all_nodes().iter().copied().filter(|n| *n != node).collect()
+}
+
+/// The other node of the two-node cluster.
 fn peer(node: &str) -> &'static str {
     if node == "a" {
         "b"
@@ -325,15 +350,21 @@ impl Server {
     /// Waits until the cluster runs the server (Started) on exactly one
     /// node, `want` if given; returns that node.
     fn wait_started(&self, want: Option<&str>, within: Duration) -> String {
+        self.wait_started_on(|n| want.is_none_or(|w| n == w), within)
+    }
+
+    /// Waits until the cluster runs the server (Started) on exactly one
+    /// node, one that `ok` takes; returns that node.
+    fn wait_started_on(&self, ok: impl Fn(&str) -> bool, within: Duration) -> String {
         let until = Instant::now() + within;
         loop {
             let nodes = self.nodes();
-            if nodes.len() == 1 && want.is_none_or(|w| nodes[0] == w) && self.role() == "Started" {
+            if nodes.len() == 1 && ok(&nodes[0]) && self.role() == "Started" {
                 return nodes[0].clone();
             }
             assert!(
                 Instant::now() < until,
-                "{} not started on {want:?} after {within:?}: on {nodes:?}\n{}",
+                "{} not started where wanted after {within:?}: on {nodes:?}\n{}",
                 self.id,
                 crm_mon_text()
             );
@@ -370,12 +401,13 @@ impl Server {
         settle();
         let now = self.wait_started(None, MOVE_WAIT);
         assert!(libvirt_running(&now, &self.id));
-        assert!(
-            !qemu_alive(peer(&now), &self.id),
-            "{} also on node-{}",
-            self.id,
-            peer(&now)
-        );
+        for other in others(&now) {
+            assert!(
+                !qemu_alive(other, &self.id),
+                "{} also on node-{other}",
+                self.id
+            );
+        }
         // The restarted guest prints its start line a few seconds after
         // QEMU starts (a TCG boot).
         let until = Instant::now() + Duration::from_secs(90);
@@ -409,12 +441,13 @@ impl Server {
     /// cluster agrees, and has no failed action for it.
     fn assert_only_on(&self, node: &str) {
         assert!(libvirt_running(node, &self.id), "not running on {node}");
-        assert!(
-            !libvirt_running(peer(node), &self.id),
-            "{} also runs on node-{}",
-            self.id,
-            peer(node)
-        );
+        for other in others(node) {
+            assert!(
+                !libvirt_running(other, &self.id),
+                "{} also runs on node-{other}",
+                self.id
+            );
+        }
         assert_eq!(self.nodes(), vec![node.to_owned()], "{}", crm_mon_text());
         assert_eq!(self.failures(), vec![], "{}", crm_mon_text());
     }
@@ -440,7 +473,7 @@ impl Server {
     }
 
     fn remove_domains(&self) {
-        for node in ["a", "b"] {
+        for &node in all_nodes() {
             for cmd in ["destroy", "undefine"] {
                 let _ = virsh(node, &[cmd, &self.id]);
             }
@@ -467,6 +500,10 @@ impl common::Console for Server {
 
     fn disk_path(&self, node: &str) -> PathBuf {
         PathBuf::from(cluster(&["disk", &self.id, node]))
+    }
+
+    fn nodes(&self) -> Vec<&'static str> {
+        all_nodes().to_vec()
     }
 }
 
@@ -526,26 +563,39 @@ impl Move {
 /// runs it afterwards, and that the guest went on: its heartbeat continues
 /// on the target and it did not boot again.
 fn live_move(s: &Server, from: &str, to: &str, trigger: impl FnOnce()) -> Move {
+    live_move_away(s, from, Some(to), trigger).1
+}
+
+/// [`live_move`] to `to`, or, with None, to wherever the cluster puts the
+/// server; returns that node with the move.
+fn live_move_away(
+    s: &Server,
+    from: &str,
+    to: Option<&str>,
+    trigger: impl FnOnce(),
+) -> (String, Move) {
     let id = s.id.as_str();
     let tick = s.wait_heartbeat(from);
     let boots = s.all_boots();
-    let (src, tgt) = (LogMark::new(from), LogMark::new(to));
+    let marks: Vec<_> = all_nodes().iter().map(|n| (*n, LogMark::new(n))).collect();
+    let since = |node: &str| marks.iter().find(|(n, _)| *n == node).unwrap().1.since();
     let (mn0, bc0) = (
         tx_bytes(from, &format!("vc-{from}-mn")),
         tx_bytes(from, &format!("vc-{from}-bc")),
     );
     let t0 = Instant::now();
     trigger();
-    s.wait_started(Some(to), MOVE_WAIT);
+    let to = s.wait_started_on(|n| n != from && to.is_none_or(|w| n == w), MOVE_WAIT);
     let took = t0.elapsed();
     settle();
     let m = Move {
         took,
         mn_bytes: tx_bytes(from, &format!("vc-{from}-mn")) - mn0,
         bc_bytes: tx_bytes(from, &format!("vc-{from}-bc")) - bc0,
-        src_log: src.since(),
-        tgt_log: tgt.since(),
+        src_log: since(from),
+        tgt_log: since(&to),
     };
+    let to = to.as_str();
     let result = |op: &str, node: &str| format!("Result of {op} operation for {id} on node-{node}");
     assert!(
         m.src_log
@@ -583,7 +633,7 @@ fn live_move(s: &Server, from: &str, to: &str, trigger: impl FnOnce()) -> Move {
         m.bc_bytes >> 20,
         m.result_line()
     );
-    m
+    (to.to_owned(), m)
 }
 
 /// `crm_resource --move` to `to`, then `--clear`, as an admin does.
@@ -1538,4 +1588,114 @@ fn a_failed_move_costs_no_restart_with_multiple_active_block() {
     let tick = s.last_tick(&src).unwrap_or(0);
     s.wait_tick_after(&src, tick);
     assert_eq!(s.all_boots(), boots, "booted again");
+}
+
+// ------------------------------------------------- three nodes (VC_NODES="a b c")
+
+/// The three-node tests run on a cluster of node-a, node-b and node-c
+/// (`VC_NODES="a b c" cluster.sh up`; run-tests.sh brings one up after the
+/// two-node tests).
+fn three_nodes() -> [&'static str; 3] {
+    match all_nodes() {
+        &[a, b, c] => [a, b, c],
+        n => panic!("needs the three-node cluster (VC_NODES=\"a b c\"), not {n:?}"),
+    }
+}
+
+#[test]
+#[ignore = "needs the three-node cluster lab: make cluster-test"]
+fn three_nodes_a_server_goes_round_every_node_live() {
+    let nodes = three_nodes();
+    let s = Server::create("srv-ring", OPS);
+    let home = s.wait_started(None, Duration::from_secs(120));
+    let at = nodes.iter().position(|n| *n == home).unwrap();
+    // home -> next -> the third -> home: each move over its target's own
+    // migration network, the guest in its first boot all the way.
+    let mut from = home.clone();
+    for step in 1..=3 {
+        let to = nodes[(at + step) % 3];
+        let m = admin_move(&s, &from, to);
+        assert!(m.mn_bytes > COPY_BYTES, "mn {}", m.mn_bytes);
+        let network = format!("migrated to node-{to} over migration network node-{to}.mn");
+        assert!(m.result_line().contains(&network), "{}", m.result_line());
+        from = to.to_owned();
+    }
+    assert_eq!(from, home);
+    assert_eq!(s.all_boots(), 1);
+}
+
+#[test]
+#[ignore = "needs the three-node cluster lab: make cluster-test"]
+fn three_nodes_standby_moves_the_server_live_to_one_of_the_others() {
+    three_nodes();
+    let s = Server::create("srv-standby3", OPS);
+    let from = s.wait_started(None, Duration::from_secs(120));
+    let uname = format!("node-{from}");
+    let standby = |v: &str| {
+        on_ok(
+            "a",
+            &[
+                "crm_attribute",
+                "--node",
+                &uname,
+                "--name",
+                "standby",
+                "--update",
+                v,
+            ],
+        );
+    };
+    let _online = Standby(uname.clone());
+    let (to, _) = live_move_away(&s, &from, None, || standby("on"));
+    assert!(others(&from).contains(&to.as_str()), "on {to}");
+    standby("off");
+    settle();
+    // Back from standby, it stays where it went (stickiness).
+    s.assert_only_on(&to);
+    assert_eq!(s.all_boots(), 1);
+}
+
+#[test]
+#[ignore = "needs the three-node cluster lab: make cluster-test"]
+fn three_nodes_start_is_refused_while_the_server_runs_on_the_third() {
+    let [a, b, c] = three_nodes();
+    let s = Server::create("srv-third", OPS);
+    let home = s.wait_started(None, Duration::from_secs(120));
+    if home != c {
+        admin_move(&s, &home, c);
+    }
+    s.wait_heartbeat(c);
+    // An admin forces a start on node-a: the agent asks node-b and node-c
+    // (crm_node -l, no `peer` set), and node-c runs it.
+    let force_start = || {
+        let t0 = Instant::now();
+        let o = on(
+            a,
+            &["crm_resource", "--force-start", "-r", &s.id, "--force"],
+        );
+        (o, t0.elapsed())
+    };
+    let refused = |o: &Output| {
+        let said = format!("{}\n{}", text(&o.stdout), text(&o.stderr));
+        assert_ne!(o.status.code(), Some(0), "started on node-{a}:\n{said}");
+        assert!(said.contains("already runs on node-c"), "{said}");
+        assert!(!qemu_alive(a, &s.id), "a second copy on node-{a}");
+    };
+    let (o, took) = force_start();
+    refused(&o);
+    eprintln!("[srv-third] start on node-{a} refused in {took:.1?}");
+    // node-b's libvirtd hung: it costs one bounded wait, and node-c's
+    // answer still refuses the start.
+    {
+        let _hung = Stopped::new(b);
+        let (o, took) = force_start();
+        refused(&o);
+        // The preflight budget of a 90 s start is 15 s.
+        assert!(took < Duration::from_secs(25), "{took:?}");
+        eprintln!("[srv-third] with node-{b} hung, refused in {took:.1?}");
+    }
+    s.assert_only_on(c);
+    let tick = s.last_tick(c).unwrap_or(0);
+    s.wait_tick_after(c, tick);
+    assert_eq!(s.all_boots(), 1);
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# cluster.sh -- a two-node Pacemaker/Corosync cluster whose nodes are also two
-# libvirt/QEMU hosts, all on ONE Linux machine: vmshift (ocf:vmshift:server)
+# cluster.sh -- a two-node (or, with VC_NODES="a b c", three-node)
+# Pacemaker/Corosync cluster whose nodes are also libvirt/QEMU hosts, all on
+# ONE Linux machine: vmshift (ocf:vmshift:server)
 # live-migrates a real QEMU guest under Pacemaker (migrate_to on the source,
 # migrate_from on the target). Self-contained: needs only this file and
 # ../lab/guest-init.c and ../lab/common.sh (the guest of the project lab). Debian 12, root, no
@@ -8,11 +9,12 @@
 # runs beside the project lab (tests/lab/lab.sh, prefix "vs-").
 #
 # WHAT `up` SETS UP (a failure half-way tears everything down again)
-#   * network namespaces vc-a, vc-b (no link to the root namespace):
-#       back-channel veth vc-a-bc <-> vc-b-bc  10.253.0.1/24 <-> 10.253.0.2/24
+#   * network namespaces vc-a, vc-b (vc-c) (no link to the root namespace),
+#     each joined to a switch namespace vc-sw by two veths, one per bridge:
+#       back-channel vc-X-bc -> bridge sw-bc  10.253.0.1/24, .0.2, (.0.3)
 #         (corosync knet ring0, libvirt qemu+tcp://node-X/system)
-#       migration    veth vc-a-mn <-> vc-b-mn  10.253.1.1/24 <-> 10.253.1.2/24
-#         (names node-a.mn / node-b.mn: vmshift's migration network)
+#       migration    vc-X-mn -> bridge sw-mn  10.253.1.1/24, .1.2, (.1.3)
+#         (names node-X.mn: vmshift's migration network)
 #   * per node one "holder" process (started under env -i: setsid ip netns exec
 #     vc-X unshare -m -u -- bash cluster.sh _node_init X) with a private mount
 #     and UTS namespace: hostname node-a / node-b (= corosync/Pacemaker node
@@ -28,7 +30,7 @@
 #     capability cache stays valid), sshd on both of the node's addresses
 #     (qemu+ssh, the agent's default transport: root by key, keys in the
 #     node's /etc/ssh, see make_ssh in common.sh),
-#     corosync (knet, two_node) and pacemakerd. The initial CIB sets
+#     corosync (knet; two_node with two nodes) and pacemakerd. The initial CIB sets
 #     stonith-enabled=false and dc-deadtime=2s.
 #   * the agent: target/debug/vmshift (or $VMSHIFT_BIN) is copied to
 #     /tmp/vmshift-cluster/bin/vmshift (mode 755, world-readable dirs: Pacemaker
@@ -44,36 +46,39 @@
 #     whose qemu-nbd serves it at 10.253.12.254 over a link to each node
 #     (storage_up and nbd_disk in common.sh), as a storage network would.
 #   Nothing is written to the real /etc, /var, /run or /usr (except the netns
-#   entries /run/netns/vc-a|vc-b|vc-st).
+#   entries /run/netns/vc-a|vc-b|vc-c|vc-sw|vc-st).
 #
 # GUEST  `xml NAME` prints a domain XML for the project lab's guest
 #   (tests/lab/guest-init.c: TCG, 128 MiB, dirties 32 MiB at 20 MiB/s, prints
 #   "lab-guest tick=N" once a second on ttyS0 -> per node
-#   /var/log/libvirt/qemu/NAME-serial.log = `serial a|b NAME` on the host;
+#   /var/log/libvirt/qemu/NAME-serial.log = `serial a|b|c NAME` on the host;
 #   honours the ACPI power button). Built into the cache dir; the kernel comes
 #   from `apt-get download` (only unpacked; a .deb already in the project lab's
 #   cache /tmp/vmshift-lab-cache/dl is copied instead of downloading again).
 #
 # SUBCOMMANDS
-#   up                    network, daemons, agent registration; waits until both
+#   up                    network, daemons, agent registration; waits until all
 #                         nodes are online with a DC (idempotent)
 #   down [--purge]        idempotent; kills only pids it started (SIGCONT first);
 #                         --purge also removes the cache dir
 #   status                rc 1 unless everything is up
-#   exec a|b CMD...       run CMD "on" a node (nsenter -n -m -u into its holder):
+#   exec a|b|c CMD...     run CMD "on" a node (nsenter -n -m -u into its holder):
 #                         crm_mon, crm_resource, cibadmin, virsh -c qemu:///system
 #   xml NAME [acpi=0|1] [dirty_mb=N] [rate_mbs=N] [mem_mb=N] [disk=none|shared|local|nbd] [disk_mb=N] [disk_mbs=N]
 #                         the knobs of the project lab's `xml` (tests/lab/lab.sh)
-#   disk NAME [a|b]       host path of NAME's disk image (the node's own for a local disk)
-#   serial a|b NAME       host path of NAME's serial log on that node
-#   log a|b               host path of that node's pacemaker.log
-#   libvirtd-pid a|b      that node's libvirtd pid
+#   disk NAME [a|b|c]     host path of NAME's disk image (the node's own for a local disk)
+#   serial a|b|c NAME     host path of NAME's serial log on that node
+#   log a|b|c             host path of that node's pacemaker.log
+#   libvirtd-pid a|b|c    that node's libvirtd pid
 #   register              copy the binary again (after a rebuild; VMSHIFT_BIN)
 #   leftovers             lists anything of the lab that is left; rc 1 if any
 #
 # STATE /tmp/vmshift-cluster (removed by down); cache /tmp/vmshift-cluster-cache
 #   (guest, downloaded kernel package, QEMU capability cache).
-# ENV   VMSHIFT_BIN, VC_PIN_CPU (0; empty = no pinning), VC_DC_DEADTIME (2s).
+# ENV   VMSHIFT_BIN, VC_PIN_CPU (0; empty = no pinning), VC_DC_DEADTIME (2s),
+#       VC_NODES ("a b", or "a b c"; read by `up`, which brings a running
+#       cluster of other nodes down first; the other commands take the
+#       nodes of the cluster that is up, kept in the state dir).
 set -euo pipefail
 
 L=/tmp/vmshift-cluster
@@ -83,7 +88,8 @@ SELF=$(readlink -f "${BASH_SOURCE[0]}")
 HERE=$(dirname "$SELF")
 ROOT=$(cd "$HERE/../.." && pwd)
 INIT_SRC=$ROOT/tests/lab/guest-init.c
-NODES=(a b)
+# The nodes of the cluster that is up, else those asked for.
+if [ -s "$L/nodes" ]; then read -ra NODES <"$L/nodes"; else read -ra NODES <<<"${VC_NODES:-a b}"; fi
 GUEST_VER=c1 # bump to force a guest rebuild (guest-init.c changes do it anyway)
 OCFD=/usr/lib/ocf/resource.d
 AGENT=$OCFD/vmshift/server
@@ -92,16 +98,17 @@ VC_PIN_CPU=${VC_PIN_CPU-0}
 VC_DC_DEADTIME=${VC_DC_DEADTIME:-2s}
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 
-USAGE="usage: $0 up | down [--purge] | status | exec a|b CMD... | xml NAME [acpi=0|1] [dirty_mb=N] [rate_mbs=N] [mem_mb=N] [disk=none|shared|local|nbd] [disk_mb=N] [disk_mbs=N] | disk NAME [a|b] | serial a|b NAME | log a|b | libvirtd-pid a|b | register | leftovers"
+USAGE="usage: $0 up | down [--purge] | status | exec a|b|c CMD... | xml NAME [acpi=0|1] [dirty_mb=N] [rate_mbs=N] [mem_mb=N] [disk=none|shared|local|nbd] [disk_mb=N] [disk_mbs=N] | disk NAME [a|b|c] | serial a|b|c NAME | log a|b|c | libvirtd-pid a|b|c | register | leftovers"
 
-ip_bc() { [ "$1" = a ] && echo 10.253.0.1 || echo 10.253.0.2; }
-ip_mn() { [ "$1" = a ] && echo 10.253.1.1 || echo 10.253.1.2; }
-uuid_of() { [ "$1" = a ] && echo 76630000-0000-4000-8000-00000000000a || echo 76630000-0000-4000-8000-00000000000b; }
+nr() { case "$1" in a) echo 1 ;; b) echo 2 ;; c) echo 3 ;; esac; }
+ip_bc() { echo "10.253.0.$(nr "$1")"; }
+ip_mn() { echo "10.253.1.$(nr "$1")"; }
+uuid_of() { echo "76630000-0000-4000-8000-00000000000$1"; }
 log() { echo "[vmshift-cluster] $*" >&2; }
 die() { echo "[vmshift-cluster] ERROR: $*" >&2; exit 1; }
 usage() { echo "$USAGE" >&2; exit 2; }
 ms() { echo $(($(date +%s%N) / 1000000)); }
-check_node() { case "${1:-}" in a | b) ;; *) usage ;; esac; }
+check_node() { [[ " ${NODES[*]} " == *" ${1:-} "* ]] && [ -n "${1:-}" ] || usage; }
 check_name() { [[ "${1:-}" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]] || usage; }
 has_netns() { [ -e "/run/netns/$1" ]; }
 # (never `producer | grep -q` under pipefail: grep's early exit can SIGPIPE the
@@ -110,6 +117,10 @@ pid_alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
 pstate() { sed -n 's/^.*) \(.\).*/\1/p' "/proc/$1/stat" 2>/dev/null; }
 holder() { cat "$L/$1/holder.pid" 2>/dev/null || true; }
 # the holder is alive and really ours (its cmdline carries "_node_init <n>")
+all_alive() {
+	local n
+	for n in "${NODES[@]}"; do alive "$n" || return 1; done
+}
 alive() {
 	local p c
 	p=$(holder "$1")
@@ -137,7 +148,7 @@ daemon_pid() { # node daemon -> pid if alive
 GUEST_UUID_NS=vmshift-cluster
 GUEST_DEB_FROM=$LAB_DL
 NS=vc      # common.sh's prefix of the nodes' netns (vc-a, vc-b) and the storage netns vc-st
-NET=10.253 # common.sh's storage links: $NET.12-14 (see storage_up)
+NET=10.253 # common.sh's storage links: $NET.12-15 (see storage_up)
 # shellcheck source=../lab/common.sh
 . "$ROOT/tests/lab/common.sh"
 
@@ -167,19 +178,12 @@ logging {
 }
 quorum {
     provider: corosync_votequorum
-    two_node: 1
+$([ ${#NODES[@]} -ne 2 ] || echo "    two_node: 1")
 }
 nodelist {
-    node {
-        name: node-a
-        nodeid: 1
-        ring0_addr: $(ip_bc a)
-    }
-    node {
-        name: node-b
-        nodeid: 2
-        ring0_addr: $(ip_bc b)
-    }
+$(for x in "${NODES[@]}"; do
+		printf '    node {\n        name: node-%s\n        nodeid: %s\n        ring0_addr: %s\n    }\n' "$x" "$(nr "$x")" "$(ip_bc "$x")"
+	done)
 }
 EOF
 	# initial CIB: no fencing, dc-deadtime 2s (the default 20 s delays every start)
@@ -205,8 +209,8 @@ EOF
 	{
 		echo "127.0.0.1 localhost"
 		echo "::1 localhost ip6-localhost ip6-loopback"
-		for x in a b; do echo "$(ip_bc $x) node-$x"; done
-		for x in a b; do echo "$(ip_mn $x) node-$x.mn"; done
+		for x in "${NODES[@]}"; do echo "$(ip_bc "$x") node-$x"; done
+		for x in "${NODES[@]}"; do echo "$(ip_mn "$x") node-$x.mn"; done
 	} >"$d/etc-upper/hosts"
 	echo "node-$n" >"$d/etc-upper/hostname"
 	ln -s "$BIN_COPY" "$d/ocf-upper/vmshift/server" # the agent, for this node only
@@ -272,18 +276,23 @@ cmd_register() {
 host_link_is_ours() { [ -L "$AGENT" ] && [ "$(readlink "$AGENT")" = "$BIN_COPY" ]; }
 
 # ---------------------------------------------------------------- up
+# Each link a bridge in the switch namespace, each node a port of it: any
+# number of nodes, and a node's side (vc-X-mn) can be cut or sniffed alone.
 net_up() {
 	local n l
+	has_netns vc-sw || ip netns add vc-sw
+	for l in bc mn; do
+		ip -n vc-sw link show "sw-$l" >/dev/null 2>&1 || ip -n vc-sw link add "sw-$l" type bridge
+		ip -n vc-sw link set "sw-$l" up
+	done
 	for n in "${NODES[@]}"; do
 		has_netns "vc-$n" || ip netns add "vc-$n"
 		ip -n "vc-$n" link set lo up
-	done
-	for l in bc mn; do
-		if ! ip -n vc-a link show "vc-a-$l" >/dev/null 2>&1 || ! ip -n vc-b link show "vc-b-$l" >/dev/null 2>&1; then
-			ip -n vc-a link del "vc-a-$l" 2>/dev/null || true
-			ip -n vc-b link del "vc-b-$l" 2>/dev/null || true
-			ip link add "vc-a-$l" netns vc-a type veth peer name "vc-b-$l" netns vc-b
-		fi
+		for l in bc mn; do
+			ip -n "vc-$n" link show "vc-$n-$l" >/dev/null 2>&1 ||
+				ip link add "vc-$n-$l" netns "vc-$n" type veth peer name "sw-$n-$l" netns vc-sw
+			ip -n vc-sw link set "sw-$n-$l" master "sw-$l" up
+		done
 	done
 	for n in "${NODES[@]}"; do
 		ip -n "vc-$n" addr replace "$(ip_bc "$n")/24" dev "vc-$n-bc"
@@ -327,12 +336,12 @@ wait_cluster() { # timeout-s
 	while [ $((SECONDS - s)) -lt "$t" ]; do
 		out=$(node_exec a crm_mon -1 -X 2>/dev/null || true)
 		if grep -q 'current_dc.*present="true"' <<<"$out"; then
-			on=$(grep -c '<node name="node-[ab]".* online="true"' <<<"$out" || true)
-			[ "$on" -ge 2 ] && return 0
+			on=$(grep -c '<node name="node-[abc]".* online="true"' <<<"$out" || true)
+			[ "$on" -ge ${#NODES[@]} ] && return 0
 		fi
 		sleep 0.5
 	done
-	die "cluster not online with 2 nodes + DC after ${t}s (see $(pcmk_log a))"
+	die "cluster not online with ${#NODES[@]} nodes + DC after ${t}s (see $(pcmk_log a))"
 }
 
 up_cleanup() {
@@ -355,7 +364,9 @@ cmd_up() {
 		command -v $b >/dev/null || die "missing $b"
 	done
 	[ -d "$OCFD" ] || die "missing $OCFD (resource-agents not installed?)"
-	if alive a && alive b; then
+	local want
+	read -ra want <<<"${VC_NODES:-a b}"
+	if [ "${want[*]}" = "${NODES[*]}" ] && all_alive; then
 		cmd_register
 		wait_cluster 60
 		log "already up"
@@ -364,9 +375,11 @@ cmd_up() {
 	trap up_cleanup EXIT
 	trap 'exit 130' INT
 	trap 'exit 143' TERM
-	[ -d "$L" ] && cmd_down # half-up or stale state
+	[ -d "$L" ] && cmd_down # half-up, stale, or other nodes
+	NODES=("${want[@]}")
 	mkdir -p "$L"
 	chmod 755 "$L"
+	echo "${NODES[*]}" >"$L/nodes"
 	build_guest
 	make_pki
 	make_ssh
@@ -389,7 +402,7 @@ cmd_up() {
 	wait_cluster 120
 	trap - EXIT INT TERM
 	[ -e "$AGENT" ] && log "note: the machine has its own $AGENT; the nodes see this lab's instead"
-	log "up in $(($(ms) - t0)) ms: node-a + node-b online with a DC; ocf:vmshift:server = $BIN_COPY"
+	log "up in $(($(ms) - t0)) ms: ${NODES[*]/#/node-} online with a DC; ocf:vmshift:server = $BIN_COPY"
 }
 
 # ---------------------------------------------------------------- down
@@ -467,6 +480,7 @@ cmd_down() {
 			ip netns del "vc-$n" || true
 		fi
 	done
+	! has_netns vc-sw || ip netns del vc-sw || true
 	if host_link_is_ours; then rm -f "$AGENT"; fi
 	disks_down
 	rm -rf "${L:?}"
@@ -505,7 +519,7 @@ cmd_status() {
 # anything of the lab left on the machine (after down): rc 1 if so
 cmd_leftovers() {
 	local out=() p c
-	for p in vc-a vc-b vc-st; do has_netns "$p" && out+=("netns $p"); done
+	for p in vc-a vc-b vc-c vc-sw vc-st; do has_netns "$p" && out+=("netns $p"); done
 	c=$(ip -br link 2>/dev/null | awk '$1 ~ /^vc-/{print $1}' | xargs)
 	[ -z "$c" ] || out+=("links: $c")
 	c=$(awk '$3 ~ /^vc-/ || $5 ~ /vmshift-cluster/ {print $5}' /proc/self/mountinfo | xargs)

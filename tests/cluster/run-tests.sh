@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # run-tests.sh -- runs the cluster tests (tests/cluster.rs): a real two-node
-# Pacemaker cluster live-migrates servers with ocf:vmshift:server. Builds the
+# Pacemaker cluster live-migrates servers with ocf:vmshift:server, then a
+# three-node one (the three_nodes_* tests). Builds the
 # agent, brings the cluster lab up (tests/cluster/cluster.sh), runs the tests
 # one at a time (they share the cluster), and tears the lab down again, also
 # on failure or ^C. Extra arguments go to the test binary, e.g.
@@ -15,5 +16,24 @@ trap 'exit 130' INT TERM
 bash "$cl" down >/dev/null 2>&1 || true # leftovers of a killed run
 cd "$here/../.."
 cargo build --locked
-bash "$cl" up
-cargo test --locked --test cluster -- --ignored --test-threads=1 "$@"
+# Filters (arguments not starting with -) pick the tests; those named
+# three_nodes_* run on a three-node cluster brought up after the others.
+flags=() two=() three=()
+for a in "$@"; do
+	case $a in
+	-*) flags+=("$a") ;;
+	three_nodes*) three+=("$a") ;;
+	*) two+=("$a") ;;
+	esac
+done
+all=$(($# == ${#flags[@]}))
+run() { cargo test --locked --test cluster -- --ignored --test-threads=1 "$@" ${flags[@]+"${flags[@]}"}; }
+if [ $all = 1 ] || [ ${#two[@]} -gt 0 ]; then
+	bash "$cl" up
+	run --skip three_nodes_ ${two[@]+"${two[@]}"}
+fi
+if [ $all = 1 ] || [ ${#three[@]} -gt 0 ]; then
+	bash "$cl" down
+	VC_NODES="a b c" bash "$cl" up
+	if [ ${#three[@]} -gt 0 ]; then run "${three[@]}"; else run three_nodes_; fi
+fi

@@ -278,6 +278,10 @@ pub trait Console {
     /// The host path of the guest's disk image as `node` sees it (its own
     /// for a local disk, else the shared one).
     fn disk_path(&self, node: &str) -> PathBuf;
+    /// The nodes the guest may run on.
+    fn nodes(&self) -> Vec<&'static str> {
+        vec!["a", "b"]
+    }
 
     fn serial(&self, node: &str) -> String {
         std::fs::read_to_string(self.serial_path(node)).unwrap_or_default()
@@ -314,7 +318,8 @@ pub trait Console {
     /// acknowledged write.
     fn journal_goes_on(&self, node: &str) {
         if self.has_journal() {
-            let acked = ["a", "b"]
+            let acked = self
+                .nodes()
                 .iter()
                 .filter_map(|n| self.last_disk_ack(n))
                 .max();
@@ -378,7 +383,7 @@ pub trait Console {
 
     /// Whether the guest keeps a write journal (it has a disk).
     fn has_journal(&self) -> bool {
-        ["a", "b"]
+        self.nodes()
             .iter()
             .any(|n| self.serial(n).contains("lab-guest: disk journal on"))
     }
@@ -399,7 +404,7 @@ pub trait Console {
     }
 
     /// `tests/lab/journal-check.py` over the guest's disk image on `node`
-    /// and its serial logs on both nodes: no acknowledged write lost, every
+    /// and its serial logs on every node: no acknowledged write lost, every
     /// slot whole. `live`: the guest still runs (one write may be in
     /// flight). Returns the checker's summary line.
     fn check_journal(&self, node: &str, live: bool) -> String {
@@ -409,9 +414,9 @@ pub trait Console {
         out
     }
 
-    /// The host paths of the guest's serial logs on both nodes.
-    fn serials(&self) -> [PathBuf; 2] {
-        ["a", "b"].map(|n| self.serial_path(n))
+    /// The host paths of the guest's serial logs on every node.
+    fn serials(&self) -> Vec<PathBuf> {
+        self.nodes().iter().map(|n| self.serial_path(n)).collect()
     }
 
     /// Forgets the guest's serial log on a node, so that after a restart
@@ -428,7 +433,7 @@ pub trait Console {
 
     /// How many times it booted on both nodes.
     fn all_boots(&self) -> usize {
-        self.boots("a") + self.boots("b")
+        self.nodes().iter().map(|n| self.boots(n)).sum()
     }
 }
 

@@ -184,7 +184,8 @@ cmd_disk() {
 
 # The storage namespace ($NS-st): a third host that serves network disks
 # (qemu-nbd) at one address both nodes reach, $NET.12.254 (st_addr), over a link of
-# its own to each node ($NET.13.0/24 to a, $NET.14.0/24 to b), as an NBD or
+# its own to each node ($NET.13.0/24 to a, $NET.14.0/24 to b, $NET.15.0/24
+# to c), as an NBD or
 # iSCSI server on a storage network would. Each node's link is $NS-<n>-st.
 # NS and NET are each lab's: vs<id> and 10.251 (lab.sh), vc and 10.253
 # (cluster.sh).
@@ -421,7 +422,7 @@ UsePAM no
 PidFile none
 EOF
 	cat >"$e/ssh_config.d/vmshift-lab.conf" <<EOF
-Host node-a node-b node-a.mn node-b.mn
+Host $(for x in "${NODES[@]}"; do echo -n "node-$x node-$x.mn "; done)
 	IdentityFile /etc/ssh/vmshift_lab_id
 	UserKnownHostsFile /etc/ssh/vmshift_lab_known_hosts
 	StrictHostKeyChecking yes
