@@ -49,6 +49,11 @@ impl Budget {
         self.timeout
     }
 
+    /// Since the action began (the budget is built first thing).
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
     pub fn remaining(&self) -> Duration {
         self.at.saturating_duration_since(Instant::now())
     }
