@@ -338,6 +338,11 @@ def move(agent, src, timeout_s, extra=None):
         fr = call(agent, dst, "migrate_from", MIGRATE_FROM_LIMIT_S, env)
         run["migrate_from_rc"] = fr["rc"]
         run["total_s"] = round(to["wall_s"] + fr["wall_s"], 3)
+    phases = parse_phases(to["stderr"]) if to["rc"] == 0 and agent == "vmshift" else None
+    if phases:
+        run["phases_ms"] = phases
+        # The agent's own time: all of migrate_to but libvirt's migration.
+        run["agent_overhead_ms"] = round(to["wall_s"] * 1000 - phases["migrate"], 1)
     if stats:
         run["downtime_ms"] = stats["downtime_ms"]
         if stats.get("elapsed_ms"):
@@ -359,6 +364,30 @@ def move(agent, src, timeout_s, extra=None):
     # The agent's last log lines (vmshift logs its convergence steps).
     run["log_tail"] = to["stderr"].strip().splitlines()[-6:]
     return run
+
+
+def parse_phases(stderr):
+    """vmshift's `phases: setup 0.4 ms, local 3.1 ms, ...` log line as
+    {phase: ms}; None without one."""
+    for line in reversed(stderr.splitlines()):
+        m = re.search(r"phases: (.*)$", line)
+        if m:
+            return {name: float(ms) for name, ms in
+                    (part.rsplit(" ", 2)[:2] for part in m.group(1).split(", "))}
+    return None
+
+
+def overhead(runs):
+    """migrate_to's own time over the completed vmshift moves: the
+    overhead's median and p95, and each phase's median."""
+    done = [r for r in runs if "agent_overhead_ms" in r]
+    if not done:
+        return {"median": None, "p95": None, "runs": 0, "phases_ms_median": {}}
+    over = [r["agent_overhead_ms"] for r in done]
+    names = list(done[0]["phases_ms"])
+    return {"median": round(statistics.median(over), 1), "p95": pct(over, 95), "runs": len(done),
+            "phases_ms_median": {n: round(statistics.median(r["phases_ms"].get(n, 0.0) for r in done), 1)
+                                 for n in names}}
 
 
 def failure_reason(run, to):
@@ -693,6 +722,7 @@ def check_targets(rep):
     so_ms, libs = rep["vmshift_monitor_via_libvirt_so_ms_median"], rep["libvirt_so_libraries"]
     heavy = rep["heavy_dirty"]["vmshift"]
     ratio = rep["throughput_ratio"]
+    ov = rep["agent_overhead_ms"]["vmshift"]
     within = rep["downtime_within_max_fraction"]["vmshift"]
     over = sorted(r["downtime_ms"] for r in vmshift_runs(rep["migrations"], rep["heavy_dirty"])
                   if r.get("downtime_ms", 0) > DOWNTIME_MAX_MS)
@@ -747,6 +777,12 @@ def check_targets(rep):
                                                               if not r['converged']}))
                          + f", journal {e['journal_ok']} of {e['journal_checks']} checks ok, at the end: "
                          f"{e['journal_at_end']}" for e in st)),
+        target("agent_overhead_ms.vmshift", ov["median"], "<= 100 ms", at_most(ov["median"], 100),
+               f"migrate_to's own time (its wall time less libvirt's migration), median of "
+               f"{ov['runs']} moves, p95 {fmt(ov['p95'])} ms; its phases' medians: "
+               + ", ".join(f"{n} {v:.1f} ms" for n, v in ov["phases_ms_median"].items() if n != "migrate")
+               + ". `local` loads libvirt.so and connects, `peer` connects to the target's libvirtd, "
+               "`setup` is the process before the action (parameters, budget)."),
         target("agent_rss_kib.vmshift", rss["vmshift"], "<= 8192 KiB", at_most(rss["vmshift"], 8192),
                f"{(rss['vmshift'] - 8192) / 1024:.1f} MiB over, in migrate_to "
                f"({by_action['migrate_to']} KiB); monitor peaks at {by_action['monitor']} KiB. "
@@ -845,6 +881,14 @@ def markdown(rep):
             f"**{rep['downtime_within_max_fraction']['vmshift']:.2f}** "
             f"({rep['downtime_within_max_count']['vmshift']}).", "",
         "![downtime per agent](downtime.svg)", "",
+        "### Where migrate_to's time goes (vmshift)", "",
+        f"From migrate_to's `phases:` log line, median of {rep['agent_overhead_ms']['vmshift']['runs']} "
+        f"completed moves; the agent's own time (wall time less libvirt's `migrate`): median "
+        f"**{fmt(rep['agent_overhead_ms']['vmshift']['median'], 1)} ms**, p95 "
+        f"{fmt(rep['agent_overhead_ms']['vmshift']['p95'], 1)} ms.", "",
+        "| phase | median ms |", "|---|---|",
+        *(f"| {n} | {v:.1f} |" for n, v in rep["agent_overhead_ms"]["vmshift"]["phases_ms_median"].items()),
+        "",
         "## Throughput", "",
         f"Plain TCP over the migration link (node-a → node-b, {rep['raw_tcp_mib']} MiB, median of "
         f"{len(rep['raw_tcp_runs'])}): **{rep['raw_tcp_mib_per_s']:.0f} MiB/s**. vmshift's "
@@ -1058,7 +1102,7 @@ REQUIRED = [
     "downtime_within_max_fraction.vmshift", "raw_tcp_mib_per_s", "throughput_ratio",
     "heavy_dirty.vmshift.converged", "heavy_dirty.vmshift.total_s",
     "heavy_dirty.virtualdomain.converged", "heavy_dirty.virtualdomain.total_s",
-    "agent_rss_kib.vmshift", "migrations", "targets",
+    "agent_rss_kib.vmshift", "migrations", "targets", "agent_overhead_ms.vmshift.median",
     "wire_limited.raw_tcp_mib_per_s", "wire_limited.vmshift.throughput_ratio",
     "wire_limited.vmshift.copy_ratio",
     *(f"storage.{k}.{a}.{f}" for k in STORAGE_KINDS for a in AGENTS
@@ -1068,6 +1112,7 @@ NUMERIC = {"host.nproc", "host.memory_mib", "monitor_ms_median.vmshift", "monito
            "monitor_ratio", "downtime_within_max_fraction.vmshift", "raw_tcp_mib_per_s",
            "throughput_ratio", "heavy_dirty.vmshift.total_s", "heavy_dirty.virtualdomain.total_s",
            "agent_rss_kib.vmshift", "vmshift_monitor_via_libvirt_so_ms_median",
+           "agent_overhead_ms.vmshift.median",
            "wire_limited.raw_tcp_mib_per_s", "wire_limited.vmshift.throughput_ratio",
            "wire_limited.vmshift.copy_ratio"}
 
@@ -1192,6 +1237,7 @@ def run(cfg, mode):
         "storage": {"bulk_mib_per_s": STORAGE_BULK_MBS,
                     **{k: {**storage[k], "virtualdomain_params": STORAGE_KINDS[k]["virtualdomain"],
                            "total_s_ratio": ratio_of(storage[k], "total_s")} for k in STORAGE_KINDS}},
+        "agent_overhead_ms": {"vmshift": overhead(vm_runs)},
         "agent_rss_kib_by_action": {"vmshift": {
             **rss, "migrate_to": max(r["maxrss_kib"] for r in vm_runs if r.get("maxrss_kib"))}},
     }
