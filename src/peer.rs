@@ -39,7 +39,14 @@ impl Peers {
                 Err(e) => return Peers::unknown(chain(&e)),
             }
         } else {
-            p.peer.clone()
+            // A resource's parameters are the same on every node, so the
+            // list may well name this one.
+            let own = own_names(env);
+            p.peer
+                .iter()
+                .filter(|n| !names_this_node(n, &own))
+                .cloned()
+                .collect()
         };
         let mut unknown = None;
         let mut known = Vec::new();
@@ -84,6 +91,27 @@ impl Peers {
     }
 }
 
+/// This node's names: Pacemaker's for it (when Pacemaker calls) and its
+/// host name.
+fn own_names(env: &Env) -> Vec<String> {
+    let pacemaker = env.text("OCF_RESKEY_CRM_meta_on_node").map(str::to_owned);
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok());
+    pacemaker.into_iter().chain(host).collect()
+}
+
+/// Whether `node` is one of `own`: the same name, or the same first label
+/// of two host names (`node-a` and `node-a.example.com`; never of two
+/// addresses, where a first "label" means nothing).
+fn names_this_node(node: &str, own: &[String]) -> bool {
+    let is_name = |n: &str| n.bytes().any(|b| b.is_ascii_alphabetic()) && !n.contains(':');
+    let label = |n: &str| n.split('.').next().unwrap_or(n).to_ascii_lowercase();
+    own.iter().any(|me| {
+        me.eq_ignore_ascii_case(node) || (is_name(node) && is_name(me) && label(node) == label(me))
+    })
+}
+
 /// Pacemaker's migration target (`CRM_meta_migrate_target`), checked as a
 /// host name before anything reaches for it: it goes into the peer's
 /// libvirt URI, where a `?command=` would make libvirt run a program.
@@ -122,6 +150,32 @@ mod tests {
     use crate::hypervisor::fake::Fake;
     use crate::hypervisor::DomainState;
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn this_node_is_no_peer_of_itself() {
+        let own = ["node-a".to_owned(), "node-a.example.com".to_owned()];
+        for me in ["node-a", "NODE-A", "node-a.example.com", "node-a.lan"] {
+            assert!(names_this_node(me, &own), "{me}");
+        }
+        for other in ["node-b", "node-ab", "10.0.0.1", "[fd00::1]"] {
+            assert!(!names_this_node(other, &own), "{other}");
+        }
+        let by_address = ["10.0.0.1".to_owned()];
+        assert!(!names_this_node("10.0.0.2", &by_address));
+        let env = Env::reskeys(&[
+            ("name", "vm1"),
+            ("peer", "node-a,node-b,node-c"),
+            ("CRM_meta_on_node", "node-b"),
+        ]);
+        let p = Params::from_env(&env).unwrap();
+        let connect = |_: &str| -> Box<dyn Hypervisor + Send> {
+            Box::new(Fake::new(&[DomainState::Shutoff]))
+        };
+        let peers = Peers::find(&env, &p, &Budget::new(Duration::from_secs(20)), connect);
+        let nodes: Vec<_> = peers.known.iter().map(|p| p.node.as_str()).collect();
+        assert!(!nodes.contains(&"node-b"), "{nodes:?}");
+        assert!(nodes.contains(&"node-c"), "{nodes:?}");
+    }
 
     #[test]
     fn every_peer_is_asked_at_once_and_answers_in_order() {

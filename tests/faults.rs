@@ -343,12 +343,13 @@ fn start_refuses_a_server_running_on_the_peer() {
     let g = Guest::new("f-twice", true);
     assert_eq!(agent("b", "start", &g.params()).rc, 0);
     let mut p = g.params();
+    // The list a resource has on every node: node-a skips itself.
     p.extend([
-        ("OCF_RESKEY_peer", "node-b"),
+        ("OCF_RESKEY_peer", "node-a,node-b"),
         ("OCF_RESKEY_migration_transport", "tcp"),
     ]);
     let c = agent("a", "start", &p);
-    case.call("start on node-a (peer node-b)", &c);
+    case.call("start on node-a (peer node-a,node-b)", &c);
     assert_eq!(c.rc, 1);
     assert!(
         c.reason().unwrap().contains("already runs on node-b"),
