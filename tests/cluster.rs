@@ -816,19 +816,29 @@ fn a_move_whose_post_copy_outlasts_migrate_to_ends_without_failures() {
     // migrate_to's and migrate_from's 20 s. Pacemaker's sequence
     // (migrate_to, migrate_from, stop on the source) must end the move
     // with no failed action and the guest's memory intact.
-    let s = postcopy_server("srv-postcopy");
+    postcopy_move_ends_well("srv-postcopy", &["post-copy still copies"], |_| {});
+}
+
+/// A post-copy move of a new server `id`, switched as soon as it runs,
+/// `meanwhile` done to the source's node after the switch: it ends with the
+/// guest on the target, never booted again, no failed action, and the
+/// source's log saying each of `said`.
+fn postcopy_move_ends_well(id: &str, said: &[&str], meanwhile: impl FnOnce(&str)) {
+    let s = postcopy_server(id);
     let from = s.wait_started(None, Duration::from_secs(120));
     let to = peer(&from);
-    let m = live_move(&s, &from, to, || move_in_postcopy(&s, &from, to));
+    let m = live_move(&s, &from, to, || {
+        move_in_postcopy(&s, &from, to);
+        meanwhile(&from);
+    });
     on_ok(&from, &["crm_resource", "--clear", "-r", &s.id]);
-    assert!(
-        m.src_log.contains("post-copy still copies"),
-        "{}",
-        m.src_log
-    );
+    for want in said {
+        assert!(m.src_log.contains(want), "{want}:\n{}", m.src_log);
+    }
     settle();
     s.assert_only_on(to);
     assert_eq!(s.all_boots(), 1);
+    assert!(s.failures().is_empty(), "{}", crm_mon_text());
 }
 
 #[test]
@@ -838,23 +848,11 @@ fn a_move_whose_post_copy_link_fails_and_comes_back_ends_without_failures() {
     // it is back 4 s later: migrate_to resumes the copy over a new
     // connection within its 20 s, and the move ends as if nothing had
     // happened: no failed action, no new boot, the heartbeat goes on.
-    let s = postcopy_server("srv-pc-resume");
-    let from = s.wait_started(None, Duration::from_secs(120));
-    let to = peer(&from);
-    let m = live_move(&s, &from, to, || {
-        move_in_postcopy(&s, &from, to);
+    postcopy_move_ends_well("srv-pc-resume", &["broke (", "resuming the copy"], |from| {
         sleep(Duration::from_secs(2));
-        let _down = break_migration_link(&from);
+        let _down = break_migration_link(from);
         sleep(Duration::from_secs(4));
     });
-    on_ok(&from, &["crm_resource", "--clear", "-r", &s.id]);
-    for want in ["broke (", "resuming the copy"] {
-        assert!(m.src_log.contains(want), "{want}:\n{}", m.src_log);
-    }
-    settle();
-    s.assert_only_on(to);
-    assert_eq!(s.all_boots(), 1);
-    assert!(s.failures().is_empty(), "{}", crm_mon_text());
 }
 
 #[test]
@@ -1029,22 +1027,8 @@ fn standby_evacuates_two_servers_at_once_by_live_migration() {
         s.wait_heartbeat(&from);
     }
     let uname = format!("node-{from}");
-    let standby = |v: &str| {
-        on_ok(
-            "a",
-            &[
-                "crm_attribute",
-                "--node",
-                &uname,
-                "--name",
-                "standby",
-                "--update",
-                v,
-            ],
-        );
-    };
     // A failed test still takes the node out of standby.
-    let _online = Standby(uname.clone());
+    let standby = Standby(uname.clone());
     let is_standby = || {
         xpath(
             &crm_mon_xml(),
@@ -1052,7 +1036,7 @@ fn standby_evacuates_two_servers_at_once_by_live_migration() {
         )
     };
     let (src, tgt) = (LogMark::new(&from), LogMark::new(to));
-    standby("on");
+    standby.set("on");
     for s in [&s1, &s2] {
         s.wait_started(Some(to), MOVE_WAIT);
     }
@@ -1085,7 +1069,7 @@ fn standby_evacuates_two_servers_at_once_by_live_migration() {
         began.iter().max() < ended.iter().min(),
         "one after the other:\n{src}"
     );
-    standby("off");
+    standby.set("off");
     settle();
     assert_eq!(is_standby(), "false");
     // Back from standby, the servers stay where they are (stickiness),
@@ -1101,10 +1085,16 @@ fn standby_evacuates_two_servers_at_once_by_live_migration() {
 /// A node out of standby when the test ends, pass or fail.
 struct Standby(String);
 
+impl Standby {
+    /// `on` or `off`.
+    fn set(&self, value: &str) {
+        Capacity::attribute(&["--node", self.0.as_str()], "standby", Some(value));
+    }
+}
+
 impl Drop for Standby {
     fn drop(&mut self) {
-        let node = ["--node", self.0.as_str()];
-        Capacity::attribute(&node, "standby", Some("off"));
+        self.set("off");
     }
 }
 
@@ -1631,24 +1621,10 @@ fn three_nodes_standby_moves_the_server_live_to_one_of_the_others() {
     let s = Server::create("srv-standby3", OPS);
     let from = s.wait_started(None, Duration::from_secs(120));
     let uname = format!("node-{from}");
-    let standby = |v: &str| {
-        on_ok(
-            "a",
-            &[
-                "crm_attribute",
-                "--node",
-                &uname,
-                "--name",
-                "standby",
-                "--update",
-                v,
-            ],
-        );
-    };
-    let _online = Standby(uname.clone());
-    let (to, _) = live_move_away(&s, &from, None, || standby("on"));
+    let standby = Standby(uname.clone());
+    let (to, _) = live_move_away(&s, &from, None, || standby.set("on"));
     assert!(others(&from).contains(&to.as_str()), "on {to}");
-    standby("off");
+    standby.set("off");
     settle();
     // Back from standby, it stays where it went (stickiness).
     s.assert_only_on(&to);

@@ -214,14 +214,7 @@ EOF
 	} >"$d/etc-upper/hosts"
 	echo "node-$n" >"$d/etc-upper/hostname"
 	ln -s "$BIN_COPY" "$d/ocf-upper/vmshift/server" # the agent, for this node only
-	# Debian's libvirtd resolves its compiled-in qemu user before reading
-	# qemu.conf: it must exist. Added to the node's private /etc only.
-	if ! getent passwd libvirt-qemu >/dev/null; then
-		{ cat /etc/passwd; echo "libvirt-qemu:x:64055:64055:vmshift-cluster:/var/lib/libvirt:/usr/sbin/nologin"; } >"$d/etc-upper/passwd"
-	fi
-	if ! getent group libvirt-qemu >/dev/null; then
-		{ cat /etc/group; echo "libvirt-qemu:x:64055:"; getent group kvm >/dev/null || echo "kvm:x:64056:"; } >"$d/etc-upper/group"
-	fi
+	node_users "$d/etc-upper"
 	install_ssh "$n"
 }
 
@@ -294,12 +287,7 @@ net_up() {
 			ip -n vc-sw link set "sw-$n-$l" master "sw-$l" up
 		done
 	done
-	for n in "${NODES[@]}"; do
-		ip -n "vc-$n" addr replace "$(ip_bc "$n")/24" dev "vc-$n-bc"
-		ip -n "vc-$n" addr replace "$(ip_mn "$n")/24" dev "vc-$n-mn"
-		ip -n "vc-$n" link set "vc-$n-bc" up
-		ip -n "vc-$n" link set "vc-$n-mn" up
-	done
+	node_addrs
 }
 
 node_start() {
@@ -344,25 +332,12 @@ wait_cluster() { # timeout-s
 	die "cluster not online with ${#NODES[@]} nodes + DC after ${t}s (see $(pcmk_log a))"
 }
 
-up_cleanup() {
-	local rc=$?
-	trap - EXIT INT TERM
-	if [ $rc -ne 0 ]; then
-		log "up failed (rc $rc): tearing the cluster down"
-		cmd_down || true
-	fi
-	exit $rc
-}
 
 cmd_up() {
-	local t0 n b
+	local t0 n
 	t0=$(ms)
 	[ $# -eq 0 ] || usage
-	[ "$(id -u)" = 0 ] || die "must be root"
-	for b in libvirtd virsh qemu-system-x86_64 corosync corosync-cmapctl pacemakerd crm_mon cibadmin \
-		crm_resource ip unshare nsenter setsid gcc python3 dpkg-deb apt-get timeout openssl; do
-		command -v $b >/dev/null || die "missing $b"
-	done
+	up_checks libvirtd virsh qemu-system-x86_64 corosync corosync-cmapctl pacemakerd crm_mon cibadmin crm_resource ip unshare nsenter setsid gcc python3 dpkg-deb apt-get timeout openssl
 	[ -d "$OCFD" ] || die "missing $OCFD (resource-agents not installed?)"
 	local want
 	read -ra want <<<"${VC_NODES:-a b}"

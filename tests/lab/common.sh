@@ -17,7 +17,55 @@
 # optionally GUEST_DEB_FROM (another lab's download dir to copy the kernel
 # .deb from) and LAB_DOMAIN_TYPE, LAB_DIRTY_MB, LAB_RATE_MBS, LAB_MEM_MB (the
 # `xml` defaults); and the functions log, die, usage, check_name, ip_bc and
-# ip_mn (a node's back-channel and migration-link addresses).
+# ip_mn (a node's back-channel and migration-link addresses), and cmd_down
+# (what a failed `up` runs).
+
+# up_checks TOOL...: `up` needs root and every TOOL on the PATH.
+up_checks() {
+	local b
+	[ "$(id -u)" = 0 ] || die "must be root"
+	for b in "$@"; do
+		command -v "$b" >/dev/null || die "missing $b"
+	done
+}
+
+# up_cleanup: `up`'s EXIT trap: an `up` that fails half-way tears down
+# what it built.
+up_cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	if [ $rc -ne 0 ]; then
+		log "up failed (rc $rc): tearing down what it built"
+		cmd_down || true
+	fi
+	exit $rc
+}
+
+# node_addrs: each node's back-channel and migration-link addresses on its
+# ends of the links ($NS-<n>-bc, $NS-<n>-mn), which are then up.
+node_addrs() {
+	local n
+	for n in "${NODES[@]}"; do
+		ip -n "$NS-$n" addr replace "$(ip_bc "$n")/24" dev "$NS-$n-bc"
+		ip -n "$NS-$n" addr replace "$(ip_mn "$n")/24" dev "$NS-$n-mn"
+		ip -n "$NS-$n" link set "$NS-$n-bc" up
+		ip -n "$NS-$n" link set "$NS-$n-mn" up
+	done
+}
+
+# node_users ETC_UPPER: the users a node needs that this machine may lack,
+# added to the node's private /etc only (ETC_UPPER: its overlay's upper
+# dir): Debian's libvirtd resolves its compiled-in qemu user (libvirt-qemu)
+# before reading qemu.conf, so it must exist.
+node_users() {
+	local e=$1
+	if ! getent passwd libvirt-qemu >/dev/null; then
+		{ cat /etc/passwd; echo "libvirt-qemu:x:64055:64055:vmshift lab:/var/lib/libvirt:/usr/sbin/nologin"; } >"$e/passwd"
+	fi
+	if ! getent group libvirt-qemu >/dev/null; then
+		{ cat /etc/group; echo "libvirt-qemu:x:64055:"; getent group kvm >/dev/null || echo "kvm:x:64056:"; } >"$e/group"
+	fi
+}
 
 # The virtio block stack the guest's /init loads, in dependency order
 # (Debian builds it as modules).

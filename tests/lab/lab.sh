@@ -152,14 +152,7 @@ $NET.11.1 node-a.mn
 $NET.11.2 node-b.mn
 EOF
 	echo "node-$n" >"$d/etc-upper/hostname"
-	# Debian's libvirtd resolves its compiled-in qemu user (libvirt-qemu) BEFORE
-	# reading qemu.conf: it must exist. Added to the node's private /etc only.
-	if ! getent passwd libvirt-qemu >/dev/null; then
-		{ cat /etc/passwd; echo "libvirt-qemu:x:64055:64055:vmshift-lab:/var/lib/libvirt:/usr/sbin/nologin"; } >"$d/etc-upper/passwd"
-	fi
-	if ! getent group libvirt-qemu >/dev/null; then
-		{ cat /etc/group; echo "libvirt-qemu:x:64055:"; getent group kvm >/dev/null || echo "kvm:x:64056:"; } >"$d/etc-upper/group"
-	fi
+	node_users "$d/etc-upper"
 	install_ssh "$n"
 }
 
@@ -193,12 +186,7 @@ net_up() {
 			ip link add "$NS-a-$l" netns "$NS-a" type veth peer name "$NS-b-$l" netns "$NS-b"
 		fi
 	done
-	for n in "${NODES[@]}"; do
-		ip -n "$NS-$n" addr replace "$(ip_bc "$n")/24" dev "$NS-$n-bc"
-		ip -n "$NS-$n" addr replace "$(ip_mn "$n")/24" dev "$NS-$n-mn"
-		ip -n "$NS-$n" link set "$NS-$n-bc" up
-		ip -n "$NS-$n" link set "$NS-$n-mn" up
-	done
+	node_addrs
 }
 
 node_start() {
@@ -237,24 +225,12 @@ node_wait() {
 	die "node-$n libvirtd did not come up"
 }
 
-up_cleanup() {
-	local rc=$?
-	trap - EXIT INT TERM
-	if [ $rc -ne 0 ]; then
-		log "up failed (rc $rc): tearing the lab down"
-		cmd_down || true
-	fi
-	exit $rc
-}
 
 cmd_up() {
-	local t0 n b
+	local t0 n
 	t0=$(ms)
 	[ $# -eq 0 ] || usage
-	[ "$(id -u)" = 0 ] || die "must be root"
-	for b in libvirtd virsh qemu-system-x86_64 ip unshare nsenter setsid gcc python3 dpkg-deb apt-get timeout; do
-		command -v $b >/dev/null || die "missing $b"
-	done
+	up_checks libvirtd virsh qemu-system-x86_64 ip unshare nsenter setsid gcc python3 dpkg-deb apt-get timeout
 	trap up_cleanup EXIT
 	trap 'exit 130' INT
 	trap 'exit 143' TERM
