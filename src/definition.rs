@@ -138,8 +138,8 @@ impl<'a> Definitions<'a> {
     /// stop or start tries again). Never fails the action. One outcome per
     /// known peer, and `Unknown` for those that could not be found.
     fn compare(&self, here: &str, name: &str, peers: &mut Peers) -> Vec<Compared> {
-        let policy = self.policy;
-        let mut compared = peers.ask(|peer| compare_with(here, name, peer, policy));
+        let (policy, xml, domain) = (self.policy, here.to_owned(), name.to_owned());
+        let mut compared = peers.ask(move |peer| compare_with(&xml, &domain, peer, policy));
         if let Some(why) = &peers.unknown {
             warn!("cannot compare the definition of {name} with every other node's ({why})");
             compared.push(Compared::Unknown);

@@ -4,16 +4,19 @@
 //! Modules, from the top down (every import points down):
 //! [`cli`] (argv to an action), [`actions`] (one file per OCF action, and
 //! the only place that builds backends), [`migration`] (the request, the
-//! network choice, the convergence policy), [`peer`] (the other node and
-//! its URI), [`cluster`] (what Pacemaker says), [`error`] (the agent's
-//! error, its exit code and reason), [`logging`], [`ocf`] (the contract
-//! with Pacemaker: exit codes, parameters, budget, meta-data), [`libvirt`]
-//! (the real backend, the only module that names `virt`), [`uri`] (host
-//! names and libvirt URIs), [`hypervisor`] (the traits and their types),
-//! [`preflight`] (what a node must have before a server runs there),
-//! [`storage`] (a domain's disks: which a move copies, which it refuses),
-//! [`bounded`] (a blocking call on a worker thread, waited for until an
-//! instant).
+//! network choice, the convergence policy), [`definition`] (one definition
+//! on every node), [`peer`] (the other nodes, their URIs, one question put
+//! to all at once), [`utilization`] (Pacemaker's utilization from the
+//! definition), [`cluster`] (what Pacemaker says), [`error`] (the agent's
+//! error, its exit code and reason), [`preflight`] (what a node must have
+//! before a server runs there), [`storage`] (a domain's disks: which a move
+//! copies, which it refuses), [`logging`], [`ocf`] (the contract with
+//! Pacemaker: exit codes, parameters, budget, meta-data), [`libvirt`] (the
+//! real backend, the only module that names `virt`), [`moves`] (what a
+//! running migrate_to keeps for `vmshift watch`), [`uri`] (host names and
+//! libvirt URIs), [`hypervisor`] (the traits and their types), [`records`]
+//! (the small files kept in /run/vmshift), [`bounded`] (a blocking call on
+//! a worker thread, waited for until an instant).
 
 pub mod actions;
 pub(crate) mod bounded;

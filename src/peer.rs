@@ -72,22 +72,47 @@ impl Peers {
     /// `ask` put to every known peer at once, each in its own thread, so
     /// that peers which do not answer cost one wait (each call is bounded
     /// by its backend), not one per node; the answers in `known`'s order.
-    pub fn ask<T: Send>(&mut self, ask: impl Fn(&Peer) -> T + Sync) -> Vec<T> {
-        let ask = &ask;
-        std::thread::scope(|s| {
-            let asked: Vec<_> = self
-                .known
-                .iter_mut()
-                .map(|peer| s.spawn(move || ask(peer)))
-                .collect();
-            asked
-                .into_iter()
-                .map(|t| {
-                    t.join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                })
-                .collect()
-        })
+    pub fn ask<T: Send + 'static>(
+        &mut self,
+        ask: impl Fn(&Peer) -> T + Send + Sync + 'static,
+    ) -> Vec<T> {
+        self.ask_until(ask, |_| false)
+    }
+
+    /// As [`Peers::ask`], but done at the first answer that is
+    /// `decisive` (a server running on one node refuses the start, whatever
+    /// a hung one would say): the answers so far, that one among them, and
+    /// `known` keeps only the peers that gave them; the others' threads
+    /// are left to end on their own, bounded, or with the process.
+    pub fn ask_until<T: Send + 'static>(
+        &mut self,
+        ask: impl Fn(&Peer) -> T + Send + Sync + 'static,
+        decisive: impl Fn(&T) -> bool,
+    ) -> Vec<T> {
+        let ask = std::sync::Arc::new(ask);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut answered: Vec<Option<(Peer, T)>> = Vec::new();
+        for (i, peer) in std::mem::take(&mut self.known).into_iter().enumerate() {
+            let (ask, tx) = (ask.clone(), tx.clone());
+            std::thread::spawn(move || {
+                let answer = ask(&peer);
+                let _ = tx.send((i, peer, answer));
+            });
+            answered.push(None);
+        }
+        // Ends when every thread has sent (or died: its peer is then no
+        // longer known).
+        drop(tx);
+        for (i, peer, answer) in rx {
+            let done = decisive(&answer);
+            answered[i] = Some((peer, answer));
+            if done {
+                break;
+            }
+        }
+        let (known, answers) = answered.into_iter().flatten().unzip();
+        self.known = known;
+        answers
     }
 }
 
@@ -175,6 +200,31 @@ mod tests {
         let nodes: Vec<_> = peers.known.iter().map(|p| p.node.as_str()).collect();
         assert!(!nodes.contains(&"node-b"), "{nodes:?}");
         assert!(nodes.contains(&"node-c"), "{nodes:?}");
+    }
+
+    #[test]
+    fn a_decisive_answer_does_not_wait_for_a_slow_peer() {
+        let env = Env::reskeys(&[("name", "vm1"), ("peer", "node-b,node-c,node-d")]);
+        let p = Params::from_env(&env).unwrap();
+        let connect = |_: &str| -> Box<dyn Hypervisor + Send> {
+            Box::new(Fake::new(&[DomainState::Shutoff]))
+        };
+        let mut peers = Peers::find(&env, &p, &Budget::new(Duration::from_secs(20)), connect);
+        let t = Instant::now();
+        let asked = peers.ask_until(
+            |peer| {
+                if peer.node == "node-b" {
+                    std::thread::sleep(Duration::from_secs(2));
+                }
+                peer.node.clone()
+            },
+            |node| node == "node-c",
+        );
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        assert!(asked.contains(&"node-c".to_owned()), "{asked:?}");
+        assert!(!asked.contains(&"node-b".to_owned()), "{asked:?}");
+        let known: Vec<_> = peers.known.iter().map(|p| p.node.clone()).collect();
+        assert_eq!(known, asked, "known keeps the peers that answered");
     }
 
     #[test]

@@ -16,14 +16,19 @@ use crate::preflight::{self, Needs};
 use crate::storage;
 
 /// Refuses to boot a server that runs on another node: two copies of one
-/// server write to the same disks. Every peer is asked at once; one that
-/// cannot be asked is logged and left to Pacemaker's probes (they run on
-/// every node before a start).
+/// server write to the same disks. Every peer is asked at once, and the
+/// first that runs it refuses the start without waiting for the others;
+/// one that cannot be asked is logged and left to Pacemaker's probes (they
+/// run on every node before a start).
 fn check_peers(peers: &mut Peers, name: &str) -> Result<(), Error> {
     if let Some(why) = &peers.unknown {
         warn!("cannot tell every other node ({why}); relying on Pacemaker's probes");
     }
-    let states = peers.ask(|peer| peer.hv.state(name));
+    let asked = name.to_owned();
+    let states = peers.ask_until(
+        move |peer| peer.hv.state(&asked),
+        |state| state.as_ref().is_ok_and(|s| s.is_active()),
+    );
     for (peer, state) in peers.known.iter().zip(states) {
         let node = &peer.node;
         match state {
