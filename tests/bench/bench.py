@@ -61,6 +61,9 @@ HEAVY = {"mem_mb": GUEST_MEM_MB, "dirty_mb": 48, "rate_mbs": 64, "cap_mib_per_s"
 
 # The parallel phase: vmshift's migration_parallel, idle guest.
 PARALLEL_STREAMS = 2
+# The transport phase: vmshift's migration_transport values, idle guest.
+TRANSPORTS = ("tcp", "ssh", "tls")
+
 # The wire-limited phase: both ends of the migration link shaped (tc tbf)
 # to this rate, below what QEMU copies a TCG guest at on 2 cores (80-95
 # MiB/s), so the link, as on real hardware, and not the CPU is the limit.
@@ -388,6 +391,19 @@ def overhead(runs):
     return {"median": round(statistics.median(over), 1), "p95": pct(over, 95), "runs": len(done),
             "phases_ms_median": {n: round(statistics.median(r["phases_ms"].get(n, 0.0) for r in done), 1)
                                  for n in names}}
+
+
+def median_of(phase, key):
+    """The median of a run key over a phase's converged runs."""
+    v = [r[key] for r in phase["runs_detail"] if r["converged"] and key in r]
+    return round(statistics.median(v), 3) if v else None
+
+
+def extra_over(transport, t):
+    """How much longer a move over transport `t` takes than over tcp
+    (median migrate_to + migrate_from)."""
+    a, b = transport[t]["total_s"]["median"], transport["tcp"]["total_s"]["median"]
+    return round(a - b, 3) if a is not None and b is not None else None
 
 
 def failure_reason(run, to):
@@ -723,6 +739,7 @@ def check_targets(rep):
     heavy = rep["heavy_dirty"]["vmshift"]
     ratio = rep["throughput_ratio"]
     ov = rep["agent_overhead_ms"]["vmshift"]
+    tr = rep["transport"]
     within = rep["downtime_within_max_fraction"]["vmshift"]
     over = sorted(r["downtime_ms"] for r in vmshift_runs(rep["migrations"], rep["heavy_dirty"])
                   if r.get("downtime_ms", 0) > DOWNTIME_MAX_MS)
@@ -783,6 +800,14 @@ def check_targets(rep):
                + ", ".join(f"{n} {v:.1f} ms" for n, v in ov["phases_ms_median"].items() if n != "migrate")
                + ". `local` loads libvirt.so and connects, `peer` connects to the target's libvirtd, "
                "`setup` is the process before the action (parameters, budget)."),
+        target("transport.ssh.extra_s_over_tcp", tr["ssh"]["extra_s_over_tcp"], "<= 0.3 s",
+               at_most(tr["ssh"]["extra_s_over_tcp"], 0.3),
+               "a move over ssh (median of " + str(tr["ssh"]["converged"]) + ") took "
+               f"{fmt(tr['ssh']['total_s']['median'], 2)} s against {fmt(tr['tcp']['total_s']['median'], 2)} s "
+               "over tcp: libvirt opens the control connection to the target through ssh "
+               "(a key exchange, and `virt-ssh-helper` or `nc` started there) and keeps the RAM "
+               "copy on QEMU's own TCP stream; tls: "
+               f"{fmt(tr['tls']['total_s']['median'], 2)} s (the copy encrypted too)."),
         target("agent_rss_kib.vmshift", rss["vmshift"], "<= 8192 KiB", at_most(rss["vmshift"], 8192),
                f"{(rss['vmshift'] - 8192) / 1024:.1f} MiB over, in migrate_to "
                f"({by_action['migrate_to']} KiB); monitor peaks at {by_action['monitor']} KiB. "
@@ -881,6 +906,13 @@ def markdown(rep):
             f"**{rep['downtime_within_max_fraction']['vmshift']:.2f}** "
             f"({rep['downtime_within_max_count']['vmshift']}).", "",
         "![downtime per agent](downtime.svg)", "",
+        "### Transport (vmshift, idle guest)", "",
+        "| migration_transport | runs | converged | migrate_to s (median) | total s (median) "
+        "| downtime median ms | extra s over tcp |", "|---|---|---|---|---|---|---|",
+        *(f"| {t} | {e['runs']} | {e['converged']} | {fmt(e['migrate_to_s']['median'], 2)} "
+          f"| {fmt(e['total_s']['median'], 2)} | {fmt(e['downtime_ms']['median'])} "
+          f"| {fmt(e['extra_s_over_tcp'], 2)} |" for t, e in rep["transport"].items()),
+        "",
         "### Where migrate_to's time goes (vmshift)", "",
         f"From migrate_to's `phases:` log line, median of {rep['agent_overhead_ms']['vmshift']['runs']} "
         f"completed moves; the agent's own time (wall time less libvirt's `migrate`): median "
@@ -1103,6 +1135,7 @@ REQUIRED = [
     "heavy_dirty.vmshift.converged", "heavy_dirty.vmshift.total_s",
     "heavy_dirty.virtualdomain.converged", "heavy_dirty.virtualdomain.total_s",
     "agent_rss_kib.vmshift", "migrations", "targets", "agent_overhead_ms.vmshift.median",
+    "transport.ssh.extra_s_over_tcp", "transport.tls.extra_s_over_tcp",
     "wire_limited.raw_tcp_mib_per_s", "wire_limited.vmshift.throughput_ratio",
     "wire_limited.vmshift.copy_ratio",
     *(f"storage.{k}.{a}.{f}" for k in STORAGE_KINDS for a in AGENTS
@@ -1112,7 +1145,8 @@ NUMERIC = {"host.nproc", "host.memory_mib", "monitor_ms_median.vmshift", "monito
            "monitor_ratio", "downtime_within_max_fraction.vmshift", "raw_tcp_mib_per_s",
            "throughput_ratio", "heavy_dirty.vmshift.total_s", "heavy_dirty.virtualdomain.total_s",
            "agent_rss_kib.vmshift", "vmshift_monitor_via_libvirt_so_ms_median",
-           "agent_overhead_ms.vmshift.median",
+           "agent_overhead_ms.vmshift.median", "transport.ssh.extra_s_over_tcp",
+           "transport.tls.extra_s_over_tcp",
            "wire_limited.raw_tcp_mib_per_s", "wire_limited.vmshift.throughput_ratio",
            "wire_limited.vmshift.copy_ratio"}
 
@@ -1180,7 +1214,12 @@ def run(cfg, mode):
             migrations.append(phase_migrations(agent, rate, cfg))
     # Where the single stream's limit is: the same idle guest over
     # PARALLEL_STREAMS multifd connections (QEMU threads), vmshift only.
-    parallel = phase_migrations("vmshift", 0, cfg, {"migration_parallel": str(PARALLEL_STREAMS)})
+    parallel = phase_migrations("vmshift", 0, cfg,
+                                {"OCF_RESKEY_migration_parallel": str(PARALLEL_STREAMS)})
+    # What the transport costs: the same idle guest moved by vmshift over
+    # tcp (the matrix's), ssh (the agent's default) and tls.
+    transport = {t: phase_migrations("vmshift", 0, cfg, {"OCF_RESKEY_migration_transport": t})
+                 for t in TRANSPORTS}
     # The same idle guest when the link, not the CPU, is the limit.
     log(f"phase wire-limited: migration link shaped to {WIRE_MBIT} Mbit/s")
     with ShapedLink(WIRE_MBIT):
@@ -1228,6 +1267,11 @@ def run(cfg, mode):
         "parallel": {"migration_parallel": PARALLEL_STREAMS, **parallel,
                      "throughput_ratio": round(parallel["mib_per_s"]["median"] / raw, 4)
                      if parallel["mib_per_s"]["median"] else None},
+        "transport": {t: {"runs": transport[t]["runs"], "converged": transport[t]["converged"],
+                          "migrate_to_s": {"median": median_of(transport[t], "migrate_to_s")},
+                          "total_s": transport[t]["total_s"],
+                          "downtime_ms": transport[t]["downtime_ms"],
+                          "extra_s_over_tcp": extra_over(transport, t)} for t in TRANSPORTS},
         "wire_limited": {
             "link_mbit": WIRE_MBIT, "raw_tcp_runs": [round(v, 1) for v in wire_tcp],
             "raw_tcp_mib_per_s": round(wire_raw, 1),
