@@ -176,6 +176,17 @@ mod tests {
     use crate::hypervisor::DomainState;
     use std::time::{Duration, Instant};
 
+    /// The peers `Peers::find` finds for vm1 with these parameters, each
+    /// a fake where vm1 is shut off.
+    fn found(pairs: &[(&str, &str)]) -> Peers {
+        let env = Env::reskeys(&[&[("name", "vm1")], pairs].concat());
+        let p = Params::from_env(&env).unwrap();
+        let connect = |_: &str| -> Box<dyn Hypervisor + Send> {
+            Box::new(Fake::new(&[DomainState::Shutoff]))
+        };
+        Peers::find(&env, &p, &Budget::new(Duration::from_secs(20)), connect)
+    }
+
     #[test]
     fn this_node_is_no_peer_of_itself() {
         let own = ["node-a".to_owned(), "node-a.example.com".to_owned()];
@@ -187,16 +198,10 @@ mod tests {
         }
         let by_address = ["10.0.0.1".to_owned()];
         assert!(!names_this_node("10.0.0.2", &by_address));
-        let env = Env::reskeys(&[
-            ("name", "vm1"),
+        let peers = found(&[
             ("peer", "node-a,node-b,node-c"),
             ("CRM_meta_on_node", "node-b"),
         ]);
-        let p = Params::from_env(&env).unwrap();
-        let connect = |_: &str| -> Box<dyn Hypervisor + Send> {
-            Box::new(Fake::new(&[DomainState::Shutoff]))
-        };
-        let peers = Peers::find(&env, &p, &Budget::new(Duration::from_secs(20)), connect);
         let nodes: Vec<_> = peers.known.iter().map(|p| p.node.as_str()).collect();
         assert!(!nodes.contains(&"node-b"), "{nodes:?}");
         assert!(nodes.contains(&"node-c"), "{nodes:?}");
@@ -204,12 +209,7 @@ mod tests {
 
     #[test]
     fn a_decisive_answer_does_not_wait_for_a_slow_peer() {
-        let env = Env::reskeys(&[("name", "vm1"), ("peer", "node-b,node-c,node-d")]);
-        let p = Params::from_env(&env).unwrap();
-        let connect = |_: &str| -> Box<dyn Hypervisor + Send> {
-            Box::new(Fake::new(&[DomainState::Shutoff]))
-        };
-        let mut peers = Peers::find(&env, &p, &Budget::new(Duration::from_secs(20)), connect);
+        let mut peers = found(&[("peer", "node-b,node-c,node-d")]);
         let t = Instant::now();
         let asked = peers.ask_until(
             |peer| {
@@ -229,12 +229,7 @@ mod tests {
 
     #[test]
     fn every_peer_is_asked_at_once_and_answers_in_order() {
-        let env = Env::reskeys(&[("name", "vm1"), ("peer", "node-b,node-c,node-d")]);
-        let p = Params::from_env(&env).unwrap();
-        let connect = |_: &str| -> Box<dyn Hypervisor + Send> {
-            Box::new(Fake::new(&[DomainState::Shutoff]))
-        };
-        let mut peers = Peers::find(&env, &p, &Budget::new(Duration::from_secs(20)), connect);
+        let mut peers = found(&[("peer", "node-b,node-c,node-d")]);
         assert!(peers.unknown.is_none());
         let t = Instant::now();
         let asked = peers.ask(|peer| {
