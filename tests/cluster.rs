@@ -638,19 +638,7 @@ fn live_move_away(
 
 /// `crm_resource --move` to `to`, then `--clear`, as an admin does.
 fn admin_move(s: &Server, from: &str, to: &str) -> Move {
-    let m = live_move(s, from, to, || {
-        on_ok(
-            from,
-            &[
-                "crm_resource",
-                "--move",
-                "-r",
-                &s.id,
-                "-N",
-                &format!("node-{to}"),
-            ],
-        );
-    });
+    let m = live_move(s, from, to, || request_move(s, from, to));
     on_ok(from, &["crm_resource", "--clear", "-r", &s.id]);
     settle();
     s.assert_only_on(to);
@@ -1518,7 +1506,60 @@ fn utilization_from_the_definition_keeps_the_server_off_a_node_without_room() {
 #[test]
 #[ignore = "needs the cluster lab: make cluster-test"]
 fn a_failed_move_costs_no_restart_with_multiple_active_block() {
-    let s = Server::create("srv-block", SHORT_OPS);
+    failed_move_costs_no_restart("srv-block", &[], |s, src, tgt| {
+        let hung = Stopped::new(tgt);
+        request_move(s, src, tgt);
+        Box::new(hung)
+    });
+}
+
+/// The same when the migration link dies in the middle of the copy (the
+/// copy capped at 5 MiB/s, so that it is still running 3 s in): libvirt's
+/// migration fails with the connection, migrate_to says so with the guest
+/// running on the source, and the blocked resource is not restarted.
+#[test]
+#[ignore = "needs the cluster lab: make cluster-test"]
+fn a_move_whose_link_dies_mid_copy_costs_no_restart_with_multiple_active_block() {
+    let speed = [("migration_speed", "5")];
+    failed_move_costs_no_restart("srv-block-link", &speed, |s, src, tgt| {
+        request_move(s, src, tgt);
+        let sent = tx_bytes(src, &format!("vc-{src}-mn"));
+        let until = Instant::now() + Duration::from_secs(30);
+        while tx_bytes(src, &format!("vc-{src}-mn")) < sent + (8 << 20) {
+            assert!(Instant::now() < until, "no copy on the migration link");
+            sleep(Duration::from_millis(100));
+        }
+        Box::new(break_migration_link(src))
+    });
+}
+
+/// `crm_resource --move` of `s` from `src` to `tgt`.
+fn request_move(s: &Server, src: &str, tgt: &str) {
+    on_ok(
+        src,
+        &[
+            "crm_resource",
+            "--move",
+            "-r",
+            &s.id,
+            "-N",
+            &format!("node-{tgt}"),
+        ],
+    );
+}
+
+/// A server `id` (with `params`) under `multiple-active=block` whose move
+/// `fail` requests and makes fail (what it returns is kept until the
+/// cluster is seen leaving the server alone): one failed migrate_to, the
+/// resource blocked, the same QEMU running on the source with its
+/// heartbeat and journal, and after `--clear` and `--cleanup` the cluster
+/// manages it there again, never booted again.
+fn failed_move_costs_no_restart(
+    id: &str,
+    params: &[(&str, &str)],
+    fail: impl FnOnce(&Server, &str, &str) -> Box<dyn std::any::Any>,
+) {
+    let s = Server::create_with(id, SHORT_OPS, params);
     let src = s.wait_started(None, Duration::from_secs(120));
     let tgt = peer(&src);
     on_ok(
@@ -1539,18 +1580,7 @@ fn a_failed_move_costs_no_restart_with_multiple_active_block() {
     let qemu = live_qemu(&src, &s.id).expect("QEMU on the source");
     let boots = s.all_boots();
     {
-        let _stopped = Stopped::new(tgt);
-        on_ok(
-            "a",
-            &[
-                "crm_resource",
-                "--move",
-                "-r",
-                &s.id,
-                "-N",
-                &format!("node-{tgt}"),
-            ],
-        );
+        let _fault = fail(&s, &src, tgt);
         let until = Instant::now() + Duration::from_secs(60);
         while !s.failures().iter().any(|f| f.0 == "migrate_to") {
             assert!(
@@ -1560,7 +1590,7 @@ fn a_failed_move_costs_no_restart_with_multiple_active_block() {
             );
             sleep(Duration::from_millis(300));
         }
-        // Blocked: nothing more is done to it while the target hangs.
+        // Blocked: nothing more is done to it while the fault lasts.
         sleep(Duration::from_secs(15));
         let mon = crm_mon_text();
         assert!(mon.contains("blocked"), "{mon}");
