@@ -396,22 +396,7 @@ mod tests {
     }
 
     fn peer_with(f: Fake) -> Peers {
-        peers_with(vec![f])
-    }
-
-    fn peers_with(fakes: Vec<Fake>) -> Peers {
-        let known = fakes
-            .into_iter()
-            .zip(["node-b", "node-c"])
-            .map(|(f, node)| Peer {
-                node: node.into(),
-                hv: Box::new(f),
-            })
-            .collect();
-        Peers {
-            known,
-            unknown: None,
-        }
+        Peers::of_fakes(vec![f])
     }
 
     #[test]
@@ -499,7 +484,7 @@ mod tests {
             Fake::new(&[DomainState::Running]),
         );
         *d.definition.borrow_mut() = Some(XML.into());
-        let mut two = peers_with(vec![c, d]);
+        let mut two = Peers::of_fakes(vec![c, d]);
         two.unknown = Some("node-d?x is no host name".into());
         assert_eq!(
             copy.now(&here, "vm1", Some(&mut two)),

@@ -66,6 +66,21 @@ impl MoveState {
     }
 }
 
+#[cfg(test)]
+impl MoveState {
+    /// A move to node-b over its migration network, `left` before its
+    /// deadline, not yet stepped up.
+    pub fn to_node_b(left: Duration) -> MoveState {
+        MoveState {
+            target: "node-b".into(),
+            network: "node-b.mn (10.0.0.2) usable".into(),
+            deadline_ms: MoveState::deadline_in(left),
+            downtime_ms: 300,
+            step: "pre-copy".into(),
+        }
+    }
+}
+
 /// The record of a server's move.
 pub fn read(records: &Records, name: &str) -> Option<MoveState> {
     records.last(name, MOVE).map(|t| MoveState::parse(&t))
@@ -111,13 +126,7 @@ mod tests {
     fn the_record_says_the_move_while_it_runs() {
         let dir = std::env::temp_dir().join(format!("vmshift-moves-{}", std::process::id()));
         let records = Records::new(&dir);
-        let state = MoveState {
-            target: "node-b".into(),
-            network: "node-b.mn (10.0.0.2) usable".into(),
-            deadline_ms: MoveState::deadline_in(Duration::from_secs(60)),
-            downtime_ms: 300,
-            step: "pre-copy".into(),
-        };
+        let state = MoveState::to_node_b(Duration::from_secs(60));
         {
             let t = Tracker::begin(&records, "vm1", state.clone());
             assert_eq!(read(&records, "vm1"), Some(state));

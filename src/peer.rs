@@ -116,6 +116,25 @@ impl Peers {
     }
 }
 
+#[cfg(test)]
+impl Peers {
+    /// node-b, node-c, ... in order, each the next of `fakes`.
+    pub fn of_fakes(fakes: Vec<crate::hypervisor::fake::Fake>) -> Peers {
+        let known = fakes
+            .into_iter()
+            .zip(["node-b", "node-c", "node-d"])
+            .map(|(f, node)| Peer {
+                node: node.into(),
+                hv: Box::new(f),
+            })
+            .collect();
+        Peers {
+            known,
+            unknown: None,
+        }
+    }
+}
+
 /// This node's names: Pacemaker's for it (when Pacemaker calls) and its
 /// host name.
 fn own_names(env: &Env) -> Vec<String> {

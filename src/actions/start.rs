@@ -216,7 +216,6 @@ mod tests {
     use super::*;
     use crate::hypervisor::fake::Fake;
     use crate::hypervisor::{Presence, Resource};
-    use crate::peer::Peer;
 
     #[test]
     fn start_defines_from_config_and_turns_autostart_off() {
@@ -341,19 +340,13 @@ mod tests {
         assert!(f.calls().is_empty(), "{:?}", f.calls());
     }
 
+    /// A peer per state, shut off, running...; None: it cannot be asked.
     fn peers(states: &[Option<DomainState>]) -> Peers {
-        let known = states
+        let fakes = states
             .iter()
-            .zip(["node-b", "node-c", "node-d"])
-            .map(|(state, node)| Peer {
-                node: node.into(),
-                hv: Box::new(state.map_or_else(Fake::unreachable, |s| Fake::new(&[s]))),
-            })
+            .map(|state| state.map_or_else(Fake::unreachable, |s| Fake::new(&[s])))
             .collect();
-        Peers {
-            known,
-            unknown: None,
-        }
+        Peers::of_fakes(fakes)
     }
 
     #[test]

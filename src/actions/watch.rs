@@ -224,13 +224,7 @@ mod tests {
     fn a_move_is_followed_on_the_source_to_its_end() {
         let dir = std::env::temp_dir().join(format!("vmshift-watch-{}", std::process::id()));
         let records = Records::new(&dir);
-        let state = MoveState {
-            target: "node-b".into(),
-            network: "node-b.mn (10.0.0.2) usable".into(),
-            deadline_ms: MoveState::deadline_in(Duration::from_secs(100)),
-            downtime_ms: 300,
-            step: "pre-copy".into(),
-        };
+        let state = MoveState::to_node_b(Duration::from_secs(100));
         let tracker = Tracker::begin(&records, "vm1", state);
         tracker.step("more downtime", 600);
         let hv = Fake::new(&[
