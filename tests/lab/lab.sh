@@ -123,10 +123,18 @@ node_exec() {
 	local n=$1 p wd=/
 	shift
 	# The node's namespaces are held by its libvirtd, or, while a test has
-	# killed that, by any of the node's live QEMUs.
-	p=$(lv_pid "$n") || p=$(live_qemu "$n") || die "node-$n libvirtd not running (lab up?)"
+	# killed that, by any of the node's live QEMUs. The holder can exit
+	# between finding it and entering it (a test's SIGTERM to libvirtd):
+	# hold its namespace files open first, and look again if it is gone.
+	local i net mnt uts
+	for i in 1 2 3 4 5; do
+		p=$(lv_pid "$n") || p=$(live_qemu "$n") || die "node-$n libvirtd not running (lab up?)"
+		{ exec {net}<"/proc/$p/ns/net" {mnt}<"/proc/$p/ns/mnt" {uts}<"/proc/$p/ns/uts"; } 2>/dev/null && break
+		[ "$i" -lt 5 ] || die "node-$n: its namespace holder pid $p vanished 5 times"
+		sleep 0.1
+	done
 	[ -d "$PWD" ] && wd=$PWD
-	nsenter -t "$p" -n -m -u --wd="$wd" -- "$@"
+	nsenter --net="/proc/self/fd/$net" --mount="/proc/self/fd/$mnt" --uts="/proc/self/fd/$uts" --wd="$wd" -- "$@"
 }
 nvirsh() { local n=$1; shift; node_exec "$n" timeout "$VIRSH_TIMEOUT" virsh -q -c qemu:///system "$@"; }
 serial_path() { echo "$L/$1/fs/var/log/libvirt/qemu/$2-serial.log"; }
