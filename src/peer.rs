@@ -15,6 +15,13 @@ pub struct Peer {
     pub hv: Box<dyn Hypervisor + Send>,
 }
 
+/// The node a move goes to, and its libvirtd: what migrate_to and
+/// plan-migration are about.
+pub struct Target<'a> {
+    pub node: &'a str,
+    pub hv: &'a dyn Hypervisor,
+}
+
 /// The other nodes, as start, stop and monitor see them: those whose
 /// libvirtd can be asked, and why the list may lack some (the cluster's
 /// node list could not be read, or a name in it is no host name).

@@ -25,6 +25,7 @@ use crate::migration::network::{Choice, Net};
 use crate::migration::{bandwidth, choose_network, request, CopyEstimate};
 use crate::moves::{MoveState, Tracker};
 use crate::ocf::{Budget, OcfRc, Outcome, Params};
+use crate::peer::Target;
 use crate::preflight::{self, Needs};
 use crate::records::Records;
 use crate::storage;
@@ -71,17 +72,17 @@ fn result_line(choice: &Choice, took: Duration, done: Option<&JobProgress>) -> S
     line
 }
 
-/// migrate_to: live-migrates the domain to `target`. `peer` is the target's
-/// libvirtd (bounded by the preflight budget), `net` chooses the network.
+/// migrate_to: live-migrates the domain to `to` (its libvirtd bounded by
+/// the preflight budget); `net` chooses the network.
 pub fn migrate_to(
     local: &dyn Hypervisor,
-    peer: &dyn Hypervisor,
+    to: &Target,
     net: &dyn Net,
     p: &Params,
-    target: &str,
     deadline: &Budget,
     records: &Records,
 ) -> Result<Outcome, Error> {
+    let (peer, target) = (to.hv, to.node);
     let name = p.name.as_str();
     let mut phases = Phases::since(deadline);
     let abort_at = deadline.earlier_by(deadline.abort_reserve());
@@ -872,15 +873,11 @@ mod tests {
     ) -> Result<Outcome, Error> {
         let deadline = Budget::new(Duration::from_secs(secs));
         let records = Records::none();
-        migrate_to(
-            local,
-            peer,
-            &NoMn,
-            &Params::vm1(extra),
-            "node-b",
-            &deadline,
-            &records,
-        )
+        let to = Target {
+            node: "node-b",
+            hv: peer,
+        };
+        migrate_to(local, &to, &NoMn, &Params::vm1(extra), &deadline, &records)
     }
 
     /// A pre-copy sample: pass `iteration`, `left_mib` still to copy of

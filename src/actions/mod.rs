@@ -19,7 +19,7 @@ use crate::error::{chain, Error};
 use crate::libvirt::{rpc::Rpc, Libvirt};
 use crate::migration::network::SystemNet;
 use crate::ocf::{Budget, Env, OcfRc, Outcome, Params};
-use crate::peer::{self, Peers};
+use crate::peer::{self, Peers, Target};
 use crate::records::{Records, STATE_DIR};
 use crate::utilization::Utilization;
 
@@ -130,8 +130,12 @@ pub fn run(action: Action, env: &Env) -> Outcome {
             let target = peer::migration_target(env)?;
             let hv = Libvirt::new(&p.hypervisor, deadline.at());
             let peer = peer_libvirt(&p, target, &deadline);
+            let to = Target {
+                node: target,
+                hv: &peer,
+            };
             let records = Records::new(STATE_DIR);
-            migrate_to::migrate_to(&hv, &peer, &SystemNet, &p, target, &deadline, &records)
+            migrate_to::migrate_to(&hv, &to, &SystemNet, &p, &deadline, &records)
         }),
         Action::MigrateFrom => Params::from_env(env).map_err(Error::from).and_then(|p| {
             let hv = Libvirt::new(&p.hypervisor, deadline.at());
@@ -144,7 +148,11 @@ pub fn run(action: Action, env: &Env) -> Outcome {
             let target = peer::migration_target(env)?;
             let hv = Libvirt::new(&p.hypervisor, deadline.at()).per_call(deadline.preflight());
             let peer = peer_libvirt(&p, target, &deadline);
-            plan_migration::plan_migration(&hv, &peer, &SystemNet, &p, target, &deadline)
+            let to = Target {
+                node: target,
+                hv: &peer,
+            };
+            plan_migration::plan_migration(&hv, &to, &SystemNet, &p, &deadline)
         }),
         Action::Watch => lenient(env).and_then(|p| {
             use std::io::IsTerminal;

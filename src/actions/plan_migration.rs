@@ -8,6 +8,7 @@ use crate::hypervisor::{mib, Hypervisor};
 use crate::migration::network::Net;
 use crate::migration::{bandwidth, choose_network, request, CopyEstimate};
 use crate::ocf::{Budget, OcfRc, Outcome, Params};
+use crate::peer::Target;
 use crate::preflight::{self, Check, Needs};
 use crate::storage;
 
@@ -16,12 +17,12 @@ use crate::storage;
 /// server needs, is printed, and is the result.
 pub fn plan_migration(
     local: &dyn Hypervisor,
-    peer: &dyn Hypervisor,
+    to: &Target,
     net: &dyn Net,
     p: &Params,
-    target: &str,
     deadline: &Budget,
 ) -> Result<Outcome, Error> {
+    let (peer, target) = (to.hv, to.node);
     let choice = choose_network(net, p, target, deadline);
     let mut out = format!(
         "migration of {} to {target}\n  candidate: {}\n  addresses: {}\n",
