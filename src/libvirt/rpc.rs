@@ -53,13 +53,17 @@ const SYSTEM_URI: &str = "qemu:///system";
 /// remote_protocol.x: REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION.
 const PROGRAM: u32 = 0x2000_8086;
 const VERSION: u32 = 1;
-/// remote_procedure numbers.
-const PROC_CONNECT_OPEN: u32 = 1;
-const PROC_DOMAIN_GET_XML_DESC: u32 = 14;
-const PROC_DOMAIN_LOOKUP_BY_NAME: u32 = 23;
-const PROC_AUTH_LIST: u32 = 66;
-const PROC_AUTH_POLKIT: u32 = 70;
-const PROC_DOMAIN_GET_STATE: u32 = 212;
+/// The remote_procedure numbers this client calls (REMOTE_PROC_*).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+enum Procedure {
+    ConnectOpen = 1,
+    DomainGetXmlDesc = 14,
+    DomainLookupByName = 23,
+    AuthList = 66,
+    AuthPolkit = 70,
+    DomainGetState = 212,
+}
 /// virnetprotocol.x: virNetMessageType CALL/REPLY, virNetMessageStatus.
 const CALL: u32 = 0;
 const REPLY: u32 = 1;
@@ -152,6 +156,15 @@ impl Reader<'_> {
             _ => self.string().map(Some),
         }
     }
+    /// The header after the length: program, version, procedure, type,
+    /// serial, status.
+    fn header(&mut self) -> Result<[u32; 6], Error> {
+        let mut h = [0; 6];
+        for x in &mut h {
+            *x = self.u32()?;
+        }
+        Ok(h)
+    }
     fn opaque16(&mut self) -> Result<[u8; 16], Error> {
         let mut b = [0; 16];
         b.copy_from_slice(self.take(16)?);
@@ -161,12 +174,12 @@ impl Reader<'_> {
 
 /// One message on the wire (virnetprotocol.x): its length, the header
 /// (program, version, procedure, type, serial, status), the payload.
-fn frame(proc_: u32, kind: u32, serial: u32, status: u32, payload: &[u8]) -> Vec<u8> {
+fn frame(proc_: Procedure, kind: u32, serial: u32, status: u32, payload: &[u8]) -> Vec<u8> {
     let mut msg = Xdr::default()
         .u32((28 + payload.len()) as u32)
         .u32(PROGRAM)
         .u32(VERSION)
-        .u32(proc_)
+        .u32(proc_ as u32)
         .u32(kind)
         .u32(serial)
         .u32(status)
@@ -194,7 +207,7 @@ impl Client {
     /// Sends one call and returns its reply's payload. Other messages on
     /// the connection (events, keepalives) are skipped: this client asks
     /// for neither, so none is expected.
-    fn call(&mut self, proc_: u32, args: Xdr) -> Result<Vec<u8>, Error> {
+    fn call(&mut self, proc_: Procedure, args: Xdr) -> Result<Vec<u8>, Error> {
         self.serial += 1;
         let msg = frame(proc_, CALL, self.serial, STATUS_OK, &args.0);
         self.sock.write_all(&msg)?;
@@ -208,9 +221,9 @@ impl Client {
             let mut body = vec![0; len - 4];
             self.sock.read_exact(&mut body)?;
             let mut r = Reader(&body);
-            let (prog, _vers, got_proc, kind, serial, status) =
-                (r.u32()?, r.u32()?, r.u32()?, r.u32()?, r.u32()?, r.u32()?);
-            if prog != PROGRAM || kind != REPLY || serial != self.serial || got_proc != proc_ {
+            let [prog, _vers, got_proc, kind, serial, status] = r.header()?;
+            if prog != PROGRAM || kind != REPLY || serial != self.serial || got_proc != proc_ as u32
+            {
                 continue;
             }
             if status != STATUS_OK {
@@ -237,7 +250,7 @@ impl Client {
         })?;
         let mut c = Client { sock, serial: 0 };
         let auth = c
-            .call(PROC_AUTH_LIST, Xdr::default())
+            .call(Procedure::AuthList, Xdr::default())
             .map_err(step("auth"))?;
         let mut r = Reader(&auth);
         let types = (0..r.u32().map_err(step("auth"))?)
@@ -250,18 +263,18 @@ impl Client {
                 // speaks them.
                 return Err(step("auth")(Error::Sasl));
             }
-            c.call(PROC_AUTH_POLKIT, Xdr::default())
+            c.call(Procedure::AuthPolkit, Xdr::default())
                 .map_err(step("polkit auth"))?;
         }
         // remote_connect_open_args: remote_string name (optional), flags.
         let args = Xdr::default().u32(1).string(SYSTEM_URI).u32(0);
-        c.call(PROC_CONNECT_OPEN, args).map_err(step("open"))?;
+        c.call(Procedure::ConnectOpen, args).map_err(step("open"))?;
         Ok(c)
     }
 
     /// The domain, or None if libvirtd does not know it (VIR_ERR_NO_DOMAIN).
     fn lookup(&mut self, name: &str) -> Result<Option<DomainRef>, Error> {
-        let reply = match self.call(PROC_DOMAIN_LOOKUP_BY_NAME, Xdr::default().string(name)) {
+        let reply = match self.call(Procedure::DomainLookupByName, Xdr::default().string(name)) {
             Err(Error::Remote { code, .. }) if code == sys::VIR_ERR_NO_DOMAIN as i32 => {
                 return Ok(None)
             }
@@ -282,7 +295,7 @@ impl Client {
             .opaque16(&dom.uuid)
             .u32(dom.id as u32)
             .u32(0);
-        let reply = self.call(PROC_DOMAIN_GET_STATE, args)?;
+        let reply = self.call(Procedure::DomainGetState, args)?;
         let mut r = Reader(&reply);
         Ok((r.i32()?, r.i32()?))
     }
@@ -295,7 +308,7 @@ impl Client {
             .opaque16(&dom.uuid)
             .u32(dom.id as u32)
             .u32(flags);
-        let reply = self.call(PROC_DOMAIN_GET_XML_DESC, args)?;
+        let reply = self.call(Procedure::DomainGetXmlDesc, args)?;
         Reader(&reply).string()
     }
 }
@@ -465,6 +478,7 @@ impl Observe for Rpc {
 
 #[cfg(test)]
 mod tests {
+    use super::Procedure::*;
     use super::*;
     use crate::hypervisor::{DomainState, Postcopy};
 
@@ -522,8 +536,8 @@ mod tests {
     /// payload, or Err((code, message)) as a virNetMessageError. Before
     /// each reply it sends an event message the client must skip.
     fn libvirtd(
-        reply: impl Fn(u32, &[u8]) -> Result<Vec<u8>, (i32, &'static str)> + Send + 'static,
-    ) -> (Rpc, std::sync::mpsc::Receiver<Vec<u32>>) {
+        reply: impl Fn(Procedure, &[u8]) -> Result<Vec<u8>, (i32, &'static str)> + Send + 'static,
+    ) -> (Rpc, std::sync::mpsc::Receiver<Vec<Procedure>>) {
         let dir = std::env::temp_dir().join(format!("vmshift-rpc-{}-{}", std::process::id(), {
             static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
             N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -543,14 +557,8 @@ mod tests {
                 let mut body = vec![0; u32::from_be_bytes(len) as usize - 4];
                 s.read_exact(&mut body).unwrap();
                 let mut r = Reader(&body);
-                let (_, _, proc_, _, serial, _) = (
-                    r.u32().unwrap(),
-                    r.u32().unwrap(),
-                    r.u32().unwrap(),
-                    r.u32().unwrap(),
-                    r.u32().unwrap(),
-                    r.u32().unwrap(),
-                );
+                let [_, _, number, _, serial, _] = r.header().unwrap();
+                let proc_ = procedure(number);
                 procs.push(proc_);
                 let send = |s: &mut UnixStream, kind, status, payload: Vec<u8>| {
                     s.write_all(&frame(proc_, kind, serial, status, &payload))
@@ -579,6 +587,20 @@ mod tests {
         (rpc, rx)
     }
 
+    fn procedure(number: u32) -> Procedure {
+        [
+            ConnectOpen,
+            DomainGetXmlDesc,
+            DomainLookupByName,
+            AuthList,
+            AuthPolkit,
+            DomainGetState,
+        ]
+        .into_iter()
+        .find(|p| *p as u32 == number)
+        .expect("a procedure the client calls")
+    }
+
     fn domain(name: &str) -> Vec<u8> {
         Xdr::default().string(name).opaque16(&[7; 16]).u32(3).0
     }
@@ -586,13 +608,13 @@ mod tests {
     #[test]
     fn asks_auth_open_lookup_and_state_and_reads_the_answer() {
         let (rpc, procs) = libvirtd(|proc_, args| match proc_ {
-            PROC_AUTH_LIST => Ok(Xdr::default().u32(1).u32(AUTH_NONE as u32).0),
-            PROC_CONNECT_OPEN => {
+            AuthList => Ok(Xdr::default().u32(1).u32(AUTH_NONE as u32).0),
+            ConnectOpen => {
                 assert_eq!(args, Xdr::default().u32(1).string(SYSTEM_URI).u32(0).0);
                 Ok(vec![])
             }
-            PROC_DOMAIN_LOOKUP_BY_NAME => Ok(domain("vm1")),
-            PROC_DOMAIN_GET_STATE => {
+            DomainLookupByName => Ok(domain("vm1")),
+            DomainGetState => {
                 assert_eq!(args, &[domain("vm1"), vec![0; 4]].concat()[..]);
                 let (s, r) = (sys::VIR_DOMAIN_PAUSED, sys::VIR_DOMAIN_PAUSED_POSTCOPY);
                 Ok(Xdr::default().u32(s).u32(r).0)
@@ -607,16 +629,19 @@ mod tests {
         // Dropped, it closes the kept connection, and the fake libvirtd
         // reports what it was asked.
         drop(rpc);
-        assert_eq!(procs.recv().unwrap(), [66, 1, 23, 212]);
+        assert_eq!(
+            procs.recv().unwrap(),
+            [AuthList, ConnectOpen, DomainLookupByName, DomainGetState]
+        );
     }
 
     #[test]
     fn reads_the_persistent_definition_with_its_secrets() {
         let (rpc, procs) = libvirtd(|proc_, args| match proc_ {
-            PROC_AUTH_LIST => Ok(Xdr::default().u32(0).0),
-            PROC_CONNECT_OPEN => Ok(vec![]),
-            PROC_DOMAIN_LOOKUP_BY_NAME => Ok(domain("vm1")),
-            PROC_DOMAIN_GET_XML_DESC => {
+            AuthList => Ok(Xdr::default().u32(0).0),
+            ConnectOpen => Ok(vec![]),
+            DomainLookupByName => Ok(domain("vm1")),
+            DomainGetXmlDesc => {
                 let flags = sys::VIR_DOMAIN_XML_INACTIVE | sys::VIR_DOMAIN_XML_SECURE;
                 assert_eq!(
                     args,
@@ -624,7 +649,7 @@ mod tests {
                 );
                 Ok(Xdr::default().string("<domain/>").0)
             }
-            PROC_DOMAIN_GET_STATE => Ok(Xdr::default().u32(sys::VIR_DOMAIN_RUNNING).u32(1).0),
+            DomainGetState => Ok(Xdr::default().u32(sys::VIR_DOMAIN_RUNNING).u32(1).0),
             _ => Err((1, "unexpected")),
         });
         // monitor's two questions: one connection, one lookup.
@@ -633,19 +658,28 @@ mod tests {
         // Dropped, it closes the kept connection, and the fake libvirtd
         // reports what it was asked.
         drop(rpc);
-        assert_eq!(procs.recv().unwrap(), [66, 1, 23, 212, 14]);
+        assert_eq!(
+            procs.recv().unwrap(),
+            [
+                AuthList,
+                ConnectOpen,
+                DomainLookupByName,
+                DomainGetState,
+                DomainGetXmlDesc
+            ]
+        );
     }
 
     #[test]
     fn an_unknown_domain_is_undefined_and_other_errors_say_why() {
         let (rpc, _) = libvirtd(|proc_, _| match proc_ {
-            PROC_AUTH_LIST => Ok(Xdr::default().u32(0).0),
-            PROC_CONNECT_OPEN => Ok(vec![]),
+            AuthList => Ok(Xdr::default().u32(0).0),
+            ConnectOpen => Ok(vec![]),
             _ => Err((sys::VIR_ERR_NO_DOMAIN as i32, "Domain not found")),
         });
         assert_eq!(rpc.state("vm1").unwrap(), DomainState::Undefined);
         let (rpc, _) = libvirtd(|proc_, _| match proc_ {
-            PROC_AUTH_LIST => Ok(Xdr::default().u32(0).0),
+            AuthList => Ok(Xdr::default().u32(0).0),
             _ => Err((1, "internal error: no driver")),
         });
         let e = rpc.state("vm1").unwrap_err();
@@ -660,23 +694,32 @@ mod tests {
     #[test]
     fn polkit_is_asked_when_libvirtd_wants_it() {
         let (rpc, procs) = libvirtd(|proc_, _| match proc_ {
-            PROC_AUTH_LIST => Ok(Xdr::default().u32(1).u32(AUTH_POLKIT as u32).0),
-            PROC_AUTH_POLKIT => Ok(Xdr::default().u32(1).0),
-            PROC_CONNECT_OPEN => Ok(vec![]),
-            PROC_DOMAIN_LOOKUP_BY_NAME => Ok(domain("vm1")),
+            AuthList => Ok(Xdr::default().u32(1).u32(AUTH_POLKIT as u32).0),
+            AuthPolkit => Ok(Xdr::default().u32(1).0),
+            ConnectOpen => Ok(vec![]),
+            DomainLookupByName => Ok(domain("vm1")),
             _ => Ok(Xdr::default().u32(sys::VIR_DOMAIN_RUNNING).u32(1).0),
         });
         assert_eq!(rpc.state("vm1").unwrap(), DomainState::Running);
         // Dropped, it closes the kept connection, and the fake libvirtd
         // reports what it was asked.
         drop(rpc);
-        assert_eq!(procs.recv().unwrap(), [66, 70, 1, 23, 212]);
+        assert_eq!(
+            procs.recv().unwrap(),
+            [
+                AuthList,
+                AuthPolkit,
+                ConnectOpen,
+                DomainLookupByName,
+                DomainGetState
+            ]
+        );
     }
 
     #[test]
     fn sasl_is_left_to_the_fallback() {
         let (mut rpc, _) = libvirtd(|proc_, _| match proc_ {
-            PROC_AUTH_LIST => Ok(Xdr::default().u32(1).u32(1).0),
+            AuthList => Ok(Xdr::default().u32(1).u32(1).0),
             _ => Err((1, "unexpected")),
         });
         rpc.fallback = Box::new(crate::hypervisor::fake::Fake::new(&[DomainState::Paused]));
