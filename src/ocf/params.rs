@@ -314,6 +314,23 @@ fn parse_u64(
         })
 }
 
+/// One of a parameter's spellings, exactly as meta-data lists them.
+fn parse_choice<T: Copy>(
+    name: &'static str,
+    value: &str,
+    choices: &[(&str, T)],
+    expected: &'static str,
+) -> Result<T, ParamError> {
+    choices
+        .iter()
+        .find_map(|&(spelling, t)| (spelling == value).then_some(t))
+        .ok_or_else(|| ParamError::Invalid {
+            name,
+            value: value.into(),
+            expected,
+        })
+}
+
 /// A host-name fragment: what DNS labels and /etc/hosts allow.
 fn is_hostname_chars(s: &str) -> bool {
     s.chars()
@@ -448,34 +465,22 @@ fn migration_network_suffix(p: &mut Params, v: &str) -> Result<(), ParamError> {
 }
 
 fn migration_transport(p: &mut Params, v: &str) -> Result<(), ParamError> {
-    p.migration_transport = match v {
-        "ssh" => Transport::Ssh,
-        "tcp" => Transport::Tcp,
-        "tls" => Transport::Tls,
-        _ => {
-            return Err(ParamError::Invalid {
-                name: "migration_transport",
-                value: v.into(),
-                expected: "ssh, tcp or tls",
-            })
-        }
-    };
+    let choices = [
+        ("ssh", Transport::Ssh),
+        ("tcp", Transport::Tcp),
+        ("tls", Transport::Tls),
+    ];
+    p.migration_transport = parse_choice("migration_transport", v, &choices, "ssh, tcp or tls")?;
     Ok(())
 }
 
 fn migration_storage(p: &mut Params, v: &str) -> Result<(), ParamError> {
-    p.migration_storage = match v {
-        "auto" => Storage::Auto,
-        "shared" => Storage::Shared,
-        "copy" => Storage::Copy,
-        _ => {
-            return Err(ParamError::Invalid {
-                name: "migration_storage",
-                value: v.into(),
-                expected: "auto, shared or copy",
-            })
-        }
-    };
+    let choices = [
+        ("auto", Storage::Auto),
+        ("shared", Storage::Shared),
+        ("copy", Storage::Copy),
+    ];
+    p.migration_storage = parse_choice("migration_storage", v, &choices, "auto, shared or copy")?;
     Ok(())
 }
 
