@@ -620,40 +620,24 @@ mod tests {
 
     #[test]
     fn peer_uris() {
-        let system = parse("qemu:///system");
-        assert_eq!(
-            peer_uri(&system, "ssh", Some("root"), "node-b"),
-            "qemu+ssh://root@node-b/system"
-        );
-        assert_eq!(
-            peer_uri(&system, "tcp", Some("root"), "node-b"),
-            "qemu+tcp://node-b/system"
-        );
-        assert_eq!(
-            peer_uri(&parse("qemu+unix:///system"), "tls", None, "node-b"),
-            "qemu+tls://node-b/system"
-        );
-        assert_eq!(
-            peer_uri(&parse("qemu://host-a:16514/system"), "tcp", None, "node-b"),
-            "qemu+tcp://node-b/system"
-        );
-        assert_eq!(
-            peer_uri(
-                &parse("qemu+unix:///system?socket=/run/x"),
-                "ssh",
-                None,
-                "node-b"
-            ),
-            "qemu+ssh://node-b/system"
-        );
-        assert_eq!(
-            peer_uri(&system, "ssh", Some("root"), "[fd00::2]"),
-            "qemu+ssh://root@[fd00::2]/system"
-        );
-        assert_eq!(
-            peer_uri(&parse("test:///default"), "tls", None, "10.0.0.2"),
-            "test+tls://10.0.0.2/default"
-        );
+        // (the local URI, transport, user, peer host) -> the peer's URI
+        #[rustfmt::skip]
+        let cases = [
+            ("qemu:///system", "ssh", Some("root"), "node-b", "qemu+ssh://root@node-b/system"),
+            ("qemu:///system", "tcp", Some("root"), "node-b", "qemu+tcp://node-b/system"),
+            ("qemu+unix:///system", "tls", None, "node-b", "qemu+tls://node-b/system"),
+            ("qemu://host-a:16514/system", "tcp", None, "node-b", "qemu+tcp://node-b/system"),
+            ("qemu+unix:///system?socket=/run/x", "ssh", None, "node-b", "qemu+ssh://node-b/system"),
+            ("qemu:///system", "ssh", Some("root"), "[fd00::2]", "qemu+ssh://root@[fd00::2]/system"),
+            ("test:///default", "tls", None, "10.0.0.2", "test+tls://10.0.0.2/default"),
+        ];
+        for (local, transport, user, host, want) in cases {
+            assert_eq!(
+                peer_uri(&parse(local), transport, user, host),
+                want,
+                "{local}"
+            );
+        }
     }
 
     #[test]

@@ -20,6 +20,16 @@ use common::*;
 /// ~90 MiB the guest's RAM needs takes about 5 s.
 const SLOW: (&str, &str) = ("OCF_RESKEY_migration_speed", "20");
 
+/// migrate_to from node-a, slowed down, with `fault` done 2 s into the
+/// copy and held (its guard kept) until the agent has returned.
+fn migrate_to_with<G>(g: &Guest, timeout_ms: &str, fault: impl FnOnce() -> G) -> Call {
+    let env = migration_env(g, "a", &[SLOW, ("OCF_RESKEY_CRM_meta_timeout", timeout_ms)]);
+    let run = Running::start("a", "migrate_to", &env);
+    sleep(Duration::from_secs(2));
+    let _fault = fault();
+    run.wait()
+}
+
 /// A DNS server on the node's loopback that reads every query and never
 /// answers, as a hung resolver does. Stopped (by its pid) when the test
 /// ends.
@@ -94,13 +104,7 @@ fn migration_link_cut_in_the_middle_of_the_copy() {
         "the copy stalls; migrate_to aborts the job before its deadline and confirms the guest still runs on the source",
     );
     let g = started("f-linkcut");
-    let env = migration_env(&g, "a", &[SLOW, ("OCF_RESKEY_CRM_meta_timeout", "20000")]);
-    let run = Running::start("a", "migrate_to", &env);
-    sleep(Duration::from_secs(2));
-    let c = {
-        let _down = LinkDown::new("a", "vs-a-mn");
-        run.wait()
-    };
+    let c = migrate_to_with(&g, "20000", || LinkDown::new("a", "vs-a-mn"));
     case.call("migrate_to (timeout 20 s)", &c);
     assert_eq!(c.rc, 1);
     assert!(c.took < Duration::from_secs(20), "{:?}", c.took);
@@ -123,13 +127,7 @@ fn source_libvirtd_stopped_during_migrate_to() {
         "the agent cannot poll or abort through a frozen libvirtd: it returns 1 before its deadline saying so; once libvirtd runs again the migration ends on one node",
     );
     let g = started("f-srcstop");
-    let env = migration_env(&g, "a", &[SLOW, ("OCF_RESKEY_CRM_meta_timeout", "15000")]);
-    let run = Running::start("a", "migrate_to", &env);
-    sleep(Duration::from_secs(2));
-    let c = {
-        let _stopped = Stopped::new("a");
-        run.wait()
-    };
+    let c = migrate_to_with(&g, "15000", || Stopped::new("a"));
     case.call("migrate_to (timeout 15 s)", &c);
     assert_eq!(c.rc, 1);
     assert!(c.took < Duration::from_secs(15), "{:?}", c.took);

@@ -93,9 +93,13 @@ mod tests {
     use super::*;
     use crate::hypervisor::fake::Fake;
 
+    /// monitor of vm1 with its default parameters, no peer's definition.
+    fn monitor_alone(f: &Fake) -> Result<Outcome, Error> {
+        monitor(f, &Params::vm1(&[]), &Definitions::none())
+    }
+
     #[test]
     fn monitor_maps_states() {
-        let p = Params::vm1(&[]);
         for (s, rc) in [
             (DomainState::Running, OcfRc::Success),
             (DomainState::Paused, OcfRc::Success),
@@ -107,22 +111,15 @@ mod tests {
             (DomainState::Crashed, OcfRc::ErrGeneric),
             (DomainState::NoState, OcfRc::ErrGeneric),
         ] {
-            assert_eq!(
-                monitor(&Fake::new(&[s]), &p, &Definitions::none())
-                    .unwrap()
-                    .rc,
-                rc,
-                "{s}"
-            );
+            assert_eq!(monitor_alone(&Fake::new(&[s])).unwrap().rc, rc, "{s}");
         }
     }
 
     #[test]
     fn monitor_never_says_stopped_while_qemu_lives() {
-        let p = Params::vm1(&[]);
         let f = Fake::new(&[DomainState::Undefined]);
         f.pid.set(Some(42));
-        let e = monitor(&f, &p, &Definitions::none()).unwrap_err();
+        let e = monitor_alone(&f).unwrap_err();
         assert!(
             matches!(e, Error::QemuUnknownToLibvirt { pid: 42, .. }),
             "{e}"
@@ -131,17 +128,11 @@ mod tests {
         // A process table that cannot be read is not "stopped" either.
         let mut f = Fake::new(&[DomainState::Shutoff]);
         f.qemu_unknown = true;
-        assert_eq!(
-            monitor(&f, &p, &Definitions::none()).unwrap_err().rc(),
-            OcfRc::ErrGeneric
-        );
+        assert_eq!(monitor_alone(&f).unwrap_err().rc(), OcfRc::ErrGeneric);
         let f = Fake::unreachable();
         f.pid.set(Some(42));
-        assert_eq!(
-            monitor(&f, &p, &Definitions::none()).unwrap().rc,
-            OcfRc::Success
-        );
-        let e = monitor(&Fake::unreachable(), &p, &Definitions::none()).unwrap_err();
+        assert_eq!(monitor_alone(&f).unwrap().rc, OcfRc::Success);
+        let e = monitor_alone(&Fake::unreachable()).unwrap_err();
         assert_eq!(e.rc(), OcfRc::ErrGeneric);
     }
 
@@ -149,26 +140,16 @@ mod tests {
     fn monitor_leaves_a_post_copy_source_to_the_target() {
         let f = Fake::new(&[DomainState::Paused]);
         *f.postcopy.borrow_mut() = vec![Some(Postcopy::Outgoing)];
-        assert_eq!(
-            monitor(&f, &Params::vm1(&[]), &Definitions::none())
-                .unwrap()
-                .rc,
-            OcfRc::NotRunning
-        );
+        assert_eq!(monitor_alone(&f).unwrap().rc, OcfRc::NotRunning);
         // The target of the same copy runs the guest.
         let f = Fake::new(&[DomainState::Running]);
         *f.postcopy.borrow_mut() = vec![Some(Postcopy::Incoming)];
-        assert_eq!(
-            monitor(&f, &Params::vm1(&[]), &Definitions::none())
-                .unwrap()
-                .rc,
-            OcfRc::Success
-        );
+        assert_eq!(monitor_alone(&f).unwrap().rc, OcfRc::Success);
         // A broken copy: the guest cannot run on either side.
         for s in [DomainState::Running, DomainState::Paused] {
             let f = Fake::new(&[s]);
             *f.postcopy.borrow_mut() = vec![Some(Postcopy::Failed)];
-            let e = monitor(&f, &Params::vm1(&[]), &Definitions::none()).unwrap_err();
+            let e = monitor_alone(&f).unwrap_err();
             assert!(matches!(e, Error::PostcopyFailed { .. }), "{e}");
             assert_eq!(e.rc(), OcfRc::ErrGeneric);
         }
@@ -183,10 +164,8 @@ mod tests {
         let f = Fake::new(&[DomainState::Paused]);
         *f.postcopy.borrow_mut() = vec![Some(Postcopy::Outgoing)];
         let f2 = Fake::new(&[DomainState::Crashed]);
-        for out in [
-            monitor(&f, &p, &Definitions::none()).unwrap(),
-            monitor(&f2, &p, &Definitions::none()).unwrap(),
-        ] {
+        let ask = |f: &Fake| monitor(f, &p, &Definitions::none()).unwrap();
+        for out in [ask(&f), ask(&f2)] {
             assert_ne!(out.rc, OcfRc::Success);
             assert!(
                 out.reason.len() <= crate::ocf::EXIT_REASON_MAX,

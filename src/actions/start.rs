@@ -217,23 +217,26 @@ mod tests {
     use crate::hypervisor::fake::Fake;
     use crate::hypervisor::{Presence, Resource};
 
+    /// start with `extra` parameters and a `secs` timeout, no peer known.
+    fn start_alone(f: &Fake, extra: &[(&str, &str)], secs: u64) -> Result<Outcome, Error> {
+        start(
+            f,
+            &mut Peers::unknown("test".into()),
+            &Params::vm1(extra),
+            &Budget::new(Duration::from_secs(secs)),
+            &Definitions::none(),
+        )
+    }
+
     #[test]
     fn start_defines_from_config_and_turns_autostart_off() {
         let dir = std::env::temp_dir().join(format!("vmshift-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let cfg = dir.join("vm1.xml");
         std::fs::write(&cfg, "<domain type='qemu'><name>vm1</name></domain>").unwrap();
-        let p = Params::vm1(&[("OCF_RESKEY_config", cfg.to_str().unwrap())]);
         let f = Fake::new(&[DomainState::Undefined]);
         f.autostart.set(true);
-        let out = start(
-            &f,
-            &mut Peers::unknown("test".into()),
-            &p,
-            &Budget::new(Duration::from_secs(20)),
-            &Definitions::none(),
-        )
-        .unwrap();
+        let out = start_alone(&f, &[("OCF_RESKEY_config", cfg.to_str().unwrap())], 20).unwrap();
         assert_eq!(out.rc, OcfRc::Success);
         assert_eq!(f.calls(), ["define", "autostart off", "start"]);
         std::fs::remove_dir_all(dir).unwrap();
@@ -246,15 +249,7 @@ mod tests {
             <interface type='bridge'><source bridge='br0'/></interface>\
             <interface type='network'><source network='lan'/></interface></devices></domain>"
             .into();
-        let run = |f: &Fake, extra: &[(&str, &str)]| {
-            start(
-                f,
-                &mut Peers::unknown("test".into()),
-                &Params::vm1(extra),
-                &Budget::new(Duration::from_secs(20)),
-                &Definitions::none(),
-            )
-        };
+        let run = |f: &Fake, extra: &[(&str, &str)]| start_alone(f, extra, 20);
         let e = run(&f, &[]).unwrap_err();
         assert_eq!(e.to_string(), "this node: bridge br0 is missing");
         assert_eq!(e.rc(), OcfRc::ErrInstalled);
@@ -283,27 +278,12 @@ mod tests {
     fn a_start_kept_waiting_by_another_call_is_tried_again_while_it_fits() {
         let f = Fake::new(&[DomainState::Shutoff]);
         f.start_busy.set(2);
-        let unknown = || Peers::unknown("test".into());
-        let out = start(
-            &f,
-            &mut unknown(),
-            &Params::vm1(&[]),
-            &Budget::new(Duration::from_secs(20)),
-            &Definitions::none(),
-        );
-        assert_eq!(out.unwrap().rc, OcfRc::Success);
+        assert_eq!(start_alone(&f, &[], 20).unwrap().rc, OcfRc::Success);
         assert_eq!(f.calls(), ["start", "start", "start"]);
         // No time for another whole wait: the reason names the holder.
         let f = Fake::new(&[DomainState::Shutoff]);
         f.start_busy.set(1);
-        let e = start(
-            &f,
-            &mut unknown(),
-            &Params::vm1(&[]),
-            &Budget::new(Duration::from_secs(6)),
-            &Definitions::none(),
-        )
-        .unwrap_err();
+        let e = start_alone(&f, &[], 6).unwrap_err();
         assert!(matches!(e, Error::Busy { what: "start", .. }), "{e}");
         assert_eq!(e.rc(), OcfRc::ErrGeneric);
         let reason = chain(&e);
@@ -324,14 +304,7 @@ mod tests {
         *f.xml.borrow_mut() = "<domain><name>vm1</name><devices><disk type='block' device='disk'>\
             <source dev='/dev/nonexistent-lun'/><target dev='vda'/></disk></devices></domain>"
             .into();
-        let e = start(
-            &f,
-            &mut Peers::unknown("test".into()),
-            &Params::vm1(&[]),
-            &Budget::new(Duration::from_secs(20)),
-            &Definitions::none(),
-        )
-        .unwrap_err();
+        let e = start_alone(&f, &[], 20).unwrap_err();
         assert_eq!(e.rc(), OcfRc::ErrInstalled);
         assert_eq!(
             e.to_string(),
@@ -373,31 +346,14 @@ mod tests {
 
     #[test]
     fn start_unknown_domain_without_config_is_not_installed() {
-        let e = start(
-            &Fake::new(&[DomainState::Undefined]),
-            &mut Peers::unknown("test".into()),
-            &Params::vm1(&[]),
-            &Budget::new(Duration::from_secs(20)),
-            &Definitions::none(),
-        );
+        let e = start_alone(&Fake::new(&[DomainState::Undefined]), &[], 20);
         assert_eq!(e.unwrap_err().rc(), OcfRc::ErrInstalled);
     }
 
     #[test]
     fn start_running_domain_is_success_at_once() {
         let f = Fake::new(&[DomainState::Running]);
-        assert_eq!(
-            start(
-                &f,
-                &mut Peers::unknown("test".into()),
-                &Params::vm1(&[]),
-                &Budget::new(Duration::from_secs(20)),
-                &Definitions::none(),
-            )
-            .unwrap()
-            .rc,
-            OcfRc::Success
-        );
+        assert_eq!(start_alone(&f, &[], 20).unwrap().rc, OcfRc::Success);
         assert!(f.calls().is_empty());
     }
 }
