@@ -308,6 +308,7 @@ mod tests {
             ParamError::ConfigRefused { .. } => 10,
             ParamError::ConfigNotDomain { .. } => 11,
             ParamError::ConfigNames { .. } => 12,
+            ParamError::XbzrleWithParallel { .. } => 13,
         }
     }
 
@@ -491,6 +492,7 @@ mod tests {
             .collect();
         env.set("OCF_RESKEY_name", "vm1");
         env.set("OCF_RESKEY_migration_parallel", "64");
+        env.set("OCF_RESKEY_migration_compression", "xbzrle");
         env.set("OCF_RESKEY_migration_downtime", "2000000");
         env.set("OCF_RESKEY_migration_downtime_max", "1999999");
         all.extend(
@@ -570,6 +572,6 @@ mod tests {
                 params.insert(param_variant(p));
             }
         }
-        assert_eq!(params.len(), 13, "every ParamError variant is covered");
+        assert_eq!(params.len(), 14, "every ParamError variant is covered");
     }
 }

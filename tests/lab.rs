@@ -563,28 +563,49 @@ fn a_copy_that_stalls_converges_through_the_policy() {
     assert_eq!(agent("a", "start", &g.params()).rc, 0);
     let timeout = Duration::from_secs(120);
     let ms = timeout.as_millis().to_string();
-    let m = migrate(
-        &g,
-        "a",
-        &[
-            ("OCF_RESKEY_migration_speed", "16"),
-            ("OCF_RESKEY_CRM_meta_timeout", &ms),
-        ],
-    );
+    let capped = [
+        ("OCF_RESKEY_migration_speed", "16"),
+        ("OCF_RESKEY_CRM_meta_timeout", ms.as_str()),
+    ];
+    // By default the one copy has auto-converge from its start, and the
+    // cap makes it XBZRLE-compressed: QEMU throttles, no copy is redone.
+    let m = migrate(&g, "a", &capped);
     let log = &m.to.stderr;
     assert!(
-        log.contains("convergence: ") && log.contains("restarting the copy with auto-converge"),
+        log.contains(", auto-converge, XBZRLE (32 MiB cache)")
+            && !log.contains("restarting the copy"),
         "{log}"
     );
     assert!(m.to.took < timeout, "{:?}", m.to.took);
     // Still one guest, on node-b, with its definition on both nodes.
     assert_eq!(assert_runs_once(&g), "b");
+    // migration_auto_converge=stalled, uncompressed: the throttle comes
+    // only with a new copy, once more downtime did not suffice.
+    let stalled = [
+        capped[0],
+        capped[1],
+        ("OCF_RESKEY_migration_auto_converge", "stalled"),
+        ("OCF_RESKEY_migration_compression", "none"),
+    ];
+    let back = migrate(&g, "b", &stalled);
+    let log = &back.to.stderr;
+    assert!(
+        log.contains("convergence: ") && log.contains("restarting the copy with auto-converge"),
+        "{log}"
+    );
+    assert!(back.to.took < timeout, "{:?}", back.to.took);
+    eprintln!(
+        "heavy dirty, 16 MiB/s: {:.1?} with auto-converge from the start and XBZRLE, {:.1?} restarted with auto-converge",
+        m.to.took, back.to.took
+    );
+    assert_eq!(assert_runs_once(&g), "a");
 }
 
 #[test]
 #[ignore = "needs the lab: make test"]
 fn post_copy_is_the_last_resort_when_allowed() {
-    // As above, but capped at 8 MiB/s with a 60 s timeout: when the copy
+    // As above (the throttle only with a new copy, no compression), but
+    // capped at 8 MiB/s with a 60 s timeout: when the copy
     // stalls (about 30 s in), a new copy with auto-converge would need
     // about 30 s more than the time left, so the policy goes on to
     // post-copy, which migration_postcopy=true allows.
@@ -595,6 +616,8 @@ fn post_copy_is_the_last_resort_when_allowed() {
         "a",
         &[
             ("OCF_RESKEY_migration_speed", "8"),
+            ("OCF_RESKEY_migration_auto_converge", "stalled"),
+            ("OCF_RESKEY_migration_compression", "none"),
             ("OCF_RESKEY_migration_postcopy", "true"),
             ("OCF_RESKEY_CRM_meta_timeout", "60000"),
         ],

@@ -24,7 +24,7 @@ use crate::migration::converge::{Decision, Ladder, Step};
 use crate::migration::network::{Choice, Net};
 use crate::migration::{bandwidth, choose_network, request, CopyEstimate};
 use crate::moves::{MoveState, Tracker};
-use crate::ocf::{Budget, OcfRc, Outcome, Params};
+use crate::ocf::{AutoConverge, Budget, OcfRc, Outcome, Params};
 use crate::peer::Target;
 use crate::preflight::{self, Needs};
 use crate::records::Records;
@@ -169,7 +169,8 @@ pub fn migrate_to(
     let choice = choose_network(net, p, target, deadline);
     info!("migration network: {choice}");
     phases.mark("network");
-    let mut req = request(p, target, &choice, copy_disks);
+    let ram_bytes = storage::memory_bytes(&xml).unwrap_or(0);
+    let mut req = request(p, target, &choice, copy_disks, ram_bytes);
     // The downtime limit is a QEMU migration parameter that holds for the
     // next migration: set before the copy starts, not seconds into it as
     // VirtualDomain does.
@@ -197,7 +198,8 @@ pub fn migrate_to(
         p.migration_downtime,
         p.migration_downtime_max,
         p.migration_postcopy,
-    );
+    )
+    .restart_throttled(p.migration_auto_converge == AutoConverge::Stalled);
     let policy = Policy {
         local,
         name,
@@ -378,6 +380,12 @@ fn request_line(req: &MigrationRequest, p: &Params) -> String {
         req.max_downtime_ms,
         p.migration_downtime_max
     ));
+    if req.auto_converge {
+        line.push_str(", auto-converge");
+    }
+    if let Some(cache) = req.xbzrle_cache {
+        line.push_str(&format!(", XBZRLE ({:.0} MiB cache)", mib(cache)));
+    }
     if req.postcopy {
         line.push_str(", post-copy allowed");
     }
@@ -1075,8 +1083,27 @@ mod tests {
 
     #[test]
     fn a_copy_that_stalls_climbs_the_ladder_then_is_aborted() {
+        // auto-converge from the start (the default): no second copy.
         let (local, peer) = stalled(40, 30);
         let e = move_with(&local, &peer, &[], 12).unwrap_err();
+        assert!(matches!(e, Error::MigrationTimedOut { .. }), "{e}");
+        assert_eq!(
+            local.calls(),
+            [
+                "downtime 300",
+                "migrate",
+                "downtime 600",
+                "downtime 1200",
+                "abort"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_copy_that_stalls_is_restarted_with_auto_converge_when_asked() {
+        let (local, peer) = stalled(40, 30);
+        let stalled = [("OCF_RESKEY_migration_auto_converge", "stalled")];
+        let e = move_with(&local, &peer, &stalled, 12).unwrap_err();
         assert!(matches!(e, Error::MigrationTimedOut { .. }), "{e}");
         assert_eq!(
             local.calls(),
@@ -1175,6 +1202,7 @@ mod tests {
             parallel: 1,
             tls_host: None,
             auto_converge: false,
+            xbzrle_cache: None,
             postcopy: true,
             postcopy_resume: false,
             copy_disks: Vec::new(),

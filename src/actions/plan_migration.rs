@@ -7,7 +7,7 @@ use crate::error::{chain, Error};
 use crate::hypervisor::{mib, Hypervisor};
 use crate::migration::network::Net;
 use crate::migration::{bandwidth, choose_network, request, CopyEstimate};
-use crate::ocf::{Budget, OcfRc, Outcome, Params};
+use crate::ocf::{AutoConverge, Budget, OcfRc, Outcome, Params};
 use crate::peer::Target;
 use crate::preflight::{self, Check, Needs};
 use crate::storage;
@@ -46,7 +46,9 @@ pub fn plan_migration(
     // as shared, or the refusal migrate_to would give.
     let mut copy_disks = Vec::new();
     let mut refused = None;
-    match local.xml(&p.name) {
+    let xml = local.xml(&p.name);
+    let ram_bytes = xml.as_deref().ok().and_then(storage::memory_bytes);
+    match xml {
         Err(e) => out.push_str(&format!(
             "  disks: cannot read the domain here: {}\n",
             chain(&e)
@@ -104,14 +106,14 @@ pub fn plan_migration(
             }
         },
     }
-    let req = request(p, target, &choice, copy_disks);
+    let req = request(p, target, &choice, copy_disks, ram_bytes.unwrap_or(0));
     let tls = req
         .tls_host
         .as_ref()
         .map(|h| format!(", TLS checked against {h}"))
         .unwrap_or_default();
     out.push_str(&format!(
-        "  decision: {choice}\n  control: {} (source libvirtd to target libvirtd)\n  data: {} (QEMU's RAM copy{tls}; the target listens on {})\n  connections: {}, bandwidth: {}\n  downtime: {} ms, raised up to {} ms if the copy stalls, then auto-converge, {}\n",
+        "  decision: {choice}\n  control: {} (source libvirtd to target libvirtd)\n  data: {} (QEMU's RAM copy{tls}; the target listens on {})\n  connections: {}, bandwidth: {}\n  downtime: {} ms, raised up to {} ms if the copy stalls, {}, {}\n  compression: {}\n",
         req.dconn_uri,
         req.data_uri,
         p.migration_port,
@@ -119,10 +121,19 @@ pub fn plan_migration(
         bandwidth(req.bandwidth),
         req.max_downtime_ms,
         p.migration_downtime_max,
+        match p.migration_auto_converge {
+            AutoConverge::Always => "auto-converge from the start",
+            AutoConverge::Stalled => "then a new copy with auto-converge",
+            AutoConverge::Never => "no auto-converge",
+        },
         if req.postcopy {
             "then post-copy"
         } else {
             "no post-copy"
+        },
+        match req.xbzrle_cache {
+            Some(cache) => format!("XBZRLE, {:.0} MiB cache on this node", mib(cache)),
+            None => "none".into(),
         }
     ));
     if !req.copy_disks.is_empty() {

@@ -208,6 +208,9 @@ pub struct MigrationRequest {
     pub tls_host: Option<String>,
     /// Let QEMU throttle the vCPUs when the copy falls behind.
     pub auto_converge: bool,
+    /// Send pages copied before as their XBZRLE difference, with a cache
+    /// of this many bytes on the source; None: uncompressed.
+    pub xbzrle_cache: Option<u64>,
     /// Allow a later switch to post-copy ([`Hypervisor::start_postcopy`]).
     pub postcopy: bool,
     /// Resume this migration's broken post-copy over a new connection

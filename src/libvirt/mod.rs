@@ -227,9 +227,10 @@ fn job_progress(
 }
 
 /// auto-converge's first throttle and its step, in percent (QEMU's own
-/// defaults are 20 and 10). The policy only turns it on after the copy has
-/// stalled at the largest allowed downtime, so the throttle starts where
-/// it bites and reaches 90 % in four iterations, not eight.
+/// defaults are 20 and 10). QEMU starts throttling only once the guest has
+/// dirtied more than half of what was sent in two periods in a row; from
+/// there the throttle starts where it bites and reaches 90 % in four
+/// steps, not eight.
 const AUTO_CONVERGE_INITIAL_PCT: i32 = 30;
 const AUTO_CONVERGE_INCREMENT_PCT: i32 = 20;
 
@@ -267,6 +268,13 @@ fn flags_and_params(req: &MigrationRequest) -> (sys::virDomainMigrateFlags, Migr
         flags |= sys::VIR_MIGRATE_AUTO_CONVERGE;
         params.auto_converge_initial = Some(AUTO_CONVERGE_INITIAL_PCT);
         params.auto_converge_increment = Some(AUTO_CONVERGE_INCREMENT_PCT);
+    }
+    if let Some(cache) = req.xbzrle_cache {
+        // Pages sent before go as their difference from the cached copy
+        // (QEMU skips XBZRLE itself once in post-copy).
+        flags |= sys::VIR_MIGRATE_COMPRESSED;
+        params.compression = Some("xbzrle".into());
+        params.compression_xbzrle_cache = Some(cache);
     }
     if req.postcopy {
         // Only enables the capability on both sides; the switch itself
@@ -716,6 +724,7 @@ mod tests {
             parallel: 1,
             tls_host: None,
             auto_converge: false,
+            xbzrle_cache: None,
             postcopy,
             postcopy_resume: false,
             copy_disks: Vec::new(),

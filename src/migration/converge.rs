@@ -11,11 +11,13 @@
 //!
 //! 1. double the allowed downtime, up to `migration_downtime_max` (what
 //!    Proxmox does in its migration loop);
-//! 2. auto-converge: QEMU throttles the vCPUs until the copy catches up.
-//!    libvirt sets QEMU's migration capabilities only when a migration
-//!    starts, so the caller aborts the running copy (the guest keeps
-//!    running here) and starts a new one with it. Iterations where QEMU
-//!    raises the throttle do not count as stalls;
+//! 2. auto-converge, with `migration_auto_converge=stalled` only: QEMU
+//!    throttles the vCPUs until the copy catches up. libvirt sets QEMU's
+//!    migration capabilities only when a migration starts, so the caller
+//!    aborts the running copy (the guest keeps running here) and starts a
+//!    new one with it. By default (`always`) the first copy has it already
+//!    and this rung is skipped. Iterations where QEMU raises the throttle
+//!    do not count as stalls;
 //! 3. post-copy, only when `migration_postcopy` allows it;
 //! 4. nothing left: the copy goes on and migrate_to aborts it before its
 //!    deadline.
@@ -66,6 +68,8 @@ pub struct Ladder {
     downtime_ms: u64,
     max_ms: u64,
     postcopy: bool,
+    /// The auto-converge rung: restart the copy with it.
+    restart_throttled: bool,
     rung: Rung,
     /// The iteration being watched and the most it had left to copy: the
     /// peak is what the previous pass let the guest dirty.
@@ -83,12 +87,20 @@ impl Ladder {
             downtime_ms,
             max_ms: max_ms.max(downtime_ms),
             postcopy,
+            restart_throttled: true,
             rung: Rung::Downtime,
             iteration: None,
             best: None,
             stalls: 0,
             throttle_pct: 0,
         }
+    }
+
+    /// Whether the auto-converge rung is taken: not when the copy has
+    /// auto-converge from its start, nor when it may not have it at all.
+    pub fn restart_throttled(mut self, restart: bool) -> Ladder {
+        self.restart_throttled = restart;
+        self
     }
 
     /// The downtime currently allowed.
@@ -170,14 +182,14 @@ impl Ladder {
                     to_ms: self.downtime_ms,
                 }
             }
-            Rung::Downtime => {
+            Rung::Downtime if self.restart_throttled => {
                 // The throttle has less to win with the largest freeze
                 // the admin allows.
                 self.rung = Rung::Throttled;
                 self.downtime_ms = self.max_ms;
                 Step::AutoConverge
             }
-            Rung::Throttled | Rung::Done => self.last_resort(),
+            Rung::Downtime | Rung::Throttled | Rung::Done => self.last_resort(),
         };
         Some(Decision { step, why })
     }
@@ -234,6 +246,25 @@ mod tests {
         let mut l = Ladder::new(300, 1200, false);
         assert_eq!(run(&mut l, 1, &[128, 40, 20, 9, 4, 2]), vec![]);
         assert_eq!(l.downtime_ms(), 300);
+    }
+
+    #[test]
+    fn a_copy_throttled_from_its_start_is_never_restarted() {
+        let mut l = Ladder::new(1200, 1200, true).restart_throttled(false);
+        // The throttle rising is QEMU at work; once it stops, more downtime
+        // is all that is left before post-copy.
+        let throttled = |i: u64, pct: u64| JobProgress {
+            throttle_pct: Some(pct),
+            ..sample(i, 32)
+        };
+        assert_eq!(run(&mut l, 1, &[128, 32]), vec![]);
+        for (i, pct) in [(3, 30), (4, 50), (5, 70), (6, 90)] {
+            assert_eq!(l.observe(&throttled(i, pct)), None);
+        }
+        let steps: Vec<Step> = (7..11)
+            .filter_map(|i| l.observe(&throttled(i, 99)).map(|d| d.step))
+            .collect();
+        assert_eq!(steps, vec![Step::PostCopy]);
     }
 
     #[test]

@@ -21,8 +21,8 @@ pub use budget::Budget;
 pub use config::CONFIG_BUDGET;
 pub use metadata::{param_docs, ParamDoc, METADATA};
 pub use params::{
-    ConfigProblem, MigrationPort, ParamError, Params, Storage, Transport, MAX_CONFIG_BYTES,
-    PARAM_NAMES,
+    AutoConverge, Compression, ConfigProblem, MigrationPort, ParamError, Params, Storage,
+    Transport, MAX_CONFIG_BYTES, PARAM_NAMES,
 };
 
 /// OCF exit codes, with the meaning Pacemaker gives them (unpack.c):

@@ -80,6 +80,30 @@ impl std::fmt::Display for MigrationPort {
     }
 }
 
+/// When QEMU may slow the guest's vCPUs so that a copy the guest outpaces
+/// converges (`migration_auto_converge`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoConverge {
+    /// From the first copy: QEMU throttles only once the guest dirties
+    /// memory faster than half the copy rate, so a guest that converges
+    /// anyway is never slowed, and no copy is made twice.
+    Always,
+    /// Only after more downtime did not suffice, by restarting the copy.
+    Stalled,
+    Never,
+}
+
+/// Whether QEMU compresses the RAM copy (`migration_compression`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// XBZRLE where `migration_speed` caps a single stream: the link, not
+    /// the CPU, is the limit there.
+    Auto,
+    /// XBZRLE: pages sent again go as their difference from the last copy.
+    Xbzrle,
+    None,
+}
+
 /// Which disks a live migration copies (`migration_storage`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Storage {
@@ -120,6 +144,8 @@ pub enum ParamError {
     },
     #[error("migration_downtime_max={max} is below migration_downtime={start}")]
     DowntimeMaxBelowStart { max: u64, start: u64 },
+    #[error("migration_compression=xbzrle and migration_parallel={parallel} exclude each other: QEMU refuses XBZRLE with multifd")]
+    XbzrleWithParallel { parallel: u32 },
     #[error("migration_postcopy=true and migration_parallel={parallel} exclude each other: QEMU refuses post-copy with multifd")]
     PostcopyWithParallel { parallel: u32 },
     #[error("hypervisor=\"{}\" is refused", short(.value))]
@@ -198,6 +224,8 @@ pub struct Params {
     /// Milliseconds: the most the convergence policy may raise it to.
     pub migration_downtime_max: u64,
     pub migration_postcopy: bool,
+    pub migration_auto_converge: AutoConverge,
+    pub migration_compression: Compression,
     /// TCP connections for the RAM copy; 1 is a single stream.
     pub migration_parallel: u32,
     pub migration_storage: Storage,
@@ -230,7 +258,7 @@ const MAX_BANDWIDTH_MIB_S: u64 = (i64::MAX as u64) / (1024 * 1024);
 const MAX_DOWNTIME_MS: u64 = 2_000_000;
 
 /// Parameter names in meta-data order; the CLI mirrors them as flags.
-pub const PARAM_NAMES: [&str; 19] = [
+pub const PARAM_NAMES: [&str; 21] = [
     "name",
     "hypervisor",
     "config",
@@ -241,6 +269,8 @@ pub const PARAM_NAMES: [&str; 19] = [
     "migration_downtime",
     "migration_downtime_max",
     "migration_postcopy",
+    "migration_auto_converge",
+    "migration_compression",
     "migration_parallel",
     "migration_storage",
     "migration_port",
@@ -380,6 +410,13 @@ impl Params {
                 parallel: params.migration_parallel,
             });
         }
+        // QEMU refuses the xbzrle capability next to multifd in the same
+        // way (migrate_caps_check).
+        if params.migration_compression == Compression::Xbzrle && params.migration_parallel > 1 {
+            problems.push(ParamError::XbzrleWithParallel {
+                parallel: params.migration_parallel,
+            });
+        }
         Ok((params, problems))
     }
 
@@ -397,6 +434,8 @@ impl Params {
             migration_downtime: DEFAULT_DOWNTIME_MS,
             migration_downtime_max: DEFAULT_DOWNTIME_MAX_MS,
             migration_postcopy: false,
+            migration_auto_converge: AutoConverge::Always,
+            migration_compression: Compression::Auto,
             migration_parallel: 1,
             migration_storage: Storage::Auto,
             migration_port: MigrationPort::Default,
@@ -413,7 +452,7 @@ impl Params {
 /// One parser per optional parameter, in meta-data order (a parameter may
 /// rely on the ones before it: the downtime ceiling on the start).
 type Parser = fn(&mut Params, &str) -> Result<(), ParamError>;
-const PARSERS: [(&str, Parser); 18] = [
+const PARSERS: [(&str, Parser); 20] = [
     ("hypervisor", hypervisor),
     ("config", config),
     ("migration_network_suffix", migration_network_suffix),
@@ -423,6 +462,8 @@ const PARSERS: [(&str, Parser); 18] = [
     ("migration_downtime", migration_downtime),
     ("migration_downtime_max", migration_downtime_max),
     ("migration_postcopy", migration_postcopy),
+    ("migration_auto_converge", migration_auto_converge),
+    ("migration_compression", migration_compression),
     ("migration_parallel", migration_parallel),
     ("migration_storage", migration_storage),
     ("migration_port", migration_port),
@@ -555,6 +596,28 @@ fn migration_downtime_max(p: &mut Params, v: &str) -> Result<(), ParamError> {
 
 fn migration_postcopy(p: &mut Params, v: &str) -> Result<(), ParamError> {
     p.migration_postcopy = parse_bool("migration_postcopy", v)?;
+    Ok(())
+}
+
+fn migration_auto_converge(p: &mut Params, v: &str) -> Result<(), ParamError> {
+    let choices = [
+        ("always", AutoConverge::Always),
+        ("stalled", AutoConverge::Stalled),
+        ("never", AutoConverge::Never),
+    ];
+    let expected = "always, stalled or never";
+    p.migration_auto_converge = parse_choice("migration_auto_converge", v, &choices, expected)?;
+    Ok(())
+}
+
+fn migration_compression(p: &mut Params, v: &str) -> Result<(), ParamError> {
+    let choices = [
+        ("auto", Compression::Auto),
+        ("xbzrle", Compression::Xbzrle),
+        ("none", Compression::None),
+    ];
+    let expected = "auto, xbzrle or none";
+    p.migration_compression = parse_choice("migration_compression", v, &choices, expected)?;
     Ok(())
 }
 
@@ -763,6 +826,8 @@ mod tests {
             ("migration_downtime", "0"),
             ("migration_downtime_max", "0"),
             ("migration_postcopy", "sometimes"),
+            ("migration_auto_converge", "sometimes"),
+            ("migration_compression", "zstd"),
             ("migration_parallel", "0"),
             ("migration_parallel", "65"),
             ("migration_port", "80"),
@@ -822,6 +887,31 @@ mod tests {
         let p = Params::from_env(&env(&both[..2])).unwrap();
         assert!(p.migration_postcopy);
         assert!(Params::from_env(&env(&[both[0], both[2]])).is_ok());
+    }
+
+    #[test]
+    fn xbzrle_is_asked_for_alone_or_chosen_only_for_a_capped_single_stream() {
+        let e = Params::from_env(&env(&[
+            ("name", "vm1"),
+            ("migration_compression", "xbzrle"),
+            ("migration_parallel", "2"),
+        ]))
+        .unwrap_err();
+        assert!(
+            matches!(e, ParamError::XbzrleWithParallel { parallel: 2 }),
+            "{e}"
+        );
+        let p = Params::from_env(&env(&[("name", "vm1"), ("migration_parallel", "2")])).unwrap();
+        assert_eq!(p.migration_compression, Compression::Auto);
+        assert_eq!(p.migration_auto_converge, AutoConverge::Always);
+        let p = Params::from_env(&env(&[
+            ("name", "vm1"),
+            ("migration_auto_converge", "stalled"),
+            ("migration_compression", "none"),
+        ]))
+        .unwrap();
+        assert_eq!(p.migration_auto_converge, AutoConverge::Stalled);
+        assert_eq!(p.migration_compression, Compression::None);
     }
 
     #[test]
