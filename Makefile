@@ -47,12 +47,16 @@ cluster-test: build
 cluster-soak: build
 	VMSHIFT_SOAK_ROUNDS=$${VMSHIFT_SOAK_ROUNDS:-50} bash tests/cluster/run-tests.sh round_trips --nocapture
 
-# vmshift against VirtualDomain on a second lab (LAB_ID=bench), ~14 min:
-# target/bench/report.{json,md} and *.svg. Not part of `make test`.
-# BENCH_PUBLISH=tests/bench/results also copies the report there (committed).
+# vmshift against VirtualDomain on a second lab (LAB_ID=bench), ~20 min:
+# target/bench/report.{json,md} and *.svg; then 10 Pacemaker moves per agent
+# on the cluster lab, ~5 min: target/bench/cluster_move.json. Not part of
+# `make test`. BENCH_PUBLISH=tests/bench/results also copies the reports
+# there (committed).
 bench: deps
 	$(CARGO) build --release --locked
 	python3 tests/bench/bench.py $(if $(BENCH_PUBLISH),--publish $(BENCH_PUBLISH))
+	python3 tests/bench/cluster_move.py
+	$(if $(BENCH_PUBLISH),cp target/bench/cluster_move.json $(BENCH_PUBLISH)/)
 
 # A few minutes: every number once, into target/bench-quick/; fails only
 # when a number is missing, never on a missed target.

@@ -60,7 +60,16 @@ fn state_text(state: Option<DomainState>) -> String {
 }
 
 /// `network node-b.mn (10.251.1.2), 2.31 s, downtime 171 ms, 90.3 MiB at 312 MiB/s`
-fn result_line(choice: &Choice, took: Duration, done: Option<&JobProgress>) -> String {
+/// How a move went, with the downtime measured beside the one allowed at
+/// the end (raised by the policy, or the admin's `migration_downtime`):
+/// QEMU's limit is an estimate, and the switchover adds device state and
+/// libvirt's resume to the last pages.
+fn result_line(
+    choice: &Choice,
+    took: Duration,
+    done: Option<&JobProgress>,
+    allowed_ms: u64,
+) -> String {
     let network = match choice.address {
         Some(a) => format!("migration network {} ({a})", choice.candidate),
         None => format!("fallback {} ({choice})", choice.target),
@@ -69,6 +78,7 @@ fn result_line(choice: &Choice, took: Duration, done: Option<&JobProgress>) -> S
     if let Some(d) = done {
         line.push_str(&d.result());
     }
+    line.push_str(&format!(" (downtime allowed {allowed_ms} ms)"));
     line
 }
 
@@ -277,7 +287,7 @@ pub fn migrate_to(
                 OcfRc::Success,
                 format!(
                     "{name} migrated to {target} {}",
-                    result_line(&choice, took, done.as_ref())
+                    result_line(&choice, took, done.as_ref(), ladder.downtime_ms())
                 ),
             ))
         }

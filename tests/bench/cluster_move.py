@@ -1,0 +1,224 @@
+#!/usr/bin/env python3
+"""cluster_move_s: a Pacemaker move end to end, vmshift against VirtualDomain.
+
+On the cluster lab (tests/cluster/cluster.sh, two nodes), one server per
+agent, the lab's guest (TCG, 128 MiB, dirtying 20 MiB/s of 32 MiB), both
+agents with migration_transport=tcp and migration_network_suffix=.mn as in
+tests/bench/bench.py. Each move is `crm_resource --move` to the other node,
+timed until crm_mon shows the server Started there alone; then the guest's
+heartbeat must go on on the target and it must never have booted again.
+The agents take turns move by move, so both see the machine in the same
+state. Writes target/bench/cluster_move.json (or --out DIR) and prints the
+medians and the ratio; a move that did not converge is reported, never
+retried. A measurement, not a test: it exits 1 only when it could not
+measure (the cluster did not come up, a server never started).
+"""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+CLUSTER = REPO / "tests/cluster/cluster.sh"
+STATE = Path("/tmp/vmshift-cluster")
+AGENTS = {
+    "vmshift": {"provider": "vmshift", "type": "server", "name_param": True},
+    "virtualdomain": {"provider": "heartbeat", "type": "VirtualDomain", "name_param": False},
+}
+PARAMS = {"hypervisor": "qemu:///system", "migration_transport": "tcp",
+          "migration_network_suffix": ".mn"}
+MOVE_WAIT_S = 120
+TARGET_RATIO = 0.6
+T0 = time.monotonic()
+
+
+def log(msg):
+    print(f"[cluster-move {time.monotonic() - T0:6.0f}s] {msg}", file=sys.stderr, flush=True)
+
+
+def cluster(*args, check=True, timeout=600, env=None):
+    r = subprocess.run(["bash", str(CLUSTER), *args], capture_output=True, text=True,
+                       timeout=timeout, env=env)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"cluster.sh {' '.join(args)}: rc {r.returncode}: {r.stderr.strip()[-500:]}")
+    return r.stdout
+
+
+def on(node, *cmd, check=True):
+    return cluster("exec", node, *cmd, check=check, timeout=300)
+
+
+def where(rid):
+    """(nodes the resource is active on, its role) from crm_mon."""
+    xml = on("a", "crm_mon", "-1", "-X")
+    m = re.search(rf'<resource id="{re.escape(rid)}"[^>]*role="(\w+)"[^>]*>(.*?)</resource>', xml, re.S)
+    if not m:
+        m = re.search(rf'<resource id="{re.escape(rid)}"[^>]*role="(\w+)"[^>]*/>', xml)
+        return ([], m.group(1) if m else "?")
+    nodes = re.findall(r'<node name="node-(\w)"', m.group(2))
+    return (nodes, m.group(1))
+
+
+def wait_started(rid, want=None, within=MOVE_WAIT_S):
+    until = time.monotonic() + within
+    while time.monotonic() < until:
+        nodes, role = where(rid)
+        if role == "Started" and len(nodes) == 1 and (want is None or nodes[0] == want):
+            return nodes[0]
+        time.sleep(0.1)
+    return None
+
+
+def serial(node, rid):
+    try:
+        return Path(cluster("serial", node, rid).strip()).read_text(errors="replace")
+    except (OSError, RuntimeError):
+        return ""
+
+
+def last_tick(node, rid):
+    ticks = re.findall(r"lab-guest tick=(\d+)", serial(node, rid))
+    return int(ticks[-1]) if ticks else None
+
+
+def boots(rid):
+    return sum(serial(n, rid).count("lab-guest: start") for n in ("a", "b"))
+
+
+def create(agent, rid):
+    spec = AGENTS[agent]
+    config = STATE / f"{rid}.xml"
+    config.write_text(cluster("xml", rid))
+    params = {**PARAMS, "config": str(config)}
+    if spec["name_param"]:
+        params["name"] = rid
+    attrs = "".join(f'\n    <nvpair id="{rid}-{k}" name="{k}" value="{v}"/>' for k, v in params.items())
+    xml = f"""<primitive id="{rid}" class="ocf" provider="{spec['provider']}" type="{spec['type']}">
+  <instance_attributes id="{rid}-params">{attrs}
+  </instance_attributes>
+  <meta_attributes id="{rid}-meta">
+    <nvpair id="{rid}-allow-migrate" name="allow-migrate" value="true"/>
+    <nvpair id="{rid}-stickiness" name="resource-stickiness" value="100"/>
+  </meta_attributes>
+  <operations>
+    <op id="{rid}-start" name="start" interval="0s" timeout="90s"/>
+    <op id="{rid}-stop" name="stop" interval="0s" timeout="90s"/>
+    <op id="{rid}-monitor" name="monitor" interval="10s" timeout="30s"/>
+    <op id="{rid}-migrate_to" name="migrate_to" interval="0s" timeout="120s"/>
+    <op id="{rid}-migrate_from" name="migrate_from" interval="0s" timeout="60s"/>
+  </operations>
+</primitive>"""
+    on("a", "cibadmin", "-C", "-o", "resources", "-X", xml)
+
+
+def remove(rid):
+    on("a", "crm_resource", "--clear", "-r", rid, check=False)
+    on("a", "crm_resource", "-r", rid, "--meta", "-p", "target-role", "-v", "Stopped", check=False)
+    on("a", "crm_resource", "--wait", "-T", "120s", check=False)
+    on("a", "cibadmin", "-D", "-X", f'<primitive id="{rid}"/>', check=False)
+    on("a", "crm_resource", "--cleanup", "-r", rid, check=False)
+    for n in ("a", "b"):
+        on(n, "virsh", "-q", "-c", "qemu:///system", "destroy", rid, check=False)
+        on(n, "virsh", "-q", "-c", "qemu:///system", "undefine", rid, check=False)
+
+
+def one_move(agent, rid, src):
+    dst = "b" if src == "a" else "a"
+    # A guest just started has printed no heartbeat yet.
+    until = time.monotonic() + 60
+    while last_tick(src, rid) is None and time.monotonic() < until:
+        time.sleep(0.5)
+    tick0, boots0 = last_tick(src, rid), boots(rid)
+    t0 = time.monotonic()
+    on(src, "crm_resource", "--move", "-r", rid, "-N", f"node-{dst}")
+    arrived = wait_started(rid, dst)
+    took = time.monotonic() - t0
+    on("a", "crm_resource", "--wait", "-T", "120s", check=False)
+    run = {"agent": agent, "from": src, "to": dst, "s": round(took, 3), "arrived": arrived == dst}
+    # The guest went on: a newer tick on the target, and no boot anywhere.
+    until = time.monotonic() + 30
+    tick = None
+    while time.monotonic() < until:
+        tick = last_tick(dst, rid)
+        if tick is not None and tick0 is not None and tick > tick0:
+            break
+        time.sleep(0.5)
+    run["heartbeat"] = tick is not None and tick0 is not None and tick > tick0
+    run["boots"] = boots(rid) - boots0
+    run["converged"] = run["arrived"] and run["heartbeat"] and run["boots"] == 0
+    return run
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--moves", type=int, default=10, help="moves per agent (default 10)")
+    ap.add_argument("--out", type=Path, default=REPO / "target/bench")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("cluster_move: must run as root (the cluster lab needs it)")
+    binary = REPO / "target/release/vmshift"
+    if not binary.exists():
+        sys.exit("cluster_move: target/release/vmshift missing: cargo build --release --locked")
+    env = {**os.environ, "VMSHIFT_BIN": str(binary), "VC_NODES": "a b"}
+    runs = []
+    try:
+        log("cluster up (two nodes)")
+        cluster("up", env=env, timeout=900)
+        ids = {a: f"bm-{a[:2]}" for a in AGENTS}
+        for agent, rid in ids.items():
+            remove(rid)
+            create(agent, rid)
+            if not wait_started(rid):
+                raise RuntimeError(f"{rid} ({agent}) did not start")
+        on("a", "crm_resource", "--wait", "-T", "120s", check=False)
+        at = {a: where(rid)[0][0] for a, rid in ids.items()}
+        for i in range(args.moves):
+            for agent, rid in ids.items():
+                r = one_move(agent, rid, at[agent])
+                runs.append(r)
+                log(f"  {agent} move {i + 1}/{args.moves} node-{r['from']}->node-{r['to']}: "
+                    f"{r['s']:.2f} s{'' if r['converged'] else ' NOT converged ' + json.dumps(r)}")
+                nodes, _ = where(rid)
+                if len(nodes) != 1:
+                    raise RuntimeError(f"{rid} runs on {nodes}")
+                at[agent] = nodes[0]
+        for rid in ids.values():
+            remove(rid)
+    except (RuntimeError, subprocess.SubprocessError, OSError) as e:
+        log(f"could not measure: {e}")
+        return 1
+    finally:
+        log("cluster down")
+        cluster("down", check=False, env=env)
+    rep = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "moves_per_agent": args.moves,
+           "params": PARAMS, "runs": runs, "cluster_move_s": {}}
+    for agent in AGENTS:
+        done = [r["s"] for r in runs if r["agent"] == agent and r["converged"]]
+        rep["cluster_move_s"][agent] = {
+            "median": round(statistics.median(done), 3) if done else None,
+            "min": min(done, default=None), "max": max(done, default=None),
+            "converged": len(done), "moves": sum(1 for r in runs if r["agent"] == agent)}
+    v, d = (rep["cluster_move_s"][a]["median"] for a in AGENTS)
+    rep["ratio"] = round(v / d, 3) if v and d else None
+    rep["target"] = {"name": "cluster_move_s ratio vmshift/VirtualDomain", "value": rep["ratio"],
+                     "target": f"<= {TARGET_RATIO}", "met": rep["ratio"] is not None and rep["ratio"] <= TARGET_RATIO}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "cluster_move.json").write_text(json.dumps(rep, indent=1) + "\n")
+    for agent in AGENTS:
+        c = rep["cluster_move_s"][agent]
+        log(f"{agent}: median {c['median']} s ({c['converged']} of {c['moves']} converged, "
+            f"{c['min']}-{c['max']} s)")
+    log(f"ratio {rep['ratio']} (target <= {TARGET_RATIO}: {'met' if rep['target']['met'] else 'MISSED'}); "
+        f"wrote {args.out / 'cluster_move.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
