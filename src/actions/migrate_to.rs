@@ -1093,44 +1093,24 @@ mod tests {
 
     #[test]
     fn a_copy_that_stalls_climbs_the_ladder_then_is_aborted() {
-        // auto-converge from the start (the default): no second copy.
-        let (local, peer) = stalled(40, 30);
-        let e = move_with(&local, &peer, &[], 12).unwrap_err();
-        assert!(matches!(e, Error::MigrationTimedOut { .. }), "{e}");
-        assert_eq!(
-            local.calls(),
-            [
-                "downtime 300",
-                "migrate",
-                "downtime 600",
-                "downtime 1200",
-                "abort"
-            ]
-        );
-    }
-
-    #[test]
-    fn a_copy_that_stalls_is_restarted_with_auto_converge_when_asked() {
-        let (local, peer) = stalled(40, 30);
-        let stalled = [("OCF_RESKEY_migration_auto_converge", "stalled")];
-        let e = move_with(&local, &peer, &stalled, 12).unwrap_err();
-        assert!(matches!(e, Error::MigrationTimedOut { .. }), "{e}");
-        assert_eq!(
-            local.calls(),
-            [
-                "downtime 300",
-                "migrate",
-                // 30 MiB left take 300 ms: doubled, then the max.
-                "downtime 600",
-                "downtime 1200",
-                // auto-converge: the copy restarts with it.
-                "abort",
-                "downtime 1200",
-                "migrate",
-                // Nothing left (no post-copy allowed): aborted in time.
-                "abort",
-            ]
-        );
+        // 30 MiB left take 300 ms: doubled, then the max; then, by default
+        // (auto-converge from the start), nothing left (no post-copy
+        // allowed): aborted in time. With `stalled`, the copy restarts
+        // with auto-converge first.
+        let climb = ["downtime 300", "migrate", "downtime 600", "downtime 1200"];
+        let restart = ["abort", "downtime 1200", "migrate"];
+        for (mode, restarted) in [("always", false), ("stalled", true)] {
+            let (local, peer) = stalled(40, 30);
+            let extra = [("OCF_RESKEY_migration_auto_converge", mode)];
+            let e = move_with(&local, &peer, &extra, 12).unwrap_err();
+            assert!(matches!(e, Error::MigrationTimedOut { .. }), "{e}");
+            let mut want: Vec<&str> = climb.to_vec();
+            if restarted {
+                want.extend(restart);
+            }
+            want.push("abort");
+            assert_eq!(local.calls(), want, "{mode}");
+        }
     }
 
     #[test]
