@@ -161,7 +161,8 @@ pub fn migrate_to(
     // What the target lacks is refused as well before the guest is
     // touched: libvirt finds a missing network or emulator only as it
     // starts the target's QEMU, a short memory perhaps never.
-    let checks = preflight::checks(peer, &Needs::of(&xml)?, p.start_resources, Some(name));
+    let needs = Needs::of(&xml)?;
+    let checks = preflight::checks(peer, &needs, p.start_resources, Some(name));
     for c in &checks {
         match &c.result {
             Ok(found) => info!("{target}: {}: {found} ({:.1?})", c.what, c.took),
@@ -179,8 +180,7 @@ pub fn migrate_to(
     let choice = choose_network(net, p, target, deadline);
     info!("migration network: {choice}");
     phases.mark("network");
-    let ram_bytes = storage::memory_bytes(&xml).unwrap_or(0);
-    let mut req = request(p, target, &choice, copy_disks, ram_bytes);
+    let mut req = request(p, target, &choice, copy_disks, needs.memory.unwrap_or(0));
     // The downtime limit is a QEMU migration parameter that holds for the
     // next migration: set before the copy starts, not seconds into it as
     // VirtualDomain does.

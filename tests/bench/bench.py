@@ -749,7 +749,7 @@ def downtime_within_target(migrations, heavy, loaded):
         if load:
             entry["load"] = load
         return entry
-    rep = of({a: agent_runs(migrations, a) + [heavy[a]["run"]] for a in AGENTS})
+    rep = of({a: matrix_and_heavy(migrations, heavy, a) for a in AGENTS})
     rep["loaded"] = of({a: agent_runs(loaded, a) for a in AGENTS},
                        f"{os.cpu_count()} busy shell loops, one per core")
     rep["target_ms"] = DOWNTIME_TARGET_MS
@@ -761,9 +761,9 @@ def agent_runs(phases, agent):
     return [r for m in phases if m["agent"] == agent for r in m["runs_detail"]]
 
 
-def vmshift_runs(migrations, heavy):
-    """Every vmshift move: the matrix's and the heavy-dirty one."""
-    return [r for m in migrations if m["agent"] == "vmshift" for r in m["runs_detail"]] + [heavy["vmshift"]["run"]]
+def matrix_and_heavy(migrations, heavy, agent="vmshift"):
+    """Every move of `agent`: the matrix's and the heavy-dirty one."""
+    return agent_runs(migrations, agent) + [heavy[agent]["run"]]
 
 
 def ratios(phase, raw):
@@ -817,7 +817,7 @@ def check_targets(rep):
     ov = rep["agent_overhead_ms"]["vmshift"]
     tr = rep["transport"]
     within = rep["downtime_within_max_fraction"]["vmshift"]
-    over = sorted(r["downtime_ms"] for r in vmshift_runs(rep["migrations"], rep["heavy_dirty"])
+    over = sorted(r["downtime_ms"] for r in matrix_and_heavy(rep["migrations"], rep["heavy_dirty"])
                   if r.get("downtime_ms", 0) > DOWNTIME_MAX_MS)
     vm0 = next(m for m in rep["migrations"] if m["agent"] == "vmshift" and m["dirty_mib_per_s"] == 0)
     bw0 = [r["libvirt_bandwidth_mib_per_s"] for r in vm0["runs_detail"] if r.get("libvirt_bandwidth_mib_per_s")]
@@ -1346,7 +1346,7 @@ def run(cfg, mode):
         loaded = [phase_migrations(agent, rate, cfg) for rate in LOADED_RATES for agent in AGENTS]
     storage = {k: {a: phase_storage(a, k, cfg) for a in AGENTS} for k in STORAGE_KINDS}
 
-    vm_runs = vmshift_runs(migrations, heavy)
+    vm_runs = matrix_and_heavy(migrations, heavy)
     dts = [r["downtime_ms"] for r in vm_runs if "downtime_ms" in r]
     within = sum(1 for d in dts if d <= DOWNTIME_MAX_MS)
     rate0 = next(m for m in migrations if m["agent"] == "vmshift" and m["dirty_mib_per_s"] == 0)
