@@ -53,15 +53,22 @@ const SYSTEM_URI: &str = "qemu:///system";
 /// remote_protocol.x: REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION.
 const PROGRAM: u32 = 0x2000_8086;
 const VERSION: u32 = 1;
-/// The remote_procedure numbers this client calls (REMOTE_PROC_*).
+/// The remote_procedure numbers this client calls, each under its name in
+/// remote_protocol.x.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 enum Procedure {
+    /// REMOTE_PROC_CONNECT_OPEN
     ConnectOpen = 1,
+    /// REMOTE_PROC_DOMAIN_GET_XML_DESC
     DomainGetXmlDesc = 14,
+    /// REMOTE_PROC_DOMAIN_LOOKUP_BY_NAME
     DomainLookupByName = 23,
+    /// REMOTE_PROC_AUTH_LIST
     AuthList = 66,
+    /// REMOTE_PROC_AUTH_POLKIT
     AuthPolkit = 70,
+    /// REMOTE_PROC_DOMAIN_GET_STATE
     DomainGetState = 212,
 }
 /// virnetprotocol.x: virNetMessageType CALL/REPLY, virNetMessageStatus.

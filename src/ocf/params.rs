@@ -449,6 +449,17 @@ impl Params {
     }
 }
 
+/// A boolean parameter's PARSERS entry: the field of the same name, in any
+/// of OCF's spellings (parse_bool).
+macro_rules! flag {
+    ($field:ident) => {
+        (stringify!($field), |p: &mut Params, v: &str| {
+            p.$field = parse_bool(stringify!($field), v)?;
+            Ok(())
+        })
+    };
+}
+
 /// One parser per optional parameter, in meta-data order (a parameter may
 /// rely on the ones before it: the downtime ceiling on the start).
 type Parser = fn(&mut Params, &str) -> Result<(), ParamError>;
@@ -461,20 +472,17 @@ const PARSERS: [(&str, Parser); 20] = [
     ("migration_speed", migration_speed),
     ("migration_downtime", migration_downtime),
     ("migration_downtime_max", migration_downtime_max),
-    ("migration_postcopy", migration_postcopy),
+    flag!(migration_postcopy),
     ("migration_auto_converge", migration_auto_converge),
     ("migration_compression", migration_compression),
     ("migration_parallel", migration_parallel),
     ("migration_storage", migration_storage),
     ("migration_port", migration_port),
-    ("start_resources", start_resources),
-    ("sync_definition", sync_definition),
-    ("autoset_utilization_cpu", autoset_utilization_cpu),
-    (
-        "autoset_utilization_host_memory",
-        autoset_utilization_host_memory,
-    ),
-    ("force_stop", force_stop),
+    flag!(start_resources),
+    flag!(sync_definition),
+    flag!(autoset_utilization_cpu),
+    flag!(autoset_utilization_host_memory),
+    flag!(force_stop),
     ("peer", peer),
 ];
 
@@ -594,11 +602,6 @@ fn migration_downtime_max(p: &mut Params, v: &str) -> Result<(), ParamError> {
     Ok(())
 }
 
-fn migration_postcopy(p: &mut Params, v: &str) -> Result<(), ParamError> {
-    p.migration_postcopy = parse_bool("migration_postcopy", v)?;
-    Ok(())
-}
-
 fn migration_auto_converge(p: &mut Params, v: &str) -> Result<(), ParamError> {
     let choices = [
         ("always", AutoConverge::Always),
@@ -629,31 +632,6 @@ fn migration_parallel(p: &mut Params, v: &str) -> Result<(), ParamError> {
         "1 to 64 connections (more only cost threads)",
     )?;
     p.migration_parallel = u32::try_from(n).unwrap_or(1);
-    Ok(())
-}
-
-fn start_resources(p: &mut Params, v: &str) -> Result<(), ParamError> {
-    p.start_resources = parse_bool("start_resources", v)?;
-    Ok(())
-}
-
-fn sync_definition(p: &mut Params, v: &str) -> Result<(), ParamError> {
-    p.sync_definition = parse_bool("sync_definition", v)?;
-    Ok(())
-}
-
-fn autoset_utilization_cpu(p: &mut Params, v: &str) -> Result<(), ParamError> {
-    p.autoset_utilization_cpu = parse_bool("autoset_utilization_cpu", v)?;
-    Ok(())
-}
-
-fn autoset_utilization_host_memory(p: &mut Params, v: &str) -> Result<(), ParamError> {
-    p.autoset_utilization_host_memory = parse_bool("autoset_utilization_host_memory", v)?;
-    Ok(())
-}
-
-fn force_stop(p: &mut Params, v: &str) -> Result<(), ParamError> {
-    p.force_stop = parse_bool("force_stop", v)?;
     Ok(())
 }
 

@@ -514,23 +514,17 @@ cmd_leftovers() {
 	echo "nothing left"
 }
 
-# serialize up/down/register (the lock is on this script file: nothing written)
-lock() { exec 9<"$SELF" && flock 9; }
+# the subcommands only this lab has (common.sh's dispatch answers the rest)
+lab_cmd() {
+	local cmd=$1
+	shift
+	case "$cmd" in
+	log) [ $# -eq 1 ] || usage; check_node "$1"; pcmk_log "$1" ;;
+	libvirtd-pid) [ $# -eq 1 ] || usage; check_node "$1"; daemon_pid "$1" libvirtd || { log "node-$1 libvirtd not running"; exit 1; } ;;
+	register) [ $# -eq 0 ] || usage; lock; alive a || die "cluster not up"; cmd_register ;;
+	leftovers) [ $# -eq 0 ] || usage; cmd_leftovers ;;
+	*) usage ;;
+	esac
+}
 
-cmd=${1:-}
-[ $# -eq 0 ] || shift
-case "$cmd" in
-up) lock; cmd_up "$@" ;;
-down) lock; cmd_down "$@" ;;
-status) [ $# -eq 0 ] || usage; cmd_status ;;
-exec) check_node "${1:-}"; n=$1; shift; [ $# -gt 0 ] || usage; node_exec "$n" "$@" ;;
-xml) cmd_xml "$@" ;;
-disk) cmd_disk "$@" ;;
-serial) [ $# -eq 2 ] || usage; check_node "$1"; check_name "$2"; serial_path "$1" "$2" ;;
-log) [ $# -eq 1 ] || usage; check_node "$1"; pcmk_log "$1" ;;
-libvirtd-pid) [ $# -eq 1 ] || usage; check_node "$1"; daemon_pid "$1" libvirtd || { log "node-$1 libvirtd not running"; exit 1; } ;;
-register) [ $# -eq 0 ] || usage; lock; alive a || die "cluster not up"; cmd_register ;;
-leftovers) [ $# -eq 0 ] || usage; cmd_leftovers ;;
-_node_init) node_init "$1" ;;
-*) usage ;;
-esac
+dispatch "$@"

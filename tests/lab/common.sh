@@ -18,7 +18,8 @@
 # .deb from) and LAB_DOMAIN_TYPE, LAB_DIRTY_MB, LAB_RATE_MBS, LAB_MEM_MB (the
 # `xml` defaults); and the functions log, die, usage, check_name, ip_bc and
 # ip_mn (a node's back-channel and migration-link addresses), and cmd_down
-# (what a failed `up` runs).
+# (what a failed `up` runs); for `dispatch`, SELF, the cmd_* and node_* of
+# the subcommands both labs have, and lab_cmd (its own subcommands).
 
 # up_checks TOOL...: `up` needs root and every TOOL on the PATH.
 up_checks() {
@@ -507,4 +508,26 @@ ssh_wait() {
 			die "node-$from cannot reach qemu+ssh://node-$to/system"
 		done
 	done
+}
+
+# serialize up/down and whatever else a lab locks (the lock is on the calling
+# script's file: nothing written)
+lock() { exec 9<"$SELF" && flock 9; }
+
+# dispatch CMD ARG...: the subcommands both labs answer the same way; any
+# other goes to the lab's own lab_cmd.
+dispatch() {
+	local cmd=${1:-} n
+	[ $# -eq 0 ] || shift
+	case "$cmd" in
+	up) lock; cmd_up "$@" ;;
+	down) lock; cmd_down "$@" ;;
+	status) [ $# -eq 0 ] || usage; cmd_status ;;
+	exec) check_node "${1:-}"; n=$1; shift; [ $# -gt 0 ] || usage; node_exec "$n" "$@" ;;
+	xml) cmd_xml "$@" ;;
+	disk) cmd_disk "$@" ;;
+	serial) [ $# -eq 2 ] || usage; check_node "$1"; check_name "$2"; serial_path "$1" "$2" ;;
+	_node_init) node_init "$1" ;;
+	*) lab_cmd "$cmd" "$@" ;;
+	esac
 }

@@ -452,7 +452,6 @@ cmd_ra() {
 		/usr/lib/ocf/resource.d/heartbeat/VirtualDomain "$act"
 }
 
-# serialize up/down (the lock is on this script file: nothing written)
 live_qemu() { # node -> pid of one live QEMU guest of that node
 	local name p
 	while read -r name p; do
@@ -482,27 +481,22 @@ cmd_revive() {
 	node_wait "$n"
 	log "revive: node-$n libvirtd pid $(lv_pid "$n")"
 }
-lock() { exec 9<"$SELF" && flock 9; }
+# the subcommands only this lab has (common.sh's dispatch answers the rest)
+lab_cmd() {
+	local cmd=$1 p
+	shift
+	case "$cmd" in
+	libvirtd-pid) [ $# -eq 1 ] || usage; check_node "$1"; lv_pid "$1" || { log "node-$1 libvirtd not running"; exit 1; } ;;
+	qemu-pid)
+		[ $# -eq 2 ] || usage; check_node "$1"; check_name "$2"
+		p=$(cat "$L/$1/fs/run/libvirt/qemu/$2.pid" 2>/dev/null || true)
+		if [ -n "$p" ] && is_ours "qemu:$2" "$p"; then echo "$p"; fi
+		;;
+	revive) [ $# -eq 1 ] || usage; check_node "$1"; lock; cmd_revive "$1" ;;
+	ra) cmd_ra "$@" ;;
+	selftest) cmd_selftest "$@" ;;
+	*) usage ;;
+	esac
+}
 
-cmd=${1:-}
-[ $# -eq 0 ] || shift
-case "$cmd" in
-up) lock; cmd_up "$@" ;;
-down) lock; cmd_down "$@" ;;
-status) [ $# -eq 0 ] || usage; cmd_status ;;
-exec) check_node "${1:-}"; n=$1; shift; [ $# -gt 0 ] || usage; node_exec "$n" "$@" ;;
-xml) cmd_xml "$@" ;;
-serial) [ $# -eq 2 ] || usage; check_node "$1"; check_name "$2"; serial_path "$1" "$2" ;;
-disk) cmd_disk "$@" ;;
-libvirtd-pid) [ $# -eq 1 ] || usage; check_node "$1"; lv_pid "$1" || { log "node-$1 libvirtd not running"; exit 1; } ;;
-qemu-pid)
-	[ $# -eq 2 ] || usage; check_node "$1"; check_name "$2"
-	p=$(cat "$L/$1/fs/run/libvirt/qemu/$2.pid" 2>/dev/null || true)
-	if [ -n "$p" ] && is_ours "qemu:$2" "$p"; then echo "$p"; fi
-	;;
-revive) [ $# -eq 1 ] || usage; check_node "$1"; lock; cmd_revive "$1" ;;
-ra) cmd_ra "$@" ;;
-selftest) cmd_selftest "$@" ;;
-_node_init) node_init "$1" ;;
-*) usage ;;
-esac
+dispatch "$@"
