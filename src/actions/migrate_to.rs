@@ -20,7 +20,7 @@ use crate::hypervisor::{
     self, mib, DomainState, Hypervisor, JobProgress, Migration, MigrationRequest, Postcopy, Qemu,
     Status,
 };
-use crate::migration::converge::{Decision, Ladder, Step};
+use crate::migration::converge::{qemu_limit_ms, Decision, Ladder, Step};
 use crate::migration::network::{Choice, Net};
 use crate::migration::{bandwidth, choose_network, request, CopyEstimate};
 use crate::moves::{MoveState, Tracker};
@@ -181,11 +181,17 @@ pub fn migrate_to(
     info!("migration network: {choice}");
     phases.mark("network");
     let mut req = request(p, target, &choice, copy_disks, needs.memory.unwrap_or(0));
+    let mut ladder = Ladder::new(
+        p.migration_downtime,
+        p.migration_downtime_max,
+        p.migration_postcopy,
+    )
+    .restart_throttled(p.migration_auto_converge == AutoConverge::Stalled);
     // The downtime limit is a QEMU migration parameter that holds for the
     // next migration: set before the copy starts, not seconds into it as
     // VirtualDomain does.
     local
-        .set_max_downtime(name, req.max_downtime_ms)
+        .set_max_downtime(name, ladder.qemu_limit_ms())
         .map_err(hv_err("set the maximum downtime of", name))?;
     info!("migrating {name} to {target}: {}", request_line(&req, p));
     // What `vmshift watch` shows beside libvirt's progress, until this
@@ -204,12 +210,6 @@ pub fn migrate_to(
     phases.mark("downtime");
     let t0 = Instant::now();
     let mut migration = local.migrate(name, &req).map_err(hv_err("migrate", name))?;
-    let mut ladder = Ladder::new(
-        p.migration_downtime,
-        p.migration_downtime_max,
-        p.migration_postcopy,
-    )
-    .restart_throttled(p.migration_auto_converge == AutoConverge::Stalled);
     let policy = Policy {
         local,
         name,
@@ -374,8 +374,8 @@ fn check_copy_fits(
 }
 
 /// `control qemu+tls://node-b/system, data tcp://10.251.11.2 (TLS as
-/// node-b.mn), 2 connections, bandwidth unlimited, downtime 300 ms (up to
-/// 1200 ms), post-copy allowed`
+/// node-b.mn), 2 connections, bandwidth unlimited, downtime 300 ms (QEMU's
+/// limit 200 ms; up to 1200 ms), post-copy allowed`
 fn request_line(req: &MigrationRequest, p: &Params) -> String {
     let mut line = format!("control {}, data {}", req.dconn_uri, req.data_uri);
     if let Some(host) = &req.tls_host {
@@ -385,9 +385,10 @@ fn request_line(req: &MigrationRequest, p: &Params) -> String {
         line.push_str(&format!(", {} connections", req.parallel));
     }
     line.push_str(&format!(
-        ", bandwidth {}, downtime {} ms (up to {} ms)",
+        ", bandwidth {}, downtime {} ms (QEMU's limit {} ms; up to {} ms)",
         bandwidth(req.bandwidth),
         req.max_downtime_ms,
+        qemu_limit_ms(req.max_downtime_ms),
         p.migration_downtime_max
     ));
     if req.auto_converge {
@@ -431,9 +432,9 @@ impl Policy<'_> {
         while let Some(s) = step.take() {
             match s {
                 Step::Downtime { from_ms, to_ms } => {
-                    info!("convergence: {why}: allowing {to_ms} ms of downtime instead of {from_ms} ms");
+                    info!("convergence: {why}: allowing {to_ms} ms of downtime instead of {from_ms} ms (QEMU's limit {} ms)", ladder.qemu_limit_ms());
                     self.tracker.step("more downtime", to_ms);
-                    if let Err(e) = local.set_max_downtime(name, to_ms) {
+                    if let Err(e) = local.set_max_downtime(name, ladder.qemu_limit_ms()) {
                         warn!("could not raise the downtime: {}", chain(&e));
                     }
                 }
@@ -447,7 +448,7 @@ impl Policy<'_> {
                         req,
                         migration,
                         job,
-                        ladder.downtime_ms(),
+                        ladder.qemu_limit_ms(),
                         self.abort_at,
                     );
                     match restart.map_err(hv_err("migrate", name))? {
@@ -499,14 +500,14 @@ enum Restart {
 /// `abort_at` at the bandwidth measured so far, twice over (the first pass,
 /// then the iterations while the throttle rises): otherwise the restart
 /// would only trade a converging chance for a certain abort. The new
-/// copy gets `downtime_ms` again.
+/// copy gets QEMU's downtime limit `limit_ms` again.
 fn restart(
     local: &dyn Hypervisor,
     name: &str,
     req: &MigrationRequest,
     migration: &Migration,
     job: &JobProgress,
-    downtime_ms: u64,
+    limit_ms: u64,
     abort_at: Instant,
 ) -> Result<Restart, hypervisor::Error> {
     let needed = match (job.data_total, job.mem_bps) {
@@ -536,7 +537,7 @@ fn restart(
     }
     // libvirt restores the migration parameters it found when the aborted
     // job began: the raised downtime must be set again.
-    local.set_max_downtime(name, downtime_ms)?;
+    local.set_max_downtime(name, limit_ms)?;
     local.migrate(name, req).map(Restart::Started)
 }
 
@@ -954,7 +955,7 @@ mod tests {
             "{}",
             out.reason
         );
-        assert_eq!(local.calls(), ["downtime 300", "migrate"]);
+        assert_eq!(local.calls(), ["downtime 200", "migrate"]);
     }
 
     /// The guest with one disk, a file on no shared filesystem: copied.
@@ -975,7 +976,7 @@ mod tests {
             move_with(&local, &peer, &speed, 20).unwrap().rc,
             OcfRc::Success
         );
-        assert_eq!(local.calls(), ["downtime 300", "migrate copying vda"]);
+        assert_eq!(local.calls(), ["downtime 200", "migrate copying vda"]);
         // 2 GiB of disk and 128 MiB of RAM at 100 MiB/s: 22 s, and a 20 s
         // timeout has 15 s before its abort point.
         let (mut local, peer) = source();
@@ -1027,7 +1028,7 @@ mod tests {
             OcfRc::Success
         );
         assert_eq!(peer.calls(), ["activate network lan"]);
-        assert_eq!(local.calls(), ["downtime 300", "migrate"]);
+        assert_eq!(local.calls(), ["downtime 200", "migrate"]);
         // Another domain of the same name there: libvirt would refuse it.
         *peer.definition.borrow_mut() =
             Some("<domain><name>vm1</name><uuid>other</uuid></domain>".into());
@@ -1068,7 +1069,7 @@ mod tests {
         let e = move_with(&local, &peer, &[], 4).unwrap_err();
         assert!(matches!(e, Error::MigrationTimedOut { .. }), "{e}");
         assert!(e.to_string().contains("here running"), "{e}");
-        assert_eq!(local.calls(), ["downtime 300", "migrate", "abort"]);
+        assert_eq!(local.calls(), ["downtime 200", "migrate", "abort"]);
         assert!(t.elapsed() < Duration::from_secs(4));
     }
 
@@ -1078,7 +1079,7 @@ mod tests {
         local.abort_completes = true;
         let out = move_with(&local, &peer, &[], 4).unwrap();
         assert_eq!(out.rc, OcfRc::Success);
-        assert_eq!(local.calls(), ["downtime 300", "migrate", "abort"]);
+        assert_eq!(local.calls(), ["downtime 200", "migrate", "abort"]);
     }
 
     #[test]
@@ -1088,17 +1089,17 @@ mod tests {
         *local.migrations.borrow_mut() = vec![Some(Ok(()))];
         let out = move_with(&local, &peer, &[], 20).unwrap();
         assert_eq!(out.rc, OcfRc::Success);
-        assert_eq!(local.calls(), ["downtime 300", "migrate"]);
+        assert_eq!(local.calls(), ["downtime 200", "migrate"]);
     }
 
     #[test]
     fn a_copy_that_stalls_climbs_the_ladder_then_is_aborted() {
-        // 30 MiB left take 300 ms: doubled, then the max; then, by default
-        // (auto-converge from the start), nothing left (no post-copy
-        // allowed): aborted in time. With `stalled`, the copy restarts
-        // with auto-converge first.
-        let climb = ["downtime 300", "migrate", "downtime 600", "downtime 1200"];
-        let restart = ["abort", "downtime 1200", "migrate"];
+        // 30 MiB left take 300 ms: the freeze doubled, then the max, QEMU
+        // getting two thirds of each; then, by default (auto-converge from
+        // the start), nothing left (no post-copy allowed): aborted in
+        // time. With `stalled`, the copy restarts with auto-converge first.
+        let climb = ["downtime 200", "migrate", "downtime 400", "downtime 800"];
+        let restart = ["abort", "downtime 800", "migrate"];
         for (mode, restarted) in [("always", false), ("stalled", true)] {
             let (local, peer) = stalled(40, 30);
             let extra = [("OCF_RESKEY_migration_auto_converge", mode)];
@@ -1135,7 +1136,7 @@ mod tests {
             e.to_string(),
             "disk copy to node-b lagged vm1's writes; aborted, here running"
         );
-        assert_eq!(local.calls(), ["downtime 300", "migrate", "abort"]);
+        assert_eq!(local.calls(), ["downtime 200", "migrate", "abort"]);
     }
 
     #[test]

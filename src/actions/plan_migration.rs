@@ -5,6 +5,7 @@ use std::io::Write;
 use crate::definition;
 use crate::error::{chain, Error};
 use crate::hypervisor::{mib, Hypervisor};
+use crate::migration::converge::qemu_limit_ms;
 use crate::migration::network::Net;
 use crate::migration::{bandwidth, choose_network, request, CopyEstimate};
 use crate::ocf::{AutoConverge, Budget, OcfRc, Outcome, Params};
@@ -113,13 +114,14 @@ pub fn plan_migration(
         .map(|h| format!(", TLS checked against {h}"))
         .unwrap_or_default();
     out.push_str(&format!(
-        "  decision: {choice}\n  control: {} (source libvirtd to target libvirtd)\n  data: {} (QEMU's RAM copy{tls}; the target listens on {})\n  connections: {}, bandwidth: {}\n  downtime: {} ms, raised up to {} ms if the copy stalls, {}, {}\n  compression: {}\n",
+        "  decision: {choice}\n  control: {} (source libvirtd to target libvirtd)\n  data: {} (QEMU's RAM copy{tls}; the target listens on {})\n  connections: {}, bandwidth: {}\n  downtime: {} ms (QEMU's limit {} ms), raised up to {} ms if the copy stalls, {}, {}\n  compression: {}\n",
         req.dconn_uri,
         req.data_uri,
         p.migration_port,
         req.parallel,
         bandwidth(req.bandwidth),
         req.max_downtime_ms,
+        qemu_limit_ms(req.max_downtime_ms),
         p.migration_downtime_max,
         match p.migration_auto_converge {
             AutoConverge::Always => "auto-converge from the start",
