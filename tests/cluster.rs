@@ -294,38 +294,26 @@ impl Server {
         s.remove_domains();
         let xml = cluster(&[&["xml", id], knobs].concat());
         std::fs::write(&s.config, xml).expect("write the guest XML");
-        let id = &s.id;
-        let cfg = s.config.display();
-        let cfg = cfg.to_string();
+        let timeouts =
+            [ops.start, ops.stop, ops.migrate_to, ops.migrate_from].map(|t| t.to_string());
         // migration_transport is left to the agent's default, ssh, as on
-        // most clusters (the lab's sshd on each node, root by key).
-        let mut attrs = vec![("name", id.as_str()), ("config", cfg.as_str())];
-        for &(k, v) in params {
-            attrs.retain(|&(name, _)| name != k);
-            attrs.push((k, v));
-        }
-        let attrs: String = attrs
-            .iter()
-            .map(|(k, v)| format!("\n    <nvpair id=\"{id}-{k}\" name=\"{k}\" value=\"{v}\"/>"))
+        // most clusters (the lab's sshd on each node, root by key); the
+        // test's params come after the defaults and replace them.
+        let attrs: Vec<String> = [
+            ("name", s.id.as_str()),
+            ("config", &s.config.to_string_lossy()),
+        ]
+        .iter()
+        .chain(params)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+        let head = ["primitive", id, "vmshift:server"];
+        let args: Vec<&str> = head
+            .into_iter()
+            .chain(timeouts.iter().map(String::as_str))
+            .chain(attrs.iter().map(String::as_str))
             .collect();
-        let xml = format!(
-            r#"<primitive id="{id}" class="ocf" provider="vmshift" type="server">
-  <instance_attributes id="{id}-params">{attrs}
-  </instance_attributes>
-  <meta_attributes id="{id}-meta">
-    <nvpair id="{id}-allow-migrate" name="allow-migrate" value="true"/>
-    <nvpair id="{id}-stickiness" name="resource-stickiness" value="100"/>
-  </meta_attributes>
-  <operations>
-    <op id="{id}-start" name="start" interval="0s" timeout="{}s"/>
-    <op id="{id}-stop" name="stop" interval="0s" timeout="{}s"/>
-    <op id="{id}-monitor" name="monitor" interval="10s" timeout="30s"/>
-    <op id="{id}-migrate_to" name="migrate_to" interval="0s" timeout="{}s"/>
-    <op id="{id}-migrate_from" name="migrate_from" interval="0s" timeout="{}s"/>
-  </operations>
-</primitive>"#,
-            ops.start, ops.stop, ops.migrate_to, ops.migrate_from
-        );
+        let xml = cluster(&args);
         on_ok("a", &["cibadmin", "-C", "-o", "resources", "-X", &xml]);
         s
     }

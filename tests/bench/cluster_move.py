@@ -99,22 +99,8 @@ def create(agent, rid):
     params = {**PARAMS, "config": str(config)}
     if spec["name_param"]:
         params["name"] = rid
-    attrs = "".join(f'\n    <nvpair id="{rid}-{k}" name="{k}" value="{v}"/>' for k, v in params.items())
-    xml = f"""<primitive id="{rid}" class="ocf" provider="{spec['provider']}" type="{spec['type']}">
-  <instance_attributes id="{rid}-params">{attrs}
-  </instance_attributes>
-  <meta_attributes id="{rid}-meta">
-    <nvpair id="{rid}-allow-migrate" name="allow-migrate" value="true"/>
-    <nvpair id="{rid}-stickiness" name="resource-stickiness" value="100"/>
-  </meta_attributes>
-  <operations>
-    <op id="{rid}-start" name="start" interval="0s" timeout="90s"/>
-    <op id="{rid}-stop" name="stop" interval="0s" timeout="90s"/>
-    <op id="{rid}-monitor" name="monitor" interval="10s" timeout="30s"/>
-    <op id="{rid}-migrate_to" name="migrate_to" interval="0s" timeout="120s"/>
-    <op id="{rid}-migrate_from" name="migrate_from" interval="0s" timeout="60s"/>
-  </operations>
-</primitive>"""
+    xml = cluster("primitive", rid, f"{spec['provider']}:{spec['type']}", "90", "90", "120", "60",
+                  *(f"{k}={v}" for k, v in params.items()))
     on("a", "cibadmin", "-C", "-o", "resources", "-X", xml)
 
 

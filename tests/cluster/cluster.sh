@@ -98,7 +98,7 @@ VC_PIN_CPU=${VC_PIN_CPU-0}
 VC_DC_DEADTIME=${VC_DC_DEADTIME:-2s}
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 
-USAGE="usage: $0 up | down [--purge] | status | exec a|b|c CMD... | xml NAME [acpi=0|1] [dirty_mb=N] [rate_mbs=N] [mem_mb=N] [disk=none|shared|local|nbd] [disk_mb=N] [disk_mbs=N] | disk NAME [a|b|c] | serial a|b|c NAME | log a|b|c | libvirtd-pid a|b|c | register | leftovers"
+USAGE="usage: $0 up | down [--purge] | status | exec a|b|c CMD... | xml NAME [acpi=0|1] [dirty_mb=N] [rate_mbs=N] [mem_mb=N] [disk=none|shared|local|nbd] [disk_mb=N] [disk_mbs=N] | disk NAME [a|b|c] | serial a|b|c NAME | log a|b|c | libvirtd-pid a|b|c | register | leftovers | primitive ID PROVIDER:TYPE START_S STOP_S MIGRATE_TO_S MIGRATE_FROM_S [NAME=VALUE...]"
 
 nr() { case "$1" in a) echo 1 ;; b) echo 2 ;; c) echo 3 ;; esac; }
 ip_bc() { echo "10.253.0.$(nr "$1")"; }
@@ -514,6 +514,49 @@ cmd_leftovers() {
 	echo "nothing left"
 }
 
+# primitive ID PROVIDER:TYPE START_S STOP_S MIGRATE_TO_S MIGRATE_FROM_S
+# [NAME=VALUE...]: the CIB XML of a server Pacemaker may live-migrate (the
+# cluster tests' and the bench's), printed for `cibadmin -C -o resources -X`;
+# a NAME given twice keeps its last VALUE.
+cmd_primitive() {
+	[ $# -ge 6 ] || usage
+	local id=$1 provider=${2%%:*} type=${2#*:} kv k v attrs=
+	check_name "$id"
+	[[ "$2" == *:* && "$3$4$5$6" =~ ^[0-9]+$ ]] || usage
+	local -A params=()
+	local order=()
+	for kv in "${@:7}"; do
+		k=${kv%%=*}
+		[[ "$kv" == *=* && "$k" =~ ^[a-z_]+$ ]] || usage
+		[ -n "${params[$k]+set}" ] || order+=("$k")
+		params[$k]=${kv#*=}
+	done
+	for k in "${order[@]}"; do
+		# (quoted: bash 5.2's patsub_replacement reads a bare & as the match)
+		v=${params[$k]//&/'&amp;'}
+		v=${v//</'&lt;'}
+		v=${v//\"/'&quot;'}
+		attrs+=$'\n'"    <nvpair id=\"$id-$k\" name=\"$k\" value=\"$v\"/>"
+	done
+	cat <<-EOF
+		<primitive id="$id" class="ocf" provider="$provider" type="$type">
+		  <instance_attributes id="$id-params">$attrs
+		  </instance_attributes>
+		  <meta_attributes id="$id-meta">
+		    <nvpair id="$id-allow-migrate" name="allow-migrate" value="true"/>
+		    <nvpair id="$id-stickiness" name="resource-stickiness" value="100"/>
+		  </meta_attributes>
+		  <operations>
+		    <op id="$id-start" name="start" interval="0s" timeout="${3}s"/>
+		    <op id="$id-stop" name="stop" interval="0s" timeout="${4}s"/>
+		    <op id="$id-monitor" name="monitor" interval="10s" timeout="30s"/>
+		    <op id="$id-migrate_to" name="migrate_to" interval="0s" timeout="${5}s"/>
+		    <op id="$id-migrate_from" name="migrate_from" interval="0s" timeout="${6}s"/>
+		  </operations>
+		</primitive>
+	EOF
+}
+
 # the subcommands only this lab has (common.sh's dispatch answers the rest)
 lab_cmd() {
 	local cmd=$1
@@ -523,6 +566,7 @@ lab_cmd() {
 	libvirtd-pid) [ $# -eq 1 ] || usage; check_node "$1"; daemon_pid "$1" libvirtd || { log "node-$1 libvirtd not running"; exit 1; } ;;
 	register) [ $# -eq 0 ] || usage; lock; alive a || die "cluster not up"; cmd_register ;;
 	leftovers) [ $# -eq 0 ] || usage; cmd_leftovers ;;
+	primitive) cmd_primitive "$@" ;;
 	*) usage ;;
 	esac
 }
