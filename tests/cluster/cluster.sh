@@ -219,7 +219,9 @@ EOF
 }
 
 # The holder. Runs as: env -i ... setsid ip netns exec vc-<n> unshare -m -u
-#   --propagation private -- bash cluster.sh _node_init <n>  (all exec: same pid)
+#   --propagation private -- subreaper bash cluster.sh _node_init <n>  (all
+#   exec: same pid). Under subreaper, the QEMUs libvirtd daemonizes are
+#   reparented to it and its `wait` reaps them at once (see subreaper.c).
 node_init() {
 	local n=$1 d="$L/$1/ovl" f="$L/$1/fs" x i
 	exec >>"$L/$n/init.log" 2>&1
@@ -299,7 +301,7 @@ node_start() {
 		cp "$C"/qemu-caps/*.xml "$L/$n/fs/var/cache/libvirt/qemu/capabilities/" 2>/dev/null || true
 	fi
 	env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 HOME=/root VC_PIN_CPU="$VC_PIN_CPU" \
-		setsid ip netns exec "vc-$n" unshare -m -u --propagation private -- bash "$SELF" _node_init "$n" \
+		setsid ip netns exec "vc-$n" unshare -m -u --propagation private -- "$C/subreaper" bash "$SELF" _node_init "$n" \
 		</dev/null >/dev/null 2>&1 9<&- &
 	echo $! >"$L/$n/holder.pid"
 }
@@ -353,6 +355,7 @@ cmd_up() {
 	[ -d "$L" ] && cmd_down # half-up, stale, or other nodes
 	NODES=("${want[@]}")
 	mkdir -p "$L"
+	build_subreaper
 	chmod 755 "$L"
 	echo "${NODES[*]}" >"$L/nodes"
 	build_guest

@@ -73,6 +73,16 @@ node_users() {
 GUEST_VIRTIO_KO=(virtio_ring.ko virtio.ko virtio_pci_modern_dev.ko virtio_pci_legacy_dev.ko
 	virtio_pci.ko virtio_blk.ko)
 
+# build_subreaper: $C/subreaper from subreaper.c (beside guest-init.c), what
+# each node's holder runs under (see subreaper.c for why)
+SUBREAPER_SRC=${INIT_SRC%/*}/subreaper.c
+build_subreaper() {
+	[ -f "$SUBREAPER_SRC" ] || die "missing $SUBREAPER_SRC"
+	[ "$C/subreaper" -nt "$SUBREAPER_SRC" ] && return 0
+	mkdir -p "$C"
+	gcc -static -O2 -Wall -o "$C/subreaper" "$SUBREAPER_SRC" >&2
+}
+
 # apt must not write its caches to the real /var/cache/apt
 APT_OPTS=(-o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache= -o APT::Sandbox::User=root)
 build_guest() {

@@ -20,6 +20,9 @@
 #     stdio_handler=file. libvirtd is pinned to CPU $LAB_PIN_CPU (default 0,
 #     empty = unpinned) so the QEMU capability cache (kept in the cache dir)
 #     stays valid (this VM's vCPUs report different raw CPUID -> ~7 s re-probe).
+#     Its parent is the node's holder shell, a child subreaper (subreaper.c):
+#     the QEMUs libvirtd daemonizes are reaped the moment they exit, as on a
+#     real host, not 1.2-1.8 s later by this machine's init.
 #   * one sshd per node on both of its addresses (qemu+ssh, the agent's default
 #     transport): root by key; host and client keys in the node's /etc/ssh (see
 #     make_ssh in common.sh); the sshd binary is the machine's or one unpacked
@@ -64,7 +67,7 @@
 #      LAB_START_VM=0 LAB_PIN_CPU=0 LAB_DOMAIN_TYPE=qemu LAB_DIRTY_MB=32
 #      LAB_RATE_MBS=20 LAB_MEM_MB=128 (defaults for `xml` and LAB_START_VM)
 #
-# down kills only the libvirtd and sshd pids recorded in /tmp/vmshift-lab/pids
+# down kills only the libvirtd, holder and sshd pids recorded in /tmp/vmshift-lab/pids
 # (SIGCONT first, so a SIGSTOPped daemon dies too) and the qemu pids libvirt recorded in
 # the nodes' /run/libvirt/qemu/*.pid (after checking /proc/PID/cmdline), then
 # deletes vs-a, vs-b and /tmp/vmshift-lab. Never pkill/killall.
@@ -105,10 +108,12 @@ ms() { echo $(($(date +%s%N) / 1000000)); }
 check_node() { case "${1:-}" in a | b) ;; *) usage ;; esac; }
 check_name() { [[ "${1:-}" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]] || usage; }
 pidfile() { echo "$L/pids/libvirtd-$1.pid"; }
+holder_pidfile() { echo "$L/pids/holder-$1.pid"; }
 sshd_pidfile() { echo "$L/pids/sshd-$1.pid"; }
 netns_exists() { [ -e "/run/netns/$NS-$1" ]; }
-# cmdline of the recorded pid: libvirtd, or still the exec chain leading to it
-LV_RE='libvirtd|_node_init'
+# cmdline of a recorded pid: libvirtd, or still the holder shell that forked
+# it (node_run), or that holder
+LV_RE='libvirtd|_node_init|_node_run'
 # pid of node $1's libvirtd if it is alive (also when SIGSTOPped) and really ours
 lv_pid() {
 	local p
@@ -176,7 +181,16 @@ node_init() {
 	for x in etc/libvirt run/libvirt var/lib/libvirt var/cache/libvirt var/log/libvirt; do
 		mkdir -p "/$x" && mount -n --bind "$f/$x" "/$x"
 	done
-	exec libvirtd -f /etc/libvirt/libvirtd.conf --listen -p /run/libvirt/vs-libvirtd.pid
+	node_run "$n"
+}
+
+# The node's holder shell, under $C/subreaper (the QEMUs libvirtd daemonizes
+# are reparented to it and reaped at once: see subreaper.c): runs libvirtd,
+# records its pid (the one tests signal) and waits for it.
+node_run() {
+	libvirtd -f /etc/libvirt/libvirtd.conf --listen -p /run/libvirt/vs-libvirtd.pid &
+	echo $! >"$(pidfile "$1")"
+	wait
 }
 
 # ---------------------------------------------------------------- up
@@ -201,6 +215,7 @@ node_start() {
 	local n=$1
 	if alive "$n"; then return 0; fi
 	rm -rf "${L:?}/$n" # stale private dirs of a crashed run
+	rm -f "$(pidfile "$n")"
 	write_node_conf "$n"
 	if [ -d "$C/qemu-caps" ]; then # seed the QEMU capability cache (~7 s probe otherwise)
 		mkdir -p "$L/$n/fs/var/cache/libvirt/qemu/capabilities"
@@ -209,16 +224,17 @@ node_start() {
 	mkdir -p "$L/pids"
 	local pin=()
 	if [ -n "$LAB_PIN_CPU" ] && command -v taskset >/dev/null; then pin=(taskset -c "$LAB_PIN_CPU"); fi
-	# setsid/taskset/ip/unshare/bash all exec(): $! is libvirtd's pid. fd 9 (the
-	# lock) and the caller's stdio are not inherited by the daemon.
+	# setsid/taskset/ip/unshare/subreaper all exec(): $! is the holder's pid,
+	# node_run writes libvirtd's. fd 9 (the lock) and the caller's stdio are
+	# not inherited by the daemon.
 	setsid "${pin[@]}" ip netns exec "$NS-$n" unshare -m -u --propagation private -- \
-		bash "$SELF" _node_init "$n" >"$L/$n/libvirtd.stdout" 2>&1 </dev/null 9<&- &
-	echo $! >"$(pidfile "$n")"
+		"$C/subreaper" bash "$SELF" _node_init "$n" >"$L/$n/libvirtd.stdout" 2>&1 </dev/null 9<&- &
+	echo $! >"$(holder_pidfile "$n")"
 }
 
 node_wait() {
 	local n=$1 i p
-	p=$(cat "$(pidfile "$n")")
+	p=$(cat "$(holder_pidfile "$n")")
 	for i in $(seq 1 600); do
 		# Not alive(): we wrote this pid a moment ago, and until the forked
 		# subshell has exec'd setsid its cmdline is still lab.sh's, which
@@ -243,6 +259,7 @@ cmd_up() {
 	trap 'exit 130' INT
 	trap 'exit 143' TERM
 	mkdir -p "$L/pids"
+	build_subreaper
 	build_guest
 	make_pki
 	make_ssh
@@ -339,6 +356,8 @@ cmd_down() {
 		wait
 	done
 	for n in "${NODES[@]}"; do kill_pids sshd "$(cat "$(sshd_pidfile "$n")" 2>/dev/null)"; done
+	# the holders end with their libvirtd; one that has not yet is told to
+	for n in "${NODES[@]}"; do kill_pids libvirtd "$(cat "$(holder_pidfile "$n")" 2>/dev/null)"; done
 	for n in "${NODES[@]}"; do
 		if netns_exists "$n"; then
 			p=$(ip netns pids "$NS-$n" 2>/dev/null | tr '\n' ' ')
@@ -469,15 +488,15 @@ cmd_revive() {
 	if alive "$n"; then return 0; fi
 	q=$(live_qemu "$n") || true
 	if [ -n "$LAB_PIN_CPU" ] && command -v taskset >/dev/null; then pin=(taskset -c "$LAB_PIN_CPU"); fi
+	rm -f "$(pidfile "$n")"
 	if [ -n "$q" ]; then
 		setsid "${pin[@]}" nsenter -t "$q" -n -m -u -- \
-			libvirtd -f /etc/libvirt/libvirtd.conf --listen -p /run/libvirt/vs-libvirtd.pid \
-			>>"$L/$n/libvirtd.stdout" 2>&1 </dev/null 9<&- &
+			"$C/subreaper" bash "$SELF" _node_run "$n" >>"$L/$n/libvirtd.stdout" 2>&1 </dev/null 9<&- &
 	else
 		setsid "${pin[@]}" ip netns exec "$NS-$n" unshare -m -u --propagation private -- \
-			bash "$SELF" _node_init "$n" >>"$L/$n/libvirtd.stdout" 2>&1 </dev/null 9<&- &
+			"$C/subreaper" bash "$SELF" _node_init "$n" >>"$L/$n/libvirtd.stdout" 2>&1 </dev/null 9<&- &
 	fi
-	echo $! >"$(pidfile "$n")"
+	echo $! >"$(holder_pidfile "$n")"
 	node_wait "$n"
 	log "revive: node-$n libvirtd pid $(lv_pid "$n")"
 }
@@ -494,6 +513,7 @@ lab_cmd() {
 		;;
 	revive) [ $# -eq 1 ] || usage; check_node "$1"; lock; cmd_revive "$1" ;;
 	ra) cmd_ra "$@" ;;
+	_node_run) node_run "$1" ;;
 	selftest) cmd_selftest "$@" ;;
 	*) usage ;;
 	esac
