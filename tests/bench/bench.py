@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+import libvirt_split
+
 REPO = Path(__file__).resolve().parents[2]
 HERE = REPO / "tests/bench"
 LAB_SH = REPO / "tests/lab/lab.sh"
@@ -98,6 +100,8 @@ HEAVY_TARGET_S = 25
 # The loaded phase: the matrix's moves at these rates with one busy loop
 # per core of the host, at the same nice level as the lab's daemons.
 LOADED_RATES = (0, 100)
+# The inside-libvirt split's moves (vmshift, libvirtd's debug log on).
+SPLIT_RATES = (0, 100)
 # migrate_from only confirms the arrival; bounded like the other calls.
 MIGRATE_FROM_LIMIT_S = 60
 MONITOR_TIMEOUT_MS = 30000
@@ -124,10 +128,10 @@ HEAVY_OPTIONS = {
 MODES = {
     "full": {"rates": [0, 20, 100, 300], "runs": 10, "monitor_runs": 50,
              "tcp_mib": 1024, "tcp_reps": 3, "move_timeout_s": 30, "heavy_timeout_s": 120,
-             "heavy_options": True},
+             "heavy_options": True, "split_runs": 4},
     "quick": {"rates": [0, 100], "runs": 2, "monitor_runs": 10,
               "tcp_mib": 256, "tcp_reps": 1, "move_timeout_s": 30, "heavy_timeout_s": 90,
-              "heavy_options": False},
+              "heavy_options": False, "split_runs": 2},
 }
 
 T0 = time.monotonic()
@@ -665,6 +669,41 @@ def phase_heavy(agent, timeout_s, extra=None):
 
 # ------------------------------------------------------------------ numbers
 
+def phase_libvirt_split(cfg):
+    """Where the time goes inside libvirt's migrate call (libvirt_split.py):
+    vmshift moves at SPLIT_RATES with both libvirtds' debug logs on. The
+    last phase: the debug log costs libvirtd time, and stays on."""
+    node = {n: functools.partial(lab, "exec", n) for n in NODES}
+    for run in node.values():
+        libvirt_split.enable_logging(run)
+    out = {}
+    for rate in SPLIT_RATES:
+        log(f"phase libvirt split: vmshift, guest dirtying {rate} MiB/s, {cfg['split_runs']} moves, "
+            f"libvirtd debug log on")
+        start_guest(GUEST_DIRTY_MB, rate)
+        at = {n: libvirt_split.log_size(run) for n, run in node.items()}
+        splits = []
+
+        def after(r):
+            if r["converged"] and r.get("phases_ms"):
+                try:
+                    splits.append({**libvirt_split.split(
+                        libvirt_split.read_log(node[r["from"]], at[r["from"]]),
+                        libvirt_split.read_log(node[r["to"]], at[r["to"]])),
+                        "vmshift_migrate": round(r["phases_ms"]["migrate"])})
+                except (ValueError, IndexError) as e:
+                    log(f"  no split of this move: {e}")
+            at.update({n: libvirt_split.log_size(run) for n, run in node.items()})
+
+        ping_pong("vmshift", f"rate {rate} (split)", {**cfg, "runs": cfg["split_runs"]}, None, after)
+        clean_guest()
+        out[str(rate)] = {"moves": len(splits), "median_ms": {
+            k: statistics.median(s[k] for s in splits) for k in splits[0]} if splits else {},
+            "range_ms": {k: [min(s[k] for s in splits), max(s[k] for s in splits)]
+                         for k in splits[0]} if splits else {}}
+    return out
+
+
 def pct(values, p):
     """Nearest-rank percentile."""
     v = sorted(values)
@@ -1025,6 +1064,18 @@ def markdown(rep):
         "| phase | median ms |", "|---|---|",
         *(f"| {n} | {v:.1f} |" for n, v in rep["agent_overhead_ms"]["vmshift"]["phases_ms_median"].items()),
         "",
+        "### Inside libvirt's migrate call (vmshift)", "",
+        "From both libvirtds' debug logs (tests/bench/libvirt_split.py: the phases, and which log "
+        "lines bound them), over moves made with the log on; `total` is the call as libvirtd "
+        "logged it, `vmshift_migrate` the same call as migrate_to timed it. The dotted rows "
+        "are parts of the phase above them.", "",
+        "| phase | " + " | ".join(f"{r} MiB/s: median ms (range)" for r in rep["libvirt_split_ms"])
+        + " |", "|---|" + "---|" * len(rep["libvirt_split_ms"]),
+        *(f"| {k} | " + " | ".join(
+            f"{fmt(e['median_ms'].get(k))} ({fmt(e['range_ms'][k][0])}–{fmt(e['range_ms'][k][1])})"
+            if k in e["median_ms"] else "-" for e in rep["libvirt_split_ms"].values()) + " |"
+          for k in next((e["median_ms"] for e in rep["libvirt_split_ms"].values() if e["median_ms"]), {})),
+        "",
         "## Throughput", "",
         f"Plain TCP over the migration link (node-a → node-b, {rep['raw_tcp_mib']} MiB, median of "
         f"{len(rep['raw_tcp_runs'])}): **{rep['raw_tcp_mib_per_s']:.0f} MiB/s**. vmshift's "
@@ -1249,6 +1300,7 @@ REQUIRED = [
     "heavy_dirty.virtualdomain.converged", "heavy_dirty.virtualdomain.total_s",
     "agent_rss_kib.vmshift", "migrations", "targets", "agent_overhead_ms.vmshift.median",
     "transport.ssh.extra_s_over_tcp", "transport.tls.extra_s_over_tcp",
+    "libvirt_split_ms.0.median_ms.total", "libvirt_split_ms.100.median_ms.total",
     "wire_limited.raw_tcp_mib_per_s", "wire_limited.vmshift.throughput_ratio",
     "wire_limited.vmshift.copy_ratio",
     *(f"storage.{k}.{a}.{f}" for k in STORAGE_KINDS for a in AGENTS
@@ -1260,6 +1312,7 @@ NUMERIC = {"host.nproc", "host.memory_mib", "monitor_ms_median.vmshift", "monito
            "agent_rss_kib.vmshift", "vmshift_monitor_via_libvirt_so_ms_median",
            "agent_overhead_ms.vmshift.median", "transport.ssh.extra_s_over_tcp",
            "transport.tls.extra_s_over_tcp",
+           "libvirt_split_ms.0.median_ms.total", "libvirt_split_ms.100.median_ms.total",
            "wire_limited.raw_tcp_mib_per_s", "wire_limited.vmshift.throughput_ratio",
            "wire_limited.vmshift.copy_ratio"}
 
@@ -1347,6 +1400,7 @@ def run(cfg, mode):
     with CpuLoad():
         loaded = [phase_migrations(agent, rate, cfg) for rate in LOADED_RATES for agent in AGENTS]
     storage = {k: {a: phase_storage(a, k, cfg) for a in AGENTS} for k in STORAGE_KINDS}
+    split = phase_libvirt_split(cfg)
 
     vm_runs = matrix_and_heavy(migrations, heavy)
     dts = [r["downtime_ms"] for r in vm_runs if "downtime_ms" in r]
@@ -1409,6 +1463,7 @@ def run(cfg, mode):
                     **{k: {**storage[k], "virtualdomain_params": STORAGE_KINDS[k]["virtualdomain"],
                            "total_s_ratio": ratio_of(storage[k], "total_s")} for k in STORAGE_KINDS}},
         "agent_overhead_ms": {"vmshift": overhead(vm_runs)},
+        "libvirt_split_ms": split,
         "agent_rss_kib_by_action": {"vmshift": {
             **rss, "migrate_to": max(r["maxrss_kib"] for r in vm_runs if r.get("maxrss_kib"))}},
     }
