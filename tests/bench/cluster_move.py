@@ -12,6 +12,12 @@ state. Writes target/bench/cluster_move.json (or --out DIR) and prints the
 medians and the ratio; a move that did not converge is reported, never
 retried. A measurement, not a test: it exits 1 only when it could not
 measure (the cluster did not come up, a server never started).
+
+Each move is split into the agent's operations Pacemaker ran for it
+(migrate_to, migrate_from and stop, each as pacemaker-execd logs its
+execution time) and the rest, Pacemaker's own:
+the transition after the constraint, the round trips between the
+controllers, and crm_mon showing the result.
 """
 
 import argparse
@@ -92,6 +98,38 @@ def boots(rid):
     return sum(serial(n, rid).count("lab-guest: start") for n in ("a", "b"))
 
 
+# pacemaker-execd's line for an operation that succeeded (log_finished):
+# "(log_finished) <TAB>info: bm-vm migrate_to (call 9, PID 4711) exited with
+# status 0 (execution time 1.234s)" (or "813ms")
+FINISHED = re.compile(r"\(log_finished\)\s+info: (\S+) (\w+) \(call \d+, PID \d+\) exited with "
+                      r"status 0 \(execution time (\d+(?:\.\d+)?)(ms|s)\)")
+OPS = ("migrate_to", "migrate_from", "stop")
+
+
+def log_size(node):
+    try:
+        return Path(cluster("log", node).strip()).stat().st_size
+    except (OSError, RuntimeError):
+        return 0
+
+
+def op_seconds(rid, since):
+    """{operation: seconds} of rid's operations in the nodes' Pacemaker logs
+    after the byte offsets in `since` ({node: offset}); the first of each."""
+    ops = {}
+    for node, offset in since.items():
+        try:
+            with open(cluster("log", node).strip(), errors="replace") as f:
+                f.seek(offset)
+                text = f.read()
+        except (OSError, RuntimeError):
+            continue
+        for res, op, value, unit in FINISHED.findall(text):
+            if res == rid and op in OPS and op not in ops:
+                ops[op] = float(value) / (1000 if unit == "ms" else 1)
+    return ops
+
+
 def create(agent, rid):
     spec = AGENTS[agent]
     config = STATE / f"{rid}.xml"
@@ -122,12 +160,14 @@ def one_move(agent, rid, src):
     while last_tick(src, rid) is None and time.monotonic() < until:
         time.sleep(0.5)
     tick0, boots0 = last_tick(src, rid), boots(rid)
+    since = {n: log_size(n) for n in (src, dst)}
     t0 = time.monotonic()
     on(src, "crm_resource", "--move", "-r", rid, "-N", f"node-{dst}")
     arrived = wait_started(rid, dst)
     took = time.monotonic() - t0
     on("a", "crm_resource", "--wait", "-T", "120s", check=False)
-    run = {"agent": agent, "from": src, "to": dst, "s": round(took, 3), "arrived": arrived == dst}
+    run = {"agent": agent, "from": src, "to": dst, "s": round(took, 3), "arrived": arrived == dst,
+           "ops_s": {op: round(v, 3) for op, v in op_seconds(rid, since).items()}}
     # The guest went on: a newer tick on the target, and no boot anywhere.
     until = time.monotonic() + 30
     tick = None
@@ -191,6 +231,14 @@ def main():
             "median": round(statistics.median(done), 3) if done else None,
             "min": min(done, default=None), "max": max(done, default=None),
             "converged": len(done), "moves": sum(1 for r in runs if r["agent"] == agent)}
+        # Where the median move's time goes: each operation's median, and
+        # what is left of the total for Pacemaker itself.
+        split = {op: statistics.median(ts) for op in OPS
+                 if (ts := [r["ops_s"][op] for r in runs
+                            if r["agent"] == agent and r["converged"] and op in r["ops_s"]])}
+        if done and split:
+            split["pacemaker"] = statistics.median(done) - sum(split.values())
+        rep["cluster_move_s"][agent]["split_s"] = {k: round(v, 3) for k, v in split.items()}
     v, d = (rep["cluster_move_s"][a]["median"] for a in AGENTS)
     rep["ratio"] = round(v / d, 3) if v and d else None
     rep["target"] = {"name": "cluster_move_s ratio vmshift/VirtualDomain", "value": rep["ratio"],
@@ -200,7 +248,7 @@ def main():
     for agent in AGENTS:
         c = rep["cluster_move_s"][agent]
         log(f"{agent}: median {c['median']} s ({c['converged']} of {c['moves']} converged, "
-            f"{c['min']}-{c['max']} s)")
+            f"{c['min']}-{c['max']} s); split {c['split_s']}")
     log(f"ratio {rep['ratio']} (target <= {TARGET_RATIO}: {'met' if rep['target']['met'] else 'MISSED'}); "
         f"wrote {args.out / 'cluster_move.json'}")
     return 0
