@@ -215,20 +215,27 @@ node_start() {
 	local n=$1
 	if alive "$n"; then return 0; fi
 	rm -rf "${L:?}/$n" # stale private dirs of a crashed run
-	rm -f "$(pidfile "$n")"
 	write_node_conf "$n"
 	if [ -d "$C/qemu-caps" ]; then # seed the QEMU capability cache (~7 s probe otherwise)
 		mkdir -p "$L/$n/fs/var/cache/libvirt/qemu/capabilities"
 		cp "$C"/qemu-caps/*.xml "$L/$n/fs/var/cache/libvirt/qemu/capabilities/" 2>/dev/null || true
 	fi
 	mkdir -p "$L/pids"
-	local pin=()
+	holder_start "$n" _node_init ip netns exec "$NS-$n" unshare -m -u --propagation private --
+}
+
+# holder_start N _node_init|_node_run ENTER...: node N's holder shell under
+# $C/subreaper, in the namespaces ENTER... gives it (fresh ones for
+# _node_init, which mounts the node's dirs; a live QEMU's for _node_run).
+# setsid/taskset/ENTER/subreaper all exec(): $! is the holder's pid,
+# node_run writes libvirtd's. fd 9 (the lock) and the caller's stdio are
+# not inherited by the daemon.
+holder_start() {
+	local n=$1 how=$2 pin=()
+	shift 2
 	if [ -n "$LAB_PIN_CPU" ] && command -v taskset >/dev/null; then pin=(taskset -c "$LAB_PIN_CPU"); fi
-	# setsid/taskset/ip/unshare/subreaper all exec(): $! is the holder's pid,
-	# node_run writes libvirtd's. fd 9 (the lock) and the caller's stdio are
-	# not inherited by the daemon.
-	setsid "${pin[@]}" ip netns exec "$NS-$n" unshare -m -u --propagation private -- \
-		"$C/subreaper" bash "$SELF" _node_init "$n" >"$L/$n/libvirtd.stdout" 2>&1 </dev/null 9<&- &
+	rm -f "$(pidfile "$n")"
+	setsid "${pin[@]}" "$@" "$C/subreaper" bash "$SELF" "$how" "$n" >>"$L/$n/libvirtd.stdout" 2>&1 </dev/null 9<&- &
 	echo $! >"$(holder_pidfile "$n")"
 }
 
@@ -484,19 +491,14 @@ live_qemu() { # node -> pid of one live QEMU guest of that node
 # started in the mount namespace of one of the node's live QEMUs (the node's
 # "host" still exists there); with no live guest, a fresh node_init is fine.
 cmd_revive() {
-	local n=$1 q pin=()
+	local n=$1 q
 	if alive "$n"; then return 0; fi
 	q=$(live_qemu "$n") || true
-	if [ -n "$LAB_PIN_CPU" ] && command -v taskset >/dev/null; then pin=(taskset -c "$LAB_PIN_CPU"); fi
-	rm -f "$(pidfile "$n")"
 	if [ -n "$q" ]; then
-		setsid "${pin[@]}" nsenter -t "$q" -n -m -u -- \
-			"$C/subreaper" bash "$SELF" _node_run "$n" >>"$L/$n/libvirtd.stdout" 2>&1 </dev/null 9<&- &
+		holder_start "$n" _node_run nsenter -t "$q" -n -m -u --
 	else
-		setsid "${pin[@]}" ip netns exec "$NS-$n" unshare -m -u --propagation private -- \
-			"$C/subreaper" bash "$SELF" _node_init "$n" >>"$L/$n/libvirtd.stdout" 2>&1 </dev/null 9<&- &
+		holder_start "$n" _node_init ip netns exec "$NS-$n" unshare -m -u --propagation private --
 	fi
-	echo $! >"$(holder_pidfile "$n")"
 	node_wait "$n"
 	log "revive: node-$n libvirtd pid $(lv_pid "$n")"
 }
