@@ -200,6 +200,9 @@ pub struct MigrationRequest {
     pub data_uri: String,
     /// MiB/s; 0 = unlimited.
     pub bandwidth: u64,
+    /// The freeze allowed when the copy starts (`migration_downtime`), for
+    /// the log; QEMU's limit is set from it before the call
+    /// (`set_max_downtime`), not with it.
     pub max_downtime_ms: u64,
     /// TCP connections for the RAM copy; above 1, libvirt's PARALLEL.
     pub parallel: u32,

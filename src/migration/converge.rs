@@ -5,9 +5,9 @@
 //!
 //! Pre-copy ends when what is left to copy fits in QEMU's downtime limit at
 //! the measured bandwidth; the ladder speaks of the freeze the guest may
-//! see, and QEMU gets two thirds of it ([`qemu_limit_ms`]). A guest that dirties memory about as fast as the
-//! link copies it never gets there, and QEMU iterates until someone gives
-//! up. The ladder, one rung after each [`STALLS`] pre-copy iterations
+//! see, and QEMU gets two thirds of it ([`qemu_limit_ms`]). A guest that
+//! dirties memory about as fast as the link copies it never gets there,
+//! and QEMU iterates until someone gives up. The ladder, one rung after each [`STALLS`] pre-copy iterations
 //! without progress:
 //!
 //! 1. double the allowed downtime, up to `migration_downtime_max` (what

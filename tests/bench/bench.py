@@ -697,10 +697,11 @@ def phase_libvirt_split(cfg):
 
         ping_pong("vmshift", f"rate {rate} (split)", {**cfg, "runs": cfg["split_runs"]}, None, after)
         clean_guest()
-        out[str(rate)] = {"moves": len(splits), "median_ms": {
-            k: statistics.median(s[k] for s in splits) for k in splits[0]} if splits else {},
-            "range_ms": {k: [min(s[k] for s in splits), max(s[k] for s in splits)]
-                         for k in splits[0]} if splits else {}}
+        steps = splits[0] if splits else {}
+        out[str(rate)] = {"moves": len(splits),
+                          "median_ms": {k: statistics.median(s[k] for s in splits) for k in steps},
+                          "range_ms": {k: [min(s[k] for s in splits), max(s[k] for s in splits)]
+                                       for k in steps}}
     return out
 
 

@@ -21,6 +21,7 @@ controllers, and crm_mon showing the result.
 """
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -106,9 +107,15 @@ FINISHED = re.compile(r"\(log_finished\)\s+info: (\S+) (\w+) \(call \d+, PID \d+
 OPS = ("migrate_to", "migrate_from", "stop")
 
 
+@functools.cache
+def pcmk_log(node):
+    """The node's Pacemaker log (`cluster.sh log`)."""
+    return Path(cluster("log", node).strip())
+
+
 def log_size(node):
     try:
-        return Path(cluster("log", node).strip()).stat().st_size
+        return pcmk_log(node).stat().st_size
     except (OSError, RuntimeError):
         return 0
 
@@ -119,7 +126,7 @@ def op_seconds(rid, since):
     ops = {}
     for node, offset in since.items():
         try:
-            with open(cluster("log", node).strip(), errors="replace") as f:
+            with open(pcmk_log(node), errors="replace") as f:
                 f.seek(offset)
                 text = f.read()
         except (OSError, RuntimeError):
