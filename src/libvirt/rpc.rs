@@ -53,24 +53,16 @@ const SYSTEM_URI: &str = "qemu:///system";
 /// remote_protocol.x: REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION.
 const PROGRAM: u32 = 0x2000_8086;
 const VERSION: u32 = 1;
-/// The remote_procedure numbers this client calls, each under its name in
-/// remote_protocol.x.
+/// A remote_procedure number (remote_protocol.x); the constants below are
+/// the ones this client calls, under their names there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-enum Procedure {
-    /// REMOTE_PROC_CONNECT_OPEN
-    ConnectOpen = 1,
-    /// REMOTE_PROC_DOMAIN_GET_XML_DESC
-    DomainGetXmlDesc = 14,
-    /// REMOTE_PROC_DOMAIN_LOOKUP_BY_NAME
-    DomainLookupByName = 23,
-    /// REMOTE_PROC_AUTH_LIST
-    AuthList = 66,
-    /// REMOTE_PROC_AUTH_POLKIT
-    AuthPolkit = 70,
-    /// REMOTE_PROC_DOMAIN_GET_STATE
-    DomainGetState = 212,
-}
+struct Procedure(u32);
+const REMOTE_PROC_CONNECT_OPEN: Procedure = Procedure(1);
+const REMOTE_PROC_DOMAIN_GET_XML_DESC: Procedure = Procedure(14);
+const REMOTE_PROC_DOMAIN_LOOKUP_BY_NAME: Procedure = Procedure(23);
+const REMOTE_PROC_AUTH_LIST: Procedure = Procedure(66);
+const REMOTE_PROC_AUTH_POLKIT: Procedure = Procedure(70);
+const REMOTE_PROC_DOMAIN_GET_STATE: Procedure = Procedure(212);
 /// virnetprotocol.x: virNetMessageType CALL/REPLY, virNetMessageStatus.
 const CALL: u32 = 0;
 const REPLY: u32 = 1;
@@ -186,7 +178,7 @@ fn frame(proc_: Procedure, kind: u32, serial: u32, status: u32, payload: &[u8]) 
         .u32((28 + payload.len()) as u32)
         .u32(PROGRAM)
         .u32(VERSION)
-        .u32(proc_ as u32)
+        .u32(proc_.0)
         .u32(kind)
         .u32(serial)
         .u32(status)
@@ -229,8 +221,7 @@ impl Client {
             self.sock.read_exact(&mut body)?;
             let mut r = Reader(&body);
             let [prog, _vers, got_proc, kind, serial, status] = r.header()?;
-            if prog != PROGRAM || kind != REPLY || serial != self.serial || got_proc != proc_ as u32
-            {
+            if prog != PROGRAM || kind != REPLY || serial != self.serial || got_proc != proc_.0 {
                 continue;
             }
             if status != STATUS_OK {
@@ -257,7 +248,7 @@ impl Client {
         })?;
         let mut c = Client { sock, serial: 0 };
         let auth = c
-            .call(Procedure::AuthList, Xdr::default())
+            .call(REMOTE_PROC_AUTH_LIST, Xdr::default())
             .map_err(step("auth"))?;
         let mut r = Reader(&auth);
         let types = (0..r.u32().map_err(step("auth"))?)
@@ -270,18 +261,22 @@ impl Client {
                 // speaks them.
                 return Err(step("auth")(Error::Sasl));
             }
-            c.call(Procedure::AuthPolkit, Xdr::default())
+            c.call(REMOTE_PROC_AUTH_POLKIT, Xdr::default())
                 .map_err(step("polkit auth"))?;
         }
         // remote_connect_open_args: remote_string name (optional), flags.
         let args = Xdr::default().u32(1).string(SYSTEM_URI).u32(0);
-        c.call(Procedure::ConnectOpen, args).map_err(step("open"))?;
+        c.call(REMOTE_PROC_CONNECT_OPEN, args)
+            .map_err(step("open"))?;
         Ok(c)
     }
 
     /// The domain, or None if libvirtd does not know it (VIR_ERR_NO_DOMAIN).
     fn lookup(&mut self, name: &str) -> Result<Option<DomainRef>, Error> {
-        let reply = match self.call(Procedure::DomainLookupByName, Xdr::default().string(name)) {
+        let reply = match self.call(
+            REMOTE_PROC_DOMAIN_LOOKUP_BY_NAME,
+            Xdr::default().string(name),
+        ) {
             Err(Error::Remote { code, .. }) if code == sys::VIR_ERR_NO_DOMAIN as i32 => {
                 return Ok(None)
             }
@@ -302,7 +297,7 @@ impl Client {
             .opaque16(&dom.uuid)
             .u32(dom.id as u32)
             .u32(0);
-        let reply = self.call(Procedure::DomainGetState, args)?;
+        let reply = self.call(REMOTE_PROC_DOMAIN_GET_STATE, args)?;
         let mut r = Reader(&reply);
         Ok((r.i32()?, r.i32()?))
     }
@@ -315,7 +310,7 @@ impl Client {
             .opaque16(&dom.uuid)
             .u32(dom.id as u32)
             .u32(flags);
-        let reply = self.call(Procedure::DomainGetXmlDesc, args)?;
+        let reply = self.call(REMOTE_PROC_DOMAIN_GET_XML_DESC, args)?;
         Reader(&reply).string()
     }
 }
@@ -485,7 +480,6 @@ impl Observe for Rpc {
 
 #[cfg(test)]
 mod tests {
-    use super::Procedure::*;
     use super::*;
     use crate::hypervisor::{DomainState, Postcopy};
 
@@ -565,7 +559,7 @@ mod tests {
                 s.read_exact(&mut body).unwrap();
                 let mut r = Reader(&body);
                 let [_, _, number, _, serial, _] = r.header().unwrap();
-                let proc_ = procedure(number);
+                let proc_ = Procedure(number);
                 procs.push(proc_);
                 let send = |s: &mut UnixStream, kind, status, payload: Vec<u8>| {
                     s.write_all(&frame(proc_, kind, serial, status, &payload))
@@ -594,18 +588,21 @@ mod tests {
         (rpc, rx)
     }
 
-    fn procedure(number: u32) -> Procedure {
-        [
-            ConnectOpen,
-            DomainGetXmlDesc,
-            DomainLookupByName,
-            AuthList,
-            AuthPolkit,
-            DomainGetState,
-        ]
-        .into_iter()
-        .find(|p| *p as u32 == number)
-        .expect("a procedure the client calls")
+    /// Drops `rpc`, which closes its kept connection, and checks what the
+    /// fake libvirtd was asked: the calls that open a connection and find
+    /// the domain, then `then`.
+    fn asked_after_open(
+        rpc: Rpc,
+        procs: std::sync::mpsc::Receiver<Vec<Procedure>>,
+        then: &[Procedure],
+    ) {
+        drop(rpc);
+        let open = [
+            REMOTE_PROC_AUTH_LIST,
+            REMOTE_PROC_CONNECT_OPEN,
+            REMOTE_PROC_DOMAIN_LOOKUP_BY_NAME,
+        ];
+        assert_eq!(procs.recv().unwrap(), [&open[..], then].concat());
     }
 
     fn domain(name: &str) -> Vec<u8> {
@@ -615,13 +612,13 @@ mod tests {
     #[test]
     fn asks_auth_open_lookup_and_state_and_reads_the_answer() {
         let (rpc, procs) = libvirtd(|proc_, args| match proc_ {
-            AuthList => Ok(Xdr::default().u32(1).u32(AUTH_NONE as u32).0),
-            ConnectOpen => {
+            REMOTE_PROC_AUTH_LIST => Ok(Xdr::default().u32(1).u32(AUTH_NONE as u32).0),
+            REMOTE_PROC_CONNECT_OPEN => {
                 assert_eq!(args, Xdr::default().u32(1).string(SYSTEM_URI).u32(0).0);
                 Ok(vec![])
             }
-            DomainLookupByName => Ok(domain("vm1")),
-            DomainGetState => {
+            REMOTE_PROC_DOMAIN_LOOKUP_BY_NAME => Ok(domain("vm1")),
+            REMOTE_PROC_DOMAIN_GET_STATE => {
                 assert_eq!(args, &[domain("vm1"), vec![0; 4]].concat()[..]);
                 let (s, r) = (sys::VIR_DOMAIN_PAUSED, sys::VIR_DOMAIN_PAUSED_POSTCOPY);
                 Ok(Xdr::default().u32(s).u32(r).0)
@@ -633,22 +630,16 @@ mod tests {
             (got.state, got.postcopy, got.migrating),
             (DomainState::Paused, Some(Postcopy::Outgoing), false)
         );
-        // Dropped, it closes the kept connection, and the fake libvirtd
-        // reports what it was asked.
-        drop(rpc);
-        assert_eq!(
-            procs.recv().unwrap(),
-            [AuthList, ConnectOpen, DomainLookupByName, DomainGetState]
-        );
+        asked_after_open(rpc, procs, &[REMOTE_PROC_DOMAIN_GET_STATE]);
     }
 
     #[test]
     fn reads_the_persistent_definition_with_its_secrets() {
         let (rpc, procs) = libvirtd(|proc_, args| match proc_ {
-            AuthList => Ok(Xdr::default().u32(0).0),
-            ConnectOpen => Ok(vec![]),
-            DomainLookupByName => Ok(domain("vm1")),
-            DomainGetXmlDesc => {
+            REMOTE_PROC_AUTH_LIST => Ok(Xdr::default().u32(0).0),
+            REMOTE_PROC_CONNECT_OPEN => Ok(vec![]),
+            REMOTE_PROC_DOMAIN_LOOKUP_BY_NAME => Ok(domain("vm1")),
+            REMOTE_PROC_DOMAIN_GET_XML_DESC => {
                 let flags = sys::VIR_DOMAIN_XML_INACTIVE | sys::VIR_DOMAIN_XML_SECURE;
                 assert_eq!(
                     args,
@@ -656,37 +647,31 @@ mod tests {
                 );
                 Ok(Xdr::default().string("<domain/>").0)
             }
-            DomainGetState => Ok(Xdr::default().u32(sys::VIR_DOMAIN_RUNNING).u32(1).0),
+            REMOTE_PROC_DOMAIN_GET_STATE => {
+                Ok(Xdr::default().u32(sys::VIR_DOMAIN_RUNNING).u32(1).0)
+            }
             _ => Err((1, "unexpected")),
         });
         // monitor's two questions: one connection, one lookup.
         assert_eq!(rpc.state("vm1").unwrap(), DomainState::Running);
         assert_eq!(rpc.definition("vm1").unwrap().as_deref(), Some("<domain/>"));
-        // Dropped, it closes the kept connection, and the fake libvirtd
-        // reports what it was asked.
-        drop(rpc);
-        assert_eq!(
-            procs.recv().unwrap(),
-            [
-                AuthList,
-                ConnectOpen,
-                DomainLookupByName,
-                DomainGetState,
-                DomainGetXmlDesc
-            ]
-        );
+        let then = [
+            REMOTE_PROC_DOMAIN_GET_STATE,
+            REMOTE_PROC_DOMAIN_GET_XML_DESC,
+        ];
+        asked_after_open(rpc, procs, &then);
     }
 
     #[test]
     fn an_unknown_domain_is_undefined_and_other_errors_say_why() {
         let (rpc, _) = libvirtd(|proc_, _| match proc_ {
-            AuthList => Ok(Xdr::default().u32(0).0),
-            ConnectOpen => Ok(vec![]),
+            REMOTE_PROC_AUTH_LIST => Ok(Xdr::default().u32(0).0),
+            REMOTE_PROC_CONNECT_OPEN => Ok(vec![]),
             _ => Err((sys::VIR_ERR_NO_DOMAIN as i32, "Domain not found")),
         });
         assert_eq!(rpc.state("vm1").unwrap(), DomainState::Undefined);
         let (rpc, _) = libvirtd(|proc_, _| match proc_ {
-            AuthList => Ok(Xdr::default().u32(0).0),
+            REMOTE_PROC_AUTH_LIST => Ok(Xdr::default().u32(0).0),
             _ => Err((1, "internal error: no driver")),
         });
         let e = rpc.state("vm1").unwrap_err();
@@ -701,10 +686,10 @@ mod tests {
     #[test]
     fn polkit_is_asked_when_libvirtd_wants_it() {
         let (rpc, procs) = libvirtd(|proc_, _| match proc_ {
-            AuthList => Ok(Xdr::default().u32(1).u32(AUTH_POLKIT as u32).0),
-            AuthPolkit => Ok(Xdr::default().u32(1).0),
-            ConnectOpen => Ok(vec![]),
-            DomainLookupByName => Ok(domain("vm1")),
+            REMOTE_PROC_AUTH_LIST => Ok(Xdr::default().u32(1).u32(AUTH_POLKIT as u32).0),
+            REMOTE_PROC_AUTH_POLKIT => Ok(Xdr::default().u32(1).0),
+            REMOTE_PROC_CONNECT_OPEN => Ok(vec![]),
+            REMOTE_PROC_DOMAIN_LOOKUP_BY_NAME => Ok(domain("vm1")),
             _ => Ok(Xdr::default().u32(sys::VIR_DOMAIN_RUNNING).u32(1).0),
         });
         assert_eq!(rpc.state("vm1").unwrap(), DomainState::Running);
@@ -714,11 +699,11 @@ mod tests {
         assert_eq!(
             procs.recv().unwrap(),
             [
-                AuthList,
-                AuthPolkit,
-                ConnectOpen,
-                DomainLookupByName,
-                DomainGetState
+                REMOTE_PROC_AUTH_LIST,
+                REMOTE_PROC_AUTH_POLKIT,
+                REMOTE_PROC_CONNECT_OPEN,
+                REMOTE_PROC_DOMAIN_LOOKUP_BY_NAME,
+                REMOTE_PROC_DOMAIN_GET_STATE
             ]
         );
     }
@@ -726,7 +711,7 @@ mod tests {
     #[test]
     fn sasl_is_left_to_the_fallback() {
         let (mut rpc, _) = libvirtd(|proc_, _| match proc_ {
-            AuthList => Ok(Xdr::default().u32(1).u32(1).0),
+            REMOTE_PROC_AUTH_LIST => Ok(Xdr::default().u32(1).u32(1).0),
             _ => Err((1, "unexpected")),
         });
         rpc.fallback = Box::new(crate::hypervisor::fake::Fake::new(&[DomainState::Paused]));

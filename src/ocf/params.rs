@@ -460,6 +460,19 @@ macro_rules! flag {
     };
 }
 
+/// A parameter spelled one of three ways, each one value of its type; the
+/// error lists the spellings.
+macro_rules! choice {
+    ($field:ident: $a:literal => $va:expr, $b:literal => $vb:expr, $c:literal => $vc:expr) => {
+        (stringify!($field), |p: &mut Params, v: &str| {
+            let choices = [($a, $va), ($b, $vb), ($c, $vc)];
+            let expected = concat!($a, ", ", $b, " or ", $c);
+            p.$field = parse_choice(stringify!($field), v, &choices, expected)?;
+            Ok(())
+        })
+    };
+}
+
 /// One parser per optional parameter, in meta-data order (a parameter may
 /// rely on the ones before it: the downtime ceiling on the start).
 type Parser = fn(&mut Params, &str) -> Result<(), ParamError>;
@@ -467,16 +480,32 @@ const PARSERS: [(&str, Parser); 20] = [
     ("hypervisor", hypervisor),
     ("config", config),
     ("migration_network_suffix", migration_network_suffix),
-    ("migration_transport", migration_transport),
+    choice!(migration_transport:
+        "ssh" => Transport::Ssh,
+        "tcp" => Transport::Tcp,
+        "tls" => Transport::Tls
+    ),
     ("migration_user", migration_user),
     ("migration_speed", migration_speed),
     ("migration_downtime", migration_downtime),
     ("migration_downtime_max", migration_downtime_max),
     flag!(migration_postcopy),
-    ("migration_auto_converge", migration_auto_converge),
-    ("migration_compression", migration_compression),
+    choice!(migration_auto_converge:
+        "always" => AutoConverge::Always,
+        "stalled" => AutoConverge::Stalled,
+        "never" => AutoConverge::Never
+    ),
+    choice!(migration_compression:
+        "auto" => Compression::Auto,
+        "xbzrle" => Compression::Xbzrle,
+        "none" => Compression::None
+    ),
     ("migration_parallel", migration_parallel),
-    ("migration_storage", migration_storage),
+    choice!(migration_storage:
+        "auto" => Storage::Auto,
+        "shared" => Storage::Shared,
+        "copy" => Storage::Copy
+    ),
     ("migration_port", migration_port),
     flag!(start_resources),
     flag!(sync_definition),
@@ -510,26 +539,6 @@ fn migration_network_suffix(p: &mut Params, v: &str) -> Result<(), ParamError> {
         });
     }
     p.migration_network_suffix = v.to_owned();
-    Ok(())
-}
-
-fn migration_transport(p: &mut Params, v: &str) -> Result<(), ParamError> {
-    let choices = [
-        ("ssh", Transport::Ssh),
-        ("tcp", Transport::Tcp),
-        ("tls", Transport::Tls),
-    ];
-    p.migration_transport = parse_choice("migration_transport", v, &choices, "ssh, tcp or tls")?;
-    Ok(())
-}
-
-fn migration_storage(p: &mut Params, v: &str) -> Result<(), ParamError> {
-    let choices = [
-        ("auto", Storage::Auto),
-        ("shared", Storage::Shared),
-        ("copy", Storage::Copy),
-    ];
-    p.migration_storage = parse_choice("migration_storage", v, &choices, "auto, shared or copy")?;
     Ok(())
 }
 
@@ -599,28 +608,6 @@ fn migration_downtime_max(p: &mut Params, v: &str) -> Result<(), ParamError> {
             start: p.migration_downtime,
         });
     }
-    Ok(())
-}
-
-fn migration_auto_converge(p: &mut Params, v: &str) -> Result<(), ParamError> {
-    let choices = [
-        ("always", AutoConverge::Always),
-        ("stalled", AutoConverge::Stalled),
-        ("never", AutoConverge::Never),
-    ];
-    let expected = "always, stalled or never";
-    p.migration_auto_converge = parse_choice("migration_auto_converge", v, &choices, expected)?;
-    Ok(())
-}
-
-fn migration_compression(p: &mut Params, v: &str) -> Result<(), ParamError> {
-    let choices = [
-        ("auto", Compression::Auto),
-        ("xbzrle", Compression::Xbzrle),
-        ("none", Compression::None),
-    ];
-    let expected = "auto, xbzrle or none";
-    p.migration_compression = parse_choice("migration_compression", v, &choices, expected)?;
     Ok(())
 }
 
@@ -831,6 +818,30 @@ mod tests {
             let e = Params::from_env(&env(&[("name", "vm1"), (k, v)])).unwrap_err();
             assert_eq!(e.rc(), OcfRc::ErrConfigured, "{k}={v}");
             assert!(e.to_string().contains(k), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_choice_that_is_none_of_its_spellings_lists_them() {
+        for (k, v, expected) in [
+            ("migration_transport", "rsh", "expected ssh, tcp or tls"),
+            (
+                "migration_auto_converge",
+                "x",
+                "expected always, stalled or never",
+            ),
+            (
+                "migration_compression",
+                "zstd",
+                "expected auto, xbzrle or none",
+            ),
+            ("migration_storage", "nfs", "expected auto, shared or copy"),
+        ] {
+            let e = Params::from_env(&env(&[("name", "vm1"), (k, v)])).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("{k}=\"{v}\" is not valid: {expected}")
+            );
         }
     }
 
