@@ -464,11 +464,18 @@ install_ssh() {
 	cp "$s/id.pub" "$e/vmshift_lab_authorized_keys"
 	cp "$s/known_hosts" "$e/vmshift_lab_known_hosts"
 	chmod 600 "$e/vmshift_lab_host_key" "$e/vmshift_lab_id"
+	local pw=$L/$n/ovl/etc-upper/passwd h=$L/$n/root
+	[ -s "$pw" ] || cat /etc/passwd >"$pw"
 	# sshd's privilege separation user, added to the node's /etc only.
-	if ! getent passwd sshd >/dev/null; then
-		[ -s "$L/$n/ovl/etc-upper/passwd" ] || cat /etc/passwd >"$L/$n/ovl/etc-upper/passwd"
-		echo "sshd:x:64057:65534::/run/sshd:/usr/sbin/nologin" >>"$L/$n/ovl/etc-upper/passwd"
-	fi
+	getent passwd sshd >/dev/null || echo "sshd:x:64057:65534::/run/sshd:/usr/sbin/nologin" >>"$pw"
+	# root's home in the sessions sshd starts: a stock Debian root's dot
+	# files, not this machine's. bash reads ~/.bashrc for every command
+	# sshd runs, and this machine's ran pyenv: 120 ms on every qemu+ssh
+	# connection, which a cluster node does not pay.
+	mkdir -p "$h" && chmod 700 "$h"
+	cp /usr/share/base-files/dot.bashrc "$h/.bashrc"
+	cp /usr/share/base-files/dot.profile "$h/.profile"
+	sed -i "s|^\(root:[^:]*:0:0:[^:]*:\)[^:]*:|\1$h:|" "$pw"
 	cat >"$e/vmshift_lab_sshd_config" <<EOF
 ListenAddress $(ip_bc "$n")
 ListenAddress $(ip_mn "$n")
