@@ -13,7 +13,9 @@
 //! copies, which it refuses), [`logging`], [`ocf`] (the contract with
 //! Pacemaker: exit codes, parameters, budget, meta-data), [`libvirt`] (the
 //! real backend, the only module that names `virt`), [`moves`] (what a
-//! running migrate_to keeps for `vmshift watch`), [`uri`] (host names and
+//! running migrate_to keeps for `vmshift watch`), [`ssh`] (the ssh that
+//! qemu+ssh connections to peers run: one shared connection per peer),
+//! [`uri`] (host names and
 //! libvirt URIs), [`hypervisor`] (the traits and their types), [`records`]
 //! (the small files kept in /run/vmshift), [`bounded`] (a blocking call on
 //! a worker thread, waited for until an instant).
@@ -33,6 +35,7 @@ pub mod ocf;
 pub mod peer;
 pub(crate) mod preflight;
 pub(crate) mod records;
+pub(crate) mod ssh;
 pub(crate) mod storage;
 pub mod uri;
 pub(crate) mod utilization;
@@ -48,6 +51,10 @@ use crate::ocf::{Env, OcfRc, Outcome};
 /// non-zero code goes out with one `ocf-exit-reason:` line on stderr, which
 /// Pacemaker shows in `crm_mon`.
 pub fn main_with(args: Vec<OsString>, env: Env) -> u8 {
+    // libvirt runs this binary as its ssh for the peers' URIs.
+    if args.first().is_some_and(|a| ssh::invoked_as_ssh(a)) {
+        return ssh::exec(args.into_iter().skip(1));
+    }
     logging::init(&env);
     let prefix = env
         .text("OCF_EXIT_REASON_PREFIX")

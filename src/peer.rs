@@ -184,14 +184,17 @@ pub fn checked_node(node: &str) -> Result<(), Error> {
 /// The URI the source libvirtd uses to reach the target's: the local
 /// hypervisor URI with the transport and the target host put in
 /// (`qemu:///system` → `qemu+ssh://root@node-b/system`), never the local
-/// query. The control channel goes to the base name: it stays on the
-/// back-channel. `node` must have passed [`crate::uri::check_host`].
+/// query; over ssh, once the agent runs an action, `?command=` names the
+/// ssh that shares one connection per peer ([`crate::ssh`]). The control
+/// channel goes to the base name: it stays on the back-channel. `node`
+/// must have passed [`crate::uri::check_host`].
 pub fn peer_uri(p: &Params, node: &str) -> String {
     uri::peer_uri(
         &p.local_uri,
         p.migration_transport.as_str(),
         p.migration_user.as_deref(),
         node,
+        crate::ssh::command(),
     )
 }
 

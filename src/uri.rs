@@ -9,7 +9,8 @@
 //! (`command=`, `netcat=`, transport `ext`), connect elsewhere (`socket=`,
 //! `name=`, `proxy=`) or skip checks (`no_verify=`, `known_hosts_verify=`).
 //! So every piece is checked against a narrow allow-list here, and the peer
-//! URI never carries a query.
+//! URI carries no query but the agent's own `command=` (a fixed path, see
+//! `crate::ssh`).
 
 use std::net::Ipv6Addr;
 
@@ -395,20 +396,44 @@ fn parse_query(q: &str, local: bool) -> Result<Vec<(String, String)>, UriError> 
 /// root, node-b → `qemu+ssh://root@node-b/system`). The local URI's host,
 /// port and query are dropped: the query's keys are for this node's
 /// connection, and on a remote one libvirt would act on them. The user
-/// goes in for ssh only (tcp and tls would read it as a SASL name).
+/// goes in for ssh only (tcp and tls would read it as a SASL name), and so
+/// does `ssh`, the program libvirt runs as ssh (`?command=`).
 /// `host` and `user` must have passed [`check_host`] and [`check_user`].
-pub fn peer_uri(local: &LocalUri, transport: &str, user: Option<&str>, host: &str) -> String {
+pub fn peer_uri(
+    local: &LocalUri,
+    transport: &str,
+    user: Option<&str>,
+    host: &str,
+    ssh: Option<&str>,
+) -> String {
     debug_assert!(matches!(transport, "ssh" | "tcp" | "tls"), "{transport:?}");
     debug_assert!(check_host(host).is_ok(), "unchecked host {host:?}");
     debug_assert!(
         user.is_none_or(|u| check_user(u).is_ok()),
         "unchecked user {user:?}"
     );
-    let user = match (transport, user) {
-        ("ssh", Some(u)) => format!("{u}@"),
-        _ => String::new(),
+    debug_assert!(
+        ssh.is_none_or(|c| c.starts_with('/') && c.chars().all(is_path_char)),
+        "{ssh:?}"
+    );
+    let (user, query) = match (transport, user, ssh) {
+        ("ssh", u, c) => (
+            u.map(|u| format!("{u}@")).unwrap_or_default(),
+            c.map(|c| format!("?command={c}")).unwrap_or_default(),
+        ),
+        _ => Default::default(),
     };
-    format!("{}+{transport}://{user}{host}{}", local.driver, local.path)
+    format!(
+        "{}+{transport}://{user}{host}{}{query}",
+        local.driver, local.path
+    )
+}
+
+/// `uri` as messages show it: without the `?command=` [`peer_uri`] adds,
+/// which is the same on every node and would push the cause past the 128
+/// characters of an exit reason Pacemaker keeps.
+pub fn shown(uri: &str) -> &str {
+    uri.split_once("?command=").map_or(uri, |(u, _)| u)
 }
 
 #[cfg(test)]
@@ -620,30 +645,42 @@ mod tests {
 
     #[test]
     fn peer_uris() {
-        // (the local URI, transport, user, peer host) -> the peer's URI
+        // (the local URI, transport, user, peer host, ssh) -> the peer's URI
+        let ssh = Some("/run/vmshift/vmshift-ssh");
         #[rustfmt::skip]
         let cases = [
-            ("qemu:///system", "ssh", Some("root"), "node-b", "qemu+ssh://root@node-b/system"),
-            ("qemu:///system", "tcp", Some("root"), "node-b", "qemu+tcp://node-b/system"),
-            ("qemu+unix:///system", "tls", None, "node-b", "qemu+tls://node-b/system"),
-            ("qemu://host-a:16514/system", "tcp", None, "node-b", "qemu+tcp://node-b/system"),
-            ("qemu+unix:///system?socket=/run/x", "ssh", None, "node-b", "qemu+ssh://node-b/system"),
-            ("qemu:///system", "ssh", Some("root"), "[fd00::2]", "qemu+ssh://root@[fd00::2]/system"),
-            ("test:///default", "tls", None, "10.0.0.2", "test+tls://10.0.0.2/default"),
+            ("qemu:///system", "ssh", Some("root"), "node-b", None, "qemu+ssh://root@node-b/system"),
+            ("qemu:///system", "tcp", Some("root"), "node-b", ssh, "qemu+tcp://node-b/system"),
+            ("qemu+unix:///system", "tls", None, "node-b", ssh, "qemu+tls://node-b/system"),
+            ("qemu://host-a:16514/system", "tcp", None, "node-b", None, "qemu+tcp://node-b/system"),
+            ("qemu+unix:///system?socket=/run/x", "ssh", None, "node-b", None, "qemu+ssh://node-b/system"),
+            ("qemu+unix:///system?socket=/run/x", "ssh", None, "node-b", ssh,
+                "qemu+ssh://node-b/system?command=/run/vmshift/vmshift-ssh"),
+            ("qemu:///system", "ssh", Some("root"), "[fd00::2]", ssh,
+                "qemu+ssh://root@[fd00::2]/system?command=/run/vmshift/vmshift-ssh"),
+            ("test:///default", "tls", None, "10.0.0.2", None, "test+tls://10.0.0.2/default"),
         ];
-        for (local, transport, user, host, want) in cases {
-            assert_eq!(
-                peer_uri(&parse(local), transport, user, host),
-                want,
-                "{local}"
-            );
+        for (local, transport, user, host, ssh, want) in cases {
+            let uri = peer_uri(&parse(local), transport, user, host, ssh);
+            assert_eq!(uri, want, "{local}");
+            assert_eq!(shown(&uri), want.split('?').next().unwrap());
         }
+        assert_eq!(
+            shown("qemu:///system?socket=/x"),
+            "qemu:///system?socket=/x"
+        );
     }
 
     #[test]
     #[cfg(debug_assertions)]
     #[should_panic(expected = "unchecked host")]
     fn peer_uri_wants_a_checked_host() {
-        peer_uri(&parse("qemu:///system"), "ssh", None, "node-b/x?command=y");
+        peer_uri(
+            &parse("qemu:///system"),
+            "ssh",
+            None,
+            "node-b/x?command=y",
+            None,
+        );
     }
 }

@@ -465,3 +465,84 @@ fn every_libvirt_function_the_binary_calls_is_a_trampoline() {
         );
     }
 }
+
+#[test]
+fn run_as_vmshift_ssh_it_is_ssh_sharing_one_connection_per_peer() {
+    // libvirt runs the peer URI's `command=/run/vmshift/vmshift-ssh` (a link
+    // to the binary) with ssh's arguments. The binary then runs `ssh`, found
+    // on PATH, here a script that prints its arguments: the sharing options
+    // first (ssh keeps the first value of an option, so they win over
+    // ssh_config), libvirt's arguments after them, untouched. Not as root,
+    // /run/vmshift/ssh cannot be made and ssh runs without sharing.
+    let dir = std::env::temp_dir().join(format!("vmshift-ssh-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let link = dir.join("vmshift-ssh");
+    std::os::unix::fs::symlink(BIN, &link).unwrap();
+    let ssh = dir.join("ssh");
+    std::fs::write(&ssh, "#!/bin/sh\nprintf '%s\\n' \"$@\"\nexit 3\n").unwrap();
+    std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let made = [Path::new("/run/vmshift"), Path::new("/run/vmshift/ssh")].map(|d| !d.exists());
+    let libvirts = [
+        "-T",
+        "-e",
+        "none",
+        "--",
+        "node-b",
+        "sh",
+        "-c",
+        "virt-ssh-helper 'x'",
+    ];
+    let out = Command::new(&link)
+        .args(libvirts)
+        .env_clear()
+        .env("PATH", format!("{}:/usr/bin:/bin", dir.display()))
+        .output()
+        .unwrap();
+    let args: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    // ssh's exit code comes back: the binary is ssh now, not the agent.
+    assert_eq!(rc(&out), 3, "{}", stderr(&out));
+    let root = is_root();
+    let sharing = [
+        "-o",
+        "ControlMaster=auto",
+        "-o",
+        "ControlPath=/run/vmshift/ssh/%C",
+        "-o",
+        "ControlPersist=60",
+        "-o",
+        "ServerAliveInterval=5",
+        "-o",
+        "ServerAliveCountMax=3",
+    ];
+    let want: Vec<&str> = if root { &sharing[..] } else { &[] }
+        .iter()
+        .chain(&libvirts)
+        .copied()
+        .collect();
+    assert_eq!(args, want, "{}", stderr(&out));
+    if root {
+        let m = std::fs::metadata("/run/vmshift/ssh").unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o700);
+    } else {
+        assert!(
+            stderr(&out).contains("not sharing the connection"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    for (d, made) in [("/run/vmshift/ssh", made[1]), ("/run/vmshift", made[0])] {
+        if made {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}

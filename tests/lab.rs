@@ -305,9 +305,14 @@ fn the_default_ssh_transport_migrates_over_the_migration_link_both_ways() {
     // libvirtd reaches the target's as qemu+ssh://node-X/system (each node
     // runs the lab's sshd; root logs in by key), and the RAM copy still
     // goes over the migration link. The way back names migration_user.
+    // The agent's connection to the peer and libvirtd's share one ssh
+    // connection (src/ssh.rs), which the next move to that peer, within a
+    // minute, uses again: the peer's sshd sees at most one login per move,
+    // and none for the third.
     let g = Guest::new("t-ssh", true);
     assert_eq!(agent("a", "start", &g.params()).rc, 0);
-    for (from, user) in [("a", ""), ("b", "root")] {
+    for (from, user, logins) in [("a", "", 1), ("b", "root", 1), ("a", "", 0)] {
+        let before = sshd_logins(peer(from));
         let m = migrate(
             &g,
             from,
@@ -317,7 +322,10 @@ fn the_default_ssh_transport_migrates_over_the_migration_link_both_ways() {
             ],
         );
         let at = if user.is_empty() { "" } else { "root@" };
-        let control = format!("control qemu+ssh://{at}node-{}/system", peer(from));
+        let control = format!(
+            "control qemu+ssh://{at}node-{}/system?command=/run/vmshift/vmshift-ssh",
+            peer(from)
+        );
         assert!(m.to.stderr.contains(&control), "{}", m.to.stderr);
         assert!(
             m.mn_bytes > COPY_BYTES && m.bc_bytes < COPY_BYTES / 4,
@@ -325,7 +333,15 @@ fn the_default_ssh_transport_migrates_over_the_migration_link_both_ways() {
             m.mn_bytes >> 20,
             m.bc_bytes >> 20
         );
+        let new = sshd_logins(peer(from)) - before;
+        assert!(new <= logins, "{new} ssh logins on node-{}", peer(from));
     }
+}
+
+/// How many ssh logins node's sshd has accepted since the lab came up.
+fn sshd_logins(node: &str) -> usize {
+    let log = std::fs::read_to_string(format!("/tmp/vmshift-lab/{node}/sshd.log")).unwrap();
+    log.matches("Accepted publickey for root").count()
 }
 
 #[test]

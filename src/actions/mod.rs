@@ -80,6 +80,7 @@ impl Action {
 
 /// Runs one action with the parameters in `env`.
 pub fn run(action: Action, env: &Env) -> Outcome {
+    crate::ssh::enable();
     let deadline = Budget::new(match action {
         // A move may take many minutes: watch follows it for up to a day
         // unless told otherwise (--timeout).

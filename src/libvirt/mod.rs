@@ -65,7 +65,7 @@ impl From<virt::error::Error> for Message {
 /// [`HvError`] of the right [`ErrorKind`].
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot connect to libvirt at {uri}")]
+    #[error("cannot connect to libvirt at {}", crate::uri::shown(.uri))]
     Connect {
         uri: String,
         #[source]

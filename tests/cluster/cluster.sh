@@ -296,10 +296,7 @@ node_start() {
 	local n=$1
 	rm -rf "${L:?}/$n"
 	write_node_conf "$n"
-	if [ -d "$C/qemu-caps" ]; then # seed the QEMU capability cache (a cold probe takes ~15 s)
-		mkdir -p "$L/$n/fs/var/cache/libvirt/qemu/capabilities"
-		cp "$C"/qemu-caps/*.xml "$L/$n/fs/var/cache/libvirt/qemu/capabilities/" 2>/dev/null || true
-	fi
+	caps_seed "$n"
 	env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 HOME=/root VC_PIN_CPU="$VC_PIN_CPU" \
 		setsid ip netns exec "vc-$n" unshare -m -u --propagation private -- "$C/subreaper" bash "$SELF" _node_init "$n" \
 		</dev/null >/dev/null 2>&1 9<&- &
@@ -355,21 +352,16 @@ cmd_up() {
 	[ -d "$L" ] && cmd_down # half-up, stale, or other nodes
 	NODES=("${want[@]}")
 	mkdir -p "$L"
-	build_subreaper
 	chmod 755 "$L"
 	echo "${NODES[*]}" >"$L/nodes"
-	build_guest
-	make_pki
-	make_ssh
+	build_all
 	cmd_register
 	net_up
 	for n in "${NODES[@]}"; do node_start "$n"; done
 	for n in "${NODES[@]}"; do wait_libvirtd "$n"; done
 	for n in "${NODES[@]}"; do sshd_start "$n" "$(holder "$n")" "$L/$n/sshd.pid"; done
 	log "libvirtds up after $(($(ms) - t0)) ms"
-	if ls "$L"/a/fs/var/cache/libvirt/qemu/capabilities/*.xml >/dev/null 2>&1; then
-		mkdir -p "$C/qemu-caps" && cp "$L"/a/fs/var/cache/libvirt/qemu/capabilities/*.xml "$C/qemu-caps/"
-	fi
+	caps_keep
 	node_exec a timeout 20 virsh -q -c qemu+tcp://node-b/system version >/dev/null ||
 		die "node-a cannot reach qemu+tcp://node-b/system"
 	node_exec b timeout 20 virsh -q -c qemu+tcp://node-a.mn/system version >/dev/null ||
@@ -451,13 +443,7 @@ cmd_down() {
 	done
 	for n in "${NODES[@]}"; do stop_node "$n" & done
 	wait
-	for n in "${NODES[@]}"; do
-		if has_netns "vc-$n"; then
-			p=$(ip netns pids "vc-$n" 2>/dev/null | tr '\n' ' ')
-			[ -z "${p// /}" ] || log "warning: processes still in netns vc-$n (not started by this lab, not killed): $p"
-			ip netns del "vc-$n" || true
-		fi
-	done
+	netns_release "${NODES[@]/#/vc-}"
 	! has_netns vc-sw || ip netns del vc-sw || true
 	if host_link_is_ours; then rm -f "$AGENT"; fi
 	disks_down

@@ -548,3 +548,58 @@ dispatch() {
 	*) lab_cmd "$cmd" "$@" ;;
 	esac
 }
+
+# netns_release NETNS...: the nodes' network namespaces, once their daemons
+# are down. The agent's shared ssh connections to peers (src/ssh.rs: masters
+# that outlive an action by a minute, titled "ssh: /run/vmshift/ssh/...")
+# are ended, and the sessions the lab's sshd served them end with them. Any
+# other process left was not started by the lab: it is named, not killed.
+# Then the namespaces go.
+netns_release() {
+	local ns p i left
+	ssh_left() { # "pid title" of the masters and sshd sessions in the namespaces
+		for ns in "$@"; do
+			for p in $(ip netns pids "$ns" 2>/dev/null); do
+				if grep -qaE '^(ssh: /run/vmshift/ssh/|sshd: )' "/proc/$p/cmdline" 2>/dev/null; then echo "$p"; fi
+			done
+		done
+	}
+	left=$(ssh_left "$@")
+	for p in $left; do
+		if grep -qa '^ssh: /run/vmshift/ssh/' "/proc/$p/cmdline" 2>/dev/null; then kill -TERM "$p" 2>/dev/null || true; fi
+	done
+	for i in $(seq 1 20); do
+		[ -n "$(ssh_left "$@")" ] || break
+		sleep 0.1
+	done
+	for ns in "$@"; do
+		[ -e "/run/netns/$ns" ] || continue
+		left=$(ip netns pids "$ns" 2>/dev/null | tr '\n' ' ')
+		[ -z "${left// /}" ] || log "warning: processes still in netns $ns (not started by the lab, not killed): $left"
+		ip netns del "$ns" || true
+	done
+}
+
+# build_all: what both labs build before their nodes start: the subreaper,
+# the guest, the TLS certificates, the ssh keys.
+build_all() {
+	build_subreaper
+	build_guest
+	make_pki
+	make_ssh
+}
+
+# caps_seed N: node N's QEMU capability cache, from the one a lab before
+# kept (a cold probe takes 7-15 s). caps_keep: keeps node-a's for the next.
+caps_seed() {
+	local d=$L/$1/fs/var/cache/libvirt/qemu/capabilities
+	[ -d "$C/qemu-caps" ] || return 0
+	mkdir -p "$d"
+	cp "$C"/qemu-caps/*.xml "$d/" 2>/dev/null || true
+}
+caps_keep() {
+	local d=$L/a/fs/var/cache/libvirt/qemu/capabilities
+	if ls "$d"/*.xml >/dev/null 2>&1; then
+		mkdir -p "$C/qemu-caps" && cp "$d"/*.xml "$C/qemu-caps/"
+	fi
+}

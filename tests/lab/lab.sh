@@ -216,10 +216,7 @@ node_start() {
 	if alive "$n"; then return 0; fi
 	rm -rf "${L:?}/$n" # stale private dirs of a crashed run
 	write_node_conf "$n"
-	if [ -d "$C/qemu-caps" ]; then # seed the QEMU capability cache (~7 s probe otherwise)
-		mkdir -p "$L/$n/fs/var/cache/libvirt/qemu/capabilities"
-		cp "$C"/qemu-caps/*.xml "$L/$n/fs/var/cache/libvirt/qemu/capabilities/" 2>/dev/null || true
-	fi
+	caps_seed "$n"
 	mkdir -p "$L/pids"
 	holder_start "$n" _node_init ip netns exec "$NS-$n" unshare -m -u --propagation private --
 }
@@ -266,17 +263,12 @@ cmd_up() {
 	trap 'exit 130' INT
 	trap 'exit 143' TERM
 	mkdir -p "$L/pids"
-	build_subreaper
-	build_guest
-	make_pki
-	make_ssh
+	build_all
 	net_up
 	for n in "${NODES[@]}"; do node_start "$n"; done
 	for n in "${NODES[@]}"; do node_wait "$n"; done
 	for n in "${NODES[@]}"; do sshd_start "$n" "$(lv_pid "$n")" "$(sshd_pidfile "$n")"; done
-	if ls "$L"/a/fs/var/cache/libvirt/qemu/capabilities/*.xml >/dev/null 2>&1; then
-		mkdir -p "$C/qemu-caps" && cp "$L"/a/fs/var/cache/libvirt/qemu/capabilities/*.xml "$C/qemu-caps/"
-	fi
+	caps_keep
 	node_exec a timeout "$VIRSH_TIMEOUT" virsh -q -c qemu+tcp://node-b/system version >/dev/null ||
 		die "node-a cannot reach qemu+tcp://node-b/system"
 	node_exec b timeout "$VIRSH_TIMEOUT" virsh -q -c qemu+tcp://node-a.mn/system version >/dev/null ||
@@ -365,13 +357,7 @@ cmd_down() {
 	for n in "${NODES[@]}"; do kill_pids sshd "$(cat "$(sshd_pidfile "$n")" 2>/dev/null)"; done
 	# the holders end with their libvirtd; one that has not yet is told to
 	for n in "${NODES[@]}"; do kill_pids libvirtd "$(cat "$(holder_pidfile "$n")" 2>/dev/null)"; done
-	for n in "${NODES[@]}"; do
-		if netns_exists "$n"; then
-			p=$(ip netns pids "$NS-$n" 2>/dev/null | tr '\n' ' ')
-			[ -z "$p" ] || log "warning: processes still in netns $NS-$n (not started by the lab, not killed): $p"
-			ip netns del "$NS-$n" || true
-		fi
-	done
+	netns_release "${NODES[@]/#/$NS-}"
 	disks_down
 	rm -rf "${L:?}"
 	[ $purge = 0 ] || rm -rf "${C:?}"
