@@ -15,10 +15,10 @@
 //! real backend, the only module that names `virt`), [`moves`] (what a
 //! running migrate_to keeps for `vmshift watch`), [`ssh`] (the ssh that
 //! qemu+ssh connections to peers run: one shared connection per peer),
-//! [`uri`] (host names and
-//! libvirt URIs), [`hypervisor`] (the traits and their types), [`records`]
-//! (the small files kept in /run/vmshift), [`bounded`] (a blocking call on
-//! a worker thread, waited for until an instant).
+//! [`uri`] (host names and libvirt URIs), [`hypervisor`] (the traits and
+//! their types), [`records`] (the small files kept in /run/vmshift),
+//! [`bounded`] (a blocking call on a worker thread, waited for until an
+//! instant).
 
 pub mod actions;
 pub(crate) mod bounded;
