@@ -1423,6 +1423,8 @@ impl Drop for Capacity {
 fn utilization_from_the_definition_keeps_the_server_off_a_node_without_room() {
     let s = Server::create("srv-util", OPS);
     let from = s.wait_started(None, Duration::from_secs(120));
+    // Started is before the guest has booted: its boot is counted below.
+    s.wait_heartbeat(&from);
     let to = peer(&from);
     let xml = std::fs::read_to_string(&s.config).unwrap();
     let mem = xml
