@@ -6,7 +6,7 @@
 use crate::cluster;
 use crate::error::{chain, Error};
 use crate::hypervisor::Hypervisor;
-use crate::ocf::{Budget, Env, Params};
+use crate::ocf::{Budget, Env, Params, Transport};
 use crate::uri;
 
 /// One other node and its libvirtd.
@@ -194,7 +194,9 @@ pub fn peer_uri(p: &Params, node: &str) -> String {
         p.migration_transport.as_str(),
         p.migration_user.as_deref(),
         node,
-        crate::ssh::command(),
+        (p.migration_transport == Transport::Ssh)
+            .then(crate::ssh::command)
+            .flatten(),
     )
 }
 

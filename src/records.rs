@@ -14,6 +14,16 @@ use log::warn;
 /// passwords, as /etc/libvirt/qemu does.
 pub const STATE_DIR: &str = "/run/vmshift";
 
+/// Makes `dir` and its missing parents, root's alone (0700), as
+/// [`STATE_DIR`] and what is kept in it must be; an existing one is left as
+/// it is.
+pub fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
 /// The records in one directory.
 pub struct Records {
     /// None (tests of actions): nothing recorded.
@@ -65,10 +75,7 @@ impl Records {
             return;
         };
         let tmp = path.with_extension(format!("{kind}.new"));
-        let written = std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
+        let written = private_dir(dir)
             .and_then(|()| {
                 std::fs::OpenOptions::new()
                     .write(true)

@@ -23,7 +23,7 @@
 //! `ControlMaster=auto`.
 
 use std::ffi::{OsStr, OsString};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +31,7 @@ use std::sync::OnceLock;
 
 use log::warn;
 
-use crate::records::STATE_DIR;
+use crate::records::{private_dir, STATE_DIR};
 
 /// The name the binary answers to as ssh, and the link libvirt runs.
 const NAME: &str = "vmshift-ssh";
@@ -93,10 +93,7 @@ fn link() -> std::io::Result<()> {
     if std::fs::read_link(COMMAND).is_ok_and(|l| l == exe) {
         return Ok(());
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(STATE_DIR)?;
+    private_dir(Path::new(STATE_DIR))?;
     let tmp = format!("{COMMAND}.{}", std::process::id());
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(&exe, &tmp)?;
@@ -126,18 +123,10 @@ pub fn exec(args: impl IntoIterator<Item = OsString>) -> u8 {
     255
 }
 
-/// Makes [`SOCKETS`] (and [`STATE_DIR`]) if need be; Err unless it is a directory of this user
-/// that no one else may enter.
+/// Makes [`SOCKETS`] (and [`STATE_DIR`]) if need be; Err unless it is a
+/// directory of this user that no one else may enter.
 fn sockets() -> Result<(), String> {
-    let made = std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(SOCKETS);
-    if let Err(e) = made.as_ref() {
-        if e.kind() != std::io::ErrorKind::AlreadyExists {
-            return Err(e.to_string());
-        }
-    }
+    private_dir(Path::new(SOCKETS)).map_err(|e| e.to_string())?;
     let m = std::fs::symlink_metadata(SOCKETS).map_err(|e| e.to_string())?;
     if !m.is_dir() || m.uid() != nix::unistd::geteuid().as_raw() {
         return Err("is not a directory of this user".into());

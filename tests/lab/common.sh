@@ -557,7 +557,7 @@ dispatch() {
 # Then the namespaces go.
 netns_release() {
 	local ns p i left
-	ssh_left() { # "pid title" of the masters and sshd sessions in the namespaces
+	ssh_left() { # the pids of the masters and sshd sessions in the namespaces
 		for ns in "$@"; do
 			for p in $(ip netns pids "$ns" 2>/dev/null); do
 				if grep -qaE '^(ssh: /run/vmshift/ssh/|sshd: )' "/proc/$p/cmdline" 2>/dev/null; then echo "$p"; fi
