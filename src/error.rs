@@ -133,6 +133,13 @@ pub enum Error {
         target: String,
         here: String,
     },
+    #[error("migration of {} to {} stuck for {} s; aborted, here {here}", short(.name), short(.target), .quiet.as_secs())]
+    MigrationStalled {
+        name: String,
+        target: String,
+        quiet: Duration,
+        here: String,
+    },
     #[error("disk copy to {} lagged {}'s writes; aborted, here {here}", short(.target), short(.name))]
     DiskCopyBehind {
         name: String,
@@ -217,6 +224,7 @@ impl Error {
             | Error::ActiveOnBoth { .. }
             | Error::MigrationFailed { .. }
             | Error::MigrationTimedOut { .. }
+            | Error::MigrationStalled { .. }
             | Error::DiskCopyBehind { .. }
             | Error::TargetNotReady { .. }
             | Error::NotArrived { .. } => OcfRc::ErrGeneric,
@@ -289,6 +297,7 @@ mod tests {
             Error::DiskCopyBehind { .. } => 26,
             Error::TargetNotReady { .. } => 27,
             Error::NodeNotReady { .. } => 28,
+            Error::MigrationStalled { .. } => 29,
         }
     }
 
@@ -448,6 +457,12 @@ mod tests {
                 target: node.clone(),
                 here: format!("QEMU pid {pid} alive"),
             },
+            Error::MigrationStalled {
+                name: name.clone(),
+                target: node.clone(),
+                quiet: waited,
+                here: format!("QEMU pid {pid} alive"),
+            },
             Error::DiskCopyBehind {
                 name: name.clone(),
                 target: node.clone(),
@@ -550,7 +565,7 @@ mod tests {
         seen.dedup();
         assert_eq!(
             seen,
-            (0..=28).collect::<Vec<_>>(),
+            (0..=29).collect::<Vec<_>>(),
             "a variant has no worst case"
         );
         let mut params = std::collections::BTreeSet::new();

@@ -120,6 +120,43 @@ fn migration_link_cut_in_the_middle_of_the_copy() {
 
 #[test]
 #[ignore = "needs the lab: make test"]
+fn migration_link_cut_under_a_long_timeout_ends_at_the_progress_timeout() {
+    let mut case = Case::new(
+        "21-migration-link-cut-long-timeout",
+        "migration link set down 2 s into the RAM copy, migrate_to timeout 120 s",
+        "the copy moves nothing more; after migration_progress_timeout (unset: a quarter of the timeout, 30 s) migrate_to aborts it, long before its deadline, and the guest still runs on the source",
+    );
+    let g = started("f-linkstuck");
+    let c = migrate_to_with(&g, "120000", || LinkDown::new("a", "vs-a-mn"));
+    case.call("migrate_to (timeout 120 s)", &c);
+    assert_eq!(c.rc, 1, "{}", c.stderr);
+    assert!(
+        c.reason()
+            .unwrap()
+            .contains("stuck for 30 s; aborted, here running"),
+        "{}",
+        c.stderr
+    );
+    // 2 s before the cut, 30 s without progress, the abort: nowhere near
+    // the abort point of a 120 s timeout (100 s).
+    assert!(
+        c.took > Duration::from_secs(30) && c.took < Duration::from_secs(50),
+        "{:?}",
+        c.took
+    );
+    wait_jobs_gone(&g.name, Duration::from_secs(30));
+    assert_no_job("a", &g.name);
+    let on = assert_runs_once(&g);
+    assert_eq!(on, "a");
+    case.note(format!(
+        "ended after {:.1?} of 120 s; afterwards: running on node-{on} only, heartbeat continues, no job left",
+        c.took
+    ));
+    case.pass();
+}
+
+#[test]
+#[ignore = "needs the lab: make test"]
 fn source_libvirtd_stopped_during_migrate_to() {
     let mut case = Case::new(
         "03-source-libvirtd-sigstop-migrate",

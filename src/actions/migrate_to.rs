@@ -1,8 +1,9 @@
 //! migrate_to on the source: live-migrates the domain to the target
 //! Pacemaker names, bounded by its own timeout.
 //!
-//! The job is polled, and aborted a margin before the deadline with the
-//! guest left running on the source, unless it is in post-copy, which
+//! The job is polled, and aborted a margin before the deadline (or once it
+//! has made no progress for `migration_progress_timeout`) with the guest
+//! left running on the source, unless it is in post-copy, which
 //! libvirt cannot abort: the guest then already runs on the target, and
 //! that is what is reported. A post-copy whose connection breaks is
 //! resumed over a new one until the deadline. A migrate_to that Pacemaker
@@ -181,12 +182,14 @@ pub fn migrate_to(
     info!("migration network: {choice}");
     phases.mark("network");
     let mut req = request(p, target, &choice, copy_disks, needs.memory.unwrap_or(0));
+    let progress_timeout = deadline.progress_timeout(p.migration_progress_timeout);
     let mut ladder = Ladder::new(
         p.migration_downtime,
         p.migration_downtime_max,
         p.migration_postcopy,
     )
-    .restart_throttled(p.migration_auto_converge == AutoConverge::Stalled);
+    .restart_throttled(p.migration_auto_converge == AutoConverge::Stalled)
+    .progress_timeout(progress_timeout);
     // The downtime limit is a QEMU migration parameter that holds for the
     // next migration: set before the copy starts, not seconds into it as
     // VirtualDomain does.
@@ -219,17 +222,21 @@ pub fn migrate_to(
     };
     let mut next_report = t0 + PROGRESS_EVERY;
     let mut disks_behind = false;
+    // Set when the zero-progress rule ends the copy: the poll after it
+    // aborts, as the deadline would.
+    let mut stalled = None;
     let result = loop {
         if let Some(r) = migration.wait(POLL) {
             break r;
         }
         let now = Instant::now();
-        if now >= abort_at {
+        if now >= abort_at || stalled.is_some() {
             let end = Ended {
                 name,
                 target,
                 t0,
                 disks_behind,
+                stalled,
                 migration: &migration,
                 deadline,
             };
@@ -256,17 +263,20 @@ pub fn migrate_to(
             info!("migration of {name} to {target}: {job}");
         }
         // Neither more downtime nor throttled vCPUs nor post-copy helps a
-        // disk mirror that the guest's writes keep ahead of.
+        // disk mirror that the guest's writes keep ahead of: the ladder
+        // takes no step while the disks are copied.
         disks_behind = job.copying_disks();
-        if disks_behind {
-            continue;
-        }
-        let Some(Decision { step, why }) = ladder.observe(&job) else {
+        let decision = ladder
+            .observe(&job)
+            .or_else(|| ladder.no_progress(&job, now));
+        let Some(Decision { step, why }) = decision else {
             continue;
         };
         let why = format!("{why} ({job})");
-        if let Some(r) = policy.take(step, &why, &mut req, &mut migration, &job, &mut ladder)? {
-            break r;
+        match policy.take(step, &why, &mut req, &mut migration, &job, &mut ladder)? {
+            Next::Copy => {}
+            Next::Ended(r) => break r,
+            Next::Abort => stalled = progress_timeout,
         }
     };
     let result = match result {
@@ -417,7 +427,6 @@ struct Policy<'a> {
 
 impl Policy<'_> {
     /// Takes `step` (and the one after it, when a restart cannot be made).
-    /// Returns the migration's result if it ended meanwhile.
     fn take(
         &self,
         step: Step,
@@ -426,7 +435,7 @@ impl Policy<'_> {
         migration: &mut Migration,
         job: &JobProgress,
         ladder: &mut Ladder,
-    ) -> Result<Option<Result<(), hypervisor::Error>>, Error> {
+    ) -> Result<Next, Error> {
         let (local, name) = (self.local, self.name);
         let mut step = Some(step);
         while let Some(s) = step.take() {
@@ -456,7 +465,7 @@ impl Policy<'_> {
                             *migration = m;
                             ladder.restarted();
                         }
-                        Restart::Ended(r) => return Ok(Some(r)),
+                        Restart::Ended(r) => return Ok(Next::Ended(r)),
                         Restart::NotNow(reason) => {
                             req.auto_converge = false;
                             info!("convergence: no restart with auto-converge: {reason}");
@@ -478,10 +487,26 @@ impl Policy<'_> {
                         ladder.downtime_ms(),
                     );
                 }
+                Step::Abort => {
+                    warn!("convergence: {why}: aborting the copy now, not at the deadline");
+                    self.tracker
+                        .step("no progress: aborted", ladder.downtime_ms());
+                    return Ok(Next::Abort);
+                }
             }
         }
-        Ok(None)
+        Ok(Next::Copy)
     }
+}
+
+/// What the copy does after a policy step.
+enum Next {
+    /// It goes on.
+    Copy,
+    /// It ended meanwhile (found done by a restart's abort): its result.
+    Ended(Result<(), hypervisor::Error>),
+    /// The zero-progress rule ends it: abort it now.
+    Abort,
 }
 
 /// What [`restart`] did.
@@ -668,8 +693,9 @@ fn failed(
     })
 }
 
-/// The deadline is near: abort the job and wait for libvirt to give up.
-/// Returns the migration's result, if it ended before the deadline.
+/// The deadline is near, or the copy made no progress: abort the job and
+/// wait for libvirt to give up. Returns the migration's result, if it ended
+/// before the deadline.
 fn abort(local: &dyn Hypervisor, end: &Ended) -> Option<Result<(), hypervisor::Error>> {
     let &Ended {
         name,
@@ -680,10 +706,17 @@ fn abort(local: &dyn Hypervisor, end: &Ended) -> Option<Result<(), hypervisor::E
         ..
     } = end;
     let progress = local.job(name).ok().flatten();
+    let why = match end.stalled {
+        Some(quiet) => format!("no progress for {} s", quiet.as_secs()),
+        None => "before the deadline".into(),
+    };
     warn!(
-        "migration of {name} to {target} not done after {:.1?} ({}); aborting it before the deadline",
+        "migration of {name} to {target} not done after {:.1?} ({}); aborting it: {why}",
         t0.elapsed(),
-        progress.as_ref().map(ToString::to_string).unwrap_or_default()
+        progress
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default()
     );
     if let Err(e) = local.abort_job(name) {
         warn!("abort failed: {}", chain(&e));
@@ -827,6 +860,14 @@ fn timed_out(
         t0.elapsed(),
         ended.is_some()
     );
+    if let Some(quiet) = end.stalled {
+        return Err(Error::MigrationStalled {
+            name: name.into(),
+            target: target.into(),
+            quiet,
+            here: here_text,
+        });
+    }
     if disks_behind {
         warn!("the disk copy of {name} stayed behind the guest's writes for {:.1?}, and the RAM copy waits for it: a higher migration_speed, a longer migrate_to timeout or a quieter guest lets it catch up", t0.elapsed());
         return Err(Error::DiskCopyBehind {
@@ -850,6 +891,9 @@ struct Ended<'a> {
     t0: Instant,
     /// The last sample still had the disks copied and the RAM waiting.
     disks_behind: bool,
+    /// Cut off by the zero-progress rule after this long without progress,
+    /// not by the deadline.
+    stalled: Option<Duration>,
     migration: &'a Migration,
     deadline: &'a Budget,
 }
@@ -1112,6 +1156,23 @@ mod tests {
             want.push("abort");
             assert_eq!(local.calls(), want, "{mode}");
         }
+    }
+
+    #[test]
+    fn a_copy_that_moves_nothing_is_aborted_after_the_progress_timeout() {
+        // One pass that never drains: a link that carries nothing. The
+        // deadline is 20 s away; 2 s without progress end the copy.
+        let (local, peer) = stalled(1, 30);
+        let t0 = Instant::now();
+        let extra = [("OCF_RESKEY_migration_progress_timeout", "2")];
+        let e = move_with(&local, &peer, &extra, 20).unwrap_err();
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+        assert_eq!(
+            e.to_string(),
+            "migration of vm1 to node-b stuck for 2 s; aborted, here running"
+        );
+        assert_eq!(e.rc(), OcfRc::ErrGeneric);
+        assert_eq!(local.calls(), ["downtime 200", "migrate", "abort"]);
     }
 
     #[test]

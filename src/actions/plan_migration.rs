@@ -114,7 +114,7 @@ pub fn plan_migration(
         .map(|h| format!(", TLS checked against {h}"))
         .unwrap_or_default();
     out.push_str(&format!(
-        "  decision: {choice}\n  control: {} (source libvirtd to target libvirtd)\n  data: {} (QEMU's RAM copy{tls}; the target listens on {})\n  connections: {}, bandwidth: {}\n  downtime: {} ms (QEMU's limit {} ms), raised up to {} ms if the copy stalls, {}, {}\n  compression: {}\n",
+        "  decision: {choice}\n  control: {} (source libvirtd to target libvirtd)\n  data: {} (QEMU's RAM copy{tls}; the target listens on {})\n  connections: {}, bandwidth: {}\n  downtime: {} ms (QEMU's limit {} ms), raised up to {} ms if the copy stalls, {}, {}\n  compression: {}\n  no progress: {}\n",
         req.dconn_uri,
         req.data_uri,
         p.migration_port,
@@ -136,7 +136,8 @@ pub fn plan_migration(
         match req.xbzrle_cache {
             Some(cache) => format!("XBZRLE, {:.0} MiB cache on this node", mib(cache)),
             None => "none".into(),
-        }
+        },
+        progress_rule(p)
     ));
     if !req.copy_disks.is_empty() {
         out.push_str(&format!(
@@ -164,4 +165,21 @@ fn push_check(out: &mut String, label: &str, c: &Check) {
         "  {label}: {:<32} {ok}: {text} ({:.1?})\n",
         c.what, c.took
     ));
+}
+
+/// `migration_progress_timeout` as migrate_to will apply it; its default
+/// comes from migrate_to's own timeout, which only that action knows.
+fn progress_rule(p: &Params) -> String {
+    let then = if p.migration_postcopy {
+        "post-copy"
+    } else {
+        "aborted, the server staying here"
+    };
+    match p.migration_progress_timeout {
+        Some(0) => "never ended early (migration_progress_timeout=0)".into(),
+        Some(s) => format!("after {s} s without progress, {then}"),
+        None => format!(
+            "after a quarter of migrate_to's timeout (at least 20 s) without progress, {then}"
+        ),
+    }
 }

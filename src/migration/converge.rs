@@ -22,6 +22,14 @@
 //! 3. post-copy, only when `migration_postcopy` allows it;
 //! 4. nothing left: the copy goes on and migrate_to aborts it before its
 //!    deadline.
+//!
+//! Beside the ladder, a clock (`migration_progress_timeout`, see
+//! [`Ladder::no_progress`]): a copy that has not come closer to its end for
+//! that long (a link that carries nothing, or passes that leave as much as
+//! before while no rung is left to try) is ended at once, by the last rung
+//! (post-copy) or an abort, instead of at the deadline.
+
+use std::time::{Duration, Instant};
 
 use crate::hypervisor::{mib, JobProgress};
 
@@ -64,6 +72,9 @@ pub enum Step {
     PostCopy,
     /// Nothing left to try: let the deadline decide.
     GiveUp,
+    /// No progress for `migration_progress_timeout` and nothing left to
+    /// try: abort the copy now.
+    Abort,
 }
 
 /// A step and the numbers that triggered it, for the log.
@@ -94,9 +105,18 @@ pub struct Ladder {
     iteration: Option<(u64, u64)>,
     /// The smallest peak so far.
     best: Option<u64>,
+    /// What the last sample had left.
+    left: u64,
     stalls: u32,
     /// auto-converge's throttle at the last iteration boundary.
     throttle_pct: u64,
+    /// `migration_progress_timeout`; None: off.
+    progress_timeout: Option<Duration>,
+    /// The copy came closer to its end since [`Ladder::no_progress`] last
+    /// looked, or changed (a rung, a restart): its clock starts again.
+    progressed: bool,
+    /// When the clock last started.
+    since: Option<Instant>,
 }
 
 impl Ladder {
@@ -109,9 +129,19 @@ impl Ladder {
             rung: Rung::Downtime,
             iteration: None,
             best: None,
+            left: 0,
             stalls: 0,
             throttle_pct: 0,
+            progress_timeout: None,
+            progressed: false,
+            since: None,
         }
+    }
+
+    /// The zero-progress rule's time ([`Ladder::no_progress`]); None: off.
+    pub fn progress_timeout(mut self, timeout: Option<Duration>) -> Ladder {
+        self.progress_timeout = timeout;
+        self
     }
 
     /// Whether the auto-converge rung is taken: not when the copy has
@@ -136,26 +166,42 @@ impl Ladder {
     /// iteration count or a remaining size (not a pre-copy migration, or
     /// an older QEMU) are ignored: the policy then never steps in. So is
     /// iteration 0, the setup before the first pass, which has nothing
-    /// left to copy yet.
+    /// left to copy yet. Neither is a sample while the disks are copied
+    /// first: no RAM step helps a disk mirror, and the RAM copy's clock
+    /// starts when it begins.
     pub fn observe(&mut self, p: &JobProgress) -> Option<Decision> {
+        if p.copying_disks() {
+            self.progressed = true;
+            return None;
+        }
         let (iteration, left) = (p.iteration.filter(|&i| i > 0)?, p.data_remaining?);
         let (watched, peak) = match self.iteration {
             Some((i, peak)) if i == iteration => {
-                self.iteration = Some((i, peak.max(left)));
+                // Pages sent in a pass that began below the best are
+                // progress: a long pass of a large guest is not a stall.
+                let peak = peak.max(left);
+                if left < self.left && self.best.is_none_or(|b| progressed(peak, b)) {
+                    self.progressed = true;
+                }
+                self.iteration = Some((i, peak));
+                self.left = left;
                 return None;
             }
             Some(finished) => finished,
             None => {
                 self.iteration = Some((iteration, left));
+                self.left = left;
                 return None;
             }
         };
         self.iteration = Some((iteration, left));
+        self.left = left;
         let best = match self.best {
             Some(best) if !progressed(peak, best) => best,
             _ => {
                 self.best = Some(peak);
                 self.stalls = 0;
+                self.progressed = true;
                 return None;
             }
         };
@@ -165,6 +211,7 @@ impl Ladder {
         let throttle = p.throttle_pct.unwrap_or(0);
         let throttle_rose = throttle > self.throttle_pct;
         self.throttle_pct = throttle;
+        self.progressed |= throttle_rose;
         if self.rung == Rung::Done || throttle_rose {
             return None;
         }
@@ -188,9 +235,11 @@ impl Ladder {
         if let Some(ms) = needed_ms {
             why.push_str(&format!("; copying that takes about {ms} ms"));
         }
-        // The next rung is judged on its own progress.
+        // The next rung is judged on its own progress, and gets its own
+        // time to show it.
         self.stalls = 0;
         self.best = None;
+        self.progressed = true;
         let step = match self.rung {
             Rung::Downtime
                 if self.downtime_ms < self.max_ms
@@ -238,6 +287,51 @@ impl Ladder {
         self.best = None;
         self.stalls = 0;
         self.throttle_pct = 0;
+        self.progressed = true;
+    }
+
+    /// The zero-progress rule, asked after each [`Ladder::observe`] at
+    /// `now`: when the copy has not come closer to its end for
+    /// `migration_progress_timeout`, the last rung at once (post-copy when
+    /// allowed, else [`Step::Abort`]) instead of waiting for the deadline.
+    /// Closer means a pass that leaves less than the best one before it
+    /// (as the ladder judges), pages sent in a pass that began below it,
+    /// or a rising throttle; every rung and restart starts the clock
+    /// again. Raw `data_remaining` is no measure: it drains to almost
+    /// nothing in every pass, a stalled copy's too (the flaw of Nova's
+    /// watermark, which it deprecated for false aborts). Samples without a
+    /// remaining size cannot be judged and never end a copy, nor does
+    /// anything once in post-copy, which ends by itself.
+    pub fn no_progress(&mut self, p: &JobProgress, now: Instant) -> Option<Decision> {
+        let timeout = self.progress_timeout?;
+        p.data_remaining?;
+        if self.rung == Rung::Done && self.postcopy {
+            return None;
+        }
+        let since = match self.since {
+            Some(since) if !self.progressed => since,
+            _ => {
+                self.progressed = false;
+                self.since = Some(now);
+                return None;
+            }
+        };
+        let quiet = now.saturating_duration_since(since);
+        if quiet < timeout {
+            return None;
+        }
+        // It ends the copy, once.
+        self.progress_timeout = None;
+        let step = match self.last_resort() {
+            Step::GiveUp => Step::Abort,
+            step => step,
+        };
+        let why = format!(
+            "no progress for {:.0} s (migration_progress_timeout={})",
+            quiet.as_secs_f64(),
+            timeout.as_secs()
+        );
+        Some(Decision { step, why })
     }
 }
 
@@ -440,6 +534,111 @@ mod tests {
         for limit in [1, 200, 625, 1_333_333] {
             assert!(qemu_limit_ms(freeze_for(limit)) >= limit, "{limit}");
         }
+    }
+
+    /// Feeds `(second, sample)` pairs as migrate_to does (the ladder, then
+    /// its clock) and returns the steps taken, each with its second.
+    fn timed(l: &mut Ladder, samples: &[(u64, JobProgress)]) -> Vec<(u64, Step)> {
+        let t0 = Instant::now();
+        samples
+            .iter()
+            .filter_map(|(at, p)| {
+                let now = t0 + Duration::from_secs(*at);
+                let d = l.observe(p).or_else(|| l.no_progress(p, now))?;
+                Some((*at, d.step))
+            })
+            .collect()
+    }
+
+    fn clocked(postcopy: bool, secs: u64) -> Ladder {
+        Ladder::new(300, 1200, postcopy)
+            .restart_throttled(false)
+            .progress_timeout(Some(Duration::from_secs(secs)))
+    }
+
+    #[test]
+    fn a_copy_over_a_link_that_carries_nothing_is_aborted_after_the_timeout() {
+        let mut l = clocked(false, 10);
+        // The first pass drains to 80 MiB by second 2, then nothing moves.
+        let samples: Vec<_> = [100, 90, 80]
+            .into_iter()
+            .chain([80; 20])
+            .enumerate()
+            .map(|(at, left)| (at as u64, sample(1, left)))
+            .collect();
+        let steps = timed(&mut l, &samples);
+        assert_eq!(steps, vec![(12, Step::Abort)]);
+    }
+
+    #[test]
+    fn a_long_first_pass_is_progress_however_long_it_takes() {
+        let mut l = clocked(false, 5);
+        let samples: Vec<_> = (0..120).map(|at| (at, sample(1, 4000 - at * 30))).collect();
+        assert_eq!(timed(&mut l, &samples), vec![]);
+    }
+
+    #[test]
+    fn a_guest_that_outruns_the_link_is_ended_once_no_rung_is_left() {
+        let mut l = clocked(false, 6);
+        // A pass a second, each leaving 32 MiB: a rung every fourth pass
+        // (each starting the clock again), then nothing left to try; six
+        // seconds later, the abort instead of the wait for the deadline.
+        let samples: Vec<_> = (1..40).map(|i| (i, sample(i, 32))).collect();
+        let steps = timed(&mut l, &samples);
+        let up = |from_ms, to_ms| Step::Downtime { from_ms, to_ms };
+        assert_eq!(
+            steps,
+            vec![
+                (5, up(300, 600)),
+                (9, up(600, 1200)),
+                (13, Step::GiveUp),
+                (20, Step::Abort)
+            ]
+        );
+    }
+
+    #[test]
+    fn with_post_copy_allowed_the_clock_switches_to_it_once() {
+        let mut l = clocked(true, 2);
+        let samples: Vec<_> = (1..30).map(|i| (i, sample(i, 32))).collect();
+        assert_eq!(timed(&mut l, &samples), vec![(4, Step::PostCopy)]);
+    }
+
+    #[test]
+    fn a_rising_throttle_and_the_disk_copy_are_not_time_without_progress() {
+        let mut l = clocked(false, 3);
+        let throttled = |i: u64| JobProgress {
+            throttle_pct: Some(i * 5),
+            ..sample(i, 32)
+        };
+        let samples: Vec<_> = (1..20).map(|i| (i, throttled(i))).collect();
+        assert_eq!(timed(&mut l, &samples), vec![]);
+
+        // Disks first for a minute: the RAM copy's clock starts after.
+        let mut l = clocked(false, 3);
+        let disks = JobProgress {
+            disk_processed: Some(1 << 20),
+            mem_processed: Some(0),
+            ..sample(1, 128)
+        };
+        let mut samples: Vec<_> = (0..60).map(|at| (at, disks.clone())).collect();
+        samples.extend((60..70).map(|at| (at, sample(1, 128 - (at - 60)))));
+        samples.extend((70..80).map(|at| (at, sample(1, 118))));
+        assert_eq!(timed(&mut l, &samples), vec![(73, Step::Abort)]);
+    }
+
+    #[test]
+    fn the_clock_is_off_at_0_and_blind_without_a_remaining_size() {
+        let flat: Vec<_> = (1..60).map(|i| (i, sample(1, 32))).collect();
+        let mut off = Ladder::new(300, 1200, false);
+        assert_eq!(timed(&mut off, &flat), vec![]);
+        let mut blind = clocked(false, 2);
+        let unknown = JobProgress {
+            data_remaining: None,
+            ..sample(1, 32)
+        };
+        let samples: Vec<_> = (1..60).map(|i| (i, unknown.clone())).collect();
+        assert_eq!(timed(&mut blind, &samples), vec![]);
     }
 
     #[test]

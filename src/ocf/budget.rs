@@ -102,6 +102,21 @@ impl Budget {
         (self.timeout / 8).clamp(Duration::from_secs(3), Duration::from_secs(10))
     }
 
+    /// How long a migration's copy may go without progress before
+    /// migrate_to ends it (`migration_progress_timeout`, in seconds; 0 is
+    /// off). Unset: a quarter of the timeout, at least 20 s, so that a copy
+    /// that stopped getting anywhere (a migration link that carries nothing,
+    /// or a guest that outruns it once no rung is left) costs a quarter of
+    /// the wait for the deadline, and a first pass or a throttle that needs
+    /// a moment is never cut short.
+    pub fn progress_timeout(&self, set_s: Option<u64>) -> Option<Duration> {
+        match set_s {
+            Some(0) => None,
+            Some(s) => Some(Duration::from_secs(s)),
+            None => Some((self.timeout / 4).max(Duration::from_secs(20))),
+        }
+    }
+
     /// How long the target's libvirtd may take to answer before the migration
     /// starts: a quarter of the timeout, 3 s to 15 s. A hung target must cost
     /// a clear error early, not the whole migrate_to budget.
@@ -178,6 +193,17 @@ mod tests {
         assert_eq!(b(20).stop_ask(), s(5));
         assert_eq!(b(4).stop_ask(), s(2));
         assert_eq!(b(600).stop_ask(), s(15));
+    }
+
+    #[test]
+    fn a_copy_without_progress_is_ended_after_a_quarter_of_the_timeout() {
+        let s = Duration::from_secs;
+        let b = |t| Budget::new(s(t));
+        assert_eq!(b(300).progress_timeout(None), Some(s(75)));
+        assert_eq!(b(120).progress_timeout(None), Some(s(30)));
+        assert_eq!(b(40).progress_timeout(None), Some(s(20)));
+        assert_eq!(b(300).progress_timeout(Some(10)), Some(s(10)));
+        assert_eq!(b(300).progress_timeout(Some(0)), None);
     }
 
     /// At the smallest and the largest timeouts, every action ends before

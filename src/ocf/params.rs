@@ -223,6 +223,9 @@ pub struct Params {
     pub migration_downtime: u64,
     /// Milliseconds: the most the convergence policy may raise it to.
     pub migration_downtime_max: u64,
+    /// Seconds a copy may go without progress before it is ended; 0 is
+    /// off, unset a share of migrate_to's timeout (`Budget::progress_timeout`).
+    pub migration_progress_timeout: Option<u64>,
     pub migration_postcopy: bool,
     pub migration_auto_converge: AutoConverge,
     pub migration_compression: Compression,
@@ -258,7 +261,7 @@ const MAX_BANDWIDTH_MIB_S: u64 = (i64::MAX as u64) / (1024 * 1024);
 const MAX_DOWNTIME_MS: u64 = 2_000_000;
 
 /// Parameter names in meta-data order; the CLI mirrors them as flags.
-pub const PARAM_NAMES: [&str; 21] = [
+pub const PARAM_NAMES: [&str; 22] = [
     "name",
     "hypervisor",
     "config",
@@ -268,6 +271,7 @@ pub const PARAM_NAMES: [&str; 21] = [
     "migration_speed",
     "migration_downtime",
     "migration_downtime_max",
+    "migration_progress_timeout",
     "migration_postcopy",
     "migration_auto_converge",
     "migration_compression",
@@ -433,6 +437,7 @@ impl Params {
             migration_speed: 0,
             migration_downtime: DEFAULT_DOWNTIME_MS,
             migration_downtime_max: DEFAULT_DOWNTIME_MAX_MS,
+            migration_progress_timeout: None,
             migration_postcopy: false,
             migration_auto_converge: AutoConverge::Always,
             migration_compression: Compression::Auto,
@@ -476,7 +481,7 @@ macro_rules! choice {
 /// One parser per optional parameter, in meta-data order (a parameter may
 /// rely on the ones before it: the downtime ceiling on the start).
 type Parser = fn(&mut Params, &str) -> Result<(), ParamError>;
-const PARSERS: [(&str, Parser); 20] = [
+const PARSERS: [(&str, Parser); 21] = [
     ("hypervisor", hypervisor),
     ("config", config),
     ("migration_network_suffix", migration_network_suffix),
@@ -489,6 +494,7 @@ const PARSERS: [(&str, Parser); 20] = [
     ("migration_speed", migration_speed),
     ("migration_downtime", migration_downtime),
     ("migration_downtime_max", migration_downtime_max),
+    ("migration_progress_timeout", migration_progress_timeout),
     flag!(migration_postcopy),
     choice!(migration_auto_converge:
         "always" => AutoConverge::Always,
@@ -611,6 +617,19 @@ fn migration_downtime_max(p: &mut Params, v: &str) -> Result<(), ParamError> {
     Ok(())
 }
 
+/// A day: beyond any migrate_to timeout a cluster runs with.
+const MAX_PROGRESS_TIMEOUT_S: u64 = 86_400;
+
+fn migration_progress_timeout(p: &mut Params, v: &str) -> Result<(), ParamError> {
+    p.migration_progress_timeout = Some(parse_u64(
+        "migration_progress_timeout",
+        v,
+        0..=MAX_PROGRESS_TIMEOUT_S,
+        "seconds from 0 (off) to 86400",
+    )?);
+    Ok(())
+}
+
 fn migration_parallel(p: &mut Params, v: &str) -> Result<(), ParamError> {
     let n = parse_u64(
         "migration_parallel",
@@ -720,12 +739,14 @@ mod tests {
             ("migration_speed", "100"),
             ("migration_downtime", "50"),
             ("migration_downtime_max", "400"),
+            ("migration_progress_timeout", "45"),
             ("migration_postcopy", "off"),
             ("migration_parallel", "4"),
             ("force_stop", "yes"),
         ]))
         .unwrap();
         assert_eq!(p.migration_downtime_max, 400);
+        assert_eq!(p.migration_progress_timeout, Some(45));
         assert!(!p.migration_postcopy);
         assert_eq!(p.migration_parallel, 4);
         assert_eq!(p.migration_transport, Transport::Tls);
@@ -790,6 +811,7 @@ mod tests {
             ("migration_speed", "-1"),
             ("migration_downtime", "0"),
             ("migration_downtime_max", "0"),
+            ("migration_progress_timeout", "30s"),
             ("migration_postcopy", "sometimes"),
             ("migration_auto_converge", "sometimes"),
             ("migration_compression", "zstd"),
@@ -932,6 +954,9 @@ mod tests {
         assert!(ok("migration_downtime", "2000000"));
         assert!(!ok("migration_downtime", "2000001"));
         assert!(!ok("migration_downtime_max", "2000001"));
+        assert!(ok("migration_progress_timeout", "0"));
+        assert!(ok("migration_progress_timeout", "86400"));
+        assert!(!ok("migration_progress_timeout", "86401"));
         let e = Params::from_env(&env(&[
             ("name", "vm1"),
             ("migration_speed", "9999999999999"),
