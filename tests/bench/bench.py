@@ -56,6 +56,13 @@ GUEST_DIRTY_MB = 32
 # The guest of the monitor phase dirties at the lab's default rate: a
 # running, busy guest, as in production.
 MONITOR_GUEST_RATE = 20
+# The scale phase: this many running guests on one node, a monitor of each
+# started at once; every answer within SCALE_LIMIT_MS (the issue's 1 s).
+SCALE_GUESTS = 20
+# The lab guest's initrd needs 128 MiB to boot (64 does not).
+SCALE_MEM_MB = GUEST_MEM_MB
+SCALE_LIMIT_MS = 1000
+SCALE_BOOT_WAIT_S = 240
 # Heavy dirty: the guest dirties 64 MiB/s over a 48 MiB working set, the
 # link is capped at 16 MiB/s: each pass leaves more dirty memory than it
 # sent, so only a convergence policy (higher downtime, auto-converge) ends it.
@@ -128,10 +135,10 @@ HEAVY_OPTIONS = {
 MODES = {
     "full": {"rates": [0, 20, 100, 300], "runs": 10, "monitor_runs": 50,
              "tcp_mib": 1024, "tcp_reps": 3, "move_timeout_s": 30, "heavy_timeout_s": 120,
-             "heavy_options": True, "split_runs": 4},
+             "heavy_options": True, "split_runs": 4, "scale_rounds": 5},
     "quick": {"rates": [0, 100], "runs": 2, "monitor_runs": 10,
               "tcp_mib": 256, "tcp_reps": 1, "move_timeout_s": 30, "heavy_timeout_s": 90,
-              "heavy_options": False, "split_runs": 2},
+              "heavy_options": False, "split_runs": 2, "scale_rounds": 1},
 }
 
 T0 = time.monotonic()
@@ -472,7 +479,7 @@ def phase_monitor(cfg):
     libvirt call, only the process)."""
     log(f"phase monitor: guest dirtying {MONITOR_GUEST_RATE} MiB/s, {cfg['monitor_runs']} runs per agent")
     start_guest(GUEST_DIRTY_MB, MONITOR_GUEST_RATE)
-    res = {}
+    res, cpu = {}, {}
     for agent in AGENTS:
         argv, extra = agent_cmd(agent, "a", "monitor")
         # One untimed call first: the same warm page cache for both agents.
@@ -480,8 +487,9 @@ def phase_monitor(cfg):
         r = node_runner("a", {**agent_env(agent), **extra}, "time", str(cfg["monitor_runs"]), *argv)
         if any(rc != 0 for rc in r["rcs"]):
             raise CannotMeasure(f"{agent} monitor rcs {r['rcs']} (guest runs on node-a: expected 0)")
-        res[agent] = r["ms"]
-        log(f"  {agent} monitor: median {statistics.median(r['ms']):.1f} ms over {len(r['ms'])} runs")
+        res[agent], cpu[agent] = r["ms"], r["cpu_ms"]
+        log(f"  {agent} monitor: median {statistics.median(r['ms']):.1f} ms, CPU "
+            f"{statistics.median(r['cpu_ms']):.1f} ms over {len(r['ms'])} runs")
     argv, _ = agent_cmd("vmshift", "a", "meta-data")
     meta = node_runner("a", agent_env("vmshift"), "time", str(cfg["monitor_runs"]), *argv)
     # The same libvirtd through libvirt.so: what asking directly saves.
@@ -500,7 +508,68 @@ def phase_monitor(cfg):
         f"{rss['monitor']} KiB ({rss['monitor_via_libvirt_so']} KiB through libvirt.so), "
         f"meta-data {rss['meta_data']} KiB")
     clean_guest()
-    return res, meta["ms"], so["ms"], rss
+    return res, cpu, meta["ms"], so["ms"], rss
+
+
+def phase_scale(cfg):
+    """SCALE_GUESTS running guests on node-a and one monitor of each, all
+    started at once, as Pacemaker's probes and recurring monitors of a full
+    node come together; `scale_rounds` times per agent. Each call's time
+    from the common start: all must answer within SCALE_LIMIT_MS, and the
+    spread (last minus first answer) says how the agent queues on 2 cores
+    shared with the guests."""
+    names = [f"{VM}-s{i}" for i in range(1, SCALE_GUESTS + 1)]
+    log(f"phase scale: {SCALE_GUESTS} guests on node-a, {SCALE_GUESTS} monitors at once, "
+        f"{cfg['scale_rounds']} rounds per agent")
+    clean_guest()
+    res = {}
+    try:
+        for n in names:
+            xml = STATE / f"{n}.xml"
+            xml.write_text(lab("xml", n, "disk=none", "dirty_mb=1", "rate_mbs=0", f"mem_mb={SCALE_MEM_MB}"))
+            virsh("a", "define", str(xml), check=True)
+            virsh("a", "start", n, check=True)
+        # A node in its steady state, every server booted: monitors that
+        # queue behind a boot storm measure the storm.
+        serials = [Path(lab("serial", "a", n).strip()) for n in names]
+        until = time.monotonic() + SCALE_BOOT_WAIT_S
+        while not all(p.exists() and "lab-guest tick=" in p.read_text(errors="replace") for p in serials):
+            if time.monotonic() > until:
+                raise CannotMeasure(f"{SCALE_GUESTS} guests did not all boot in {SCALE_BOOT_WAIT_S} s")
+            time.sleep(1)
+        log(f"  {SCALE_GUESTS} guests booted")
+        pattern = f"{VM}-s{{i}}"
+        for agent in AGENTS:
+            argv, extra = agent_cmd(agent, "a", "monitor")
+            env = {**agent_env(agent), **extra, "OCF_RESKEY_config": str(STATE / f"{pattern}.xml")}
+            if agent == "vmshift":
+                env["OCF_RESKEY_name"] = pattern
+            else:
+                env["OCF_RESOURCE_INSTANCE"] = f"{pattern}-rsc"
+            rounds = []
+            # VirtualDomain's answers take seconds each at this scale: one
+            # round of it is the comparison.
+            for _ in range(cfg["scale_rounds"] if agent == "vmshift" else 1):
+                r = node_runner("a", env, "at-once", str(SCALE_GUESTS), *argv)
+                if any(rc != 0 for rc in r["rcs"]):
+                    raise CannotMeasure(f"{agent}: {SCALE_GUESTS} monitors at once: rcs {r['rcs']} (expected 0)")
+                rounds.append(r)
+            ms = [m for r in rounds for m in r["ms"]]
+            res[agent] = {
+                "max_ms": round(max(ms), 1), "median_ms": round(statistics.median(ms), 1),
+                "spread_ms": round(statistics.median(max(r["ms"]) - min(r["ms"]) for r in rounds), 1),
+                "cpu_ms_median": round(statistics.median(c for r in rounds for c in r["cpu_ms"]), 2),
+                "rounds": [[round(m, 1) for m in sorted(r["ms"])] for r in rounds],
+            }
+            log(f"  {agent}: slowest answer {res[agent]['max_ms']:.0f} ms, median "
+                f"{res[agent]['median_ms']:.0f} ms, spread {res[agent]['spread_ms']:.0f} ms")
+    finally:
+        for n in names:
+            virsh("a", "destroy", n)
+            virsh("a", "undefine", n)
+            (STATE / f"{n}.xml").unlink(missing_ok=True)
+    return {"guests": SCALE_GUESTS, "guest_mem_mb": SCALE_MEM_MB,
+            "rounds": {a: len(res[a]["rounds"]) for a in AGENTS}, "limit_ms": SCALE_LIMIT_MS, **res}
 
 
 class ShapedLink:
@@ -857,7 +926,7 @@ def at_most(v, goal):
 
 def check_targets(rep):
     """The issue's targets; `why` explains each miss from this run's numbers."""
-    mon, rss = rep["monitor_ms_median"], rep["agent_rss_kib"]
+    mon, rss, sc = rep["monitor_ms_median"], rep["agent_rss_kib"], rep["scale"]
     by_action = rep["agent_rss_kib_by_action"]["vmshift"]
     so_ms, libs = rep["vmshift_monitor_via_libvirt_so_ms_median"], rep["libvirt_so_libraries"]
     heavy = rep["heavy_dirty"]["vmshift"]
@@ -885,6 +954,16 @@ def check_targets(rep):
                f"average {rep['host']['load_avg_at_start']:.2f} at start, {rep['host']['nproc']} "
                f"cores with the running TCG guest). Through libvirt.so the same monitor takes "
                f"{so_ms:.1f} ms."),
+        target("monitor_cpu_ratio", rep["monitor_cpu_ratio"], ">= 20",
+               at_least(rep["monitor_cpu_ratio"], 20),
+               f"vmshift's monitor uses {rep['monitor_cpu_ms']['vmshift']:.1f} ms of CPU, "
+               f"VirtualDomain's {rep['monitor_cpu_ms']['virtualdomain']:.1f} ms (its shell, "
+               f"virsh and the tools it runs)."),
+        target("scale.vmshift.max_ms", sc["vmshift"]["max_ms"], f"<= {SCALE_LIMIT_MS} ms",
+               at_most(sc["vmshift"]["max_ms"], SCALE_LIMIT_MS),
+               f"the slowest of {sc['guests']} monitors started at once answered after "
+               f"{sc['vmshift']['max_ms']:.0f} ms (median {sc['vmshift']['median_ms']:.0f} ms) on "
+               f"{rep['host']['nproc']} cores shared with the {sc['guests']} TCG guests."),
         target("downtime_within_max_fraction.vmshift", within, ">= 0.95", at_least(within, 0.95),
                f"{rep['downtime_within_max_count']['vmshift']} stayed within {DOWNTIME_MAX_MS} ms; "
                f"the longer ones: " + ", ".join(f"{d:.0f} ms" for d in over)),
@@ -1020,6 +1099,18 @@ def markdown(rep):
         f"{rep['vmshift_monitor_via_libvirt_so_ms_median']:.1f} ms, loading "
         f"{rep['libvirt_so_libraries']} shared libraries. `vmshift meta-data` (process start-up, "
         f"no libvirt): {rep['vmshift_meta_data_ms_median']:.1f} ms.", "",
+        f"CPU time (user + system, the agent and every process it ran) of one monitor, median "
+        f"of the same runs: vmshift **{rep['monitor_cpu_ms']['vmshift']:.1f} ms**, VirtualDomain "
+        f"**{rep['monitor_cpu_ms']['virtualdomain']:.1f} ms** (ratio {rep['monitor_cpu_ratio']:.1f}).", "",
+        f"At scale: {rep['scale']['guests']} running guests ({rep['scale']['guest_mem_mb']} MiB "
+        f"each, all booted) on node-a and a monitor of each started at once, "
+        f"{rep['scale']['rounds']['vmshift']} rounds of vmshift, {rep['scale']['rounds']['virtualdomain']} "
+        f"of VirtualDomain; each answer timed from the common start.", "",
+        "| agent | slowest answer ms | median ms | spread ms (last − first, median of rounds) "
+        "| CPU ms per monitor |", "|---|---|---|---|---|",
+        *(f"| {a} | {rep['scale'][a]['max_ms']:.0f} | {rep['scale'][a]['median_ms']:.0f} "
+          f"| {rep['scale'][a]['spread_ms']:.0f} | {rep['scale'][a]['cpu_ms_median']:.1f} |"
+          for a in AGENTS), "",
         "## Migrations", "",
         f"Ping-pong node-a ↔ node-b, each move migrate_to on the source then migrate_from on the "
         f"target, migrate_to killed after {rep['move_timeout_s']} s. Converged = both returned 0, "
@@ -1304,6 +1395,8 @@ REQUIRED = [
     "date", "host.uname", "host.cpu_model", "host.nproc", "host.memory_mib",
     "versions.qemu", "versions.libvirt", "guest", "vmshift_params",
     "monitor_ms_median.vmshift", "monitor_ms_median.virtualdomain", "monitor_ratio",
+    "monitor_cpu_ms.vmshift", "monitor_cpu_ms.virtualdomain", "monitor_cpu_ratio",
+    "scale.vmshift.max_ms", "scale.vmshift.spread_ms", "scale.virtualdomain.max_ms",
     "downtime_within_max_fraction.vmshift", "raw_tcp_mib_per_s", "throughput_ratio",
     "downtime_within_target_fraction.vmshift.fraction",
     "downtime_within_target_fraction.virtualdomain.fraction",
@@ -1320,7 +1413,9 @@ REQUIRED = [
       for f in ("converged", "journal_ok", "journal_checks")),
 ]
 NUMERIC = {"host.nproc", "host.memory_mib", "monitor_ms_median.vmshift", "monitor_ms_median.virtualdomain",
-           "monitor_ratio", "downtime_within_max_fraction.vmshift", "raw_tcp_mib_per_s",
+           "monitor_ratio", "monitor_cpu_ms.vmshift", "monitor_cpu_ms.virtualdomain", "monitor_cpu_ratio",
+           "scale.vmshift.max_ms", "scale.vmshift.spread_ms", "scale.virtualdomain.max_ms",
+           "downtime_within_max_fraction.vmshift", "raw_tcp_mib_per_s",
            "throughput_ratio", "heavy_dirty.vmshift.total_s", "heavy_dirty.virtualdomain.total_s",
            "agent_rss_kib.vmshift", "vmshift_monitor_via_libvirt_so_ms_median",
            "agent_overhead_ms.vmshift.median", "transport.ssh.extra_s_over_tcp",
@@ -1382,7 +1477,8 @@ def run(cfg, mode):
     subprocess.run(["gcc", "-static", "-O2", "-Wall", "-o", str(BIN / "rusage_exec"),
                     str(HERE / "rusage_exec.c")], check=True)
 
-    mon, meta_ms, so_ms, rss = phase_monitor(cfg)
+    mon, mon_cpu, meta_ms, so_ms, rss = phase_monitor(cfg)
+    scale = phase_scale(cfg)
     log(f"phase raw TCP: {cfg['tcp_reps']} x {cfg['tcp_mib']} MiB over the migration link")
     tcp = phase_raw_tcp(cfg)
     migrations = []
@@ -1439,6 +1535,10 @@ def run(cfg, mode):
         "monitor_ms_p95": {a: round(pct(mon[a], 95), 2) for a in AGENTS},
         "monitor_ms": {a: [round(v, 2) for v in mon[a]] for a in AGENTS},
         "monitor_ratio": round(med["virtualdomain"] / med["vmshift"], 2),
+        "monitor_cpu_ms": {a: round(statistics.median(mon_cpu[a]), 2) for a in AGENTS},
+        "monitor_cpu_ratio": round(statistics.median(mon_cpu["virtualdomain"])
+                                   / max(statistics.median(mon_cpu["vmshift"]), 0.01), 1),
+        "scale": scale,
         "vmshift_meta_data_ms_median": round(statistics.median(meta_ms), 2),
         "vmshift_monitor_via_libvirt_so_ms_median": round(statistics.median(so_ms), 2),
         "libvirt_so_libraries": shared_libraries(LIBVIRT_SO),

@@ -3,7 +3,12 @@
 lab node with `lab.sh exec`). Timing here, not in bench.py, keeps nsenter,
 bash and lab.sh start-up out of the numbers. Prints one JSON object.
 
-  time N CMD...                 run CMD N times, one after the other; wall ms each
+  time N CMD...                 run CMD N times, one after the other; wall ms
+                                and CPU ms (user + system) each
+  at-once N CMD...              start N copies of CMD together, "{i}" in
+                                an environment value replaced by 1..N in
+                                each; each one's wall ms from the common
+                                start, and its CPU ms
   run LIMIT_S RUSAGE_EXEC CMD...  run CMD once through rusage_exec (peak RSS;
                                 peak PSS and private memory sampled), killed
                                 (its process group) after LIMIT_S seconds
@@ -29,19 +34,47 @@ def wait_status(status):
     return code if code >= 0 else 128 - code
 
 
+def cpu_ms(ru):
+    """User + system CPU of a reaped child and of every descendant it
+    reaped (wait4's rusage: a shell agent's virsh and sed count too)."""
+    return (ru.ru_utime + ru.ru_stime) * 1000.0
+
+
+def quiet():
+    """File actions sending a spawned agent's output to /dev/null."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    return [(os.POSIX_SPAWN_DUP2, devnull, 1), (os.POSIX_SPAWN_DUP2, devnull, 2)]
+
+
 def cmd_time(n, argv):
     """Each run is spawned with posix_spawn (vfork+exec: cheap and the same
     for every agent) and timed from spawn to reaped exit."""
-    ms, rcs = [], []
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    actions = [(os.POSIX_SPAWN_DUP2, devnull, 1), (os.POSIX_SPAWN_DUP2, devnull, 2)]
+    ms, cpu, rcs = [], [], []
+    actions = quiet()
     for _ in range(n):
         t0 = time.monotonic()
         pid = os.posix_spawnp(argv[0], argv, os.environ, file_actions=actions)
-        _, status = os.waitpid(pid, 0)
+        _, status, ru = os.wait4(pid, 0)
         ms.append((time.monotonic() - t0) * 1000.0)
+        cpu.append(cpu_ms(ru))
         rcs.append(wait_status(status))
-    out({"ms": ms, "rcs": rcs})
+    out({"ms": ms, "cpu_ms": cpu, "rcs": rcs})
+
+
+def cmd_at_once(n, argv):
+    """As Pacemaker probes or monitors many resources of a node together."""
+    actions = quiet()
+    t0 = time.monotonic()
+    pids = {}
+    for i in range(1, n + 1):
+        env = {k: v.replace("{i}", str(i)) for k, v in os.environ.items()}
+        pids[os.posix_spawnp(argv[0], argv, env, file_actions=actions)] = i - 1
+    ms, cpu, rcs = [None] * n, [None] * n, [None] * n
+    while pids:
+        pid, status, ru = os.wait4(-1, 0)
+        i = pids.pop(pid)
+        ms[i], cpu[i], rcs[i] = (time.monotonic() - t0) * 1000.0, cpu_ms(ru), wait_status(status)
+    out({"ms": ms, "cpu_ms": cpu, "rcs": rcs})
 
 
 def smaps(spawner):
@@ -133,6 +166,8 @@ def main(argv):
     cmd = argv[0] if argv else ""
     if cmd == "time":
         cmd_time(int(argv[1]), argv[2:])
+    elif cmd == "at-once":
+        cmd_at_once(int(argv[1]), argv[2:])
     elif cmd == "run":
         cmd_run(float(argv[1]), argv[2], argv[3:])
     elif cmd == "tcp-recv":
