@@ -638,6 +638,11 @@ fn post_copy_is_the_last_resort_when_allowed() {
             ("OCF_RESKEY_migration_compression", "none"),
             ("OCF_RESKEY_migration_postcopy", "true"),
             ("OCF_RESKEY_CRM_meta_timeout", "60000"),
+            // The ladder's own way there: its three stalls of 6 s passes
+            // come close to the 20 s the progress clock would allow at this
+            // timeout, which would reach post-copy too, but not by this
+            // path (fault test 21 and the unit tests cover the clock).
+            ("OCF_RESKEY_migration_progress_timeout", "0"),
         ],
     );
     let log = &m.to.stderr;
