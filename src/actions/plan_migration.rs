@@ -8,6 +8,7 @@ use crate::hypervisor::{mib, Hypervisor};
 use crate::migration::converge::qemu_limit_ms;
 use crate::migration::network::Net;
 use crate::migration::{bandwidth, choose_network, request, CopyEstimate};
+use crate::ocf::budget::PROGRESS_TIMEOUT_MIN;
 use crate::ocf::{AutoConverge, Budget, OcfRc, Outcome, Params};
 use crate::peer::Target;
 use crate::preflight::{self, Check, Needs};
@@ -179,7 +180,8 @@ fn progress_rule(p: &Params) -> String {
         Some(0) => "never ended early (migration_progress_timeout=0)".into(),
         Some(s) => format!("after {s} s without progress, {then}"),
         None => format!(
-            "after a quarter of migrate_to's timeout (at least 20 s) without progress, {then}"
+            "after a quarter of migrate_to's timeout (at least {} s) without progress, {then}",
+            PROGRESS_TIMEOUT_MIN.as_secs()
         ),
     }
 }

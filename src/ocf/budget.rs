@@ -15,6 +15,10 @@ use super::config::CONFIG_BUDGET;
 /// migration link must cost a second or two, not the migration.
 pub const NETWORK_STEP: Duration = Duration::from_secs(1);
 
+/// The least time without progress an unset `migration_progress_timeout`
+/// allows a copy ([`Budget::progress_timeout`]).
+pub const PROGRESS_TIMEOUT_MIN: Duration = Duration::from_secs(20);
+
 /// When an action must be done by. Pacemaker SIGKILLs the agent's process
 /// group when `CRM_meta_timeout` runs out, and a killed action is worse
 /// than a failed one (a killed migrate_to makes Pacemaker assume the server
@@ -113,7 +117,7 @@ impl Budget {
         match set_s {
             Some(0) => None,
             Some(s) => Some(Duration::from_secs(s)),
-            None => Some((self.timeout / 4).max(Duration::from_secs(20))),
+            None => Some((self.timeout / 4).max(PROGRESS_TIMEOUT_MIN)),
         }
     }
 
