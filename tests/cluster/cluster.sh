@@ -64,7 +64,7 @@
 #   status                rc 1 unless everything is up
 #   exec a|b|c CMD...     run CMD "on" a node (nsenter -n -m -u into its holder):
 #                         crm_mon, crm_resource, cibadmin, virsh -c qemu:///system
-#   xml NAME [acpi=0|1] [dirty_mb=N] [rate_mbs=N] [mem_mb=N] [disk=none|shared|local|nbd] [disk_mb=N] [disk_mbs=N]
+#   xml NAME [acpi=0|1] [dirty_mb=N] [rate_mbs=N] [mem_mb=N] [disk=none|shared|local|nbd] [disk_mb=N] [disk_mbs=N] [os=lab|none]
 #                         the knobs of the project lab's `xml` (tests/lab/lab.sh)
 #   disk NAME [a|b|c]     host path of NAME's disk image (the node's own for a local disk)
 #   serial a|b|c NAME     host path of NAME's serial log on that node
@@ -90,7 +90,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 INIT_SRC=$ROOT/tests/lab/guest-init.c
 # The nodes of the cluster that is up, else those asked for.
 if [ -s "$L/nodes" ]; then read -ra NODES <"$L/nodes"; else read -ra NODES <<<"${VC_NODES:-a b}"; fi
-GUEST_VER=c1 # bump to force a guest rebuild (guest-init.c changes do it anyway)
+GUEST_VER=c2 # bump to force a guest rebuild (guest-init.c changes do it anyway)
 OCFD=/usr/lib/ocf/resource.d
 AGENT=$OCFD/vmshift/server
 BIN_COPY=$L/bin/vmshift
@@ -98,7 +98,7 @@ VC_PIN_CPU=${VC_PIN_CPU-0}
 VC_DC_DEADTIME=${VC_DC_DEADTIME:-2s}
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 
-USAGE="usage: $0 up | down [--purge] | status | exec a|b|c CMD... | xml NAME [acpi=0|1] [dirty_mb=N] [rate_mbs=N] [mem_mb=N] [disk=none|shared|local|nbd] [disk_mb=N] [disk_mbs=N] | disk NAME [a|b|c] | serial a|b|c NAME | log a|b|c | libvirtd-pid a|b|c | register | leftovers | primitive ID PROVIDER:TYPE START_S STOP_S MIGRATE_TO_S MIGRATE_FROM_S [NAME=VALUE...]"
+USAGE="usage: $0 up | down [--purge] | status | exec a|b|c CMD... | xml NAME [acpi=0|1] [dirty_mb=N] [rate_mbs=N] [mem_mb=N] [disk=none|shared|local|nbd] [disk_mb=N] [disk_mbs=N] [os=lab|none] | disk NAME [a|b|c] | serial a|b|c NAME | log a|b|c | libvirtd-pid a|b|c | register | leftovers | primitive ID PROVIDER:TYPE START_S STOP_S MIGRATE_TO_S MIGRATE_FROM_S [NAME=VALUE...]"
 
 nr() { case "$1" in a) echo 1 ;; b) echo 2 ;; c) echo 3 ;; esac; }
 ip_bc() { echo "10.253.0.$(nr "$1")"; }

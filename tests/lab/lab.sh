@@ -45,7 +45,7 @@
 #   down [--purge]          idempotent; --purge also removes the cache dir
 #   status                  one line per netns and per node; rc 1 unless all up
 #   exec a|b CMD...         run CMD in the node's net+mount+uts namespaces (cwd kept)
-#   xml NAME [acpi=0|1] [dirty_mb=N] [rate_mbs=N] [mem_mb=N] [disk=none|shared|local|nbd] [disk_mb=N] [disk_mbs=N]
+#   xml NAME [acpi=0|1] [dirty_mb=N] [rate_mbs=N] [mem_mb=N] [disk=none|shared|local|nbd] [disk_mb=N] [disk_mbs=N] [os=lab|none]
 #                           print domain XML; disk=shared (the default): a loop
 #                           device both nodes see, disk=none: no disk,
 #                           disk=local: an image file on each node's own
@@ -53,7 +53,8 @@
 #                           storage netns; the guest's write journal on it;
 #                           disk_mb=N: a new image's size (4); disk_mbs=N: a
 #                           guest writing hard (journal every ~10 ms, a bulk
-#                           writer at N MiB/s)
+#                           writer at N MiB/s); os=none: no kernel, the
+#                           firmware halts (a running domain, idle)
 #   disk NAME [a|b]         print the host path of NAME's disk image (the node's
 #                           own for a local disk)
 #   serial a|b NAME         print the host path of NAME's serial log on that node
@@ -87,7 +88,7 @@ HERE=$(dirname "$SELF")
 INIT_SRC=$HERE/guest-init.c
 NODES=(a b)
 VM=vs-vm1
-GUEST_VER=v3 # bump to force a guest rebuild (guest-init.c changes do it anyway)
+GUEST_VER=v4 # bump to force a guest rebuild (guest-init.c changes do it anyway)
 LAB_START_VM=${LAB_START_VM:-0}
 LAB_DOMAIN_TYPE=${LAB_DOMAIN_TYPE:-qemu}
 LAB_DIRTY_MB=${LAB_DIRTY_MB:-32}
@@ -96,7 +97,7 @@ LAB_MEM_MB=${LAB_MEM_MB:-128}
 LAB_PIN_CPU=${LAB_PIN_CPU-0}
 VIRSH_TIMEOUT=20
 
-USAGE="usage: $0 up | down [--purge] | status | exec a|b CMD... | xml NAME [acpi=0|1] [dirty_mb=N] [rate_mbs=N] [mem_mb=N] [disk=none|shared|local|nbd] [disk_mb=N] [disk_mbs=N] | disk NAME [a|b] | serial a|b NAME | libvirtd-pid a|b | qemu-pid a|b NAME | revive a|b | ra a|b ACTION [VAR=val...] | selftest"
+USAGE="usage: $0 up | down [--purge] | status | exec a|b CMD... | xml NAME [acpi=0|1] [dirty_mb=N] [rate_mbs=N] [mem_mb=N] [disk=none|shared|local|nbd] [disk_mb=N] [disk_mbs=N] [os=lab|none] | disk NAME [a|b] | serial a|b NAME | libvirtd-pid a|b | qemu-pid a|b NAME | revive a|b | ra a|b ACTION [VAR=val...] | selftest"
 
 ip_bc() { [ "$1" = a ] && echo "$NET.10.1" || echo "$NET.10.2"; }
 ip_mn() { [ "$1" = a ] && echo "$NET.11.1" || echo "$NET.11.2"; }
