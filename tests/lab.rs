@@ -425,12 +425,12 @@ fn slow_migration_is_aborted_before_the_deadline() {
     );
     let run = Running::start("a", "migrate_to", &env);
     // The speed cap and the downtime limit are in force during the copy:
-    // QEMU's limit is two thirds of the freeze allowed, the last third
-    // kept for the switchover.
+    // QEMU's limit is half the freeze allowed, the other half kept for
+    // the switchover.
     sleep(Duration::from_secs(4));
     assert_eq!(
         virsh("a", &["migrate-getmaxdowntime", &g.name]).unwrap(),
-        "82"
+        "62"
     );
     assert_eq!(virsh("a", &["migrate-getspeed", &g.name]).unwrap(), "1");
     let c = run.wait();

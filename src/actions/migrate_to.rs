@@ -385,7 +385,7 @@ fn check_copy_fits(
 
 /// `control qemu+tls://node-b/system, data tcp://10.251.11.2 (TLS as
 /// node-b.mn), 2 connections, bandwidth unlimited, downtime 300 ms (QEMU's
-/// limit 200 ms; up to 1200 ms), post-copy allowed`
+/// limit 150 ms; up to 1200 ms), post-copy allowed`
 fn request_line(req: &MigrationRequest, p: &Params) -> String {
     let mut line = format!("control {}, data {}", req.dconn_uri, req.data_uri);
     if let Some(host) = &req.tls_host {
@@ -999,7 +999,7 @@ mod tests {
             "{}",
             out.reason
         );
-        assert_eq!(local.calls(), ["downtime 200", "migrate"]);
+        assert_eq!(local.calls(), ["downtime 150", "migrate"]);
     }
 
     /// The guest with one disk, a file on no shared filesystem: copied.
@@ -1020,7 +1020,7 @@ mod tests {
             move_with(&local, &peer, &speed, 20).unwrap().rc,
             OcfRc::Success
         );
-        assert_eq!(local.calls(), ["downtime 200", "migrate copying vda"]);
+        assert_eq!(local.calls(), ["downtime 150", "migrate copying vda"]);
         // 2 GiB of disk and 128 MiB of RAM at 100 MiB/s: 22 s, and a 20 s
         // timeout has 15 s before its abort point.
         let (mut local, peer) = source();
@@ -1072,7 +1072,7 @@ mod tests {
             OcfRc::Success
         );
         assert_eq!(peer.calls(), ["activate network lan"]);
-        assert_eq!(local.calls(), ["downtime 200", "migrate"]);
+        assert_eq!(local.calls(), ["downtime 150", "migrate"]);
         // Another domain of the same name there: libvirt would refuse it.
         *peer.definition.borrow_mut() =
             Some("<domain><name>vm1</name><uuid>other</uuid></domain>".into());
@@ -1113,7 +1113,7 @@ mod tests {
         let e = move_with(&local, &peer, &[], 4).unwrap_err();
         assert!(matches!(e, Error::MigrationTimedOut { .. }), "{e}");
         assert!(e.to_string().contains("here running"), "{e}");
-        assert_eq!(local.calls(), ["downtime 200", "migrate", "abort"]);
+        assert_eq!(local.calls(), ["downtime 150", "migrate", "abort"]);
         assert!(t.elapsed() < Duration::from_secs(4));
     }
 
@@ -1123,7 +1123,7 @@ mod tests {
         local.abort_completes = true;
         let out = move_with(&local, &peer, &[], 4).unwrap();
         assert_eq!(out.rc, OcfRc::Success);
-        assert_eq!(local.calls(), ["downtime 200", "migrate", "abort"]);
+        assert_eq!(local.calls(), ["downtime 150", "migrate", "abort"]);
     }
 
     #[test]
@@ -1133,17 +1133,18 @@ mod tests {
         *local.migrations.borrow_mut() = vec![Some(Ok(()))];
         let out = move_with(&local, &peer, &[], 20).unwrap();
         assert_eq!(out.rc, OcfRc::Success);
-        assert_eq!(local.calls(), ["downtime 200", "migrate"]);
+        assert_eq!(local.calls(), ["downtime 150", "migrate"]);
     }
 
     #[test]
     fn a_copy_that_stalls_climbs_the_ladder_then_is_aborted() {
-        // 30 MiB left take 300 ms: the freeze doubled, then the max, QEMU
-        // getting two thirds of each; then, by default (auto-converge from
-        // the start), nothing left (no post-copy allowed): aborted in
-        // time. With `stalled`, the copy restarts with auto-converge first.
-        let climb = ["downtime 200", "migrate", "downtime 400", "downtime 800"];
-        let restart = ["abort", "downtime 800", "migrate"];
+        // 30 MiB left take 300 ms: the freeze raised to what that needs (a
+        // QEMU limit a quarter over it, 375 ms), then the max, QEMU getting
+        // half of each; then, by default (auto-converge from the start),
+        // nothing left (no post-copy allowed): aborted in time. With
+        // `stalled`, the copy restarts with auto-converge first.
+        let climb = ["downtime 150", "migrate", "downtime 375", "downtime 600"];
+        let restart = ["abort", "downtime 600", "migrate"];
         for (mode, restarted) in [("always", false), ("stalled", true)] {
             let (local, peer) = stalled(40, 30);
             let extra = [("OCF_RESKEY_migration_auto_converge", mode)];
@@ -1172,7 +1173,7 @@ mod tests {
             "migration of vm1 to node-b stuck for 2 s; aborted, here running"
         );
         assert_eq!(e.rc(), OcfRc::ErrGeneric);
-        assert_eq!(local.calls(), ["downtime 200", "migrate", "abort"]);
+        assert_eq!(local.calls(), ["downtime 150", "migrate", "abort"]);
     }
 
     #[test]
@@ -1197,7 +1198,7 @@ mod tests {
             e.to_string(),
             "disk copy to node-b lagged vm1's writes; aborted, here running"
         );
-        assert_eq!(local.calls(), ["downtime 200", "migrate", "abort"]);
+        assert_eq!(local.calls(), ["downtime 150", "migrate", "abort"]);
     }
 
     #[test]

@@ -1175,7 +1175,7 @@ def markdown(rep):
             f"**{rep['downtime_within_max_fraction']['vmshift']:.2f}** "
             f"({rep['downtime_within_max_count']['vmshift']}).", "",
         f"Moves that froze the guest no longer than migration_downtime ({DOWNTIME_TARGET_MS} ms; "
-        f"vmshift asks QEMU for two thirds of it, keeping the rest for the switchover; "
+        f"vmshift asks QEMU for half of it, keeping the rest for the switchover; "
         f"VirtualDomain: QEMU's default limit, the same {DOWNTIME_TARGET_MS} ms) with vmshift's "
         f"policy leaving it alone:", "",
         "| moves | vmshift | raised by the policy | VirtualDomain |", "|---|---|---|---|",
