@@ -47,9 +47,9 @@ cluster-test: build
 cluster-soak: build
 	VMSHIFT_SOAK_ROUNDS=$${VMSHIFT_SOAK_ROUNDS:-50} bash tests/cluster/run-tests.sh round_trips --nocapture
 
-# vmshift against VirtualDomain on a second lab (LAB_ID=bench), ~20 min:
+# vmshift against VirtualDomain on a second lab (LAB_ID=bench), ~14 min:
 # target/bench/report.{json,md} and *.svg; then 10 Pacemaker moves per agent
-# on the cluster lab, ~5 min: target/bench/cluster_move.json. Not part of
+# on the cluster lab, ~2 min: target/bench/cluster_move.json. Not part of
 # `make test`. BENCH_PUBLISH=tests/bench/results also copies the reports
 # there (committed).
 bench: deps
