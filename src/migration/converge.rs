@@ -49,7 +49,7 @@ fn progressed(peak: u64, best: u64) -> bool {
 /// sees adds the device state, its load on the target and libvirt's resume
 /// there, and the last pages, sent with the guest stopped, can go slower
 /// than measured. On the lab's 2 cores they did: a 200 ms limit froze the
-/// guest for up to 341 ms (1.7 times), 3 of 81 moves over 300 ms in one
+/// guest for up to 341 ms (1.7 times), 3 of 41 moves over 300 ms in one
 /// bench run, 2 of 20 with a busy loop per core in another; a 300 ms limit
 /// froze 6 of 20 loaded moves for 307-438 ms. Half keeps the worst seen
 /// (1.7 times) within the freeze.
