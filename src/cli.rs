@@ -241,6 +241,7 @@ fn clap_problem(e: &clap::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::assert_contains;
 
     fn args(a: &[&str]) -> Vec<OsString> {
         std::iter::once("vmshift")
@@ -293,11 +294,7 @@ mod tests {
                 Request::Exit(o) => {
                     assert_eq!(o.rc, OcfRc::ErrArgs, "{a:?}");
                     assert!(o.reason.contains(named), "{a:?}: {}", o.reason);
-                    assert!(
-                        o.reason.contains(&format!("vmshift {} --help", a[0])),
-                        "{}",
-                        o.reason
-                    );
+                    assert_contains(&o.reason, &format!("vmshift {} --help", a[0]));
                 }
                 other => panic!("{a:?}: {other:?}"),
             }

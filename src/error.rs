@@ -11,13 +11,30 @@ use crate::storage;
 use crate::uri;
 
 #[derive(Debug, thiserror::Error)]
+#[cfg_attr(test, derive(strum::EnumCount))]
 pub enum Error {
     // Each message is the exit reason Pacemaker shows (it keeps 128 bytes):
     // what failed first, names through `short`, the long story in the log.
+
+    // What the admin set: parameters, the config file, node names.
     #[error(transparent)]
     Param(#[from] ParamError),
     #[error(transparent)]
     Storage(#[from] storage::Error),
+    #[error("config {} is not a valid domain XML: {}", short_path(.path), short_text(.problem))]
+    BadConfig {
+        path: std::path::PathBuf,
+        problem: String,
+    },
+    #[error("node name \"{}\" cannot be a host in a libvirt URI", short(.node))]
+    BadNode {
+        node: String,
+        #[source]
+        source: uri::HostError,
+    },
+    #[error("no migration target (OCF_RESKEY_CRM_meta_migrate_target, --target) given")]
+    NoTarget,
+    // libvirt on this node or a peer.
     #[error("domain {} is not defined on this node and no config is set", short(.name))]
     NotDefined { name: String },
     #[error("cannot {what} domain {}", short(.name))]
@@ -35,39 +52,18 @@ pub enum Error {
         #[source]
         source: hypervisor::Error,
     },
+    #[error("cannot ask {} about the domain", short(.node))]
+    Peer {
+        node: String,
+        #[source]
+        source: hypervisor::Error,
+    },
+    // start.
     #[error("domain {} is {state}, not running, {waited:.1?} after start", short(.name))]
     NotStarted {
         name: String,
         state: DomainState,
         waited: Duration,
-    },
-    #[error("domain {} is still {state} after destroy", short(.name))]
-    StillActive { name: String, state: DomainState },
-    #[error("domain {} still in post-copy after {waited:.1?}: stopping it here would kill the guest on the target", short(.name))]
-    PostcopyRunning { name: String, waited: Duration },
-    #[error("post-copy of {} failed ({state} here): virsh migrate --postcopy-resume, or restart it", short(.name))]
-    PostcopyFailed { name: String, state: DomainState },
-    #[error("libvirtd does not answer and QEMU pid {pid} of domain {} still runs", short(.name))]
-    QemuAlive {
-        name: String,
-        pid: u32,
-        #[source]
-        source: hypervisor::Error,
-    },
-    #[error("QEMU pid {pid} of domain {} still runs, though libvirt says {state}", short(.name))]
-    QemuUnknownToLibvirt {
-        name: String,
-        state: DomainState,
-        pid: u32,
-    },
-    #[error("cannot tell whether a QEMU of domain {} runs: {why}", short(.name))]
-    QemuUnreadable { name: String, why: String },
-    #[error("QEMU pid {pid} of domain {} survived SIGKILL", short(.name))]
-    QemuSurvived { name: String, pid: u32 },
-    #[error("config {} is not a valid domain XML: {}", short_path(.path), short_text(.problem))]
-    BadConfig {
-        path: std::path::PathBuf,
-        problem: String,
     },
     #[error("domain {} already runs on {} ({state}): not starting a second copy", short(.name), short(.peer))]
     RunningOnPeer {
@@ -75,20 +71,31 @@ pub enum Error {
         peer: String,
         state: DomainState,
     },
-    #[error("no migration target (OCF_RESKEY_CRM_meta_migrate_target, --target) given")]
-    NoTarget,
-    #[error("node name \"{}\" cannot be a host in a libvirt URI", short(.node))]
-    BadNode {
-        node: String,
-        #[source]
-        source: uri::HostError,
-    },
-    #[error("cannot ask {} about the domain", short(.node))]
-    Peer {
-        node: String,
+    // stop: what it must not do, and what it could not finish.
+    #[error("domain {} still in post-copy after {waited:.1?}: stopping it here would kill the guest on the target", short(.name))]
+    PostcopyRunning { name: String, waited: Duration },
+    #[error("libvirtd does not answer and QEMU pid {pid} of domain {} still runs", short(.name))]
+    QemuAlive {
+        name: String,
+        pid: u32,
         #[source]
         source: hypervisor::Error,
     },
+    #[error("post-copy of {} failed ({state} here): virsh migrate --postcopy-resume, or restart it", short(.name))]
+    PostcopyFailed { name: String, state: DomainState },
+    #[error("QEMU pid {pid} of domain {} still runs, though libvirt says {state}", short(.name))]
+    QemuUnknownToLibvirt {
+        name: String,
+        state: DomainState,
+        pid: u32,
+    },
+    #[error("domain {} is still {state} after destroy", short(.name))]
+    StillActive { name: String, state: DomainState },
+    #[error("QEMU pid {pid} of domain {} survived SIGKILL", short(.name))]
+    QemuSurvived { name: String, pid: u32 },
+    #[error("cannot tell whether a QEMU of domain {} runs: {why}", short(.name))]
+    QemuUnreadable { name: String, why: String },
+    // migrate_to and migrate_from.
     #[error("domain {} runs neither here ({here}) nor on {} ({there})", short(.name), short(.target))]
     NotRunningAnywhere {
         name: String,
@@ -102,14 +109,14 @@ pub enum Error {
         target: String,
         there: DomainState,
     },
-    #[error("live migration of {} to {} failed, domain here: {here}", short(.name), short(.target))]
-    MigrationFailed {
-        name: String,
-        target: String,
-        here: String,
-        #[source]
-        source: hypervisor::Error,
+    #[error("{}: {} {}; not moved", short(.node), short_text(.what), short_text(.why))]
+    TargetNotReady {
+        node: String,
+        what: String,
+        why: String,
     },
+    #[error("this node: {} {}", short_text(.what), short_text(.why))]
+    NodeNotReady { what: String, why: String },
     #[error("copying {mib} MiB at {mib_s} MiB/s takes {need:.0?}, migrate_to has {left:.0?}: raise its timeout or migration_speed")]
     CopyTooLong {
         mib: u64,
@@ -124,6 +131,14 @@ pub enum Error {
         disk: String,
         path: String,
         node: String,
+        #[source]
+        source: hypervisor::Error,
+    },
+    #[error("live migration of {} to {} failed, domain here: {here}", short(.name), short(.target))]
+    MigrationFailed {
+        name: String,
+        target: String,
+        here: String,
         #[source]
         source: hypervisor::Error,
     },
@@ -146,14 +161,6 @@ pub enum Error {
         target: String,
         here: String,
     },
-    #[error("{}: {} {}; not moved", short(.node), short_text(.what), short_text(.why))]
-    TargetNotReady {
-        node: String,
-        what: String,
-        why: String,
-    },
-    #[error("this node: {} {}", short_text(.what), short_text(.why))]
-    NodeNotReady { what: String, why: String },
     #[error("domain {} did not arrive from {}: {state} here after {waited:.1?}", short(.name), short(.from))]
     NotArrived {
         name: String,
@@ -262,64 +269,10 @@ mod tests {
     use crate::hypervisor::fake::timeout;
     use crate::hypervisor::DomainState;
     use crate::ocf::{Env, Params};
+    use std::collections::HashSet;
+    use std::mem::discriminant;
     use std::time::Duration;
-
-    /// Which variant an error is: the match has no wildcard, so a new
-    /// variant does not compile until the reason test below covers it.
-    fn variant(e: &Error) -> usize {
-        match e {
-            Error::Param(_) => 0,
-            Error::NotDefined { .. } => 1,
-            Error::Libvirt { .. } => 2,
-            Error::NotStarted { .. } => 3,
-            Error::StillActive { .. } => 4,
-            Error::PostcopyRunning { .. } => 5,
-            Error::PostcopyFailed { .. } => 6,
-            Error::QemuAlive { .. } => 7,
-            Error::QemuUnknownToLibvirt { .. } => 8,
-            Error::QemuUnreadable { .. } => 9,
-            Error::QemuSurvived { .. } => 10,
-            Error::BadConfig { .. } => 11,
-            Error::RunningOnPeer { .. } => 12,
-            Error::NoTarget => 13,
-            Error::BadNode { .. } => 14,
-            Error::Peer { .. } => 15,
-            Error::NotRunningAnywhere { .. } => 16,
-            Error::ActiveOnBoth { .. } => 17,
-            Error::MigrationFailed { .. } => 18,
-            Error::MigrationTimedOut { .. } => 19,
-            Error::NotArrived { .. } => 20,
-            Error::Busy { .. } => 21,
-            Error::Storage(_) => 22,
-            Error::DiskUnusable { .. } => 23,
-            Error::DiskMissing { .. } => 24,
-            Error::CopyTooLong { .. } => 25,
-            Error::DiskCopyBehind { .. } => 26,
-            Error::TargetNotReady { .. } => 27,
-            Error::NodeNotReady { .. } => 28,
-            Error::MigrationStalled { .. } => 29,
-        }
-    }
-
-    /// As [`variant`], for the parameter errors.
-    fn param_variant(e: &ParamError) -> usize {
-        match e {
-            ParamError::MissingName => 0,
-            ParamError::NotUtf8 { .. } => 1,
-            ParamError::BadName { .. } => 2,
-            ParamError::Invalid { .. } => 3,
-            ParamError::DowntimeMaxBelowStart { .. } => 4,
-            ParamError::PostcopyWithParallel { .. } => 5,
-            ParamError::BadUri { .. } => 6,
-            ParamError::BadHost { .. } => 7,
-            ParamError::BadUser { .. } => 8,
-            ParamError::ConfigUnreadable { .. } => 9,
-            ParamError::ConfigRefused { .. } => 10,
-            ParamError::ConfigNotDomain { .. } => 11,
-            ParamError::ConfigNames { .. } => 12,
-            ParamError::XbzrleWithParallel { .. } => 13,
-        }
-    }
+    use strum::EnumCount;
 
     /// Every reason vmshift can give Pacemaker, with the longest names,
     /// nodes, paths, states, times and pids there can be (a 247-byte name
@@ -560,15 +513,10 @@ mod tests {
     #[test]
     fn every_reason_fits_pacemakers_128_bytes_decisive_part_first() {
         let all = worst_cases();
-        let mut seen: Vec<usize> = all.iter().map(variant).collect();
-        seen.sort_unstable();
-        seen.dedup();
-        assert_eq!(
-            seen,
-            (0..=29).collect::<Vec<_>>(),
-            "a variant has no worst case"
-        );
-        let mut params = std::collections::BTreeSet::new();
+        // A new variant fails here until it has a worst case below.
+        let seen: HashSet<_> = all.iter().map(discriminant).collect();
+        assert_eq!(seen.len(), Error::COUNT, "a variant has no worst case");
+        let mut params = HashSet::new();
         for e in &all {
             // The message of our own, without its causes, fits whole: what
             // failed is never what Pacemaker cuts off.
@@ -584,9 +532,13 @@ mod tests {
             let lead: String = own.chars().take(40).collect();
             assert!(printed.starts_with(&lead), "{printed}");
             if let Error::Param(p) = e {
-                params.insert(param_variant(p));
+                params.insert(discriminant(p));
             }
         }
-        assert_eq!(params.len(), 14, "every ParamError variant is covered");
+        assert_eq!(
+            params.len(),
+            ParamError::COUNT,
+            "a ParamError has no worst case"
+        );
     }
 }

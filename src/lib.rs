@@ -18,7 +18,7 @@
 //! [`uri`] (host names and libvirt URIs), [`hypervisor`] (the traits and
 //! their types), [`records`] (the small files kept in /run/vmshift),
 //! [`bounded`] (a blocking call on a worker thread, waited for until an
-//! instant).
+//! instant), and, in test builds, [`testing`] (shared assertions).
 
 pub mod actions;
 pub(crate) mod bounded;
@@ -37,6 +37,8 @@ pub(crate) mod preflight;
 pub(crate) mod records;
 pub(crate) mod ssh;
 pub(crate) mod storage;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod uri;
 pub(crate) mod utilization;
 

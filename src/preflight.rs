@@ -236,6 +236,7 @@ mod tests {
     use super::*;
     use crate::hypervisor::fake::Fake;
     use crate::hypervisor::DomainState;
+    use crate::testing::assert_starts;
 
     const XML: &str = "<domain type='qemu'><name>vm1</name><uuid>u-1</uuid>\
         <memory unit='MiB'>128</memory>\
@@ -311,10 +312,7 @@ mod tests {
         let mut f = all_there();
         f.unsupported = Some("no emulator".into());
         let (what, why) = failure(&f, false, false).unwrap();
-        assert!(
-            what.starts_with("emulator /usr/bin/qemu-system-x86_64"),
-            "{what}"
-        );
+        assert_starts(&what, "emulator /usr/bin/qemu-system-x86_64");
         assert_eq!(why, "cannot run here: no emulator");
         let mut f = all_there();
         f.memory_bytes = 300 << 20;
@@ -351,10 +349,7 @@ mod tests {
         assert_eq!(why, "has another UUID (u-2 there, u-1 here)");
         *f.definition.borrow_mut() = Some(XML.replace("/img/vm1.img", "/img/old.img"));
         let (_, why) = failure(&f, false, true).unwrap();
-        assert!(
-            why.starts_with("has other disks (vda /img/old.img"),
-            "{why}"
-        );
+        assert_starts(&why, "has other disks (vda /img/old.img");
         *f.definition.borrow_mut() = Some(XML.into());
         assert_eq!(failure(&f, false, true), None);
     }

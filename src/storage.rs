@@ -284,6 +284,7 @@ pub fn describe(plan: &[Decision]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::assert_starts;
 
     const XML: &str = "<domain type='kvm'><name>srv</name><devices>
       <disk type='file' device='disk'><driver name='qemu' type='raw' cache='none'/>
@@ -332,10 +333,7 @@ mod tests {
     fn unsafe_layouts_are_refused_with_the_disk_first() {
         let d = disks(XML).unwrap();
         let e = plan(&d[..1], Storage::Shared, local).unwrap_err();
-        assert!(
-            e.to_string().starts_with("disk vda is a local file: "),
-            "{e}"
-        );
+        assert_starts(e.to_string(), "disk vda is a local file: ");
         // A network disk with QEMU's default cache (writeback).
         let e = plan(&d, Storage::Auto, local).unwrap_err();
         assert_eq!(

@@ -598,13 +598,14 @@ mod tests {
         ] {
             assert_eq!(check_host(ok), Ok(()), "{ok}");
         }
+        // A shell's, a URI's or ssh's own characters, and `_` (not in a
+        // DNS host name), wherever they stand.
+        for c in "; ?@_/:".chars() {
+            let bad = format!("node{c}b");
+            assert_eq!(check_host(&bad), Err(HostError::Char(c)), "{bad:?}");
+        }
         let long = vec!["a".repeat(63); 4].join(".");
         for (bad, why) in [
-            ("node-b;rm", HostError::Char(';')),
-            ("node b", HostError::Char(' ')),
-            ("node-b?x", HostError::Char('?')),
-            ("root@node-b", HostError::Char('@')),
-            ("node_b", HostError::Char('_')),
             ("-node", HostError::Hyphen),
             ("node-", HostError::Hyphen),
             ("a..b", HostError::EmptyLabel),

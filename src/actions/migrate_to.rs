@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use crate::error::{chain, hv_err, Error};
-use crate::hypervisor::wait::wait_state;
+use crate::hypervisor::wait::wait_status;
 use crate::hypervisor::{
     self, mib, DomainState, Hypervisor, JobProgress, Migration, MigrationRequest, Postcopy, Qemu,
     Status,
@@ -604,7 +604,11 @@ fn follow_earlier_migration(
             if let Err(e) = local.abort_job(name) {
                 warn!("abort failed: {}", chain(&e));
             }
-            let here = wait_state(local, name, deadline.at(), |s| s == DomainState::Running).ok();
+            let here = wait_status(local, name, deadline.at(), |s| {
+                s.state == DomainState::Running
+            })
+            .ok()
+            .map(|s| s.state);
             warn!(
                 "the earlier migration of {name} to {target} was aborted after {:.1?} (job ended: {})",
                 t0.elapsed(),
@@ -836,7 +840,11 @@ fn timed_out(
         deadline,
         ..
     } = end;
-    let here = wait_state(local, name, deadline.at(), |s| s == DomainState::Running).ok();
+    let here = wait_status(local, name, deadline.at(), |s| {
+        s.state == DomainState::Running
+    })
+    .ok()
+    .map(|s| s.state);
     // No state before the deadline: the QEMU process still tells.
     let here_text = match (here, local.qemu(name)) {
         (None, Qemu::Alive(pid)) => format!("QEMU pid {pid} alive"),
@@ -904,6 +912,7 @@ mod tests {
     use crate::hypervisor::fake::{timeout, Fake};
     use crate::hypervisor::{Presence, Resource};
     use crate::migration::network::Error as NetError;
+    use crate::testing::{assert_contains, assert_starts};
 
     /// No migration network: every move falls back to the base name.
     struct NoMn;
@@ -993,12 +1002,7 @@ mod tests {
         *local.migrations.borrow_mut() = vec![Some(Ok(()))];
         let out = move_with(&local, &peer, &[], 20).unwrap();
         assert_eq!(out.rc, OcfRc::Success);
-        assert!(
-            out.reason
-                .contains("vm1 migrated to node-b over fallback node-b"),
-            "{}",
-            out.reason
-        );
+        assert_contains(&out.reason, "vm1 migrated to node-b over fallback node-b");
         assert_eq!(local.calls(), ["downtime 150", "migrate"]);
     }
 
@@ -1027,10 +1031,9 @@ mod tests {
         with_local_disk(&local);
         local.disk_bytes = 2 << 30;
         let e = move_with(&local, &peer, &speed, 20).unwrap_err();
-        assert!(
-            e.to_string()
-                .starts_with("copying 2176 MiB at 100 MiB/s takes 22s, migrate_to has 15s"),
-            "{e}"
+        assert_starts(
+            e.to_string(),
+            "copying 2176 MiB at 100 MiB/s takes 22s, migrate_to has 15s",
         );
         assert!(local.calls().is_empty(), "{:?}", local.calls());
         // shared refuses the local file before anything is asked of libvirt.
@@ -1077,10 +1080,9 @@ mod tests {
         *peer.definition.borrow_mut() =
             Some("<domain><name>vm1</name><uuid>other</uuid></domain>".into());
         let e = move_with(&local, &peer, &[], 20).unwrap_err();
-        assert!(
-            e.to_string()
-                .starts_with("node-b: the definition of vm1 has another UUID"),
-            "{e}"
+        assert_starts(
+            e.to_string(),
+            "node-b: the definition of vm1 has another UUID",
         );
     }
 
@@ -1212,11 +1214,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out.rc, OcfRc::Success);
-        assert!(
-            out.reason.contains("post-copy still copies"),
-            "{}",
-            out.reason
-        );
+        assert_contains(&out.reason, "post-copy still copies");
         let calls = local.calls();
         assert_eq!(
             calls.last().map(String::as_str),

@@ -95,7 +95,7 @@ pub fn run(action: Action, env: &Env) -> Outcome {
             let find = || find_peers(env, &p, &deadline);
             let mut peers = find();
             let defs = definitions(env, &p, &deadline, &find, true);
-            start::start(&hv, &mut peers, &p, &deadline, &defs)
+            start::start(&hv, &p, &deadline, &defs, &mut peers)
         }),
         Action::Stop => match lenient(env) {
             Ok(p) => {

@@ -8,7 +8,7 @@ use log::{debug, info, warn};
 
 use crate::definition::Definitions;
 use crate::error::{chain, hv_err, Error};
-use crate::hypervisor::wait::{ensure_no_autostart, wait_state};
+use crate::hypervisor::wait::{ensure_no_autostart, wait_status};
 use crate::hypervisor::{DomainState, ErrorKind, Hypervisor};
 use crate::ocf::{config, Budget, OcfRc, Outcome, Params};
 use crate::peer::Peers;
@@ -141,10 +141,10 @@ fn boot<H: Hypervisor>(hv: &H, name: &str, deadline: &Budget) -> Result<(), Erro
 /// start: 0 once the domain runs (at once if it already does).
 pub fn start<H: Hypervisor>(
     hv: &H,
-    peers: &mut Peers,
     p: &Params,
     deadline: &Budget,
     defs: &Definitions,
+    peers: &mut Peers,
 ) -> Result<Outcome, Error> {
     let name = p.name.as_str();
     let mut state = hv.state(name).map_err(hv_err("get the state of", name))?;
@@ -194,8 +194,9 @@ pub fn start<H: Hypervisor>(
     check_node(hv, xml.as_deref(), p.start_resources)?;
     let t0 = Instant::now();
     boot(hv, name, deadline)?;
-    let state = wait_state(hv, name, deadline.at(), |s| s == DomainState::Running)
-        .map_err(hv_err("get the state of", name))?;
+    let state = wait_status(hv, name, deadline.at(), |s| s.state == DomainState::Running)
+        .map_err(hv_err("get the state of", name))?
+        .state;
     if state != DomainState::Running {
         return Err(Error::NotStarted {
             name: name.into(),
@@ -216,16 +217,22 @@ mod tests {
     use super::*;
     use crate::hypervisor::fake::Fake;
     use crate::hypervisor::{Presence, Resource};
+    use crate::testing::{assert_contains, assert_starts};
 
-    /// start with `extra` parameters and a `secs` timeout, no peer known.
+    /// start with `extra` parameters and a `secs` timeout among `peers`.
+    fn start_among(
+        f: &Fake,
+        peers: &mut Peers,
+        extra: &[(&str, &str)],
+        secs: u64,
+    ) -> Result<Outcome, Error> {
+        let budget = Budget::new(Duration::from_secs(secs));
+        start(f, &Params::vm1(extra), &budget, &Definitions::none(), peers)
+    }
+
+    /// [`start_among`] with no peer known.
     fn start_alone(f: &Fake, extra: &[(&str, &str)], secs: u64) -> Result<Outcome, Error> {
-        start(
-            f,
-            &mut Peers::unknown("test".into()),
-            &Params::vm1(extra),
-            &Budget::new(Duration::from_secs(secs)),
-            &Definitions::none(),
-        )
+        start_among(f, &mut Peers::unknown("test".into()), extra, secs)
     }
 
     #[test]
@@ -287,14 +294,8 @@ mod tests {
         assert!(matches!(e, Error::Busy { what: "start", .. }), "{e}");
         assert_eq!(e.rc(), OcfRc::ErrGeneric);
         let reason = chain(&e);
-        assert!(
-            reason.starts_with("cannot start domain vm1 for "),
-            "{reason}"
-        );
-        assert!(
-            reason.contains("held by monitor=remoteDispatch"),
-            "{reason}"
-        );
+        assert_starts(&reason, "cannot start domain vm1 for ");
+        assert_contains(&reason, "held by monitor=remoteDispatch");
         assert_eq!(f.calls(), ["start"]);
     }
 
@@ -325,15 +326,7 @@ mod tests {
     #[test]
     fn start_refuses_a_server_running_on_any_other_node() {
         let f = Fake::new(&[DomainState::Shutoff]);
-        let run = |peers: &mut Peers| {
-            start(
-                &f,
-                peers,
-                &Params::vm1(&[]),
-                &Budget::new(Duration::from_secs(20)),
-                &Definitions::none(),
-            )
-        };
+        let run = |peers: &mut Peers| start_among(&f, peers, &[], 20);
         let (off, on) = (Some(DomainState::Shutoff), Some(DomainState::Running));
         let e = run(&mut peers(&[off, on])).unwrap_err();
         assert!(matches!(e, Error::RunningOnPeer { .. }), "{e}");

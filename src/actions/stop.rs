@@ -9,7 +9,7 @@ use log::{debug, info, warn};
 
 use crate::definition::Definitions;
 use crate::error::{chain, hv_err, Error};
-use crate::hypervisor::wait::{wait_state, wait_status, POLL};
+use crate::hypervisor::wait::{wait_status, POLL};
 use crate::hypervisor::{
     self, DomainState, ErrorKind, Hypervisor, Observe, Postcopy, Qemu, Status,
 };
@@ -107,8 +107,11 @@ pub fn stop<H: Hypervisor>(
                 }
                 next_press = Instant::now() + ACPI_REPEAT;
             }
-            state = wait_state(hv, name, graceful_end.min(next_press), |s| !s.is_active())
-                .map_err(hv_err("get the state of", name))?;
+            state = wait_status(hv, name, graceful_end.min(next_press), |s| {
+                !s.state.is_active()
+            })
+            .map_err(hv_err("get the state of", name))?
+            .state;
         }
         if !state.is_active() {
             defs.now(hv, name, None);
@@ -129,10 +132,11 @@ pub fn stop<H: Hypervisor>(
         Err(e) if e.kind() == ErrorKind::InvalidState => {}
         Err(e) => return Err(hv_err("destroy", name)(e)),
     }
-    let state = wait_state(hv, name, deadline.at(), |s| {
-        !s.is_active() && s != DomainState::Crashed
+    let state = wait_status(hv, name, deadline.at(), |s| {
+        !s.state.is_active() && s.state != DomainState::Crashed
     })
-    .map_err(hv_err("get the state of", name))?;
+    .map_err(hv_err("get the state of", name))?
+    .state;
     if state.is_active() || state == DomainState::Crashed {
         return Err(Error::StillActive {
             name: name.into(),
@@ -268,6 +272,7 @@ fn stop_without_libvirt<H: Hypervisor>(
 mod tests {
     use super::*;
     use crate::hypervisor::fake::Fake;
+    use crate::testing::assert_contains;
 
     fn stop_with(f: &Fake, extra: &[(&str, &str)], secs: u64) -> Result<Outcome, Error> {
         stop(
@@ -279,11 +284,27 @@ mod tests {
         )
     }
 
+    /// [`stop_with`], which must succeed.
+    #[track_caller]
+    fn stopped(f: &Fake, extra: &[(&str, &str)], secs: u64) -> Outcome {
+        let out = stop_with(f, extra, secs).unwrap();
+        assert_eq!(out.rc, OcfRc::Success, "{}", out.reason);
+        out
+    }
+
+    /// [`stopped`] with a `secs` timeout, which must end within `limit`.
+    #[track_caller]
+    fn stopped_within(f: &Fake, secs: u64, limit: Duration) -> Outcome {
+        let t = Instant::now();
+        let out = stopped(f, &[], secs);
+        assert!(t.elapsed() < limit, "{:?}", t.elapsed());
+        out
+    }
+
     #[test]
     fn stop_graceful() {
         let f = Fake::new(&[DomainState::Running]);
-        let out = stop_with(&f, &[], 20).unwrap();
-        assert_eq!(out.rc, OcfRc::Success);
+        stopped(&f, &[], 20);
         assert_eq!(f.calls(), ["shutdown"]);
     }
 
@@ -291,7 +312,7 @@ mod tests {
     fn stop_force_destroys_at_once() {
         let f = Fake::new(&[DomainState::Running]);
         let force = [("OCF_RESKEY_force_stop", "true")];
-        assert_eq!(stop_with(&f, &force, 20).unwrap().rc, OcfRc::Success);
+        stopped(&f, &force, 20);
         assert_eq!(f.calls(), ["destroy"]);
     }
 
@@ -300,20 +321,16 @@ mod tests {
         let mut f = Fake::new(&[DomainState::Running]);
         f.after_shutdown = None;
         // 4 s timeout: deadline at 3 s, destroy reserve 2 s -> 1 s graceful.
-        let t = Instant::now();
-        let out = stop_with(&f, &[], 4).unwrap();
-        assert_eq!(out.rc, OcfRc::Success);
-        assert!(out.reason.contains("ignored ACPI"), "{}", out.reason);
+        let out = stopped_within(&f, 4, Duration::from_secs(3));
+        assert_contains(&out.reason, "ignored ACPI");
         assert_eq!(f.calls().last().map(String::as_str), Some("destroy"));
-        assert!(t.elapsed() < Duration::from_secs(3));
     }
 
     #[test]
     fn stop_waits_for_an_outgoing_post_copy_and_touches_nothing() {
         let f = Fake::new(&[DomainState::Paused, DomainState::Shutoff]);
         *f.postcopy.borrow_mut() = vec![Some(Postcopy::Outgoing), Some(Postcopy::Outgoing), None];
-        let out = stop_with(&f, &[], 20).unwrap();
-        assert_eq!(out.rc, OcfRc::Success);
+        stopped(&f, &[], 20);
         assert!(f.calls().is_empty(), "{:?}", f.calls());
     }
 
@@ -333,14 +350,9 @@ mod tests {
         for s in [DomainState::Running, DomainState::Paused] {
             let f = Fake::new(&[s]);
             *f.postcopy.borrow_mut() = vec![Some(Postcopy::Failed), None];
-            let out = stop_with(&f, &[], 20).unwrap();
-            assert_eq!(out.rc, OcfRc::Success);
+            let out = stopped(&f, &[], 20);
             assert_eq!(f.calls(), ["destroy"], "{s}");
-            assert!(
-                out.reason.contains("post-copy had failed"),
-                "{}",
-                out.reason
-            );
+            assert_contains(&out.reason, "post-copy had failed");
         }
     }
 
@@ -375,8 +387,7 @@ mod tests {
     fn stop_aborts_an_outgoing_migration_then_shuts_down() {
         let f = Fake::new(&[DomainState::Running]);
         *f.jobs.borrow_mut() = vec![outgoing_job()];
-        let out = stop_with(&f, &[], 20).unwrap();
-        assert_eq!(out.rc, OcfRc::Success);
+        stopped(&f, &[], 20);
         assert_eq!(f.calls(), ["abort", "shutdown"]);
     }
 
@@ -385,24 +396,16 @@ mod tests {
         let mut f = Fake::new(&[DomainState::Running]);
         *f.jobs.borrow_mut() = vec![outgoing_job()];
         f.abort_ignored = true;
-        let t = Instant::now();
-        let out = stop_with(&f, &[], 16).unwrap();
-        assert_eq!(out.rc, OcfRc::Success);
+        let out = stopped_within(&f, 16, Duration::from_secs(4));
         assert_eq!(f.calls(), ["abort", "destroy"]);
-        assert!(
-            out.reason.contains("could not be aborted"),
-            "{}",
-            out.reason
-        );
-        assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+        assert_contains(&out.reason, "could not be aborted");
     }
 
     #[test]
     fn stop_destroys_an_incoming_copy_at_once() {
         let f = Fake::new(&[DomainState::Paused]);
         *f.migrating.borrow_mut() = vec![true, false];
-        let out = stop_with(&f, &[], 20).unwrap();
-        assert_eq!(out.rc, OcfRc::Success);
+        let out = stopped(&f, &[], 20);
         assert_eq!(f.calls(), ["destroy"]);
         assert!(out.reason.contains("incoming copy"), "{}", out.reason);
     }
@@ -418,15 +421,9 @@ mod tests {
         );
         assert!(e.to_string().contains("42"), "{e}");
         // force_stop kills it, and says so.
-        let out = stop_with(&f, &[("OCF_RESKEY_force_stop", "true")], 20).unwrap();
-        assert_eq!(out.rc, OcfRc::Success);
+        let out = stopped(&f, &[("OCF_RESKEY_force_stop", "true")], 20);
         assert_eq!(f.calls(), ["kill"]);
-        assert!(
-            out.reason
-                .contains("pid 42 killed (libvirt reports it shut off"),
-            "{}",
-            out.reason
-        );
+        assert_contains(&out.reason, "pid 42 killed (libvirt reports it shut off");
     }
 
     #[test]
@@ -436,7 +433,7 @@ mod tests {
         let e = stop_with(&f, &[], 20).unwrap_err();
         assert!(matches!(e, Error::QemuAlive { pid: 7, .. }), "{e}");
         let force = [("OCF_RESKEY_force_stop", "true")];
-        assert_eq!(stop_with(&f, &force, 20).unwrap().rc, OcfRc::Success);
+        stopped(&f, &force, 20);
         assert_eq!(f.calls(), ["kill"]);
     }
 }

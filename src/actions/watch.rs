@@ -195,6 +195,7 @@ mod tests {
     use super::*;
     use crate::hypervisor::fake::Fake;
     use crate::moves::Tracker;
+    use crate::testing::assert_starts;
 
     fn pass(left_mib: u64) -> Option<JobProgress> {
         Some(JobProgress {
@@ -253,11 +254,9 @@ mod tests {
         *hv.jobs.borrow_mut() = vec![pass(40), None];
         let (o, _) = run(&hv, &Records::none(), 20);
         assert_eq!(o.rc, OcfRc::ErrGeneric);
-        assert!(
-            o.reason
-                .starts_with("the migration of vm1 to the target ended and it still runs here"),
-            "{}",
-            o.reason
+        assert_starts(
+            &o.reason,
+            "the migration of vm1 to the target ended and it still runs here",
         );
     }
 

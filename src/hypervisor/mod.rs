@@ -99,7 +99,7 @@ impl std::error::Error for Error {
 
 /// Progress (or the result) of a domain's migration job, from
 /// virDomainGetJobStats. Sizes in bytes, times in ms.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct JobProgress {
     pub elapsed_ms: Option<u64>,
     pub data_total: Option<u64>,

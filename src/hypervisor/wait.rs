@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use log::info;
 
-use super::{DomainState, Error, Hypervisor, Status};
+use super::{Error, Hypervisor, Status};
 
 /// How often a state is polled while waiting for it to change.
 pub const POLL: Duration = Duration::from_millis(200);
@@ -27,17 +27,6 @@ pub fn wait_status<H: Hypervisor + ?Sized>(
         }
         sleep(POLL);
     }
-}
-
-/// [`wait_status`] for a condition on the state alone; returns the last
-/// state seen.
-pub fn wait_state<H: Hypervisor + ?Sized>(
-    hv: &H,
-    name: &str,
-    until: Instant,
-    done: impl Fn(DomainState) -> bool,
-) -> Result<DomainState, Error> {
-    wait_status(hv, name, until, |s| done(s.state)).map(|s| s.state)
 }
 
 /// A cluster-managed server must never be started by libvirtd itself when

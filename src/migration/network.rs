@@ -460,6 +460,7 @@ fn qemu_port(net: &dyn Net, sa: SocketAddr, deadline: Instant) -> Result<String,
 mod tests {
     use super::*;
     use crate::ocf::budget::NETWORK_STEP;
+    use crate::testing::assert_contains;
     use std::collections::HashMap;
 
     /// A migrate_to budget whose network steps get all of NETWORK_STEP.
@@ -650,70 +651,47 @@ mod tests {
 
     #[test]
     fn fallbacks_say_why() {
-        let one = |a: &str| [("node-b.mn", vec![ip(a)])].into();
+        // `node-b.mn` resolves to `a` alone, and nothing answers there.
+        let only = |a: &str| FakeNet {
+            names: [("node-b.mn", vec![ip(a)])].into(),
+            ..Default::default()
+        };
+        // libvirtd answers on `a`, but `spoil` makes the address unusable.
+        let spoilt = |a: &str, spoil: fn(&mut FakeNet, IpAddr)| {
+            let mut net = listening_on(&[a]);
+            spoil(&mut net, ip(a));
+            net
+        };
+        let hang = FakeNet {
+            hang: true,
+            ..Default::default()
+        };
+        let mut filtered = listening_on(&["10.251.1.2"]);
+        filtered.failing = [(sa("10.251.1.2:49215"), io::ErrorKind::TimedOut)].into();
         let cases: Vec<(FakeNet, &str)> = vec![
             (FakeNet::default(), "no address"),
+            (hang, "lookup took longer"),
+            (only("127.0.1.1"), "127.0.1.1 is a loopback address"),
             (
-                FakeNet {
-                    hang: true,
-                    ..Default::default()
-                },
-                "lookup took longer",
-            ),
-            (
-                FakeNet {
-                    names: one("127.0.1.1"),
-                    ..Default::default()
-                },
-                "127.0.1.1 is a loopback address",
-            ),
-            (
-                FakeNet {
-                    names: one("::ffff:127.0.1.1"),
-                    ..Default::default()
-                },
+                only("::ffff:127.0.1.1"),
                 "::ffff:127.0.1.1 is a loopback address",
             ),
             (
-                FakeNet {
-                    names: one("fe80::2"),
-                    ..Default::default()
-                },
+                only("fe80::2"),
                 "fe80::2 is IPv6 link-local, and QEMU's tcp:// URI cannot carry its zone",
             ),
             (
-                FakeNet {
-                    local: vec![ip("10.251.1.1")],
-                    ..listening_on(&["10.251.1.1"])
-                },
+                spoilt("10.251.1.1", |n, a| n.local = vec![a]),
                 "10.251.1.1 is an address of this node: the copy would go to ourselves",
             ),
             (
-                FakeNet {
-                    unrouted: vec![ip("10.251.1.2")],
-                    ..listening_on(&["10.251.1.2"])
-                },
+                spoilt("10.251.1.2", |n, a| n.unrouted = vec![a]),
                 "no route to 10.251.1.2",
             ),
+            (spoilt("10.251.1.2", |n, a| n.down = vec![a]), "is down"),
+            (only("10.251.1.2"), "nothing answers on 10.251.1.2:16509"),
             (
-                FakeNet {
-                    down: vec![ip("10.251.1.2")],
-                    ..listening_on(&["10.251.1.2"])
-                },
-                "is down",
-            ),
-            (
-                FakeNet {
-                    names: one("10.251.1.2"),
-                    ..Default::default()
-                },
-                "nothing answers on 10.251.1.2:16509",
-            ),
-            (
-                FakeNet {
-                    failing: [(sa("10.251.1.2:49215"), io::ErrorKind::TimedOut)].into(),
-                    ..listening_on(&["10.251.1.2"])
-                },
+                filtered,
                 "QEMU's migration port 49215 does not answer on 10.251.1.2 (filtered?)",
             ),
         ];
@@ -814,52 +792,48 @@ mod tests {
         "fd00:3::2",
     ];
 
-    #[test]
-    fn six_silent_addresses_cost_one_budget() {
+    /// A choice among SIX addresses that each answer a connect after
+    /// `latency`: it ends within one budget, without an address.
+    fn six_answering_after(latency: Duration) -> Choice {
         let net = FakeNet {
-            latency: SIX.iter().map(|a| (ip(a), Duration::MAX)).collect(),
+            latency: SIX.iter().map(|a| (ip(a), latency)).collect(),
             ..listening_on(&SIX)
         };
         let (c, took) = timed_choice(&net);
         assert!(took < Duration::from_millis(1300), "{took:?}");
         assert_eq!(c.address, None);
-        let connects: Vec<&Check> = c
+        c
+    }
+
+    /// The checks of `c` that are `step`s, each of which failed.
+    fn failed_steps<'c>(c: &'c Choice, step: &str) -> Vec<&'c Check> {
+        let steps: Vec<&Check> = c
             .checks
             .iter()
-            .filter(|c| c.what.starts_with("TCP connect"))
+            .filter(|c| c.what.starts_with(step))
             .collect();
+        assert!(steps.iter().all(|c| c.result.is_err()), "{steps:?}");
+        steps
+    }
+
+    #[test]
+    fn six_silent_addresses_cost_one_budget() {
+        let c = six_answering_after(Duration::MAX);
+        let connects = failed_steps(&c, "TCP connect");
         assert_eq!(connects.len(), 6);
         for check in connects {
-            assert!(check.result.is_err(), "{check:?}");
             assert!(check.took >= NETWORK_STEP / 2, "{check:?}");
             assert!(check.took < Duration::from_millis(1300), "{check:?}");
         }
-        assert!(c
-            .to_string()
-            .contains("nothing answers on [fd00:3::2]:16509"));
+        assert_contains(c.to_string(), "nothing answers on [fd00:3::2]:16509");
     }
 
     #[test]
     fn the_qemu_port_gets_only_what_is_left() {
         // Each control connect answers after 800 ms, leaving the QEMU
         // port 200 ms: too little for a peer that takes 800 ms.
-        let net = FakeNet {
-            latency: SIX
-                .iter()
-                .map(|a| (ip(a), Duration::from_millis(800)))
-                .collect(),
-            ..listening_on(&SIX)
-        };
-        let (c, took) = timed_choice(&net);
-        assert!(took < Duration::from_millis(1300), "{took:?}");
-        assert_eq!(c.address, None);
-        let qemu: Vec<&Check> = c
-            .checks
-            .iter()
-            .filter(|c| c.what.starts_with("QEMU port"))
-            .collect();
-        assert_eq!(qemu.len(), 6);
-        assert!(qemu.iter().all(|c| c.result.is_err()), "{qemu:?}");
+        let c = six_answering_after(Duration::from_millis(800));
+        assert_eq!(failed_steps(&c, "QEMU port").len(), 6);
     }
 
     #[test]

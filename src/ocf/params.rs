@@ -129,6 +129,7 @@ impl Storage {
 /// the configuration itself is wrong, wherever it runs) except an
 /// unreadable `config`, which is this node's problem (5).
 #[derive(Debug, thiserror::Error)]
+#[cfg_attr(test, derive(strum::EnumCount))]
 pub enum ParamError {
     #[error("parameter 'name' is required (the libvirt domain name)")]
     MissingName,
@@ -690,6 +691,11 @@ mod tests {
         Env::reskeys(pairs)
     }
 
+    /// vm1's parameters with `key` set to `value`.
+    fn vm1_with(key: &str, value: &str) -> Result<Params, ParamError> {
+        Params::from_env(&env(&[("name", "vm1"), (key, value)]))
+    }
+
     #[test]
     fn one_parser_per_parameter_in_meta_data_order() {
         let names: Vec<_> = PARSERS.iter().map(|(n, _)| *n).collect();
@@ -714,11 +720,7 @@ mod tests {
 
     #[test]
     fn peer_is_a_list_of_nodes() {
-        let peers = |v| {
-            Params::from_env(&env(&[("name", "vm1"), ("peer", v)]))
-                .unwrap()
-                .peer
-        };
+        let peers = |v| vm1_with("peer", v).unwrap().peer;
         assert_eq!(peers("node-b"), ["node-b"]);
         assert_eq!(
             peers("node-b, node-c,[fd00::3]"),
@@ -757,11 +759,7 @@ mod tests {
 
     #[test]
     fn migration_port_is_a_port_or_a_range() {
-        let port = |v| {
-            Params::from_env(&env(&[("name", "vm1"), ("migration_port", v)]))
-                .unwrap()
-                .migration_port
-        };
+        let port = |v| vm1_with("migration_port", v).unwrap().migration_port;
         assert_eq!(port("49152"), MigrationPort::Fixed(49152));
         assert_eq!(port("49300-49300"), MigrationPort::Fixed(49300));
         assert_eq!(port("49152-49215"), MigrationPort::Range(49152, 49215));
@@ -837,7 +835,7 @@ mod tests {
             ("hypervisor", "qemu:///system?no_verify=1"),
             ("migration_user", "root@evil"),
         ] {
-            let e = Params::from_env(&env(&[("name", "vm1"), (k, v)])).unwrap_err();
+            let e = vm1_with(k, v).unwrap_err();
             assert_eq!(e.rc(), OcfRc::ErrConfigured, "{k}={v}");
             assert!(e.to_string().contains(k), "{e}");
         }
@@ -859,7 +857,7 @@ mod tests {
             ),
             ("migration_storage", "nfs", "expected auto, shared or copy"),
         ] {
-            let e = Params::from_env(&env(&[("name", "vm1"), (k, v)])).unwrap_err();
+            let e = vm1_with(k, v).unwrap_err();
             assert_eq!(
                 e.to_string(),
                 format!("{k}=\"{v}\" is not valid: {expected}")
@@ -878,7 +876,7 @@ mod tests {
         assert_eq!(e.rc(), OcfRc::ErrConfigured);
         assert!(e.to_string().contains("migration_downtime_max=400"), "{e}");
         // A start above the default ceiling alone raises the ceiling.
-        let p = Params::from_env(&env(&[("name", "vm1"), ("migration_downtime", "2000")])).unwrap();
+        let p = vm1_with("migration_downtime", "2000").unwrap();
         assert_eq!(p.migration_downtime_max, 2000);
     }
 
@@ -912,7 +910,7 @@ mod tests {
             matches!(e, ParamError::XbzrleWithParallel { parallel: 2 }),
             "{e}"
         );
-        let p = Params::from_env(&env(&[("name", "vm1"), ("migration_parallel", "2")])).unwrap();
+        let p = vm1_with("migration_parallel", "2").unwrap();
         assert_eq!(p.migration_compression, Compression::Auto);
         assert_eq!(p.migration_auto_converge, AutoConverge::Always);
         let p = Params::from_env(&env(&[
@@ -948,7 +946,7 @@ mod tests {
 
     #[test]
     fn numbers_stop_where_libvirt_and_qemu_stop() {
-        let ok = |k: &str, v: &str| Params::from_env(&env(&[("name", "vm1"), (k, v)])).is_ok();
+        let ok = |k: &str, v: &str| vm1_with(k, v).is_ok();
         assert!(ok("migration_speed", "8796093022207"));
         assert!(!ok("migration_speed", "8796093022208"));
         assert!(ok("migration_downtime", "2000000"));
