@@ -30,6 +30,23 @@ fn migrate_to_with<G>(g: &Guest, timeout_ms: &str, fault: impl FnOnce() -> G) ->
     run.wait()
 }
 
+/// A migrate_to with a `secs` timeout whose migration link goes down 2 s
+/// into the copy: it fails (1).
+fn cut_link_mid_copy(g: &Guest, case: &mut Case, secs: u32) -> Call {
+    let c = migrate_to_with(g, &format!("{secs}000"), || LinkDown::new("a", "vs-a-mn"));
+    case.call(&format!("migrate_to (timeout {secs} s)"), &c);
+    assert_eq!(c.rc, 1, "{}", c.stderr);
+    c
+}
+
+/// After a failed migrate_to: its job on node-a ends within 30 s, and the
+/// guest runs on node-a alone.
+fn assert_stayed_on_a(g: &Guest) {
+    wait_jobs_gone(&g.name, Duration::from_secs(30));
+    assert_no_job("a", &g.name);
+    assert_eq!(assert_runs_once(g), "a");
+}
+
 /// A DNS server on the node's loopback that reads every query and never
 /// answers, as a hung resolver does. Stopped (by its pid) when the test
 /// ends.
@@ -65,6 +82,17 @@ fn started(name: &str) -> Guest {
     g.wait_heartbeat("a");
     g
 }
+
+/// [`started`] on node-a, and defined on node-b too, as with a config on
+/// shared storage: shut off on both nodes once a copy is gone.
+fn started_defined_on_both(name: &str) -> Guest {
+    let g = started(name);
+    g.define("b");
+    g
+}
+
+/// The timeout of the stops these tests run: 20 s.
+const STOP_TIMEOUT: (&str, &str) = ("OCF_RESKEY_CRM_meta_timeout", "20000");
 
 #[test]
 #[ignore = "needs the lab: make test"]
@@ -104,17 +132,10 @@ fn migration_link_cut_in_the_middle_of_the_copy() {
         "the copy stalls; migrate_to aborts the job before its deadline and confirms the guest still runs on the source",
     );
     let g = started("f-linkcut");
-    let c = migrate_to_with(&g, "20000", || LinkDown::new("a", "vs-a-mn"));
-    case.call("migrate_to (timeout 20 s)", &c);
-    assert_eq!(c.rc, 1);
+    let c = cut_link_mid_copy(&g, &mut case, 20);
     assert!(c.took < Duration::from_secs(20), "{:?}", c.took);
-    wait_jobs_gone(&g.name, Duration::from_secs(30));
-    assert_no_job("a", &g.name);
-    let on = assert_runs_once(&g);
-    assert_eq!(on, "a");
-    case.note(format!(
-        "afterwards: running on node-{on} only, no job left"
-    ));
+    assert_stayed_on_a(&g);
+    case.note("afterwards: running on node-a only, no job left");
     case.pass();
 }
 
@@ -127,9 +148,7 @@ fn migration_link_cut_under_a_long_timeout_ends_at_the_progress_timeout() {
         "the copy moves nothing more; after migration_progress_timeout (unset: a quarter of the timeout, 30 s) migrate_to aborts it, long before its deadline, and the guest still runs on the source",
     );
     let g = started("f-linkstuck");
-    let c = migrate_to_with(&g, "120000", || LinkDown::new("a", "vs-a-mn"));
-    case.call("migrate_to (timeout 120 s)", &c);
-    assert_eq!(c.rc, 1, "{}", c.stderr);
+    let c = cut_link_mid_copy(&g, &mut case, 120);
     assert!(
         c.reason()
             .unwrap()
@@ -144,12 +163,9 @@ fn migration_link_cut_under_a_long_timeout_ends_at_the_progress_timeout() {
         "{:?}",
         c.took
     );
-    wait_jobs_gone(&g.name, Duration::from_secs(30));
-    assert_no_job("a", &g.name);
-    let on = assert_runs_once(&g);
-    assert_eq!(on, "a");
+    assert_stayed_on_a(&g);
     case.note(format!(
-        "ended after {:.1?} of 120 s; afterwards: running on node-{on} only, heartbeat continues, no job left",
+        "ended after {:.1?} of 120 s; afterwards: running on node-a only, heartbeat continues, no job left",
         c.took
     ));
     case.pass();
@@ -569,11 +585,8 @@ fn stop_during_a_killed_migration_stops_both_sides() {
         "the agent SIGKILLed during a slow migrate_to (5 MiB/s) once the target holds the paused incoming copy; then stop on both nodes at once (timeout 20 s), as Pacemaker recovers a failed migrate_to; then again, with the source stopped first and the target after",
         "the target destroys its incoming copy at once (or finds it gone when the source's abort ended it first); the source aborts the copy (the guest resumes) and shuts it down; both 0 before the deadline, never 'cannot acquire state change lock'; no QEMU and no job left on either node; the server starts again on the source",
     );
-    let g = started("f-stopkill");
-    // Defined on the target too, as with a config on shared storage: shut
-    // off on both nodes once the copy is gone.
-    g.define("b");
-    let stop_env = [g.name_env(), ("OCF_RESKEY_CRM_meta_timeout", "20000")];
+    let g = started_defined_on_both("f-stopkill");
+    let stop_env = [g.name_env(), STOP_TIMEOUT];
 
     kill_mid_copy(&g, &mut case, "paused (migrating)");
     let (sa, sb) = std::thread::scope(|s| {
@@ -1306,9 +1319,8 @@ fn stop_of_the_target_as_its_incoming_copy_starts() {
         "the agent SIGKILLed during a slow migrate_to as soon as the target's incoming domain shows 'paused (starting up)' (its QEMU still starting); then stop on the target alone (timeout 20 s), then on the source",
         "the target sees an incoming copy from its first moment and destroys it at once (no ACPI shutdown waiting behind the migration's job lock); the source's copy fails and the guest runs on there until its own stop",
     );
-    let g = started("f-startingup");
-    g.define("b");
-    let stop_env = [g.name_env(), ("OCF_RESKEY_CRM_meta_timeout", "20000")];
+    let g = started_defined_on_both("f-startingup");
+    let stop_env = [g.name_env(), STOP_TIMEOUT];
     kill_mid_copy(&g, &mut case, "paused (starting up)");
     let sb = agent("b", "stop", &stop_env);
     case.call("stop on node-b (its copy starting up)", &sb);
