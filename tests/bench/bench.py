@@ -456,8 +456,8 @@ def extra_over(transport, t):
 
 
 def first_moves_extra_over(transport, t):
-    """extra_over for the phase's first move from each node (runs 1 and 2):
-    over ssh, the moves that open the connection the next ones share."""
+    """extra_over for the transport's first move from each node (its first
+    two): over ssh, the moves that open the connection the next ones share."""
     first = [r["total_s"] for r in transport[t]["runs_detail"][:2] if r["converged"]]
     b = transport["tcp"]["total_s"]["median"]
     return round(statistics.median(first) - b, 3) if first and b is not None else None
@@ -663,10 +663,11 @@ def phase_migrations(agent, rate, cfg, extra=None):
 def ping_pong(agent, what, cfg, extra, after=None):
     """cfg["runs"] moves of the running guest, each from where it runs,
     `after(run)` called after each; stops early if it runs on no node or on
-    both. Returns (runs, note)."""
+    both. `extra`: the agent parameters of every move, or a function of the
+    move's index that returns them. Returns (runs, note)."""
     src, runs, note = "a", [], None
     for i in range(cfg["runs"]):
-        r = move(agent, src, cfg["move_timeout_s"], extra)
+        r = move(agent, src, cfg["move_timeout_s"], extra(i) if callable(extra) else extra)
         if after:
             after(r)
         runs.append(r)
@@ -683,6 +684,33 @@ def ping_pong(agent, what, cfg, extra, after=None):
             break
         src = on[0]
     return runs, note
+
+
+def phase_transports(cfg):
+    """vmshift's migration_transport values on one idle guest, the moves
+    interleaved (tcp, ssh, tls, tcp, ...), cfg["runs"] per transport.
+    Phases of their own did not compare: on 2 cores, phases minutes apart
+    differ by more than ssh costs (the matrix's idle moves took 0.84 s and
+    the ssh phase's 1.25 s in a run where ssh's own share was 0.21 s), and
+    moves alternate fast and slow by direction. Interleaved, every
+    transport meets the same machine and, 3 being odd, both directions
+    equally. Returns {transport: summary}."""
+    n = cfg["runs"] * len(TRANSPORTS)
+    log(f"phase transports: vmshift over {', '.join(TRANSPORTS)} interleaved, idle guest, "
+        f"{n} moves, migrate_to limit {cfg['move_timeout_s']} s")
+
+    def over(i):
+        return TRANSPORTS[i % len(TRANSPORTS)]
+
+    start_guest(GUEST_DIRTY_MB, 0)
+    runs, note = ping_pong("vmshift", "transports", {**cfg, "runs": n},
+                           lambda i: {"OCF_RESKEY_migration_transport": over(i)})
+    dirty = measured_dirty_rate()
+    clean_guest()
+    for i, r in enumerate(runs):
+        r["transport"] = over(i)
+    return {t: summarize("vmshift", 0, [r for r in runs if r["transport"] == t], dirty, note)
+            for t in TRANSPORTS}
 
 
 def disk_path(node):
@@ -1188,7 +1216,7 @@ def markdown(rep):
                             rep["downtime_within_target_fraction"]["loaded"]))),
         "",
         "![downtime per agent](downtime.svg)", "",
-        "### Transport (vmshift, idle guest)", "",
+        "### Transport (vmshift, idle guest, the three interleaved move by move)", "",
         "| migration_transport | runs | converged | migrate_to s (median) | total s (median) "
         "| downtime median ms | extra s over tcp | first move from each node: extra s |",
         "|---|---|---|---|---|---|---|---|",
@@ -1531,13 +1559,9 @@ def run(cfg, mode):
     parallel = phase_migrations("vmshift", 0, cfg,
                                 {"OCF_RESKEY_migration_parallel": str(PARALLEL_STREAMS)})
     # What the transport costs: the same idle guest moved by vmshift over
-    # tcp (the matrix's parameters), ssh (the agent's default) and tls, one
-    # phase after the other. Not the matrix's own moves at rate 0: on 2
-    # cores, moves minutes apart differ by more than ssh costs (the
-    # matrix's took 0.84 s, the ssh phase's 1.25 s, in a run where ssh's
-    # own share had been 0.21 s).
-    transport = {t: phase_migrations("vmshift", 0, cfg, {"OCF_RESKEY_migration_transport": t})
-                 for t in TRANSPORTS}
+    # tcp (the matrix's parameters), ssh (the agent's default) and tls, the
+    # moves interleaved (phase_transports says why).
+    transport = phase_transports(cfg)
     # The same idle guest when the link, not the CPU, is the limit.
     log(f"phase wire-limited: migration link shaped to {WIRE_MBIT} Mbit/s")
     with ShapedLink(WIRE_MBIT):
