@@ -860,10 +860,10 @@ fn stop_with_libvirtd_hung() {
     let g = started("f-hungforce");
     let pid = qemu_pid("a", &g.name).expect("QEMU pid of the guest");
     case.note(format!("guest QEMU pid {pid}"));
-    let env = [g.name_env(), ("OCF_RESKEY_CRM_meta_timeout", "20000")];
+    let env = [g.name_env(), STOP_TIMEOUT];
     let forced = [
         g.name_env(),
-        ("OCF_RESKEY_CRM_meta_timeout", "20000"),
+        STOP_TIMEOUT,
         ("OCF_RESKEY_force_stop", "true"),
     ];
     {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use crate::error::{chain, hv_err, Error};
-use crate::hypervisor::wait::wait_status;
+use crate::hypervisor::wait::wait_running;
 use crate::hypervisor::{
     self, mib, DomainState, Hypervisor, JobProgress, Migration, MigrationRequest, Postcopy, Qemu,
     Status,
@@ -604,11 +604,7 @@ fn follow_earlier_migration(
             if let Err(e) = local.abort_job(name) {
                 warn!("abort failed: {}", chain(&e));
             }
-            let here = wait_status(local, name, deadline.at(), |s| {
-                s.state == DomainState::Running
-            })
-            .ok()
-            .map(|s| s.state);
+            let here = wait_running(local, name, deadline.at()).ok();
             warn!(
                 "the earlier migration of {name} to {target} was aborted after {:.1?} (job ended: {})",
                 t0.elapsed(),
@@ -840,11 +836,7 @@ fn timed_out(
         deadline,
         ..
     } = end;
-    let here = wait_status(local, name, deadline.at(), |s| {
-        s.state == DomainState::Running
-    })
-    .ok()
-    .map(|s| s.state);
+    let here = wait_running(local, name, deadline.at()).ok();
     // No state before the deadline: the QEMU process still tells.
     let here_text = match (here, local.qemu(name)) {
         (None, Qemu::Alive(pid)) => format!("QEMU pid {pid} alive"),

@@ -8,7 +8,7 @@ use log::{debug, info, warn};
 
 use crate::definition::Definitions;
 use crate::error::{chain, hv_err, Error};
-use crate::hypervisor::wait::{ensure_no_autostart, wait_status};
+use crate::hypervisor::wait::{ensure_no_autostart, wait_running};
 use crate::hypervisor::{DomainState, ErrorKind, Hypervisor};
 use crate::ocf::{config, Budget, OcfRc, Outcome, Params};
 use crate::peer::Peers;
@@ -194,9 +194,7 @@ pub fn start<H: Hypervisor>(
     check_node(hv, xml.as_deref(), p.start_resources)?;
     let t0 = Instant::now();
     boot(hv, name, deadline)?;
-    let state = wait_status(hv, name, deadline.at(), |s| s.state == DomainState::Running)
-        .map_err(hv_err("get the state of", name))?
-        .state;
+    let state = wait_running(hv, name, deadline.at()).map_err(hv_err("get the state of", name))?;
     if state != DomainState::Running {
         return Err(Error::NotStarted {
             name: name.into(),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use log::info;
 
-use super::{Error, Hypervisor, Status};
+use super::{DomainState, Error, Hypervisor, Status};
 
 /// How often a state is polled while waiting for it to change.
 pub const POLL: Duration = Duration::from_millis(200);
@@ -27,6 +27,15 @@ pub fn wait_status<H: Hypervisor + ?Sized>(
         }
         sleep(POLL);
     }
+}
+
+/// [`wait_status`] until the domain runs; returns the last state seen.
+pub fn wait_running<H: Hypervisor + ?Sized>(
+    hv: &H,
+    name: &str,
+    until: Instant,
+) -> Result<DomainState, Error> {
+    wait_status(hv, name, until, |s| s.state == DomainState::Running).map(|s| s.state)
 }
 
 /// A cluster-managed server must never be started by libvirtd itself when

@@ -653,11 +653,18 @@ def phase_migrations(agent, rate, cfg, extra=None):
     `extra` adds agent parameters."""
     log(f"phase migrations: {agent} {extra or ''}, guest dirtying {rate} MiB/s over "
         f"{GUEST_DIRTY_MB} MiB, {cfg['runs']} moves, migrate_to limit {cfg['move_timeout_s']} s")
+    runs, dirty, note = guest_moves(agent, rate, f"rate {rate}", cfg, extra)
+    return summarize(agent, rate, runs, dirty, note)
+
+
+def guest_moves(agent, rate, what, cfg, extra):
+    """ping_pong moves of a fresh guest dirtying `rate` MiB/s, removed
+    afterwards; (runs, its measured dirty rate, note)."""
     start_guest(GUEST_DIRTY_MB, rate)
-    runs, note = ping_pong(agent, f"rate {rate}", cfg, extra)
+    runs, note = ping_pong(agent, what, cfg, extra)
     dirty = measured_dirty_rate()
     clean_guest()
-    return summarize(agent, rate, runs, dirty, note)
+    return runs, dirty, note
 
 
 def ping_pong(agent, what, cfg, extra, after=None):
@@ -702,11 +709,8 @@ def phase_transports(cfg):
     def over(i):
         return TRANSPORTS[i % len(TRANSPORTS)]
 
-    start_guest(GUEST_DIRTY_MB, 0)
-    runs, note = ping_pong("vmshift", "transports", {**cfg, "runs": n},
-                           lambda i: {"OCF_RESKEY_migration_transport": over(i)})
-    dirty = measured_dirty_rate()
-    clean_guest()
+    runs, dirty, note = guest_moves("vmshift", 0, "transports", {**cfg, "runs": n},
+                                    lambda i: {"OCF_RESKEY_migration_transport": over(i)})
     for i, r in enumerate(runs):
         r["transport"] = over(i)
     return {t: summarize("vmshift", 0, [r for r in runs if r["transport"] == t], dirty, note)
