@@ -22,7 +22,9 @@ import argparse
 import datetime
 import fcntl
 import functools
+import glob
 import json
+import mmap
 import os
 import re
 import shutil
@@ -31,6 +33,7 @@ import statistics
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -123,6 +126,11 @@ LOADED_RATES = (0, 100)
 SPLIT_RATES = (0, 100)
 # migrate_from only confirms the arrival; bounded like the other calls.
 MIGRATE_FROM_LIMIT_S = 60
+# The receiver phase: an idle guest's move with the target's memory cold
+# (left alone this long first: a balloon reports freed memory to its host
+# after 2 s, Linux's page_reporting_delay) and warm (twice the guest's RAM
+# touched and freed just before the move).
+RECEIVER_PAUSE_S = 5
 MONITOR_TIMEOUT_MS = 30000
 # vmshift asks libvirtd directly only for qemu:///system; this URI reaches
 # the same libvirtd through libvirt.so (src/libvirt/rpc.rs).
@@ -147,10 +155,10 @@ HEAVY_OPTIONS = {
 MODES = {
     "full": {"rates": [0, 20, 100, 300], "runs": 10, "monitor_runs": 50,
              "tcp_mib": 1024, "tcp_reps": 3, "move_timeout_s": 30, "heavy_timeout_s": 120,
-             "heavy_options": True, "split_runs": 4, "scale_rounds": 5},
+             "heavy_options": True, "split_runs": 4, "scale_rounds": 5, "receiver_moves": 4},
     "quick": {"rates": [0, 100], "runs": 2, "monitor_runs": 10,
               "tcp_mib": 256, "tcp_reps": 1, "move_timeout_s": 30, "heavy_timeout_s": 90,
-              "heavy_options": False, "split_runs": 2, "scale_rounds": 1},
+              "heavy_options": False, "split_runs": 2, "scale_rounds": 1, "receiver_moves": 1},
 }
 
 T0 = time.monotonic()
@@ -717,6 +725,131 @@ def phase_transports(cfg):
             for t in TRANSPORTS}
 
 
+# ------------------------------------------------------------------ the receiver
+
+def first_touch_ms(mib):
+    """Milliseconds to write into each 4 KiB page of `mib` MiB of fresh
+    anonymous memory, madvised for huge pages as QEMU's guest RAM is: what
+    the target's QEMU pays for the pages it receives."""
+    n = mib << 20
+    with mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS) as m:
+        m.madvise(mmap.MADV_HUGEPAGE)
+        t = time.monotonic()
+        for i in range(0, n, 4096):
+            m[i] = 1
+        return round((time.monotonic() - t) * 1000, 1)
+
+
+def free_page_reporting():
+    """Whether this machine is a VM whose balloon reports free memory to its
+    host (virtio-balloon feature VIRTIO_BALLOON_F_REPORTING, bit 5): the host
+    then takes freed pages back, and the next first touch of each faults
+    there too."""
+    for f in Path("/sys/bus/virtio/drivers/virtio_balloon").glob("virtio*/features"):
+        bits = f.read_text().strip()
+        if len(bits) > 5 and bits[5] == "1":
+            return True
+    return False
+
+
+def first_touch():
+    """This host's cost of fresh memory: the guest's RAM touched first after
+    RECEIVER_PAUSE_S of quiet (cold), then again at once (warm)."""
+    time.sleep(RECEIVER_PAUSE_S)
+    cold = first_touch_ms(GUEST_MEM_MB)
+    warm = min(first_touch_ms(GUEST_MEM_MB) for _ in range(3))
+    return {"mib": GUEST_MEM_MB, "cold_ms": cold, "warm_ms": warm,
+            "free_page_reporting": free_page_reporting()}
+
+
+def qemu_threads_cpu_s():
+    """{(pid, thread name): CPU seconds} of the guest's QEMUs on both nodes
+    (the lab's namespaces share the host's PIDs)."""
+    hz, out = os.sysconf("SC_CLK_TCK"), {}
+    for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
+        pid = cmdline.split("/")[2]
+        try:
+            if f"guest={VM},".encode() not in Path(cmdline).read_bytes():
+                continue
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                name = "main" if task.name == pid else (task / "comm").read_text().strip()
+                f = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                key = (int(pid), name)
+                out[key] = out.get(key, 0) + (int(f[11]) + int(f[12])) / hz
+        except (OSError, IndexError):
+            continue  # a QEMU or thread that ended meanwhile
+    return out
+
+
+class ThreadCpu:
+    """The CPU time each QEMU thread used while the block ran, sampled every
+    10 ms (the target's QEMU starts, and the source's ends, inside it)."""
+
+    def __enter__(self):
+        self.first, self.last, self.stop = {}, {}, threading.Event()
+
+        def sample():
+            while not self.stop.is_set():
+                for k, v in qemu_threads_cpu_s().items():
+                    self.first.setdefault(k, v)
+                    self.last[k] = v
+                time.sleep(0.01)
+        self.thread = threading.Thread(target=sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_):
+        self.stop.set()
+        self.thread.join()
+
+    def used(self, pid, thread):
+        """CPU seconds of `pid`'s threads named `thread` (or starting so)."""
+        return round(sum(self.last[k] - self.first[k] for k in self.last
+                         if k[0] == pid and k[1].startswith(thread)), 3)
+
+
+def phase_receiver(cfg):
+    """Where an idle guest's copy waits: the same vmshift move, alternately
+    with the target's memory cold and warm (RECEIVER_PAUSE_S), with the CPU
+    time of the source's migration thread and of the target's main thread,
+    which receives the RAM and writes it into fresh guest memory."""
+    n = 2 * cfg["receiver_moves"]
+    log(f"phase receiver: vmshift, idle guest, {n} moves, target memory cold and warm in turn")
+    start_guest(0, 0)
+    src, runs = "a", []
+    for i in range(n):
+        warm = i % 2 == 1
+        time.sleep(RECEIVER_PAUSE_S)
+        if warm:
+            first_touch_ms(2 * GUEST_MEM_MB)
+        before = {pid for pid, _ in qemu_threads_cpu_s()}
+        with ThreadCpu() as cpu:
+            r = move("vmshift", src, cfg["move_timeout_s"])
+        target_pid = next((pid for pid, _ in cpu.last if pid not in before), None)
+        source_pid = next(iter(before), None)
+        r.update(memory="warm" if warm else "cold",
+                 target_main_cpu_s=cpu.used(target_pid, "main"),
+                 source_migration_cpu_s=cpu.used(source_pid, "mig/src"))
+        log(f"  receiver run {i + 1}/{n} ({r['memory']}): copy "
+            f"{fmt(r.get('libvirt_bandwidth_mib_per_s'))} MiB/s, downtime "
+            f"{fmt(r.get('downtime_ms'))} ms, target main thread {r['target_main_cpu_s']} s CPU, "
+            f"source migration thread {r['source_migration_cpu_s']} s")
+        runs.append(r)
+        if not r["converged"]:
+            break
+        src = r["to"]
+    clean_guest()
+
+    def of(memory, key):
+        v = [r[key] for r in runs if r["memory"] == memory and r["converged"] and r.get(key)]
+        return round(statistics.median(v), 3) if v else None
+    keys = ("libvirt_bandwidth_mib_per_s", "downtime_ms", "total_s", "target_main_cpu_s",
+            "source_migration_cpu_s")
+    return {"pause_s": RECEIVER_PAUSE_S, "runs_detail": runs,
+            **{m: {"runs": sum(1 for r in runs if r["memory"] == m),
+                   **{k: of(m, k) for k in keys}} for m in ("cold", "warm")}}
+
+
 def disk_path(node):
     """The guest's disk image as `node` sees it (`lab.sh disk`)."""
     return Path(lab("disk", VM, node).strip())
@@ -998,6 +1131,7 @@ def check_targets(rep):
     so_ms, libs = rep["vmshift_monitor_via_libvirt_so_ms_median"], rep["libvirt_so_libraries"]
     heavy = rep["heavy_dirty"]["vmshift"]
     ratio = rep["throughput_ratio"]
+    ft, rc, rw = rep["host"]["first_touch"], rep["receiver"]["cold"], rep["receiver"]["warm"]
     ov = rep["agent_overhead_ms"]["vmshift"]
     tr = rep["transport"]
     within = rep["downtime_within_max_fraction"]["vmshift"]
@@ -1046,14 +1180,22 @@ def check_targets(rep):
                                   ("loaded.", "matrix rates " + "/".join(map(str, LOADED_RATES))
                                    + " MiB/s, every core busy", rep["downtime_within_target_fraction"]["loaded"]))),
         target("throughput_ratio", ratio, ">= 0.9", at_least(ratio, 0.9),
-               f"the migration moved {vm0['mib_per_s']['median']} MiB/s (libvirt's bandwidth "
-               f"estimate {round(statistics.median(bw0)) if bw0 else 'n/a'} MiB/s) where a plain TCP "
-               f"stream gets {rep['raw_tcp_mib_per_s']:.0f} MiB/s over the same veth: QEMU's "
-               f"single migration thread scans, detects zero pages and sends the 4 KiB pages of "
-               f"a TCG guest on 2 cores shared with the guest's vCPU, the receiving QEMU and two "
-               f"libvirtds; a veth pair has no wire limit, so raw TCP measures memcpy speed. "
-               f"The link is not the bottleneck, the CPU is: with migration_parallel="
-               f"{PARALLEL_STREAMS} (more QEMU threads on the same 2 cores) the same move reaches "
+               f"the migration moved {vm0['mib_per_s']['median']} MiB/s (data processed ÷ time "
+               f"elapsed, libvirt's set-up included; libvirt's bandwidth estimate "
+               f"{round(statistics.median(bw0)) if bw0 else 'n/a'} MiB/s) where a plain TCP "
+               f"stream gets {rep['raw_tcp_mib_per_s']:.0f} MiB/s over the same veth, which has no "
+               f"wire limit. The copy waits on the target: its QEMU's main thread receives the "
+               f"pages and writes them into guest memory touched for the first time, "
+               f"{fmt(rc['target_main_cpu_s'], 2)} s of CPU per move (start included) against "
+               f"the source's migration thread's {fmt(rc['source_migration_cpu_s'], 2)} s. This "
+               f"machine {'is a VM whose balloon reports free memory to its host: ' if ft['free_page_reporting'] else 'has '}"
+               f"a first touch of {ft['mib']} MiB takes {fmt(ft['cold_ms'])} ms cold, "
+               f"{fmt(ft['warm_ms'])} ms warm; with the target's memory warm the same move copies "
+               f"at {fmt(rw['libvirt_bandwidth_mib_per_s'])} MiB/s "
+               f"({fmt(rep['receiver']['warm_copy_ratio'], 3)} of raw TCP; cold "
+               f"{fmt(rc['libvirt_bandwidth_mib_per_s'])}), the target's main thread using "
+               f"{fmt(rw['target_main_cpu_s'], 2)} s. More QEMU threads "
+               f"(migration_parallel={PARALLEL_STREAMS}) reach "
                f"{fmt(rep['parallel']['mib_per_s']['median'])} MiB/s "
                f"(ratio {fmt(rep['parallel']['throughput_ratio'], 3)}). With the link shaped to "
                f"{rep['wire_limited']['link_mbit']} Mbit/s, so that the wire is the limit, the "
@@ -1131,6 +1273,7 @@ def fmt(v, nd=0):
 def markdown(rep):
     g = rep["guest"]
     wl = rep["wire_limited"]
+    ft = rep["host"]["first_touch"]
     lines = [
         f"# vmshift benchmark ({rep['mode']})", "",
         f"{rep['date']} on `{rep['host']['uname']}`  ",
@@ -1270,6 +1413,21 @@ def markdown(rep):
           f"{fmt(wl[a]['throughput_ratio'], 3)} | {fmt(wl[a]['copy_mib_per_s'])} | "
           f"{fmt(wl[a]['copy_ratio'], 3)} | {fmt(wl[a]['downtime_ms']['median'])} |"
           for a in AGENTS], "",
+        "### Where the copy waits", "",
+        f"The idle guest's move by vmshift, alternately with the target's memory cold (left "
+        f"alone {rep['receiver']['pause_s']} s first) and warm (twice the guest's RAM touched "
+        f"and freed just before), with the CPU time of the target QEMU's main thread (it "
+        f"receives the RAM and writes it into fresh guest memory; its start included) and of "
+        f"the source's migration thread. A first touch of {ft['mib']} MiB of fresh memory on "
+        f"this host: {fmt(ft['cold_ms'])} ms cold, {fmt(ft['warm_ms'])} ms warm (free page "
+        f"reporting to a hypervisor: {'yes' if ft['free_page_reporting'] else 'no'}).", "",
+        "| target memory | runs | copy MiB/s (median) | downtime ms | move s | target main "
+        "thread CPU s | source migration thread CPU s |",
+        "|---|---|---|---|---|---|---|",
+        *[f"| {m} | {e['runs']} | {fmt(e['libvirt_bandwidth_mib_per_s'])} | {fmt(e['downtime_ms'])} "
+          f"| {fmt(e['total_s'], 2)} | {fmt(e['target_main_cpu_s'], 2)} | "
+          f"{fmt(e['source_migration_cpu_s'], 2)} |"
+          for m, e in ((m, rep['receiver'][m]) for m in ("cold", "warm"))], "",
         "![throughput vs dirty rate](throughput.svg)", "",
         "## Heavy dirty", "",
     ]
@@ -1479,7 +1637,9 @@ REQUIRED = [
     "transport.ssh.extra_s_over_tcp", "transport.tls.extra_s_over_tcp",
     "libvirt_split_ms.0.median_ms.total", "libvirt_split_ms.100.median_ms.total",
     "wire_limited.raw_tcp_mib_per_s", "wire_limited.vmshift.throughput_ratio",
-    "wire_limited.vmshift.copy_ratio",
+    "wire_limited.vmshift.copy_ratio", "host.first_touch.cold_ms", "host.first_touch.warm_ms",
+    "receiver.cold.libvirt_bandwidth_mib_per_s", "receiver.warm.libvirt_bandwidth_mib_per_s",
+    "receiver.cold.target_main_cpu_s", "receiver.warm.target_main_cpu_s",
     *(f"storage.{k}.{a}.{f}" for k in STORAGE_KINDS for a in AGENTS
       for f in ("converged", "journal_ok", "journal_checks")),
 ]
@@ -1548,6 +1708,10 @@ def run(cfg, mode):
     subprocess.run(["gcc", "-static", "-O2", "-Wall", "-o", str(BIN / "rusage_exec"),
                     str(HERE / "rusage_exec.c")], check=True)
 
+    # Before any guest runs: what fresh memory costs on this host.
+    memory = first_touch()
+    log(f"first touch of {memory['mib']} MiB of fresh memory: {memory['cold_ms']} ms cold, "
+        f"{memory['warm_ms']} ms warm (free page reporting: {memory['free_page_reporting']})")
     mon, mon_cpu, meta_ms, so_ms, rss = phase_monitor(cfg)
     scale = phase_scale(cfg)
     log(f"phase raw TCP: {cfg['tcp_reps']} x {cfg['tcp_mib']} MiB over the migration link")
@@ -1566,6 +1730,8 @@ def run(cfg, mode):
     # tcp (the matrix's parameters), ssh (the agent's default) and tls, the
     # moves interleaved (phase_transports says why).
     transport = phase_transports(cfg)
+    # Where the idle guest's copy waits: the target's fresh memory.
+    receiver = phase_receiver(cfg)
     # The same idle guest when the link, not the CPU, is the limit.
     log(f"phase wire-limited: migration link shaped to {WIRE_MBIT} Mbit/s")
     with ShapedLink(WIRE_MBIT):
@@ -1591,7 +1757,7 @@ def run(cfg, mode):
     rep = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "mode": mode, "duration_s": None,
-        "host": host, "versions": versions,
+        "host": {**host, "first_touch": memory}, "versions": versions,
         "guest": {"mem_mb": GUEST_MEM_MB, "dirty_mb": GUEST_DIRTY_MB, "vcpus": 1, "type": "TCG",
                   "dirty_rates_mib_per_s": cfg["rates"], "monitor_phase_rate_mbs": MONITOR_GUEST_RATE},
         "vmshift_params": {**{k: int(v) for k, v in VMSHIFT_PARAMS.items()},
@@ -1635,6 +1801,8 @@ def run(cfg, mode):
                           "extra_s_over_tcp": extra_over(transport, t),
                           "first_moves_extra_s_over_tcp": first_moves_extra_over(transport, t)}
                       for t in TRANSPORTS},
+        "receiver": {**receiver, "warm_copy_ratio": round(receiver["warm"]["libvirt_bandwidth_mib_per_s"] / raw, 4)
+                     if receiver["warm"]["libvirt_bandwidth_mib_per_s"] else None},
         "wire_limited": {
             "link_mbit": WIRE_MBIT, "raw_tcp_runs": [round(v, 1) for v in wire_tcp],
             "raw_tcp_mib_per_s": round(wire_raw, 1),
