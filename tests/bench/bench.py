@@ -707,9 +707,9 @@ def phase_transports(cfg):
     Phases of their own did not compare: on 2 cores, phases minutes apart
     differ by more than ssh costs (the matrix's idle moves took 0.84 s and
     the ssh phase's 1.25 s in a run where ssh's own share was 0.21 s), and
-    moves alternate fast and slow by direction. Interleaved, every
-    transport meets the same machine and, 3 being odd, both directions
-    equally. Returns {transport: summary}."""
+    a move is fast or slow with the target's memory (phase_receiver).
+    Interleaved, every transport meets the same machine and, 3 being odd,
+    both directions equally. Returns {transport: summary}."""
     n = cfg["runs"] * len(TRANSPORTS)
     log(f"phase transports: vmshift over {', '.join(TRANSPORTS)} interleaved, idle guest, "
         f"{n} moves, migrate_to limit {cfg['move_timeout_s']} s")
