@@ -1281,9 +1281,13 @@ impl HostNet {
         let xml = format!(
             "<network><name>{name}</name><forward mode='bridge'/><bridge name='{bridge}'/></network>"
         );
-        let file = std::env::temp_dir().join(format!("vmshift-lab-{name}-{}.xml", self.node));
-        std::fs::write(&file, xml).unwrap();
-        virsh(self.node, &["net-define", file.to_str().unwrap()]).expect("net-define");
+        virsh_define(
+            self.node,
+            "net-define",
+            &format!("{name}-{}", self.node),
+            &xml,
+        )
+        .expect("net-define");
         self.network = Some(name);
         if start {
             virsh(self.node, &["net-start", name]).expect("net-start");
@@ -1439,10 +1443,14 @@ fn a_target_defining_another_domain_of_that_name_is_refused_and_start_names_what
         .and_then(|s| s.split("</uuid>").next())
         .expect("the guest's UUID")
         .to_owned();
-    let other = std::env::temp_dir().join("vmshift-lab-t-pre-uuid-other.xml");
     let other_uuid = "00000000-0000-4000-8000-000000000001";
-    std::fs::write(&other, xml.replace(&uuid, other_uuid)).unwrap();
-    virsh("b", &["define", other.to_str().unwrap()]).expect("define the other domain");
+    virsh_define(
+        "b",
+        "define",
+        "t-pre-uuid-other",
+        &xml.replace(&uuid, other_uuid),
+    )
+    .expect("define the other domain");
     let c = agent("a", "migrate_to", &migration_env(&g, "a", &[]));
     assert_refused_untouched(
         &g,
@@ -1472,8 +1480,8 @@ fn a_target_defining_another_domain_of_that_name_is_refused_and_start_names_what
 }
 
 /// The guest's XML with its memory doubled and `vcpus` vCPUs: a change an
-/// admin makes with `virsh edit`.
-fn grown(g: &Guest, vcpus: u32) -> (std::path::PathBuf, u64) {
+/// admin makes with `virsh edit`; and the doubled memory in MiB.
+fn grown(g: &Guest, vcpus: u32) -> (String, u64) {
     let xml = std::fs::read_to_string(&g.config).unwrap();
     let mib: u64 = xml
         .split("<memory unit='MiB'>")
@@ -1487,9 +1495,7 @@ fn grown(g: &Guest, vcpus: u32) -> (std::path::PathBuf, u64) {
             &format!("<memory unit='MiB'>{}<", 2 * mib),
         )
         .replace("<vcpu>1</vcpu>", &format!("<vcpu>{vcpus}</vcpu>"));
-    let path = std::env::temp_dir().join(format!("vmshift-lab-{}-grown.xml", g.name));
-    std::fs::write(&path, bigger).unwrap();
-    (path, 2 * mib)
+    (bigger, 2 * mib)
 }
 
 /// `virsh dominfo`'s "Max memory" of the domain on a node, in MiB.
@@ -1522,7 +1528,7 @@ fn grown_under_monitor(g: &Guest, env: &[(&str, &str)]) -> (u64, Call, String) {
     let m = agent("a", "monitor", env);
     assert_eq!(m.rc, 0, "{}", m.stderr);
     let (bigger, mib) = grown(g, 1);
-    virsh("a", &["define", bigger.to_str().unwrap()]).expect("virsh define");
+    virsh_define("a", "define", &format!("{}-grown", g.name), &bigger).expect("virsh define");
     let m = agent("a", "monitor", env);
     assert_eq!(m.rc, 0, "{}", m.stderr);
     let diff = format!("memory {mib} MiB here, {} MiB on node-b", mib / 2);
@@ -1590,7 +1596,7 @@ fn a_definition_not_synced_is_reported_and_a_changed_config_is_defined_again() {
     // The config file now says two vCPUs: the next start defines from it.
     assert_eq!(agent("a", "stop", &g.params()).rc, 0);
     let (two, _) = grown(&g, 2);
-    std::fs::copy(&two, &g.config).unwrap();
+    std::fs::write(&g.config, two).unwrap();
     let s = agent("a", "start", &g.params());
     assert_eq!(s.rc, 0, "{}", s.stderr);
     assert!(

@@ -62,6 +62,17 @@ pub fn lab(args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_owned()
 }
 
+/// `virsh define` or `net-define` (`command`) of `xml` on a node, through
+/// a file `stem` in the temp dir that is gone again when virsh returns
+/// (virsh reads it once; a test leaves nothing behind).
+pub fn virsh_define(node: &str, command: &str, stem: &str, xml: &str) -> Result<String, String> {
+    let file = std::env::temp_dir().join(format!("vmshift-lab-{stem}.xml"));
+    std::fs::write(&file, xml).expect("write XML for virsh");
+    let r = virsh(node, &[command, file.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&file);
+    r
+}
+
 /// `virsh -c qemu:///system ARGS` on a node; Err with stderr on failure.
 pub fn virsh(node: &str, args: &[&str]) -> Result<String, String> {
     let o = Command::new("bash")
